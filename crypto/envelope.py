@@ -1,0 +1,138 @@
+"""Sealed envelopes: how a batch travels between a station and the county, over HTTP or on a USB stick.
+
+Layout (all integers big-endian)::
+
+    magic   4 bytes  b"LMSE"
+    version 1 byte   1
+    hlen    4 bytes  length of header
+    header  hlen     canonical JSON (crypto.canonical), see PROTOCOL.md
+    clen    4 bytes  length of ciphertext
+    ct      clen     HPKE single-shot (X25519, HKDF-SHA256, ChaCha20-Poly1305) of zstd(payload),
+                     info = b"lastmile-envelope/1|" + header   (binds the header into the encryption)
+    sig     64 bytes Ed25519 by the sender over every byte before it
+
+HPKE alone is sender-anonymous, so the sender signs; the receiver checks size, shape and
+signature before it spends anything on decryption or decompression.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric import x25519
+
+from crypto import canonical
+from crypto.errors import (BadEncoding, BadSignature, DecryptionFailed, EnvelopeTooLarge,
+                           MalformedEnvelope, WrongRecipient)
+from crypto.keys import Identity, PublicKeys, unb64, verify
+
+MAGIC = b"LMSE"
+VERSION = 1
+INFO_PREFIX = b"lastmile-envelope/1|"
+SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+SIG_LEN = 64
+MAX_ENVELOPE = 16 * 1024 * 1024     # bytes on the wire
+MAX_PAYLOAD = 64 * 1024 * 1024      # bytes after decompression
+MAX_HEADER = 4096
+REQUIRED_HEADER = {"v": int, "kind": str, "from": str, "to": str, "from_key": str, "to_key": str,
+                   "comp": str, "id": str}
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    header: dict[str, Any]
+    signed: bytes       # magic .. ct, what the signature covers
+    header_bytes: bytes
+    ciphertext: bytes
+    signature: bytes
+
+
+def seal(payload: Any, *, sender: Identity, sender_name: str, recipient: PublicKeys,
+         recipient_name: str, kind: str, extra: dict[str, Any] | None = None) -> bytes:
+    """Compress, encrypt to ``recipient`` and sign ``payload`` (any canonical-JSON value)."""
+    header: dict[str, Any] = {
+        "v": VERSION, "kind": kind, "from": sender_name, "to": recipient_name,
+        "from_key": sender.public.sign_id, "to_key": recipient.enc_id, "comp": "zstd",
+        "id": os.urandom(12).hex(), **(extra or {}),
+    }
+    header_bytes = canonical.dumps(header)
+    if len(header_bytes) > MAX_HEADER:
+        raise EnvelopeTooLarge("header too large")
+    compressed = zstandard.ZstdCompressor(level=9).compress(canonical.dumps(payload))
+    pub = x25519.X25519PublicKey.from_public_bytes(unb64(recipient.enc))
+    ct = SUITE.encrypt(compressed, pub, info=INFO_PREFIX + header_bytes)
+    signed = MAGIC + bytes([VERSION]) + struct.pack(">I", len(header_bytes)) + header_bytes \
+        + struct.pack(">I", len(ct)) + ct
+    blob = signed + sender.sign(signed)
+    if len(blob) > MAX_ENVELOPE:
+        raise EnvelopeTooLarge(f"envelope of {len(blob)} bytes exceeds {MAX_ENVELOPE}")
+    return blob
+
+
+def parse(blob: bytes, *, max_size: int = MAX_ENVELOPE) -> Parsed:
+    """Check the outer shape and read the (not yet authenticated) header."""
+    if len(blob) > max_size:
+        raise EnvelopeTooLarge(f"envelope of {len(blob)} bytes exceeds {max_size}")
+    if len(blob) < 4 + 1 + 4 + 4 + SIG_LEN or blob[:4] != MAGIC:
+        raise MalformedEnvelope("not a lastmile envelope (bad magic or too short)")
+    if blob[4] != VERSION:
+        raise MalformedEnvelope(f"unsupported envelope version {blob[4]}")
+    (hlen,) = struct.unpack(">I", blob[5:9])
+    if hlen > MAX_HEADER or 9 + hlen + 4 > len(blob):
+        raise MalformedEnvelope("header length out of range (truncated?)")
+    header_bytes = blob[9:9 + hlen]
+    (clen,) = struct.unpack(">I", blob[9 + hlen:13 + hlen])
+    end = 13 + hlen + clen
+    if end + SIG_LEN != len(blob):
+        raise MalformedEnvelope("ciphertext length does not match the envelope size (truncated?)")
+    try:
+        header = canonical.loads(header_bytes)
+    except BadEncoding as exc:
+        raise MalformedEnvelope(f"unreadable header: {exc}") from exc
+    if not isinstance(header, dict):
+        raise MalformedEnvelope("header is not an object")
+    for name, typ in REQUIRED_HEADER.items():
+        if not isinstance(header.get(name), typ):
+            raise MalformedEnvelope(f"header field {name!r} missing or of the wrong type")
+    if header["v"] != VERSION or header["comp"] != "zstd":
+        raise MalformedEnvelope("unsupported header version or compression")
+    return Parsed(header, blob[:end], header_bytes, blob[13 + hlen:end], blob[end:])
+
+
+def open_sealed(blob: bytes, *, recipient: Identity, recipient_name: str, sender: PublicKeys,
+                max_size: int = MAX_ENVELOPE, max_payload: int = MAX_PAYLOAD) -> tuple[dict[str, Any], Any]:
+    """Verify, decrypt and decompress; return (header, payload). Raises an EnvelopeError subclass."""
+    p = parse(blob, max_size=max_size)
+    if p.header["to"] != recipient_name or p.header["to_key"] != recipient.public.enc_id:
+        raise WrongRecipient(f"envelope is for {p.header['to']!r}, not {recipient_name!r}")
+    if p.header["from_key"] != sender.sign_id:
+        raise BadSignature("envelope is signed with a key that is not the sender's current key")
+    verify(sender.sign, p.signature, p.signed)
+    try:
+        compressed = SUITE.decrypt(p.ciphertext, recipient.enc_key, info=INFO_PREFIX + p.header_bytes)
+    except (InvalidTag, ValueError) as exc:
+        raise DecryptionFailed("envelope failed authentication") from exc
+    raw = decompress(compressed, max_payload)
+    try:
+        return p.header, canonical.loads(raw)
+    except BadEncoding as exc:
+        raise MalformedEnvelope(f"payload is not canonical JSON: {exc}") from exc
+
+
+def decompress(data: bytes, limit: int) -> bytes:
+    """zstd-decompress at most ``limit`` bytes; more is a compression bomb."""
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
+            out = reader.read(limit + 1)
+    except zstandard.ZstdError as exc:
+        raise MalformedEnvelope(f"payload does not decompress: {exc}") from exc
+    if len(out) > limit:
+        raise EnvelopeTooLarge(f"payload decompresses to more than {limit} bytes")
+    return out
