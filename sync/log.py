@@ -1,0 +1,173 @@
+"""Append-only event logs with dense sequence numbers, a hash chain and signatures.
+
+A stream is one author's log toward one reader: ``up/<station>`` (written by the station)
+and ``down/<station>`` (written by the county). Both ends keep a copy in ``_sync_events``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from crypto import canonical
+from crypto.keys import Identity, b64, unb64, verify
+from crypto.errors import BadEncoding, BadSignature
+from sync.errors import BadEvent
+
+GENESIS = "0" * 64
+SIG_CONTEXT = b"lastmile-event/1|"
+
+
+class Conn(Protocol):
+    def execute(self, sql: str, params: Any = ...) -> Any: ...
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def up(station: str) -> str:
+    return f"up/{station}"
+
+
+def down(station: str) -> str:
+    return f"down/{station}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    stream: str
+    seq: int
+    prev: str
+    author: str
+    kind: str
+    at: str
+    body: dict[str, Any]
+    hash: str
+    sig: str
+
+    def content(self) -> dict[str, Any]:
+        return {"stream": self.stream, "seq": self.seq, "prev": self.prev, "author": self.author,
+                "kind": self.kind, "at": self.at, "body": self.body}
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**self.content(), "hash": self.hash, "sig": self.sig}
+
+    @classmethod
+    def from_wire(cls, d: Any) -> Event:
+        if not isinstance(d, dict):
+            raise BadEvent("event is not an object")
+        try:
+            ev = cls(stream=d["stream"], seq=d["seq"], prev=d["prev"], author=d["author"],
+                     kind=d["kind"], at=d["at"], body=d["body"], hash=d["hash"], sig=d["sig"])
+        except KeyError as exc:
+            raise BadEvent(f"event lacks field {exc}") from exc
+        if set(d) - {"stream", "seq", "prev", "author", "kind", "at", "body", "hash", "sig"}:
+            raise BadEvent("event has unknown fields")
+        if not (isinstance(ev.seq, int) and not isinstance(ev.seq, bool) and ev.seq >= 1):
+            raise BadEvent("event seq must be a positive integer")
+        for name in ("stream", "prev", "author", "kind", "at", "hash", "sig"):
+            if not isinstance(getattr(ev, name), str):
+                raise BadEvent(f"event field {name} must be a string")
+        if not isinstance(ev.body, dict):
+            raise BadEvent("event body must be an object")
+        return ev
+
+    def check(self, author_sign_key: str) -> None:
+        """Raise BadEvent unless the hash matches the content and the author's signature verifies."""
+        try:
+            if content_hash(self.content()) != self.hash:
+                raise BadEvent(f"event {self.stream}#{self.seq}: hash does not match its content")
+            verify(author_sign_key, unb64(self.sig), SIG_CONTEXT + self.hash.encode())
+        except BadSignature as exc:
+            raise BadEvent(f"event {self.stream}#{self.seq}: signature does not verify") from exc
+        except BadEncoding as exc:
+            raise BadEvent(f"event {self.stream}#{self.seq}: {exc}") from exc
+
+
+def content_hash(content: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical.dumps(content)).hexdigest()
+
+
+def head(db: Conn, stream: str) -> tuple[int, str]:
+    """(highest seq, its hash) of a stream, or (0, GENESIS)."""
+    row = db.execute("SELECT seq, hash FROM _sync_events WHERE stream = ? ORDER BY seq DESC LIMIT 1",
+                     (stream,)).fetchone()
+    return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+
+
+def append(db: Conn, me: Identity, *, stream: str, author: str, kind: str, body: dict[str, Any],
+           at: str | None = None) -> Event:
+    """Write one signed event at the end of ``stream``; the caller's transaction makes it durable."""
+    seq, prev = head(db, stream)
+    content = {"stream": stream, "seq": seq + 1, "prev": prev, "author": author, "kind": kind,
+               "at": at or utcnow(), "body": body}
+    h = content_hash(content)
+    ev = Event(**content, hash=h, sig=b64(me.sign(SIG_CONTEXT + h.encode())))
+    store(db, ev)
+    return ev
+
+
+def store(db: Conn, ev: Event) -> None:
+    db.execute("INSERT INTO _sync_events (stream, seq, prev, hash, author, kind, at, body, sig, stored_at)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (ev.stream, ev.seq, ev.prev, ev.hash, ev.author, ev.kind, ev.at,
+                canonical.dumps(ev.body).decode(), ev.sig, utcnow()))
+
+
+def _row(r: Any) -> Event:
+    return Event(stream=r[0], seq=int(r[1]), prev=r[2], hash=r[3], author=r[4], kind=r[5], at=r[6],
+                 body=canonical.loads(r[7].encode()), sig=r[8])
+
+
+_COLS = "stream, seq, prev, hash, author, kind, at, body, sig"
+
+
+def events_after(db: Conn, stream: str, after: int, limit: int = 500,
+                 max_bytes: int = 4 * 1024 * 1024) -> list[Event]:
+    """Events with seq > after, in order, at most ``limit`` of them and about ``max_bytes``."""
+    rows = db.execute(f"SELECT {_COLS} FROM _sync_events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?",
+                      (stream, after, limit)).fetchall()
+    out, size = [], 0
+    for r in rows:
+        size += len(r[7]) + 300
+        if out and size > max_bytes:
+            break
+        out.append(_row(r))
+    return out
+
+
+def get(db: Conn, stream: str, seq: int) -> Event | None:
+    r = db.execute(f"SELECT {_COLS} FROM _sync_events WHERE stream = ? AND seq = ?", (stream, seq)).fetchone()
+    return _row(r) if r else None
+
+
+def acked(db: Conn, stream: str) -> int:
+    row = db.execute("SELECT acked FROM _sync_cursors WHERE stream = ?", (stream,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def set_acked(db: Conn, stream: str, value: int) -> None:
+    """Move the confirmed cursor forward; it never moves back (acks are cumulative)."""
+    if value <= acked(db, stream):
+        return
+    if db.execute("SELECT 1 FROM _sync_cursors WHERE stream = ?", (stream,)).fetchone():
+        db.execute("UPDATE _sync_cursors SET acked = ?, updated_at = ? WHERE stream = ?",
+                   (value, utcnow(), stream))
+    else:
+        db.execute("INSERT INTO _sync_cursors (stream, acked, updated_at) VALUES (?, ?, ?)",
+                   (stream, value, utcnow()))
+
+
+def get_status(db: Conn, name: str) -> str | None:
+    row = db.execute("SELECT value FROM _sync_status WHERE name = ?", (name,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def set_status(db: Conn, name: str, value: str) -> None:
+    if db.execute("SELECT 1 FROM _sync_status WHERE name = ?", (name,)).fetchone():
+        db.execute("UPDATE _sync_status SET value = ? WHERE name = ?", (value, name))
+    else:
+        db.execute("INSERT INTO _sync_status (name, value) VALUES (?, ?)", (name, value))

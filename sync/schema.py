@@ -1,0 +1,24 @@
+"""The ``_sync_*`` tables, in SQL that SQLite and PostgreSQL both accept."""
+
+from __future__ import annotations
+
+STATEMENTS = (
+    """CREATE TABLE IF NOT EXISTS _sync_events (
+        stream TEXT NOT NULL, seq BIGINT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL,
+        author TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL, body TEXT NOT NULL,
+        sig TEXT NOT NULL, stored_at TEXT NOT NULL, PRIMARY KEY (stream, seq))""",
+    """CREATE TABLE IF NOT EXISTS _sync_cursors (
+        stream TEXT PRIMARY KEY, acked BIGINT NOT NULL, updated_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS _sync_forks (
+        stream TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, event TEXT NOT NULL,
+        reason TEXT NOT NULL, seen_at TEXT NOT NULL, PRIMARY KEY (stream, seq, hash))""",
+    """CREATE TABLE IF NOT EXISTS _sync_repairs (
+        stream TEXT NOT NULL, seq BIGINT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL,
+        PRIMARY KEY (stream, seq))""",
+    """CREATE TABLE IF NOT EXISTS _sync_status (name TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+)
+
+
+def create(db) -> None:  # type: ignore[no-untyped-def]
+    for sql in STATEMENTS:
+        db.execute(sql)
