@@ -1,0 +1,254 @@
+"""The county's services: enrolment, the sync answer, applying station events, decisions.
+
+Each method is one transaction: a processing fact and the downstream event that carries it
+to the station are written together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from central.store import Store
+from crypto import canonical, passwords
+from crypto.keys import Identity, PublicKeys
+from sync import exchange, log
+from sync.errors import RevokedStation, UnknownStation
+from sync.log import Event
+
+logger = logging.getLogger("lastmile.central")
+LEVELS = ("village", "township", "county")
+DECISIONS = {"approve": "approved", "reject": "rejected", "correction": "correction_requested"}
+ENROL_HOURS = 72
+
+
+def N_(message: str) -> str:
+    """Mark a message id for translation; the web layer translates it."""
+    return message
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data: Path
+    name: str = "county"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data / "central.db"
+
+    @property
+    def key_dir(self) -> Path:
+        return self.data / "keys"
+
+
+class CountyError(Exception):
+    """A request the county refuses; ``status`` is the HTTP status, the message a message id."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+def _hash_code(code: str) -> str:
+    return hashlib.sha256(code.replace("-", "").upper().encode()).hexdigest()
+
+
+class County:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store(settings.db_path)
+        if not (settings.key_dir / "sign.pem").exists():
+            raise FileNotFoundError(f"{settings.data} has no county keys; run `lastmile central init` first")
+        self.me = Identity.load(settings.key_dir)
+        self.name = self.store.meta("county_name") or settings.name
+
+    @staticmethod
+    def init(settings: Settings) -> None:
+        settings.data.mkdir(parents=True, exist_ok=True)
+        if not (settings.key_dir / "sign.pem").exists():
+            Identity.generate().save(settings.key_dir)
+        store = Store(settings.db_path)
+        with store.transaction() as db:
+            if not store.meta("county_name"):
+                store.set_meta(db, "county_name", settings.name)
+        store.close()
+
+    # catalogue -----------------------------------------------------------------
+    def publish_catalog(self, catalog: dict[str, Any]) -> int:
+        """Store a new catalogue version and send it down to every active station."""
+        with self.store.transaction() as db:
+            latest = self.store.latest_catalog(db)
+            version = (latest[0] if latest else 0) + 1
+            body = {**catalog, "version": version}
+            self.store.insert_catalog(db, version, log.utcnow(), canonical.dumps(body).decode())
+            for code in self.store.active_station_codes(db):
+                self._send_down(db, code, "catalog.published", {"catalog": body})
+        return version
+
+    def catalog(self) -> dict[str, Any]:
+        latest = self.store.latest_catalog()
+        return json.loads(latest[1]) if latest else {"version": 0, "items": [], "departments": []}
+
+    def _send_down(self, db: Any, station: str, kind: str, body: dict[str, Any]) -> Event:
+        return log.append(db, self.me, stream=log.down(station), author=self.name, kind=kind, body=body)
+
+    # stations ------------------------------------------------------------------
+    def add_station(self, code: str, name: str, level: str) -> str:
+        """Register a station; return its one-time enrolment code (valid 72 hours, single use)."""
+        if level not in LEVELS:
+            raise CountyError(400, "bad_level", f"level must be one of {', '.join(LEVELS)}")
+        if not code or not code.isascii() or not code.replace("-", "").isalnum() or len(code) > 32:
+            raise CountyError(400, "bad_code", N_("station code must be 1-32 letters, digits or '-'"))
+        otp = "-".join(secrets.token_hex(2).upper() for _ in range(4))
+        expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=ENROL_HOURS)).isoformat()
+        with self.store.transaction() as db:
+            existing = self.store.station(code)
+            if existing and existing["status"] == "active":
+                raise CountyError(409, "exists", f"station {code} is already enrolled")
+            if existing:
+                self.store.update_station(db, code, name=name, level=level, status="pending",
+                                          enroll_code_hash=_hash_code(otp), enroll_expires=expires)
+            else:
+                self.store.insert_station(db, {"code": code, "name": name, "level": level, "status": "pending",
+                                               "enroll_code_hash": _hash_code(otp), "enroll_expires": expires,
+                                               "created_at": log.utcnow()})
+        return otp
+
+    def enroll(self, code: str, otp: str, keys: PublicKeys) -> dict[str, Any]:
+        with self.store.transaction() as db:
+            st = self.store.station(code)
+            if st is None or st["status"] != "pending" or not st["enroll_code_hash"]:
+                raise CountyError(403, "not_pending", N_("no enrolment is open for this station"))
+            if not secrets.compare_digest(st["enroll_code_hash"], _hash_code(otp)):
+                raise CountyError(403, "bad_code", N_("the enrolment code is wrong"))
+            if dt.datetime.fromisoformat(st["enroll_expires"]) < dt.datetime.now(dt.timezone.utc):
+                raise CountyError(403, "expired", N_("the enrolment code has expired; ask the county for a new one"))
+            self.store.update_station(db, code, status="active", sign_key=keys.sign, enc_key=keys.enc,
+                                      enroll_code_hash=None, enroll_expires=None, enrolled_at=log.utcnow())
+            latest = self.store.latest_catalog(db)
+            if latest:
+                self._send_down(db, code, "catalog.published", {"catalog": json.loads(latest[1])})
+        return {"station_name": st["name"], "station_level": st["level"], "county_name": self.name,
+                "county_keys": self.me.public.to_dict()}
+
+    def revoke(self, code: str) -> None:
+        with self.store.transaction() as db:
+            if not self.store.station(code):
+                raise CountyError(404, "unknown_station", f"no station {code}")
+            self.store.update_station(db, code, status="revoked")
+
+    def station_keys(self, code: str) -> PublicKeys:
+        st = self.store.station(code)
+        if st is None or st["status"] == "pending":
+            raise UnknownStation(f"station {code!r} is not enrolled at this county")
+        if st["status"] == "revoked":
+            raise RevokedStation(f"station {code!r} has been revoked")
+        return PublicKeys(sign=st["sign_key"], enc=st["enc_key"])
+
+    # sync ----------------------------------------------------------------------
+    def answer(self, blob: bytes) -> bytes:
+        with self.store.transaction() as db:
+            sealed, summary = exchange.answer_push(db, blob, me=self.me, county_name=self.name,
+                                                   station_keys=self.station_keys, apply=self.apply_up)
+            self.store.update_station(db, summary["station"], last_contact=log.utcnow())
+        logger.info("sync %s", summary)
+        return sealed
+
+    def apply_up(self, db: Any, ev: Event) -> None:
+        """Project one station event into cases (inside the sync transaction)."""
+        b, station = ev.body, ev.author
+        if ev.kind in ("application.accepted", "application.correction_notice", "application.refused"):
+            if b.get("station") != station:
+                raise ValueError("application names another station")
+            status = {"application.accepted": "received", "application.correction_notice": "correction_notice",
+                      "application.refused": "refused"}[ev.kind]
+            now = log.utcnow()
+            self.store.insert_case(db, {
+                "id": b["id"], "station": station, "seq": ev.seq, "kind": ev.kind, "status": status,
+                "receipt_no": b["receipt_no"], "item_code": b["item_code"], "item_name": b["item_name"],
+                "department": b["department"], "applicant_name": b["applicant"]["name"],
+                "id_number": b["applicant"]["id_number"], "accepted_at": b["at"],
+                "promised_date": b.get("promised_date"), "received_at": now})
+            if status == "received":
+                self._send_down(db, station, "case.received", {"id": b["id"], "received_at": now,
+                                                               "department": b["department"]})
+        elif ev.kind == "application.handed_out":
+            if not self.store.update_case(db, b["id"], status="handed_out", handed_out_at=b["at"]):
+                raise LookupError(f"hand-out of unknown case {b['id']}")
+        else:
+            raise ValueError(f"unknown event kind {ev.kind!r}")
+
+    # cases ---------------------------------------------------------------------
+    def decide(self, case_id: str, decision: str, note: str, user: dict[str, Any]) -> dict[str, Any]:
+        if decision not in DECISIONS:
+            raise CountyError(422, "bad_decision", N_("Choose approve, reject or correction."))
+        note = note.strip()
+        if decision != "approve" and not note:
+            raise CountyError(422, "note_required", N_("A rejection or a correction request needs a note for the citizen."))
+        if len(note) > 2000:
+            raise CountyError(422, "note_too_long", N_("The note is too long."))
+        with self.store.transaction() as db:
+            case = self.store.case(case_id, db)
+            if case is None:
+                raise CountyError(404, "not_found", N_("No such case."))
+            if user["role"] != "supervisor" and user["department"] != case["department"]:
+                raise CountyError(403, "other_department", N_("This case belongs to another department."))
+            if case["status"] != "received":
+                raise CountyError(409, "not_open", N_("This case has already been decided."))
+            at = log.utcnow()
+            self.store.update_case(db, case_id, status=DECISIONS[decision], decision=decision, decision_note=note,
+                                   decided_by=user["name"], decided_at=at)
+            self._send_down(db, case["station"], "case.decided",
+                            {"id": case_id, "decision": decision, "note": note, "by": user["name"],
+                             "department": case["department"], "at": at})
+            return self.store.case(case_id, db) or {}
+
+    def signature_status(self, case: dict[str, Any]) -> str:
+        """Re-verify the station's signature on the event that carried the application: valid/invalid."""
+        with self.store.lock:
+            ev = log.get(self.store.conn, log.up(case["station"]), int(case["seq"]))
+        st = self.store.station(case["station"])
+        if ev is None or st is None or not st["sign_key"]:
+            return "missing"
+        try:
+            ev.check(st["sign_key"])
+            if ev.body.get("id") != case["id"]:
+                return "invalid"
+            return "valid"
+        except Exception:  # noqa: BLE001 - any failure to verify is reported as invalid
+            return "invalid"
+
+    def case_body(self, case: dict[str, Any]) -> dict[str, Any]:
+        with self.store.lock:
+            ev = log.get(self.store.conn, log.up(case["station"]), int(case["seq"]))
+        return ev.body if ev else {}
+
+    # users ---------------------------------------------------------------------
+    def add_user(self, username: str, name: str, password: str, role: str, department: str | None) -> str:
+        if role not in ("clerk", "supervisor"):
+            raise CountyError(400, "bad_role", N_("role must be clerk or supervisor"))
+        token = passwords.new_token()
+        with self.store.transaction() as db:
+            self.store.upsert_user(db, {"username": username, "name": name, "password": passwords.hash_password(password),
+                                        "token_hash": passwords.token_hash(token), "role": role,
+                                        "department": department, "created_at": log.utcnow()})
+        return token
+
+    def login(self, username: str, password: str) -> dict[str, Any] | None:
+        u = self.store.user("username", username)
+        if u and passwords.check_password(password, u.pop("password")):
+            return u
+        return None
+
+    def user_by_token(self, token: str) -> dict[str, Any] | None:
+        u = self.store.user("token_hash", passwords.token_hash(token))
+        if u:
+            u.pop("password")
+        return u
+

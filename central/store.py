@@ -1,0 +1,155 @@
+"""The only module of central that speaks SQL: every query is here, in SQL that SQLite and
+PostgreSQL both accept (``?`` placeholders are translated for psycopg by the connection).
+
+One connection and one lock per process; each write is one transaction. Processing facts and
+the downstream events that carry them to stations are written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from sync import schema
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS stations (
+        code TEXT PRIMARY KEY, name TEXT NOT NULL, level TEXT NOT NULL, status TEXT NOT NULL,
+        sign_key TEXT, enc_key TEXT, enroll_code_hash TEXT, enroll_expires TEXT, enrolled_at TEXT,
+        last_contact TEXT, created_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS users (
+        username TEXT PRIMARY KEY, name TEXT NOT NULL, password TEXT NOT NULL, token_hash TEXT NOT NULL,
+        role TEXT NOT NULL, department TEXT, created_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS catalog_versions (
+        version INTEGER PRIMARY KEY, published_at TEXT NOT NULL, body TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS cases (
+        id TEXT PRIMARY KEY, station TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
+        receipt_no TEXT NOT NULL, item_code TEXT NOT NULL, item_name TEXT NOT NULL, department TEXT NOT NULL,
+        applicant_name TEXT NOT NULL, id_number TEXT NOT NULL, accepted_at TEXT NOT NULL, promised_date TEXT,
+        received_at TEXT NOT NULL, decision TEXT, decision_note TEXT, decided_by TEXT, decided_at TEXT,
+        handed_out_at TEXT)""",
+    """CREATE INDEX IF NOT EXISTS cases_queue ON cases (department, status)""",
+    """CREATE INDEX IF NOT EXISTS cases_station ON cases (station, status)""",
+)
+
+CASE_COLS = ("id", "station", "seq", "kind", "status", "receipt_no", "item_code", "item_name", "department",
+             "applicant_name", "id_number", "accepted_at", "promised_date", "received_at", "decision",
+             "decision_note", "decided_by", "decided_at", "handed_out_at")
+STATION_COLS = ("code", "name", "level", "status", "sign_key", "enc_key", "enroll_code_hash", "enroll_expires",
+                "enrolled_at", "last_contact", "created_at")
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
+            self.conn.execute(f"PRAGMA {pragma}")
+        self.lock = threading.RLock()
+        with self.transaction() as db:
+            schema.create(db)
+            for sql in SCHEMA:
+                db.execute(sql)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self.lock:
+            return list(self.conn.execute(sql, params).fetchall())
+
+    # meta --------------------------------------------------------------------
+    def meta(self, name: str) -> str | None:
+        rows = self._all("SELECT value FROM meta WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, db: Any, name: str, value: str) -> None:
+        db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                   (name, value))
+
+    # stations ----------------------------------------------------------------
+    def station(self, code: str) -> dict[str, Any] | None:
+        rows = self._all(f"SELECT {', '.join(STATION_COLS)} FROM stations WHERE code = ?", (code,))
+        return dict(zip(STATION_COLS, rows[0])) if rows else None
+
+    def stations(self) -> list[dict[str, Any]]:
+        return [dict(zip(STATION_COLS, r)) for r in
+                self._all(f"SELECT {', '.join(STATION_COLS)} FROM stations ORDER BY code")]
+
+    def active_station_codes(self, db: Any) -> list[str]:
+        return [r[0] for r in db.execute("SELECT code FROM stations WHERE status = 'active' ORDER BY code").fetchall()]
+
+    def insert_station(self, db: Any, row: dict[str, Any]) -> None:
+        cols = ", ".join(row)
+        db.execute(f"INSERT INTO stations ({cols}) VALUES ({', '.join('?' for _ in row)})", tuple(row.values()))
+
+    def update_station(self, db: Any, code: str, **values: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in values)
+        db.execute(f"UPDATE stations SET {sets} WHERE code = ?", (*values.values(), code))
+
+    def station_sync_counts(self) -> dict[str, dict[str, int]]:
+        rows = self._all("""SELECT e.stream, max(e.seq), coalesce(max(c.acked), 0) FROM _sync_events e
+                            LEFT JOIN _sync_cursors c ON c.stream = e.stream GROUP BY e.stream""")
+        return {r[0]: {"high": int(r[1]), "acked": int(r[2])} for r in rows}
+
+    # users -------------------------------------------------------------------
+    def upsert_user(self, db: Any, row: dict[str, Any]) -> None:
+        db.execute("DELETE FROM users WHERE username = ?", (row["username"],))
+        db.execute("INSERT INTO users (username, name, password, token_hash, role, department, created_at)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?)", (row["username"], row["name"], row["password"], row["token_hash"],
+                                                     row["role"], row["department"], row["created_at"]))
+
+    def user(self, column: str, value: str) -> dict[str, Any] | None:
+        assert column in ("username", "token_hash")
+        rows = self._all(f"SELECT username, name, password, role, department FROM users WHERE {column} = ?", (value,))
+        return dict(zip(("username", "name", "password", "role", "department"), rows[0])) if rows else None
+
+    # catalogue ---------------------------------------------------------------
+    def insert_catalog(self, db: Any, version: int, published_at: str, body: str) -> None:
+        db.execute("INSERT INTO catalog_versions (version, published_at, body) VALUES (?, ?, ?)",
+                   (version, published_at, body))
+
+    def latest_catalog(self, db: Any | None = None) -> tuple[int, str] | None:
+        sql = "SELECT version, body FROM catalog_versions ORDER BY version DESC LIMIT 1"
+        rows = list((db or self.conn).execute(sql).fetchall()) if db else self._all(sql)
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    # cases -------------------------------------------------------------------
+    def insert_case(self, db: Any, row: dict[str, Any]) -> None:
+        values = tuple(row.get(c) for c in CASE_COLS)
+        db.execute(f"INSERT INTO cases ({', '.join(CASE_COLS)}) VALUES ({', '.join('?' for _ in CASE_COLS)})", values)
+
+    def update_case(self, db: Any, case_id: str, **values: Any) -> bool:
+        sets = ", ".join(f"{k} = ?" for k in values)
+        cur = db.execute(f"UPDATE cases SET {sets} WHERE id = ?", (*values.values(), case_id))
+        return bool(cur.rowcount == 1)
+
+    def case(self, case_id: str, db: Any | None = None) -> dict[str, Any] | None:
+        sql = f"SELECT {', '.join(CASE_COLS)} FROM cases WHERE id = ?"
+        rows = db.execute(sql, (case_id,)).fetchall() if db is not None else self._all(sql, (case_id,))
+        return dict(zip(CASE_COLS, rows[0])) if rows else None
+
+    def cases(self, *, department: str | None = None, station: str | None = None, status: str | None = None,
+              limit: int = 200) -> list[dict[str, Any]]:
+        where, params = [], []
+        for col, val in (("department", department), ("station", station), ("status", status)):
+            if val:
+                where.append(f"{col} = ?")
+                params.append(val)
+        sql = (f"SELECT {', '.join(CASE_COLS)} FROM cases" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY received_at LIMIT ?")
+        return [dict(zip(CASE_COLS, r)) for r in self._all(sql, (*params, limit))]

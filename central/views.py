@@ -1,0 +1,218 @@
+"""Thin handlers of the county centre: parse, call County, render a page or JSON."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from central.county import County, CountyError
+from crypto import envelope
+from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
+                           UnknownSender, WrongRecipient)
+from crypto.keys import PublicKeys
+from sync.errors import CursorAhead, RevokedStation, SyncError, UnknownStation
+from templates import N_, check_csrf, gettext_for, locale_of, render
+
+logger = logging.getLogger("lastmile.central")
+
+STATUS_OF_ERROR: list[tuple[type[Exception], int]] = [
+    (EnvelopeTooLarge, 413), (UnknownStation, 403), (RevokedStation, 403), (UnknownSender, 403),
+    (BadSignature, 401), (WrongRecipient, 421), (DecryptionFailed, 400), (CursorAhead, 409),
+    (CryptoError, 400), (SyncError, 422),
+]
+
+
+def county(request: Request) -> County:
+    return request.app.state.county  # type: ignore[no-any-return]
+
+
+def api_error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, "details": details}, status)
+
+
+# sync and enrolment ----------------------------------------------------------
+async def read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise EnvelopeTooLarge(f"body of {declared} bytes exceeds {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise EnvelopeTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def sync_exchange(request: Request) -> Response:
+    peer = request.client.host if request.client else "?"
+    try:
+        blob = await read_limited(request, envelope.MAX_ENVELOPE)
+        sealed = await run_in_threadpool(county(request).answer, blob)
+    except (CryptoError, SyncError) as exc:
+        status = next(s for t, s in STATUS_OF_ERROR if isinstance(exc, t))
+        code = getattr(exc, "code", "refused")
+        logger.warning("sync refused from %s: %s %s: %s", peer, status, code, exc)
+        return api_error(status, code, str(exc))
+    return Response(sealed, media_type="application/octet-stream")
+
+
+async def enroll(request: Request) -> Response:
+    try:
+        body = await request.json()
+        keys = PublicKeys.from_dict(body["keys"])
+        answer = await run_in_threadpool(county(request).enroll, str(body["station"]), str(body["code"]), keys)
+    except (ValueError, KeyError, TypeError, BadEncoding) as exc:
+        return api_error(400, "bad_request", f"enrolment request is malformed: {exc}")
+    except CountyError as exc:
+        logger.warning("enrolment refused: %s", exc)
+        return api_error(exc.status, exc.code, str(exc))
+    logger.info("station %s enrolled", body["station"])
+    return JSONResponse(answer)
+
+
+# pages -------------------------------------------------------------------------
+def clerk(request: Request) -> dict[str, Any]:
+    user = request.session.get("user")
+    if not user:
+        raise HTTPException(303, headers={"location": "/login"})
+    return user  # type: ignore[no-any-return]
+
+
+async def form_of(request: Request) -> Any:
+    form = await request.form()
+    if not check_csrf(request, form):
+        raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
+    return form
+
+
+async def login_page(request: Request) -> Response:
+    return render(request, "central/login.html", error=None)
+
+
+async def login(request: Request) -> Response:
+    form = await form_of(request)
+    user = await run_in_threadpool(county(request).login, str(form.get("username", "")), str(form.get("password", "")))
+    if not user:
+        logger.info("failed login for %r", form.get("username"))
+        return render(request, "central/login.html", 401, error=gettext_for(locale_of(request))("Wrong user name or password."))
+    request.session["user"] = user
+    return RedirectResponse("/", 303)
+
+
+async def logout(request: Request) -> Response:
+    await form_of(request)
+    request.session.pop("user", None)
+    return RedirectResponse("/login", 303)
+
+
+async def set_language(request: Request) -> Response:
+    if request.path_params["locale"] in ("zh_CN", "en"):
+        request.session["lang"] = request.path_params["locale"]
+    return RedirectResponse(request.headers.get("referer") or "/", 303)
+
+
+def departments(c: County) -> dict[str, dict[str, str]]:
+    return {d["code"]: d for d in c.catalog().get("departments", [])}
+
+
+async def queue(request: Request) -> Response:
+    user = clerk(request)
+    c = county(request)
+    dept = user["department"] if user["role"] != "supervisor" else (request.query_params.get("department") or None)
+    status = request.query_params.get("status", "received")
+    cases = c.store.cases(department=dept, status=status or None)
+    return render(request, "central/queue.html", cases=cases, status=status, department=dept,
+                  departments=departments(c), flash=request.query_params.get("m"))
+
+
+async def case_page(request: Request) -> Response:
+    clerk(request)
+    c = county(request)
+    case = c.store.case(request.path_params["id"])
+    if case is None:
+        raise HTTPException(404, N_("No such case."))
+    return render(request, "central/case.html", case=case, body=c.case_body(case), error=None,
+                  signature=c.signature_status(case), departments=departments(c),
+                  station=c.store.station(case["station"]))
+
+
+async def decide_page(request: Request) -> Response:
+    user = clerk(request)
+    form = await form_of(request)
+    c = county(request)
+    try:
+        await run_in_threadpool(c.decide, request.path_params["id"], str(form.get("decision", "")),
+                                str(form.get("note", "")), user)
+    except CountyError as exc:
+        case = c.store.case(request.path_params["id"])
+        if case is None:
+            raise HTTPException(404, N_("No such case.")) from exc
+        return render(request, "central/case.html", exc.status, case=case, body=c.case_body(case),
+                      error=gettext_for(locale_of(request))(str(exc)), signature=c.signature_status(case),
+                      departments=departments(c), station=c.store.station(case["station"]))
+    return RedirectResponse("/?m=decided", 303)
+
+
+async def stations_page(request: Request) -> Response:
+    clerk(request)
+    c = county(request)
+    counts = c.store.station_sync_counts()
+    rows = []
+    for st in c.store.stations():
+        up = counts.get(f"up/{st['code']}", {"high": 0})
+        down = counts.get(f"down/{st['code']}", {"high": 0, "acked": 0})
+        rows.append({**st, "received": up["high"], "down_waiting": down["high"] - down["acked"]})
+    return render(request, "central/stations.html", stations=rows)
+
+
+# JSON API ----------------------------------------------------------------------
+def api_user(request: Request) -> dict[str, Any]:
+    auth = request.headers.get("authorization", "")
+    user = county(request).user_by_token(auth[7:]) if auth.lower().startswith("bearer ") else None
+    if not user:
+        raise HTTPException(401, N_("A valid bearer token is required."))
+    return user
+
+
+def case_json(c: County, case: dict[str, Any]) -> dict[str, Any]:
+    return {**case, "signature": c.signature_status(case)}
+
+
+async def api_cases(request: Request) -> Response:
+    api_user(request)
+    c = county(request)
+    q = request.query_params
+    cases = c.store.cases(station=q.get("station"), status=q.get("status"), department=q.get("department"))
+    return JSONResponse({"cases": [case_json(c, x) for x in cases]})
+
+
+async def api_case(request: Request) -> Response:
+    api_user(request)
+    c = county(request)
+    case = c.store.case(request.path_params["id"])
+    if case is None:
+        return api_error(404, "not_found", "No such case.")
+    return JSONResponse({**case_json(c, case), "application": c.case_body(case)})
+
+
+async def api_decide(request: Request) -> Response:
+    user = api_user(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        return api_error(400, "bad_json", "The request body is not valid JSON.")
+    if not isinstance(body, dict):
+        return api_error(422, "invalid", "The request body must be a JSON object.")
+    c = county(request)
+    try:
+        case = await run_in_threadpool(c.decide, request.path_params["id"], str(body.get("decision", "")),
+                                       str(body.get("note", "")), user)
+    except CountyError as exc:
+        return api_error(exc.status, exc.code, str(exc))
+    return JSONResponse(case_json(c, case))

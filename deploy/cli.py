@@ -1,0 +1,165 @@
+"""`lastmile`: the one console script, for installers, operators and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+DEMO_CATALOG = Path(__file__).resolve().parent.parent / "central" / "catalog_demo.json"
+
+
+def _central(args: argparse.Namespace) -> int:
+    from central.county import County, CountyError, Settings
+
+    settings = Settings(data=Path(args.data))
+    if args.cmd == "init":
+        County.init(Settings(data=Path(args.data), name=args.name))
+        county = County(settings)
+        print(f"county centre ready in {args.data}; key fingerprint {county.me.public.fingerprint()}")
+        return 0
+    if args.cmd == "serve":
+        import uvicorn
+
+        from central.app import create_app
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        return 0
+    county = County(settings)
+    try:
+        if args.cmd == "station" and args.action == "add":
+            code = county.add_station(args.code, args.name, args.level)
+            print(f"station {args.code} registered. One-time enrolment code (valid 72 h): {code}")
+            print(f"county key fingerprint (check it at the station): {county.me.public.fingerprint()}")
+        elif args.cmd == "station" and args.action == "revoke":
+            county.revoke(args.code)
+            print(f"station {args.code} revoked; its syncs are now refused")
+        elif args.cmd == "user":
+            token = county.add_user(args.username, args.name or args.username, args.password, args.role, args.department)
+            print(f"user {args.username} saved. API token: {token}")
+        elif args.cmd == "catalog":
+            catalog = json.loads(Path(args.file or DEMO_CATALOG).read_text(encoding="utf-8"))
+            print(f"catalogue version {county.publish_catalog(catalog)} published to all stations")
+    except CountyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        county.store.close()
+    return 0
+
+
+def _node(args: argparse.Namespace) -> int:
+    from node.station import Settings, Station
+
+    settings = Settings(data=Path(args.data), sync_interval=getattr(args, "sync_interval", None) or 15.0)
+    if args.cmd == "init":
+        from node.enroll import EnrolmentFailed, enroll
+        try:
+            info = enroll(settings, central_url=args.central, station=args.station, code=args.enroll,
+                          fingerprint=args.fingerprint)
+        except EnrolmentFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"station {info['station']} ({info['name']}, {info['level']}) enrolled; "
+              f"county key fingerprint {info['county_fingerprint']}")
+        return 0
+    if args.cmd == "serve":
+        import uvicorn
+
+        from node.app import create_app
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        return 0
+    station = Station(settings)
+    try:
+        if args.cmd == "user":
+            token = station.store.add_user(args.username, args.name or args.username, args.password)
+            print(f"agent {args.username} saved. API token: {token}")
+        elif args.cmd == "sync":
+            from crypto.errors import CryptoError
+            from sync.errors import SyncError
+            try:
+                result = station.sync()
+            except (SyncError, CryptoError) as exc:
+                print(f"sync failed: {exc}", file=sys.stderr)
+                print(json.dumps(station.sync_state(), ensure_ascii=False))
+                return 1
+            print(json.dumps({**result.to_dict(), "state": station.sync_state()}, ensure_ascii=False))
+    finally:
+        station.store.close()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lastmile", description="Offline-first government services: stations and county centre")
+    sub = p.add_subparsers(dest="part", required=True)
+
+    c = sub.add_parser("central", help="the county centre").add_subparsers(dest="cmd", required=True)
+    x = c.add_parser("init", help="create keys and database")
+    x.add_argument("--data", required=True)
+    x.add_argument("--name", default="county", help="the county's sync name")
+    x = c.add_parser("serve", help="run the web server")
+    x.add_argument("--data", required=True)
+    x.add_argument("--host", default="127.0.0.1")
+    x.add_argument("--port", type=int, default=8700)
+    st = c.add_parser("station", help="register or revoke a station")
+    st.add_argument("action", choices=["add", "revoke"])
+    st.add_argument("--data", required=True)
+    st.add_argument("--code", required=True)
+    st.add_argument("--name", default="")
+    st.add_argument("--level", choices=["village", "township", "county"], default="village")
+    u = c.add_parser("user", help="add or replace a staff account")
+    u.add_argument("action", choices=["add"])
+    u.add_argument("--data", required=True)
+    u.add_argument("--username", required=True)
+    u.add_argument("--password", required=True)
+    u.add_argument("--name")
+    u.add_argument("--role", choices=["clerk", "supervisor"], default="clerk")
+    u.add_argument("--department", help="department code, for clerks")
+    k = c.add_parser("catalog", help="publish a catalogue version to all stations")
+    k.add_argument("action", choices=["publish"])
+    k.add_argument("--data", required=True)
+    k.add_argument("--file", help="catalogue JSON (default: the demo catalogue)")
+
+    n = sub.add_parser("node", help="a station node").add_subparsers(dest="cmd", required=True)
+    x = n.add_parser("init", help="create keys and enrol with the county")
+    x.add_argument("--data", required=True)
+    x.add_argument("--central", required=True, help="the county centre's URL")
+    x.add_argument("--station", required=True, help="station code given by the county")
+    x.add_argument("--enroll", required=True, help="one-time enrolment code")
+    x.add_argument("--fingerprint", help="the county key fingerprint to check")
+    x = n.add_parser("serve", help="run the station web page and background sync")
+    x.add_argument("--data", required=True)
+    x.add_argument("--host", default="127.0.0.1")
+    x.add_argument("--port", type=int, default=8701)
+    x.add_argument("--sync-interval", type=float, default=15.0)
+    x = n.add_parser("sync", help="sync with the county now")
+    x.add_argument("--data", required=True)
+    u = n.add_parser("user", help="add or replace an agent account")
+    u.add_argument("action", choices=["add"])
+    u.add_argument("--data", required=True)
+    u.add_argument("--username", required=True)
+    u.add_argument("--password", required=True)
+    u.add_argument("--name")
+
+    d = sub.add_parser("demo", help="run a county centre and two demo stations on this machine")
+    d.add_argument("--data", default="data/demo")
+    d.add_argument("--base-port", type=int, default=8700)
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--sync-interval", type=float, default=5.0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    if args.part == "central":
+        return _central(args)
+    if args.part == "node":
+        return _node(args)
+    from deploy.demo import run
+    return run(Path(args.data), host=args.host, base_port=args.base_port, sync_interval=args.sync_interval)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The station's services: intake, hand-out and sync, each one transaction over store and log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crypto.keys import Identity
+from node import cases
+from node.store import Store
+from sync import client, log
+from sync.log import Event
+
+logger = logging.getLogger("lastmile.node")
+CHINA = dt.timezone(dt.timedelta(hours=8))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data: Path
+    sync_interval: float = 15.0
+    http_timeout: float = 30.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.data / "node.db"
+
+    @property
+    def key_dir(self) -> Path:
+        return self.data / "keys"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str], **overrides: Any) -> Settings:
+        known = {"NODE_DATA", "NODE_SYNC_INTERVAL"}
+        unknown = {k for k in env if k.startswith("NODE_")} - known
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        if "NODE_DATA" in env:
+            values["data"] = Path(env["NODE_DATA"])
+        if "NODE_SYNC_INTERVAL" in env:
+            values["sync_interval"] = float(env["NODE_SYNC_INTERVAL"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+class NotEnrolled(Exception):
+    pass
+
+
+class Station:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store(settings.db_path)
+        if not self.store.meta("station_code"):
+            raise NotEnrolled(f"{settings.data} holds no enrolled station; run `lastmile node init` first")
+        self.me = Identity.load(settings.key_dir)
+        self.code = str(self.store.meta("station_code"))
+        self.name = str(self.store.meta("station_name"))
+        self.level = str(self.store.meta("station_level"))
+        self.county = client.Peer(url=str(self.store.meta("county_url")), name=str(self.store.meta("county_name")),
+                                  keys=self.store.county_keys())
+        self._sync_lock = threading.Lock()
+
+    # intake ----------------------------------------------------------------
+    def items(self) -> list[dict[str, Any]]:
+        return [i for i in self.store.catalog()["items"] if self.level in i.get("levels", [])]
+
+    def item(self, code: str) -> dict[str, Any] | None:
+        return next((i for i in self.store.catalog()["items"] if i["code"] == code), None)
+
+    def department_names(self) -> dict[str, dict[str, str]]:
+        return {d["code"]: d for d in self.store.catalog().get("departments", [])}
+
+    def take(self, item_code: str, form: dict[str, Any], decision: str, agent: str) -> dict[str, Any]:
+        """Record the agent's decision on an application; raises cases.IntakeError with field errors."""
+        item = self.item(item_code)
+        if item is None:
+            raise cases.IntakeError({"item": cases.N_("This service item is not in the station's catalogue.")})
+        now = dt.datetime.now(CHINA)
+        with self.store.transaction() as db:
+            seq = log.head(db, log.up(self.code))[0] + 1
+            receipt_no = f"{self.code}-{now:%Y%m%d}-{seq:05d}"
+            intake = cases.take(item, form, decision=decision, station=self.code, agent=agent,
+                                catalog_version=int(self.store.catalog()["version"]), now=now,
+                                receipt_no=receipt_no, level=self.level)
+            ev = log.append(db, self.me, stream=log.up(self.code), author=self.code, kind=intake.kind,
+                            body=intake.body)
+            self.store.insert_application(db, ev, intake.status)
+        return self.store.application(intake.body["id"]) or {}
+
+    def hand_out(self, app_id: str, by: str) -> bool:
+        app = self.store.application(app_id)
+        if app is None or app["status"] not in ("approved", "rejected", "correction_requested"):
+            return False
+        now = dt.datetime.now(CHINA).isoformat(timespec="seconds")
+        with self.store.transaction() as db:
+            log.append(db, self.me, stream=log.up(self.code), author=self.code, kind="application.handed_out",
+                       body={"id": app_id, "by": by, "at": now, "identity_checked": True})
+            self.store.update_application(db, app_id, status="handed_out", handed_out_at=now, handed_out_by=by)
+        return True
+
+    # downstream ------------------------------------------------------------
+    def apply_down(self, db: sqlite3.Connection, ev: Event) -> None:
+        """Apply one county event to the station's projections (called inside the sync transaction)."""
+        b = ev.body
+        if ev.kind == "catalog.published":
+            self.store.set_meta(db, "catalog", json.dumps(b["catalog"], ensure_ascii=False))
+        elif ev.kind == "case.received":
+            self.store.update_application(db, b["id"], county_received_at=b["received_at"], status="received")
+        elif ev.kind == "case.decided":
+            status = {"approve": "approved", "reject": "rejected", "correction": "correction_requested"}[b["decision"]]
+            if not self.store.update_application(db, b["id"], status=status, decision=b["decision"],
+                                                 decision_note=b.get("note", ""), decided_by=b.get("by", ""),
+                                                 decided_at=b.get("at", "")):
+                raise LookupError(f"no application {b['id']} at this station")
+        else:
+            raise ValueError(f"unknown event kind {ev.kind!r}")
+
+    def sync(self) -> client.SyncResult:
+        with self._sync_lock, httpx.Client(timeout=self.settings.http_timeout) as http:
+            return client.sync_once(self.store.transaction, http, me=self.me, station=self.code, county=self.county,
+                                    apply=self.apply_down)
+
+    def sync_state(self) -> dict[str, Any]:
+        return self.store.sync_state(log.up(self.code), log.down(self.code))
+
+    def run_sync_loop(self, stop: threading.Event) -> threading.Thread:
+        t = threading.Thread(target=client.run_forever, args=(self.sync, stop, self.settings.sync_interval),
+                             name="lastmile-sync", daemon=True)
+        t.start()
+        return t

@@ -1,0 +1,155 @@
+"""The only module of the node that opens SQLite.
+
+WAL (Litestream needs it), synchronous=FULL (a printed receipt must survive a power cut),
+busy_timeout. One connection, one lock: every write is one transaction that holds both the
+projection row and its event in the upstream log, so they can never disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import sqlite_utils
+
+from crypto import canonical, passwords
+from crypto.keys import PublicKeys
+from sync import schema
+from sync.log import Event
+
+TABLES = {
+    "users": ({"username": str, "name": str, "password": str, "token_hash": str, "created_at": str},
+              "username"),
+    "applications": ({"id": str, "seq": int, "receipt_no": str, "kind": str, "status": str, "item_code": str,
+                      "item_name": str, "department": str, "applicant_name": str, "id_number": str,
+                      "phone": str, "agent": str, "created_at": str, "promised_date": str, "body": str,
+                      "event_hash": str, "event_sig": str, "county_received_at": str, "decision": str,
+                      "decision_note": str, "decided_by": str, "decided_at": str,
+                      "handed_out_at": str, "handed_out_by": str}, "id"),
+    "meta": ({"name": str, "value": str}, "name"),
+}
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000", "foreign_keys=ON"):
+            self.conn.execute(f"PRAGMA {pragma}")
+        self.db = sqlite_utils.Database(self.conn)
+        self.lock = threading.RLock()
+        with self.transaction():
+            schema.create(self.conn)
+            for name, (columns, pk) in TABLES.items():
+                self.db[name].create(columns, pk=pk, if_not_exists=True)
+            self.db["applications"].create_index(["status"], if_not_exists=True)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT under the store's lock; roll back on any error."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    # meta ------------------------------------------------------------------
+    def meta(self, name: str, default: str | None = None) -> str | None:
+        with self.lock:
+            row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, db: sqlite3.Connection, name: str, value: str) -> None:
+        db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                   (name, value))
+
+    def county_keys(self) -> PublicKeys:
+        return PublicKeys.from_dict(json.loads(self.meta("county_keys") or "{}"))
+
+    def catalog(self) -> dict[str, Any]:
+        raw = self.meta("catalog")
+        return json.loads(raw) if raw else {"version": 0, "items": [], "departments": []}
+
+    # users -----------------------------------------------------------------
+    def add_user(self, username: str, name: str, password: str) -> str:
+        token = passwords.new_token()
+        with self.transaction():
+            self.db["users"].upsert({"username": username, "name": name, "password": passwords.hash_password(password),
+                                     "token_hash": passwords.token_hash(token), "created_at": _now()}, pk="username")
+        return token
+
+    def login(self, username: str, password: str) -> dict[str, Any] | None:
+        with self.lock:
+            rows = list(self.db["users"].rows_where("username = ?", [username]))
+        if rows and passwords.check_password(password, rows[0]["password"]):
+            return {"username": rows[0]["username"], "name": rows[0]["name"]}
+        return None
+
+    def user_by_token(self, token: str) -> dict[str, Any] | None:
+        with self.lock:
+            rows = list(self.db["users"].rows_where("token_hash = ?", [passwords.token_hash(token)]))
+        return {"username": rows[0]["username"], "name": rows[0]["name"]} if rows else None
+
+    # applications ----------------------------------------------------------
+    def insert_application(self, db: sqlite3.Connection, ev: Event, status: str) -> None:
+        b = ev.body
+        self.db["applications"].insert({
+            "id": b["id"], "seq": ev.seq, "receipt_no": b["receipt_no"], "kind": ev.kind, "status": status,
+            "item_code": b["item_code"], "item_name": b["item_name"], "department": b["department"],
+            "applicant_name": b["applicant"]["name"], "id_number": b["applicant"]["id_number"],
+            "phone": b["applicant"]["phone"], "agent": b["agent"], "created_at": b["at"],
+            "promised_date": b.get("promised_date", ""), "body": canonical.dumps(b).decode(),
+            "event_hash": ev.hash, "event_sig": ev.sig})
+
+    def update_application(self, db: sqlite3.Connection, app_id: str, **values: Any) -> bool:
+        sets = ", ".join(f"{k} = ?" for k in values)
+        cur = db.execute(f"UPDATE applications SET {sets} WHERE id = ?", (*values.values(), app_id))
+        return cur.rowcount == 1
+
+    def application(self, app_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            rows = list(self.db["applications"].rows_where("id = ?", [app_id]))
+        if not rows:
+            return None
+        row = rows[0]
+        row["body"] = json.loads(row["body"])
+        return row
+
+    def applications(self, where: str = "1 = 1", params: tuple[Any, ...] = (), limit: int = 100) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.db["applications"].rows_where(where, list(params), order_by="seq desc", limit=limit))
+
+    def count(self, where: str, params: tuple[Any, ...] = ()) -> int:
+        with self.lock:
+            return int(self.conn.execute(f"SELECT count(*) FROM applications WHERE {where}", params).fetchone()[0])
+
+    def sync_state(self, stream_up: str, stream_down: str) -> dict[str, Any]:
+        with self.lock:
+            c = self.conn
+            high = c.execute("SELECT coalesce(max(seq), 0) FROM _sync_events WHERE stream = ?", (stream_up,)).fetchone()[0]
+            acked = c.execute("SELECT coalesce(max(acked), 0) FROM _sync_cursors WHERE stream = ?", (stream_up,)).fetchone()[0]
+            waiting_bytes = c.execute("SELECT coalesce(sum(length(body)), 0) FROM _sync_events WHERE stream = ? AND seq > ?",
+                                      (stream_up, acked)).fetchone()[0]
+            down = c.execute("SELECT coalesce(max(seq), 0) FROM _sync_events WHERE stream = ?", (stream_down,)).fetchone()[0]
+            status = dict(c.execute("SELECT name, value FROM _sync_status").fetchall())
+            forks = c.execute("SELECT count(*) FROM _sync_forks").fetchone()[0]
+            repairs = c.execute("SELECT count(*) FROM _sync_repairs").fetchone()[0]
+        return {"up_written": high, "up_acked": acked, "up_waiting": high - acked, "up_waiting_bytes": waiting_bytes,
+                "down_received": down, "last_contact": status.get("last_contact") or None,
+                "last_attempt": status.get("last_attempt") or None, "last_error": status.get("last_error") or None,
+                "last_error_code": status.get("last_error_code") or None, "forks": forks, "repairs": repairs}
+
+
+def _now() -> str:
+    from sync.log import utcnow
+    return utcnow()

@@ -1,0 +1,226 @@
+"""Thin handlers: parse the request, call the station, render a page or JSON."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import segno
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from node import cases
+from node.station import Station
+from sync.errors import SyncError
+from crypto.errors import CryptoError
+from templates import N_, check_csrf, gettext_for, locale_of, render
+
+logger = logging.getLogger("lastmile.node")
+
+
+def station(request: Request) -> Station:
+    return request.app.state.station  # type: ignore[no-any-return]
+
+
+def agent(request: Request) -> dict[str, Any]:
+    user = request.session.get("user")
+    if not user:
+        raise HTTPException(303, headers={"location": "/login"})
+    return user  # type: ignore[no-any-return]
+
+
+async def form_of(request: Request) -> Any:
+    form = await request.form()
+    if not check_csrf(request, form):
+        raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
+    return form
+
+
+# pages -----------------------------------------------------------------------
+async def login_page(request: Request) -> Response:
+    return render(request, "node/login.html", st=station(request), error=None)
+
+
+async def login(request: Request) -> Response:
+    form = await form_of(request)
+    user = station(request).store.login(str(form.get("username", "")), str(form.get("password", "")))
+    if not user:
+        logger.info("failed login for %r", form.get("username"))
+        return render(request, "node/login.html", 401, st=station(request),
+                      error=gettext_for(locale_of(request))("Wrong user name or password."))
+    request.session["user"] = user
+    return RedirectResponse("/", 303)
+
+
+async def logout(request: Request) -> Response:
+    await form_of(request)
+    request.session.pop("user", None)
+    return RedirectResponse("/login", 303)
+
+
+async def set_language(request: Request) -> Response:
+    lang = request.path_params["locale"]
+    if lang in ("zh_CN", "en"):
+        request.session["lang"] = lang
+    return RedirectResponse(request.headers.get("referer") or "/", 303)
+
+
+async def home(request: Request) -> Response:
+    agent(request)
+    st = station(request)
+    return render(request, "node/home.html", st=st, sync=st.sync_state(),
+                  results=st.store.applications("status IN ('approved', 'rejected', 'correction_requested')"),
+                  recent=st.store.applications(limit=20), items=st.items(), flash=request.query_params.get("m"))
+
+
+async def apply_form(request: Request) -> Response:
+    agent(request)
+    st = station(request)
+    item = st.item(request.path_params["code"])
+    if item is None or item not in st.items():
+        raise HTTPException(404, N_("This service item is not in the station's catalogue."))
+    return render(request, "node/apply.html", st=st, item=item, form={}, errors={},
+                  departments=st.department_names())
+
+
+async def apply_submit(request: Request) -> Response:
+    user = agent(request)
+    st = station(request)
+    form = await form_of(request)
+    data: dict[str, Any] = {k: v for k, v in form.items() if k != "materials"}
+    data["materials"] = form.getlist("materials")
+    code = request.path_params["code"]
+    try:
+        app = st.take(code, data, str(form.get("decision", "")), user["name"])
+    except cases.IntakeError as exc:
+        item = st.item(code)
+        if item is None:
+            raise HTTPException(404, N_("This service item is not in the station's catalogue.")) from exc
+        return render(request, "node/apply.html", 422, st=st, item=item, form=data, errors=exc.errors,
+                      departments=st.department_names())
+    return RedirectResponse(f"/applications/{app['id']}/document", 303)
+
+
+async def application_page(request: Request) -> Response:
+    agent(request)
+    st = station(request)
+    app = st.store.application(request.path_params["id"])
+    if app is None:
+        raise HTTPException(404, N_("No such application at this station."))
+    return render(request, "node/application.html", st=st, app=app)
+
+
+async def document(request: Request) -> Response:
+    agent(request)
+    st = station(request)
+    app = st.store.application(request.path_params["id"])
+    if app is None:
+        raise HTTPException(404, N_("No such application at this station."))
+    qr = segno.make(verification_text(st, app), error="m").svg_inline(scale=3)
+    return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr,
+                  departments=st.department_names())
+
+
+async def hand_out(request: Request) -> Response:
+    user = agent(request)
+    await form_of(request)
+    if not station(request).hand_out(request.path_params["id"], user["name"]):
+        raise HTTPException(409, N_("This result cannot be handed out (not decided yet, or already handed out)."))
+    return RedirectResponse("/?m=handed_out", 303)
+
+
+async def sync_now(request: Request) -> Response:
+    agent(request)
+    await form_of(request)
+    try:
+        station(request).sync()
+        return RedirectResponse("/?m=synced", 303)
+    except (SyncError, CryptoError) as exc:
+        logger.warning("sync from page failed: %s", exc)
+        return RedirectResponse("/?m=sync_failed", 303)
+
+
+def verification_text(st: Station, app: dict[str, Any]) -> str:
+    """What the QR code on a document carries: enough to check the station's signature on it."""
+    return f"LM1|{st.code}|{app['receipt_no']}|{app['id']}|{app['event_hash']}|{app['event_sig']}"
+
+
+# JSON API ----------------------------------------------------------------------
+def api_user(request: Request) -> dict[str, Any]:
+    auth = request.headers.get("authorization", "")
+    user = station(request).store.user_by_token(auth[7:]) if auth.lower().startswith("bearer ") else None
+    if not user:
+        raise HTTPException(401, N_("A valid bearer token is required."))
+    return user
+
+
+def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:
+    body = app["body"] if isinstance(app["body"], dict) else {}
+    return {"id": app["id"], "receipt_no": app["receipt_no"], "status": app["status"], "item_code": app["item_code"],
+            "item_name": app["item_name"], "applicant_name": app["applicant_name"], "created_at": app["created_at"],
+            "promised_date": app["promised_date"] or None, "missing": body.get("missing", []),
+            "county_received_at": app["county_received_at"],
+            "decision": ({"decision": app["decision"], "note": app["decision_note"], "by": app["decided_by"],
+                          "at": app["decided_at"]} if app["decision"] else None),
+            "handed_out_at": app["handed_out_at"]}
+
+
+async def api_catalog(request: Request) -> Response:
+    api_user(request)
+    st = station(request)
+    return JSONResponse({"version": st.store.catalog()["version"], "level": st.level, "items": st.items()})
+
+
+async def api_create(request: Request) -> Response:
+    user = api_user(request)
+    try:
+        payload = await request.json()
+    except ValueError:
+        return api_error(400, "bad_json", "The request body is not valid JSON.")
+    if not isinstance(payload, dict):
+        return api_error(422, "invalid", "The request body must be a JSON object.")
+    applicant = payload.get("applicant") if isinstance(payload.get("applicant"), dict) else {}
+    fields = payload.get("fields") if isinstance(payload.get("fields"), dict) else {}
+    materials = payload.get("materials") if isinstance(payload.get("materials"), list) else []
+    form: dict[str, Any] = {**{k: applicant.get(k, "") for k in ("name", "id_number", "phone", "address")},
+                            **{"f_" + k: v for k, v in fields.items()},
+                            "materials": [str(m) for m in materials], "reason": payload.get("reason", "")}
+    st = station(request)
+    try:
+        app = st.take(str(payload.get("item", "")), form, str(payload.get("decision", "")), user["name"])
+    except cases.IntakeError as exc:
+        _ = gettext_for(locale_of(request))
+        details = {k: _(v) for k, v in exc.errors.items()}
+        return api_error(422, "invalid", " ".join(details.values()), details)
+    return JSONResponse(app_json(st, app), 201)
+
+
+async def api_application(request: Request) -> Response:
+    api_user(request)
+    st = station(request)
+    app = st.store.application(request.path_params["id"])
+    if app is None:
+        return api_error(404, "not_found", "No such application at this station.")
+    return JSONResponse(app_json(st, app))
+
+
+async def api_sync(request: Request) -> Response:
+    api_user(request)
+    st = station(request)
+    try:
+        result = st.sync()
+    except (SyncError, CryptoError) as exc:
+        return api_error(503 if getattr(exc, "status", 400) == 503 else 502, getattr(exc, "code", "sync"),
+                         str(exc), {"state": st.sync_state()})
+    return JSONResponse({**result.to_dict(), "state": st.sync_state()})
+
+
+async def api_status(request: Request) -> Response:
+    api_user(request)
+    st = station(request)
+    return JSONResponse({"station": st.code, "name": st.name, "level": st.level, "sync": st.sync_state()})
+
+
+def api_error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, "details": details}, status)

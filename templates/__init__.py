@@ -1,0 +1,89 @@
+"""Pages and printable documents: the Jinja2 environment, translations, and rendering helpers.
+
+Shared by node/ and central/ (neither imports the other). Chinese (zh_CN) is the default
+language; English is available. Source strings are English message ids; their Chinese text
+lives in ``locale/zh_CN/LC_MESSAGES/messages.po``, read at start-up with Babel.
+"""
+
+from __future__ import annotations
+
+import functools
+import gettext
+import io
+import secrets
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+HERE = Path(__file__).parent
+LOCALES = ("zh_CN", "en")
+DEFAULT = "zh_CN"
+
+
+@functools.cache
+def translations(locale: str) -> gettext.NullTranslations:
+    po = HERE / "locale" / locale / "LC_MESSAGES" / "messages.po"
+    if not po.exists():
+        return gettext.NullTranslations()
+    with po.open("rb") as f:
+        catalog = read_po(f, locale=locale)
+    buf = io.BytesIO()
+    write_mo(buf, catalog)
+    buf.seek(0)
+    return gettext.GNUTranslations(buf)
+
+
+def N_(message: str) -> str:
+    """Mark a message id for translation where it is defined; translate it where it is shown."""
+    return message
+
+
+def gettext_for(locale: str):  # type: ignore[no-untyped-def]
+    t = translations(locale)
+
+    def _(message: str, **kw: Any) -> str:
+        text = t.gettext(message)
+        return text % kw if kw else text
+    return _
+
+
+@functools.cache
+def environment(locale: str) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE), autoescape=True,
+                             extensions=["jinja2.ext.i18n"], undefined=jinja2.StrictUndefined)
+    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    env.globals["locale"] = locale
+    return env
+
+
+def locale_of(request: Request) -> str:
+    lang = request.session.get("lang") if "session" in request.scope else None
+    return lang if lang in LOCALES else DEFAULT
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not token:
+        token = request.session["csrf"] = secrets.token_urlsafe(24)
+    return str(token)
+
+
+def check_csrf(request: Request, form: Any) -> bool:
+    return bool(form.get("csrf")) and secrets.compare_digest(str(form.get("csrf")), csrf_token(request))
+
+
+def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    locale = locale_of(request)
+    env = environment(locale)
+    html = env.get_template(name).render(request=request, csrf=csrf_token(request),
+                                         user=request.session.get("user"), **context)
+    return HTMLResponse(html, status_code=status_code)
+
+
+def static_dir() -> Path:
+    return HERE / "static"

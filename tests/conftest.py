@@ -1,0 +1,92 @@
+"""Shared fixtures: real uvicorn servers on loopback, real SQLite files under tmp_path."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import uvicorn
+
+from central.app import create_app as central_app
+from central.county import County, Settings as CentralSettings
+from node.app import create_app as node_app
+from node.enroll import enroll
+from node.station import Settings as NodeSettings
+from node.store import Store as NodeStore
+
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG = json.loads((ROOT / "central" / "catalog_demo.json").read_text(encoding="utf-8"))
+PASSWORD = "pw-12345"
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@dataclass
+class System:
+    data: Path
+    central_url: str
+    central_token: str
+    clerk_tokens: dict[str, str]
+    stations: dict[str, dict[str, Any]]
+
+
+def make_county(data: Path) -> tuple[CentralSettings, dict[str, str]]:
+    settings = CentralSettings(data=data)
+    County.init(settings)
+    county = County(settings)
+    tokens = {"supervisor": county.add_user("boss", "督办", PASSWORD, "supervisor", None)}
+    for d in CATALOG["departments"]:
+        tokens[d["code"]] = county.add_user(d["code"], d["name"] + "科员", PASSWORD, "clerk", d["code"])
+    county.publish_catalog(CATALOG)
+    county.store.close()
+    return settings, tokens
+
+
+def add_station(central: CentralSettings, central_url: str, data: Path, code: str, level: str) -> tuple[NodeSettings, str]:
+    county = County(central)
+    otp = county.add_station(code, f"{code}站", level)
+    county.store.close()
+    settings = NodeSettings(data=data, sync_interval=3600)
+    enroll(settings, central_url=central_url, station=code, code=otp)
+    store = NodeStore(settings.db_path)
+    token = store.add_user("agent", f"{code}代办员", PASSWORD)
+    store.close()
+    return settings, token
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[System]:
+    """A county centre and two stations (village V1, township T1), each on its own loopback port."""
+    central, tokens = make_county(tmp_path / "central")
+    with serve(central_app(central)) as central_url, contextlib.ExitStack() as stack:
+        stations = {}
+        for code, level in (("V1", "village"), ("T1", "township")):
+            settings, token = add_station(central, central_url, tmp_path / code, code, level)
+            url = stack.enter_context(serve(node_app(settings, background_sync=False)))
+            stations[code] = {"url": url, "token": token, "settings": settings}
+        yield System(tmp_path, central_url, tokens["supervisor"], tokens, stations)

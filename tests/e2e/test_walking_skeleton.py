@@ -1,0 +1,116 @@
+"""One application from a village station to the county and its result back, through the APIs."""
+
+from __future__ import annotations
+
+import httpx
+
+from node.cases import valid_id_for_demo
+
+ID = valid_id_for_demo("41152119580312001")
+
+
+def client(url: str, token: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=30)
+
+
+def full_application(item: dict, decision: str = "accept") -> dict:
+    fields = {}
+    for f in item["fields"]:
+        fields[f["name"]] = {"int": "3", "date": "2026-01-05", "select": (f.get("options") or [{"value": ""}])[0]["value"]}.get(
+            f["type"], "家中困难，申请办理")
+    return {"item": item["code"], "decision": decision,
+            "applicant": {"name": "李秀英", "id_number": ID, "phone": "13800138000", "address": "张村三组12号"},
+            "fields": fields, "materials": [m["code"] for m in item["materials"]]}
+
+
+def test_application_reaches_county_and_result_comes_back(system):
+    v1 = system.stations["V1"]
+    node = client(v1["url"], v1["token"])
+    central = client(system.central_url, system.central_token)
+
+    # 1. The village station got the county's catalogue at enrolment; it only offers village items.
+    assert node.post("/api/v1/sync").status_code == 200
+    catalog = node.get("/api/v1/catalog").json()
+    assert len(catalog["items"]) >= 8 and all("village" in i["levels"] for i in catalog["items"])
+    item = next(i for i in catalog["items"] if i["code"].startswith("MZ"))
+
+    # 2. The agent accepts: a receipt number and a promised date, signed locally.
+    r = node.post("/api/v1/applications", json=full_application(item))
+    assert r.status_code == 201, r.text
+    app = r.json()
+    assert app["status"] == "accepted" and app["receipt_no"].startswith("V1-") and app["promised_date"]
+    assert node.get("/api/v1/status").json()["sync"]["up_waiting"] == 1
+
+    # 3. Sync: the application reaches the county; the station sees nothing waiting.
+    moved = node.post("/api/v1/sync").json()
+    assert moved["sent"] == 1 and moved["state"]["up_waiting"] == 0 and moved["state"]["last_contact"]
+    assert node.get(f"/api/v1/applications/{app['id']}").json()["status"] == "received"
+
+    # 4. The county sees it, in the right department, with a verified station signature.
+    cases = central.get("/api/v1/cases", params={"station": "V1", "status": "received"}).json()["cases"]
+    assert [c["id"] for c in cases] == [app["id"]]
+    assert cases[0]["signature"] == "valid" and cases[0]["department"] == item["department"]
+    clerk = client(system.central_url, system.clerk_tokens[item["department"]])
+    assert clerk.post(f"/api/v1/cases/{app['id']}/decision", json={"decision": "reject"}).status_code == 422
+    other = next(t for d, t in system.clerk_tokens.items() if d not in (item["department"], "supervisor"))
+    assert client(system.central_url, other).post(f"/api/v1/cases/{app['id']}/decision",
+                                                  json={"decision": "approve"}).status_code == 403
+    r = clerk.post(f"/api/v1/cases/{app['id']}/decision", json={"decision": "approve", "note": "符合条件，予以批准"})
+    assert r.status_code == 200 and r.json()["status"] == "approved"
+    assert clerk.post(f"/api/v1/cases/{app['id']}/decision", json={"decision": "approve"}).status_code == 409
+
+    # 5. The decision flows down; the station hands it out; the hand-out goes up.
+    assert node.post("/api/v1/sync").json()["received"] >= 1
+    got = node.get(f"/api/v1/applications/{app['id']}").json()
+    assert got["status"] == "approved" and got["decision"]["note"] == "符合条件，予以批准"
+    login = httpx.Client(base_url=v1["url"], follow_redirects=True)
+    page = login.get("/login")
+    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+    home = login.post("/login", data={"username": "agent", "password": "pw-12345", "csrf": csrf})
+    assert "李秀英" in home.text and f"/applications/{app['id']}/handout" in home.text
+    r = login.post(f"/applications/{app['id']}/handout", data={"csrf": csrf})
+    assert r.status_code == 200
+    assert node.get(f"/api/v1/applications/{app['id']}").json()["handed_out_at"]
+    node.post("/api/v1/sync")
+    assert central.get(f"/api/v1/cases/{app['id']}").json()["status"] == "handed_out"
+
+
+def test_correction_notice_and_refusal_at_the_station(system):
+    t1 = system.stations["T1"]
+    node = client(t1["url"], t1["token"])
+    node.post("/api/v1/sync")
+    item = node.get("/api/v1/catalog").json()["items"][0]
+    required = [m["code"] for m in item["materials"] if m["required"]]
+    bad = full_application(item)
+    bad["materials"] = required[1:]
+    r = node.post("/api/v1/applications", json=bad)          # accept with a required material missing
+    assert r.status_code == 422 and "materials" in r.json()["details"]
+    bad["decision"] = "correction"
+    r = node.post("/api/v1/applications", json=bad)
+    assert r.status_code == 201 and r.json()["status"] == "correction_notice"
+    assert r.json()["missing"] == required[:1]
+    refuse = full_application(item, "refuse")
+    assert node.post("/api/v1/applications", json=refuse).status_code == 422   # a refusal needs a reason
+    refuse["reason"] = "不属于本事项受理范围"
+    assert node.post("/api/v1/applications", json=refuse).json()["status"] == "refused"
+    node.post("/api/v1/sync")
+    statuses = {c["status"] for c in client(system.central_url, system.central_token)
+                .get("/api/v1/cases", params={"station": "T1"}).json()["cases"]}
+    assert statuses == {"correction_notice", "refused"}
+
+
+def test_bad_input_is_refused_with_a_clear_message(system):
+    v1 = system.stations["V1"]
+    node = client(v1["url"], v1["token"])
+    node.post("/api/v1/sync")
+    item = node.get("/api/v1/catalog").json()["items"][0]
+    app = full_application(item)
+    app["applicant"]["id_number"] = ID[:-1] + ("0" if ID[-1] != "0" else "1")
+    r = node.post("/api/v1/applications", json=app)
+    assert r.status_code == 422 and "id_number" in r.json()["details"]
+    app["applicant"] = {"name": "", "id_number": ID}
+    r = node.post("/api/v1/applications", json=app)
+    assert r.status_code == 422 and "name" in r.json()["details"]
+    assert node.post("/api/v1/applications", content=b"{not json").status_code == 400
+    assert httpx.get(v1["url"] + "/api/v1/catalog").status_code == 401
+    assert node.get("/api/v1/status").json()["sync"]["up_written"] == 0     # nothing was recorded
