@@ -30,7 +30,10 @@ def extract() -> list[str]:
 
 
 def main() -> int:
-    old = read_po(PO.open("rb"), locale="zh_CN") if PO.exists() else Catalog(locale="zh_CN")
+    old = Catalog(locale="zh_CN")
+    if PO.exists():
+        with PO.open("rb") as f:
+            old = read_po(f, locale="zh_CN")
     new = Catalog(locale="zh_CN", project="lastmile", charset="utf-8")
     for msgid in extract():
         prior = old.get(msgid)

@@ -90,3 +90,19 @@ def system(tmp_path: Path) -> Iterator[System]:
             url = stack.enter_context(serve(node_app(settings, background_sync=False)))
             stations[code] = {"url": url, "token": token, "settings": settings}
         yield System(tmp_path, central_url, tokens["supervisor"], tokens, stations)
+
+
+@pytest.fixture
+def http() -> Iterator[Any]:
+    """A factory of httpx clients (bearer token optional), all closed at the end of the test."""
+    clients: list[Any] = []
+
+    def make(url: str, token: str | None = None, **kw: Any) -> Any:
+        import httpx
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        c = httpx.Client(base_url=url, headers=headers, timeout=30, **kw)
+        clients.append(c)
+        return c
+    yield make
+    for c in clients:
+        c.close()

@@ -9,7 +9,8 @@ from templates import gettext_for
 
 
 def test_every_message_has_chinese_text():
-    catalog = read_po(PO.open("rb"), locale="zh_CN")
+    with PO.open("rb") as f:
+        catalog = read_po(f, locale="zh_CN")
     missing = [m for m in extract() if not (catalog.get(m) and catalog.get(m).string)]
     assert missing == [], f"run `python -m deploy.translations` and translate: {missing}"
 

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import httpx
-
 from node.cases import valid_id_for_demo
 
 ID = valid_id_for_demo("41152119580312001")
-
-
-def client(url: str, token: str) -> httpx.Client:
-    return httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=30)
 
 
 def full_application(item: dict, decision: str = "accept") -> dict:
@@ -23,7 +17,8 @@ def full_application(item: dict, decision: str = "accept") -> dict:
             "fields": fields, "materials": [m["code"] for m in item["materials"]]}
 
 
-def test_application_reaches_county_and_result_comes_back(system):
+def test_application_reaches_county_and_result_comes_back(system, http):
+    client = http
     v1 = system.stations["V1"]
     node = client(v1["url"], v1["token"])
     central = client(system.central_url, system.central_token)
@@ -63,7 +58,7 @@ def test_application_reaches_county_and_result_comes_back(system):
     assert node.post("/api/v1/sync").json()["received"] >= 1
     got = node.get(f"/api/v1/applications/{app['id']}").json()
     assert got["status"] == "approved" and got["decision"]["note"] == "符合条件，予以批准"
-    login = httpx.Client(base_url=v1["url"], follow_redirects=True)
+    login = http(v1["url"], follow_redirects=True)
     page = login.get("/login")
     csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
     home = login.post("/login", data={"username": "agent", "password": "pw-12345", "csrf": csrf})
@@ -75,7 +70,8 @@ def test_application_reaches_county_and_result_comes_back(system):
     assert central.get(f"/api/v1/cases/{app['id']}").json()["status"] == "handed_out"
 
 
-def test_correction_notice_and_refusal_at_the_station(system):
+def test_correction_notice_and_refusal_at_the_station(system, http):
+    client = http
     t1 = system.stations["T1"]
     node = client(t1["url"], t1["token"])
     node.post("/api/v1/sync")
@@ -99,7 +95,8 @@ def test_correction_notice_and_refusal_at_the_station(system):
     assert statuses == {"correction_notice", "refused"}
 
 
-def test_bad_input_is_refused_with_a_clear_message(system):
+def test_bad_input_is_refused_with_a_clear_message(system, http):
+    client = http
     v1 = system.stations["V1"]
     node = client(v1["url"], v1["token"])
     node.post("/api/v1/sync")
@@ -112,5 +109,5 @@ def test_bad_input_is_refused_with_a_clear_message(system):
     r = node.post("/api/v1/applications", json=app)
     assert r.status_code == 422 and "name" in r.json()["details"]
     assert node.post("/api/v1/applications", content=b"{not json").status_code == 400
-    assert httpx.get(v1["url"] + "/api/v1/catalog").status_code == 401
+    assert http(v1["url"]).get("/api/v1/catalog").status_code == 401
     assert node.get("/api/v1/status").json()["sync"]["up_written"] == 0     # nothing was recorded
