@@ -7,6 +7,7 @@ lives in ``locale/zh_CN/LC_MESSAGES/messages.po``, read at start-up with Babel.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import gettext
 import io
@@ -58,7 +59,24 @@ def environment(locale: str) -> jinja2.Environment:
                              extensions=["jinja2.ext.i18n"], undefined=jinja2.StrictUndefined)
     env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
     env.globals["locale"] = locale
+    env.filters["local"] = local_time
     return env
+
+
+CHINA = dt.timezone(dt.timedelta(hours=8))
+
+
+def local_time(value: str | None) -> str:
+    """An ISO-8601 time (UTC or with offset) as China time, 'YYYY-MM-DD HH:MM'."""
+    if not value:
+        return ""
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t.astimezone(CHINA).strftime("%Y-%m-%d %H:%M")
 
 
 def locale_of(request: Request) -> str:

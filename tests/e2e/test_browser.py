@@ -1,0 +1,100 @@
+"""Steps 1-5 as a person does them, in Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from node.cases import valid_id_for_demo
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = os.environ.get("LASTMILE_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is needed for the browser tests: apt-get install chromium fonts-noto-cjk")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+def shot(page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=f"{SHOTS}/{name}.png", full_page=True)
+
+
+def login(page, url: str, user: str, password: str) -> None:
+    page.goto(url + "/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("button.primary")
+
+
+def test_agent_and_clerk_walk_one_case_in_the_browser(system, browser):
+    v1 = system.stations["V1"]
+    station = browser.new_page(locale="zh-CN")
+    login(station, v1["url"], "agent", "pw-12345")
+    station.click("text=立即同步")                                   # fetch the catalogue
+    assert station.locator("#up-waiting").inner_text() == "0"
+    station.click("text=最低生活保障申请")
+    shot(station, "1-form")
+
+    # A wrong ID number gets a plain sentence and keeps what was typed.
+    station.fill("input[name=name]", "王桂兰")
+    station.fill("input[name=id_number]", "110105194912310021")
+    station.fill("input[name=phone]", "13912345678")
+    station.fill("input[name=address]", "张村二组8号")
+    for field in station.locator("#apply-form textarea[name^=f_], #apply-form input[name^=f_]").all():
+        field.fill("3" if field.get_attribute("inputmode") == "numeric" else "因病致贫，家庭收入低于当地低保标准")
+    for sel in station.locator("#apply-form select").all():
+        sel.select_option(index=1)
+    for box in station.locator("input[name=materials]").all():
+        box.check()
+    station.click("button[value=accept]")
+    assert "身份证号码校验位不正确" in station.content()
+    assert station.input_value("input[name=name]") == "王桂兰"
+    station.fill("input[name=id_number]", valid_id_for_demo("11010519491231002"))
+    for box in station.locator("input[name=materials]").all():
+        box.check()
+    station.click("button[value=accept]")
+    station.wait_for_selector("text=受理回执")
+    assert station.locator("#promised").inner_text()[:4].isdigit()
+    assert station.locator("svg").count() >= 1                       # the verification QR code
+    shot(station, "2-receipt")
+
+    station.goto(v1["url"] + "/")
+    assert station.locator("#up-waiting").inner_text() == "1"
+    station.click("text=立即同步")
+    assert station.locator("#up-waiting").inner_text() == "0"
+
+    county = browser.new_page(locale="zh-CN")
+    login(county, system.central_url, "minzheng", "pw-12345")
+    shot(county, "3-queue")
+    county.click("#cases a")
+    assert "电子签名验证通过" in county.locator("#signature").inner_text()
+    shot(county, "3-case")
+    county.fill("textarea[name=note]", "经审核符合低保条件，予以批准")
+    county.click("button[value=approve]")
+    assert "审批结果已保存" in county.content()
+
+    station.click("text=立即同步")
+    results = station.locator("#results")
+    assert "王桂兰" in results.inner_text() and "已批准" in results.inner_text()
+    shot(station, "4-results")
+    results.locator("button").first.click()
+    assert "已登记出件" in station.content()
+    assert station.locator("#results").count() == 0
+
+    station.click("text=English")
+    assert "Results to hand out" in station.content()
