@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from playwright.sync_api import expect
 
 from node.cases import valid_id_for_demo
 
@@ -19,7 +20,7 @@ SHOTS = os.environ.get("LASTMILE_SCREENSHOTS")
 def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is needed for the browser tests: apt-get install chromium fonts-noto-cjk")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -46,7 +47,7 @@ def test_agent_and_clerk_walk_one_case_in_the_browser(system, browser):
     station = browser.new_page(locale="zh-CN")
     login(station, v1["url"], "agent", "pw-12345")
     station.click("text=立即同步")                                   # fetch the catalogue
-    assert station.locator("#up-waiting").inner_text() == "0"
+    expect(station.locator("#up-waiting")).to_have_text("0")
     station.click("text=最低生活保障申请")
     shot(station, "1-form")
 
@@ -62,7 +63,7 @@ def test_agent_and_clerk_walk_one_case_in_the_browser(system, browser):
     for box in station.locator("input[name=materials]").all():
         box.check()
     station.click("button[value=accept]")
-    assert "身份证号码校验位不正确" in station.content()
+    expect(station.locator("[role=alert]")).to_contain_text("身份证号码校验位不正确")
     assert station.input_value("input[name=name]") == "王桂兰"
     station.fill("input[name=id_number]", valid_id_for_demo("11010519491231002"))
     for box in station.locator("input[name=materials]").all():
@@ -74,27 +75,29 @@ def test_agent_and_clerk_walk_one_case_in_the_browser(system, browser):
     shot(station, "2-receipt")
 
     station.goto(v1["url"] + "/")
-    assert station.locator("#up-waiting").inner_text() == "1"
+    expect(station.locator("#up-waiting")).to_have_text("1")
     station.click("text=立即同步")
-    assert station.locator("#up-waiting").inner_text() == "0"
+    expect(station.locator(".ok")).to_have_text("同步完成。")
+    expect(station.locator("#up-waiting")).to_have_text("0")
 
     county = browser.new_page(locale="zh-CN")
     login(county, system.central_url, "minzheng", "pw-12345")
     shot(county, "3-queue")
     county.click("#cases a")
-    assert "电子签名验证通过" in county.locator("#signature").inner_text()
+    expect(county.locator("#signature")).to_contain_text("电子签名验证通过")
     shot(county, "3-case")
     county.fill("textarea[name=note]", "经审核符合低保条件，予以批准")
     county.click("button[value=approve]")
-    assert "审批结果已保存" in county.content()
+    expect(county.locator(".ok")).to_contain_text("审批结果已保存")
 
     station.click("text=立即同步")
     results = station.locator("#results")
-    assert "王桂兰" in results.inner_text() and "已批准" in results.inner_text()
+    expect(results).to_contain_text("王桂兰")
+    expect(results).to_contain_text("已批准")
     shot(station, "4-results")
     results.locator("button").first.click()
-    assert "已登记出件" in station.content()
-    assert station.locator("#results").count() == 0
+    expect(station.locator(".ok")).to_have_text("已登记出件。")
+    expect(station.locator("#results")).to_have_count(0)
 
     station.click("text=English")
-    assert "Results to hand out" in station.content()
+    expect(station.locator("h2").nth(2)).to_have_text("Results to hand out")
