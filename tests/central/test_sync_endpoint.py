@@ -1,0 +1,159 @@
+"""The county's sync endpoint refuses bad envelopes with a clear 4xx and harms nothing stored."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from central.county import County, Settings as CentralSettings
+from crypto import envelope
+from crypto.keys import Identity
+from node.station import Station
+from sync import exchange
+
+ITEM = {"name": "赵大", "id_number": "11010519491231002X", "phone": "", "address": "村东头"}
+
+
+def stored(system) -> tuple[int, int]:
+    conn = sqlite3.connect(system.data / "central" / "central.db")
+    try:
+        return (conn.execute("SELECT count(*) FROM _sync_events").fetchone()[0],
+                conn.execute("SELECT count(*) FROM cases").fetchone()[0])
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def v1(system):
+    st = Station(system.stations["V1"]["settings"])
+    st.sync()
+    item = st.items()[0]
+    form = {**ITEM, "materials": [m["code"] for m in item["materials"]]}
+    form.update({"f_" + f["name"]: (f.get("options") or [{"value": "1"}])[0]["value"] if f["type"] != "date" else "2026-01-01"
+                 for f in item["fields"]})
+    form["reason"] = "测试用"
+    st.take(item["code"], form, "refuse", "测试")
+    yield st
+    st.store.close()
+
+
+def push_blob(st: Station, **kw) -> bytes:
+    with st.store.transaction() as db:
+        return exchange.build_push(db, me=kw.get("me", st.me), station=kw.get("station", st.code),
+                                   county=kw.get("county", st.county.keys), county_name=st.county.name).blob
+
+
+def post(http, system, blob: bytes):
+    return http(system.central_url).post("/sync/v1/exchange", content=blob,
+                                         headers={"content-type": "application/octet-stream"})
+
+
+def test_a_replayed_push_gets_the_same_ack_and_stores_nothing_twice(system, v1, http):
+    blob = push_blob(v1)
+    first = post(http, system, blob)
+    assert first.status_code == 200
+    after_first = stored(system)
+    second = post(http, system, blob)
+    assert second.status_code == 200 and stored(system) == after_first
+    acks = [envelope.parse(r.content).header["ack"] for r in (first, second)]
+    assert acks == [1, 1]
+
+
+@pytest.mark.parametrize("case, status, code", [
+    ("forged", 401, "bad_signature"),
+    ("wrong_recipient", 421, "wrong_recipient"),
+    ("unknown_station", 403, "unknown_station"),
+    ("truncated", 400, "malformed_envelope"),
+    ("garbage", 400, "malformed_envelope"),
+    ("oversized", 413, "envelope_too_large"),
+])
+def test_bad_envelopes_are_refused_with_a_clear_4xx(system, v1, http, case, status, code):
+    before = stored(system)
+    if case == "forged":
+        blob = push_blob(v1, me=Identity.generate())
+    elif case == "wrong_recipient":
+        blob = push_blob(v1, county=Identity.generate().public)
+    elif case == "unknown_station":
+        blob = push_blob(v1, station="X9")
+    elif case == "truncated":
+        blob = push_blob(v1)[:-10]
+    elif case == "garbage":
+        blob = b"GET / HTTP/1.1\r\n" * 10
+    else:
+        blob = b"LMSE" + b"\0" * (envelope.MAX_ENVELOPE + 1)
+    r = post(http, system, blob)
+    assert r.status_code == status
+    assert r.json()["error"] == code and r.json()["message"]
+    assert stored(system) == before
+
+
+def test_a_compression_bomb_is_refused(system, v1, http):
+    county = County(CentralSettings(data=system.data / "central"))
+    bomb = envelope.seal({"events": [], "down_have": 0, "pad": "0" * (envelope.MAX_PAYLOAD + 1)}, sender=v1.me,
+                         sender_name="V1", recipient=county.me.public, recipient_name=county.name, kind="push")
+    county.store.close()
+    assert len(bomb) < 1_000_000
+    r = post(http, system, bomb)
+    assert r.status_code == 413 and r.json()["error"] == "envelope_too_large"
+
+
+def test_a_revoked_station_is_refused_and_says_so(system, v1, http):
+    county = County(CentralSettings(data=system.data / "central"))
+    county.revoke("V1")
+    county.store.close()
+    r = post(http, system, push_blob(v1))
+    assert r.status_code == 403 and r.json()["error"] == "revoked_station"
+    node = http(system.stations["V1"]["url"], system.stations["V1"]["token"])
+    r = node.post("/api/v1/sync")
+    assert r.status_code == 502 and r.json()["error"] == "revoked_station"
+    assert node.get("/api/v1/status").json()["sync"]["up_waiting"] == 1     # kept, not dropped
+
+
+def test_a_fork_is_kept_aside_and_reported(system, v1, http, tmp_path):
+    assert post(http, system, push_blob(v1)).status_code == 200
+    # The node is restored from a backup taken before its last event and writes a different one.
+    with v1.store.transaction() as db:
+        db.execute("DELETE FROM applications")
+        db.execute("DELETE FROM _sync_events WHERE stream = 'up/V1'")
+        db.execute("DELETE FROM _sync_cursors")
+    item = v1.items()[1]
+    form = {**ITEM, "reason": "另一件", "materials": []}
+    v1.take(item["code"], form, "refuse", "测试")
+    r = post(http, system, push_blob(v1))
+    assert r.status_code == 200
+    county = County(CentralSettings(data=system.data / "central"))
+    try:
+        cases = county.store.cases(station="V1")
+        assert len(cases) == 1 and cases[0]["item_code"] != item["code"]       # the original stays
+        forks = county.store._all("SELECT seq, reason FROM _sync_forks")
+        assert forks == [(1, "same sequence number, different content")]
+    finally:
+        county.store.close()
+
+
+def test_enrolment_codes_are_single_use(system, http, tmp_path):
+    county = County(CentralSettings(data=system.data / "central"))
+    otp = county.add_station("V2", "二号站", "village")
+    county.store.close()
+    body = {"station": "V2", "code": otp, "keys": Identity.generate().public.to_dict()}
+    c = http(system.central_url)
+    wrong = dict(body, code="0000-0000-0000-0000")
+    assert c.post("/enroll/v1", json=wrong).status_code == 403
+    assert c.post("/enroll/v1", json=body).status_code == 200
+    again = c.post("/enroll/v1", json=dict(body, keys=Identity.generate().public.to_dict()))
+    assert again.status_code == 403 and again.json()["error"] == "not_pending"
+    assert c.post("/enroll/v1", content=b"{]").status_code == 400
+    assert json.loads(c.post("/enroll/v1", json={"station": "V2"}).text)["error"] == "bad_request"
+
+
+def test_an_expired_enrolment_code_is_refused(system, http):
+    county = County(CentralSettings(data=system.data / "central"))
+    otp = county.add_station("V3", "三号站", "village")
+    with county.store.transaction() as db:
+        county.store.update_station(db, "V3", enroll_expires="2020-01-01T00:00:00+00:00")
+    county.store.close()
+    r = http(system.central_url).post("/enroll/v1", json={"station": "V3", "code": otp,
+                                                          "keys": Identity.generate().public.to_dict()})
+    assert r.status_code == 403 and r.json()["error"] == "expired"
