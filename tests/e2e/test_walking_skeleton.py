@@ -111,3 +111,27 @@ def test_bad_input_is_refused_with_a_clear_message(system, http):
     assert node.post("/api/v1/applications", content=b"{not json").status_code == 400
     assert http(v1["url"]).get("/api/v1/catalog").status_code == 401
     assert node.get("/api/v1/status").json()["sync"]["up_written"] == 0     # nothing was recorded
+
+
+def test_script_in_a_name_is_shown_as_text_on_both_pages(system, http):
+    v1 = system.stations["V1"]
+    node = http(v1["url"], v1["token"])
+    node.post("/api/v1/sync")
+    item = next(i for i in node.get("/api/v1/catalog").json()["items"] if i["code"].startswith("MZ"))
+    app = full_application(item)
+    app["applicant"]["name"] = "<script>alert(1)</script>"
+    created = node.post("/api/v1/applications", json=app).json()
+    node.post("/api/v1/sync")
+    for url, path, user in ((v1["url"], f"/applications/{created['id']}/document", "agent"),
+                            (system.central_url, f"/cases/{created['id']}", "boss")):
+        page = http(url, follow_redirects=True)
+        csrf = page.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
+        page.post("/login", data={"username": user, "password": "pw-12345", "csrf": csrf})
+        html = page.get(path).text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
+
+
+def test_a_form_post_without_the_page_token_is_refused(system, http):
+    page = http(system.stations["V1"]["url"])
+    r = page.post("/login", data={"username": "agent", "password": "pw-12345"})
+    assert r.status_code == 400 and "页面已过期" in r.text
