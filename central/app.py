@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import threading
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
@@ -64,4 +65,5 @@ def create_app(settings: Settings) -> Starlette:
                     middleware=[Middleware(SessionMiddleware, secret_key=secret_key(settings),
                                            session_cookie="lastmile_central", same_site="strict")])
     app.state.county = county
+    app.state.sync_slots = threading.BoundedSemaphore(settings.max_concurrent_syncs)
     return app

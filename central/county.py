@@ -18,7 +18,7 @@ from typing import Any
 from central.store import Store
 from crypto import canonical, passwords
 from crypto.keys import Identity, PublicKeys
-from sync import exchange, log
+from sync import bundle, exchange, log
 from sync.errors import RevokedStation, UnknownStation
 from sync.log import Event
 
@@ -33,10 +33,14 @@ def N_(message: str) -> str:
     return message
 
 
+SKEW_LIMIT_S = 300
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     data: Path
     name: str = "county"
+    max_concurrent_syncs: int = 8     # more at once are answered 503 + Retry-After, spread at random
 
     @property
     def db_path(self) -> Path:
@@ -57,6 +61,23 @@ class CountyError(Exception):
 
 def _hash_code(code: str) -> str:
     return hashlib.sha256(code.replace("-", "").upper().encode()).hexdigest()
+
+
+def clock_skew(station_time: object, county_time: str) -> int | None:
+    """Seconds the station's clock is ahead of the county's (negative: behind); None if unknown.
+
+    Only shown and flagged: logs are ordered by sequence number and time limits are counted from
+    the county's own receipt time when the two disagree, so a wrong clock reorders nothing."""
+    if not isinstance(station_time, str):
+        return None
+    try:
+        a = dt.datetime.fromisoformat(station_time.replace("Z", "+00:00"))
+        b = dt.datetime.fromisoformat(county_time.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if a.tzinfo is None:
+        return None
+    return int((a - b).total_seconds())
 
 
 class County:
@@ -156,9 +177,26 @@ class County:
         with self.store.transaction() as db:
             sealed, summary = exchange.answer_push(db, blob, me=self.me, county_name=self.name,
                                                    station_keys=self.station_keys, apply=self.apply_up)
-            self.store.update_station(db, summary["station"], last_contact=log.utcnow())
+            now = log.utcnow()
+            skew = clock_skew(summary.get("station_time"), now)
+            self.store.update_station(db, summary["station"], last_contact=now, clock_skew_s=skew)
+        if skew is not None and abs(skew) > SKEW_LIMIT_S:
+            logger.warning("station %s clock is off by %d s", summary["station"], skew)
         logger.info("sync %s", summary)
         return sealed
+
+    def import_bundle(self, path: Path, answer_to: Path) -> dict[str, Any]:
+        """Take a station's USB bundle and write the answer bundle it carries back."""
+        answers, stored, stations = [], 0, set()
+        for blob in bundle.read(path):
+            with self.store.transaction() as db:
+                sealed, summary = exchange.answer_push(db, blob, me=self.me, county_name=self.name,
+                                                       station_keys=self.station_keys, apply=self.apply_up)
+            answers.append(sealed)
+            stored += summary["stored"]
+            stations.add(summary["station"])
+        bundle.write(answer_to, answers)
+        return {"stations": sorted(stations), "stored": stored, "answers": len(answers), "answer_file": str(answer_to)}
 
     def apply_up(self, db: Any, ev: Event) -> None:
         """Project one station event into cases (inside the sync transaction)."""

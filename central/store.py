@@ -20,7 +20,7 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS stations (
         code TEXT PRIMARY KEY, name TEXT NOT NULL, level TEXT NOT NULL, status TEXT NOT NULL,
         sign_key TEXT, enc_key TEXT, enroll_code_hash TEXT, enroll_expires TEXT, enrolled_at TEXT,
-        last_contact TEXT, created_at TEXT NOT NULL)""",
+        last_contact TEXT, clock_skew_s INTEGER, created_at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS users (
         username TEXT PRIMARY KEY, name TEXT NOT NULL, password TEXT NOT NULL, token_hash TEXT NOT NULL,
         role TEXT NOT NULL, department TEXT, created_at TEXT NOT NULL)""",
@@ -40,7 +40,7 @@ CASE_COLS = ("id", "station", "seq", "kind", "status", "receipt_no", "item_code"
              "applicant_name", "id_number", "accepted_at", "promised_date", "received_at", "decision",
              "decision_note", "decided_by", "decided_at", "handed_out_at")
 STATION_COLS = ("code", "name", "level", "status", "sign_key", "enc_key", "enroll_code_hash", "enroll_expires",
-                "enrolled_at", "last_contact", "created_at")
+                "enrolled_at", "last_contact", "clock_skew_s", "created_at")
 
 
 class Store:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -51,6 +52,14 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 async def sync_exchange(request: Request) -> Response:
     peer = request.client.host if request.client else "?"
+    slots = request.app.state.sync_slots
+    if not slots.acquire(blocking=False):
+        # Too many stations at once (say, 300 reconnecting after an outage): ask this one to come
+        # back later, at a random moment so that they spread out instead of returning together.
+        wait = random.randint(5, 60)
+        logger.info("sync from %s deferred %d s: busy", peer, wait)
+        return JSONResponse({"error": "busy", "message": "the county centre is busy; retry later",
+                             "details": {"retry_after": wait}}, 503, headers={"retry-after": str(wait)})
     try:
         blob = await read_limited(request, envelope.MAX_ENVELOPE)
         sealed = await run_in_threadpool(county(request).answer, blob)
@@ -59,6 +68,8 @@ async def sync_exchange(request: Request) -> Response:
         code = getattr(exc, "code", "refused")
         logger.warning("sync refused from %s: %s %s: %s", peer, status, code, exc)
         return api_error(status, code, str(exc))
+    finally:
+        slots.release()
     return Response(sealed, media_type="application/octet-stream")
 
 

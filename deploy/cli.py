@@ -13,6 +13,8 @@ DEMO_CATALOG = Path(__file__).resolve().parent.parent / "central" / "catalog_dem
 
 def _central(args: argparse.Namespace) -> int:
     from central.county import County, CountyError, Settings
+    from crypto.errors import CryptoError
+    from sync.errors import SyncError
 
     settings = Settings(data=Path(args.data))
     if args.cmd == "init":
@@ -38,10 +40,14 @@ def _central(args: argparse.Namespace) -> int:
         elif args.cmd == "user":
             token = county.add_user(args.username, args.name or args.username, args.password, args.role, args.department)
             print(f"user {args.username} saved. API token: {token}")
+        elif args.cmd == "import":
+            src = Path(args.path)
+            out = Path(args.answer) if args.answer else src.with_name(src.name + ".answer")
+            print(json.dumps(county.import_bundle(src, out), ensure_ascii=False))
         elif args.cmd == "catalog":
             catalog = json.loads(Path(args.file or DEMO_CATALOG).read_text(encoding="utf-8"))
             print(f"catalogue version {county.publish_catalog(catalog)} published to all stations")
-    except CountyError as exc:
+    except (CountyError, SyncError, CryptoError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -50,7 +56,9 @@ def _central(args: argparse.Namespace) -> int:
 
 
 def _node(args: argparse.Namespace) -> int:
+    from crypto.errors import CryptoError
     from node.station import Settings, Station
+    from sync.errors import SyncError
 
     settings = Settings(data=Path(args.data), sync_interval=getattr(args, "sync_interval", None) or 15.0)
     if args.cmd == "init":
@@ -75,9 +83,14 @@ def _node(args: argparse.Namespace) -> int:
         if args.cmd == "user":
             token = station.store.add_user(args.username, args.name or args.username, args.password)
             print(f"agent {args.username} saved. API token: {token}")
+        elif args.cmd in ("export", "import"):
+            try:
+                out = station.export(Path(args.to)) if args.cmd == "export" else station.import_answers(Path(args.path))
+            except (SyncError, CryptoError, OSError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(json.dumps(out, ensure_ascii=False))
         elif args.cmd == "sync":
-            from crypto.errors import CryptoError
-            from sync.errors import SyncError
             try:
                 result = station.sync()
             except (SyncError, CryptoError) as exc:
@@ -116,6 +129,10 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--name")
     u.add_argument("--role", choices=["clerk", "supervisor"], default="clerk")
     u.add_argument("--department", help="department code, for clerks")
+    x = c.add_parser("import", help="take a station's USB bundle and write the answer bundle")
+    x.add_argument("path", help="bundle written by `lastmile node export`")
+    x.add_argument("--data", required=True)
+    x.add_argument("--answer", help="where to write the answer (default: PATH.answer)")
     k = c.add_parser("catalog", help="publish a catalogue version to all stations")
     k.add_argument("action", choices=["publish"])
     k.add_argument("--data", required=True)
@@ -134,6 +151,12 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--port", type=int, default=8701)
     x.add_argument("--sync-interval", type=float, default=15.0)
     x = n.add_parser("sync", help="sync with the county now")
+    x.add_argument("--data", required=True)
+    x = n.add_parser("export", help="write what waits to go up to a file, for a USB stick")
+    x.add_argument("--data", required=True)
+    x.add_argument("--to", required=True)
+    x = n.add_parser("import", help="apply the county's answer bundle from a USB stick")
+    x.add_argument("path")
     x.add_argument("--data", required=True)
     u = n.add_parser("user", help="add or replace an agent account")
     u.add_argument("action", choices=["add"])

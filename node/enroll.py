@@ -39,18 +39,24 @@ def enroll(settings: Settings, *, central_url: str, station: str, code: str,
             except ValueError:
                 message = resp.text
             raise EnrolmentFailed(f"the county refused enrolment ({resp.status_code}): {message}")
-        answer = resp.json()
-        county = PublicKeys.from_dict(answer["county_keys"])
-        if fingerprint and fingerprint.replace("-", "").upper() != county.fingerprint().replace("-", ""):
-            raise EnrolmentFailed("the county's key fingerprint does not match the one you were given; "
-                                  "do not use this link, call the county")
-        with store.transaction() as db:
-            for name, value in (("station_code", station), ("station_name", answer["station_name"]),
-                                ("station_level", answer["station_level"]), ("county_url", central_url.rstrip("/")),
-                                ("county_name", answer["county_name"]),
-                                ("county_keys", json.dumps(county.to_dict()))):
-                store.set_meta(db, name, value)
-        return {"station": station, "name": answer["station_name"], "level": answer["station_level"],
+        county = record(store, station=station, central_url=central_url, answer=resp.json(), fingerprint=fingerprint)
+        return {"station": station, "name": store.meta("station_name"), "level": store.meta("station_level"),
                 "county_fingerprint": county.fingerprint(), "data": str(Path(settings.data))}
     finally:
         store.close()
+
+
+def record(store: Store, *, station: str, central_url: str, answer: dict[str, Any],
+           fingerprint: str | None = None) -> PublicKeys:
+    """Store what the county answered to an enrolment; check its key fingerprint if one was given."""
+    county = PublicKeys.from_dict(answer["county_keys"])
+    if fingerprint and fingerprint.replace("-", "").upper() != county.fingerprint().replace("-", ""):
+        raise EnrolmentFailed("the county's key fingerprint does not match the one you were given; "
+                              "do not use this link, call the county")
+    with store.transaction() as db:
+        for name, value in (("station_code", station), ("station_name", answer["station_name"]),
+                            ("station_level", answer["station_level"]), ("county_url", central_url.rstrip("/")),
+                            ("county_name", answer["county_name"]),
+                            ("county_keys", json.dumps(county.to_dict()))):
+            store.set_meta(db, name, value)
+    return county

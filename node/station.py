@@ -16,7 +16,7 @@ import httpx
 from crypto.keys import Identity
 from node import cases
 from node.store import Store
-from sync import client, log
+from sync import bundle, client, exchange, log
 from sync.log import Event
 
 logger = logging.getLogger("lastmile.node")
@@ -129,6 +129,35 @@ class Station:
         with self._sync_lock, httpx.Client(timeout=self.settings.http_timeout) as http:
             return client.sync_once(self.store.transaction, http, me=self.me, station=self.code, county=self.county,
                                     apply=self.apply_down)
+
+    def export(self, to: Path) -> dict[str, Any]:
+        """Write every upstream event the county has not confirmed to a bundle file (USB stick).
+
+        Always includes at least one envelope, so the answer also brings down what waits for us."""
+        envelopes, after = [], None
+        with self.store.transaction() as db:
+            while True:
+                push = exchange.build_push(db, me=self.me, station=self.code, county=self.county.keys,
+                                           county_name=self.county.name, after=after)
+                if push.last == 0 and envelopes:
+                    break
+                envelopes.append(push.blob)
+                if push.last == 0:
+                    break
+                after = push.last
+        size = bundle.write(to, envelopes)
+        return {"envelopes": len(envelopes), "events": after or 0, "bytes": size, "file": str(to)}
+
+    def import_answers(self, path: Path) -> dict[str, Any]:
+        """Apply an answer bundle written by `lastmile central import`, in any order with network syncs."""
+        acked = received = 0
+        for blob in bundle.read(path):
+            with self.store.transaction() as db:
+                got = exchange.apply_answer(db, blob, me=self.me, station=self.code, county=self.county.keys,
+                                            county_name=self.county.name, apply=self.apply_down)
+            acked += got.acked
+            received += got.received
+        return {"acked": acked, "received": received, "state": self.sync_state()}
 
     def sync_state(self) -> dict[str, Any]:
         return self.store.sync_state(log.up(self.code), log.down(self.code))

@@ -19,6 +19,7 @@ import sqlite_utils
 from crypto import canonical, passwords
 from crypto.keys import PublicKeys
 from sync import schema
+from sync.client import SKEW_LIMIT_S
 from sync.log import Event
 
 TABLES = {
@@ -144,10 +145,18 @@ class Store:
             status = dict(c.execute("SELECT name, value FROM _sync_status").fetchall())
             forks = c.execute("SELECT count(*) FROM _sync_forks").fetchone()[0]
             repairs = c.execute("SELECT count(*) FROM _sync_repairs").fetchone()[0]
+            reported = [{"seq": r[0], "reason": r[1], "receipt_no": r[2]} for r in c.execute(
+                "SELECT r.seq, r.reason, a.receipt_no FROM _sync_reported r LEFT JOIN applications a ON a.seq = r.seq"
+                " WHERE r.stream = ? ORDER BY r.seq", (stream_up,)).fetchall()]
         return {"up_written": high, "up_acked": acked, "up_waiting": high - acked, "up_waiting_bytes": waiting_bytes,
                 "down_received": down, "last_contact": status.get("last_contact") or None,
                 "last_attempt": status.get("last_attempt") or None, "last_error": status.get("last_error") or None,
-                "last_error_code": status.get("last_error_code") or None, "forks": forks, "repairs": repairs}
+                "last_error_code": status.get("last_error_code") or None, "forks": forks, "repairs": repairs,
+                "reported": reported, "link_bps": int(status["link_bps"]) if status.get("link_bps") else None,
+                "clock_skew_s": int(status["clock_skew_s"]) if status.get("clock_skew_s") else None,
+                "clock_off": abs(int(status.get("clock_skew_s") or 0)) > SKEW_LIMIT_S,
+                "batch_limit": int(status["batch_limit"]) if status.get("batch_limit") else None,
+                "last_progress": status.get("last_progress") or None}
 
 
 def _now() -> str:

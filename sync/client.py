@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, ContextManager
 
 import httpx
@@ -66,25 +67,18 @@ def _refusal(resp: httpx.Response) -> Rejected:
     return err
 
 
-def post_envelope(http: httpx.Client, url: str, blob: bytes, *, attempts: int = 4, cap: float = 30.0,
-                  sleep: Callable[[float], None] = time.sleep) -> bytes:
-    """POST one envelope; retry transport errors and 429/502/503/504 with jittered backoff."""
-
-    def once() -> bytes:
-        try:
-            resp = http.post(url.rstrip("/") + SYNC_PATH, content=blob,
-                             headers={"content-type": "application/octet-stream"})
-        except httpx.TransportError as exc:
-            raise LinkDown(f"{type(exc).__name__}: {exc}") from exc
-        if resp.status_code in RETRY_STATUS:
-            raise LinkDown(f"county answered {resp.status_code}", _retry_after(resp))
-        if resp.status_code != 200:
-            raise _refusal(resp)
-        return resp.content
-
-    retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(Retryable), reraise=True,
-                                 stop=tenacity.stop_after_attempt(attempts), wait=_Wait(cap), sleep=sleep)
-    return retrying(once)
+def post_envelope(http: httpx.Client, url: str, blob: bytes) -> bytes:
+    """POST one envelope, once. Raises LinkDown (retry later) or Rejected (show a human)."""
+    try:
+        resp = http.post(url.rstrip("/") + SYNC_PATH, content=blob,
+                         headers={"content-type": "application/octet-stream"})
+    except httpx.TransportError as exc:
+        raise LinkDown(f"{type(exc).__name__}: {exc}") from exc
+    if resp.status_code in RETRY_STATUS:
+        raise LinkDown(f"county answered {resp.status_code}", _retry_after(resp))
+    if resp.status_code != 200:
+        raise _refusal(resp)
+    return resp.content
 
 
 @dataclass(slots=True)
@@ -110,34 +104,63 @@ class Peer:
     keys: PublicKeys
 
 
+MIN_BATCH, START_BATCH, MAX_BATCH = 5, 100, 2000
+
+
 def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Client, *, me: Identity,
-              station: str, county: Peer, apply: Apply, max_rounds: int = 50,
-              sleep: Callable[[float], None] = time.sleep) -> SyncResult:
+              station: str, county: Peer, apply: Apply, max_rounds: int = 50, attempts: int = 4,
+              cap: float = 60.0, sleep: Callable[[float], None] = time.sleep) -> SyncResult:
     """Push everything waiting and pull everything new, a batch per round, until both are empty.
 
-    The database is only held while building a push and applying an answer, never during I/O.
-    Records last attempt, last contact and last error in ``_sync_status``."""
+    The batch size adapts to the link: it doubles after a full batch went through and halves after
+    a cut, a timeout or a 5xx, and is remembered between runs. Failed rounds are retried with
+    full-jitter backoff (never sooner than Retry-After). The database is held only while building a
+    push and applying an answer, never during I/O. Records attempt, contact, error, link speed,
+    clock skew and what the county set aside in the ``_sync_*`` tables."""
     result = SyncResult()
     with transaction() as db:
         log.set_status(db, "last_attempt", log.utcnow())
+        limit = int(log.get_status(db, "batch_limit") or START_BATCH)
+
+    def shrink(state: tenacity.RetryCallState) -> None:
+        nonlocal limit
+        limit = max(MIN_BATCH, limit // 2)
+        exc = state.outcome.exception() if state.outcome else None
+        with transaction() as db:
+            log.set_status(db, "batch_limit", str(limit))
+            log.set_status(db, "last_error", str(exc)[:500])
+            log.set_status(db, "last_error_code", getattr(exc, "code", "error"))
+
+    def one_round() -> tuple[exchange.Push, bytes, exchange.StationResult]:
+        with transaction() as db:
+            push = exchange.build_push(db, me=me, station=station, county=county.keys, county_name=county.name,
+                                       limit=limit)
+        started = time.monotonic()
+        answer = post_envelope(http, county.url, push.blob)
+        elapsed = max(time.monotonic() - started, 1e-3)
+        with transaction() as db:
+            got = exchange.apply_answer(db, answer, me=me, station=station, county=county.keys,
+                                        county_name=county.name, apply=apply)
+            _record_contact(db, station, got, len(push.blob) + len(answer), elapsed)
+        return push, answer, got
+
+    retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(Retryable), reraise=True,
+                                 stop=tenacity.stop_after_attempt(attempts), wait=_Wait(cap), sleep=sleep,
+                                 before_sleep=shrink)
     try:
         for _ in range(max_rounds):
-            with transaction() as db:
-                push = exchange.build_push(db, me=me, station=station, county=county.keys,
-                                           county_name=county.name)
-            answer = post_envelope(http, county.url, push.blob, sleep=sleep)
-            with transaction() as db:
-                got = exchange.apply_answer(db, answer, me=me, station=station, county=county.keys,
-                                            county_name=county.name, apply=apply)
-                log.set_status(db, "last_contact", log.utcnow())
-                log.set_status(db, "last_error", "")
-                log.set_status(db, "last_error_code", "")
+            push, answer, got = retrying(one_round)
+            sent = (push.last - push.first + 1) if push.last else 0
             result.rounds += 1
-            result.sent += (push.last - push.first + 1) if push.last else 0
+            result.sent += sent
             result.acked += got.acked
             result.received += got.received
             result.bytes_up += len(push.blob)
             result.bytes_down += len(answer)
+            if sent >= limit and got.acked:
+                limit = min(MAX_BATCH, limit * 2)
+                with transaction() as db:
+                    log.set_status(db, "batch_limit", str(limit))
             if not push.last and not got.more and not got.received:
                 break
             if push.last and got.acked == 0 and not got.received:
@@ -148,6 +171,31 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
             log.set_status(db, "last_error_code", getattr(exc, "code", "error"))
         raise
     return result
+
+
+SKEW_LIMIT_S = 300
+
+
+def _record_contact(db: Conn, station: str, got: exchange.StationResult, size: int, elapsed: float) -> None:
+    now = log.utcnow()
+    log.set_status(db, "last_contact", now)
+    log.set_status(db, "last_error", "")
+    log.set_status(db, "last_error_code", "")
+    if size > 2048:
+        log.set_status(db, "link_bps", str(int(size * 8 / elapsed)))
+    if got.acked or got.received:
+        log.set_status(db, "last_progress", now)
+    if got.server_time:
+        county_time = datetime.fromisoformat(got.server_time.replace("Z", "+00:00"))
+        # The county stamped its answer about half the round trip ago.
+        mine = datetime.now(timezone.utc) - timedelta(seconds=elapsed / 2)
+        log.set_status(db, "clock_skew_s", str(int((mine - county_time).total_seconds())))
+    for item in got.repairs:
+        if isinstance(item, list) and len(item) == 2 and isinstance(item[0], int):
+            if not db.execute("SELECT 1 FROM _sync_reported WHERE stream = ? AND seq = ?",
+                              (log.up(station), item[0])).fetchone():
+                db.execute("INSERT INTO _sync_reported (stream, seq, reason, at) VALUES (?, ?, ?, ?)",
+                           (log.up(station), item[0], str(item[1])[:1000], now))
 
 
 def run_forever(step: Callable[[], Any], stop: threading.Event, interval: float) -> None:

@@ -35,17 +35,21 @@ class StationResult:
     acked: int = 0
     received: int = 0
     forks: list[int] = field(default_factory=list)
+    repairs: list[list[Any]] = field(default_factory=list)
     more: bool = False
+    server_time: str | None = None
 
 
 def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, county_name: str,
-               limit: int = BATCH_EVENTS) -> Push:
+               limit: int = BATCH_EVENTS, max_bytes: int = 4 * 1024 * 1024, after: int | None = None) -> Push:
+    """Seal the upstream events after ``after`` (default: after the county's last ack)."""
     stream = log.up(station)
-    events = log.events_after(db, stream, log.acked(db, stream), limit)
+    start = log.acked(db, stream) if after is None else after
+    events = log.events_after(db, stream, start, limit, max_bytes)
     down_have, _ = log.head(db, log.down(station))
     first, last = (events[0].seq, events[-1].seq) if events else (0, 0)
     payload = {"events": [e.to_wire() for e in events], "down_have": down_have,
-               "up_high": log.head(db, stream)[0]}
+               "up_high": log.head(db, stream)[0], "station_time": log.utcnow()}
     blob = envelope.seal(payload, sender=me, sender_name=station, recipient=county,
                          recipient_name=county_name, kind="push", extra={"first": first, "last": last})
     return Push(blob, first, last)
@@ -69,8 +73,11 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
     got = inbox.accept(db, stream=log.down(station), author=county_name, author_sign_key=county.sign,
                        events=events, apply=apply)
     down_high = payload.get("down_high", 0)
-    return StationResult(acked=max(0, ack - before), received=got.stored, forks=got.forks,
-                         more=bool(payload.get("more")) or (isinstance(down_high, int) and down_high > got.high))
+    repairs = payload.get("repairs") if isinstance(payload.get("repairs"), list) else []
+    server_time = payload.get("server_time") if isinstance(payload.get("server_time"), str) else None
+    return StationResult(acked=max(0, ack - before), received=got.stored, forks=got.forks, repairs=repairs,
+                         more=bool(payload.get("more")) or (isinstance(down_high, int) and down_high > got.high),
+                         server_time=server_time)
 
 
 def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
@@ -105,7 +112,7 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                            recipient_name=station, kind="answer",
                            extra={"ack": got.high, "first": out[0].seq if out else 0,
                                   "last": out[-1].seq if out else 0})
-    summary = {"station": station, "stored": got.stored, "duplicates": got.duplicates, "ack": got.high,
+    summary = {"station": station, "station_time": payload.get("station_time"), "stored": got.stored, "duplicates": got.duplicates, "ack": got.high,
                "forks": got.forks, "repairs": got.repairs, "sent_down": len(out), "gap_at": got.gap_at}
     return sealed, summary
 

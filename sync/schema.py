@@ -16,6 +16,10 @@ STATEMENTS = (
         stream TEXT NOT NULL, seq BIGINT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL,
         PRIMARY KEY (stream, seq))""",
     """CREATE TABLE IF NOT EXISTS _sync_status (name TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    # Events of ours that the other side stored and acknowledged but could not process.
+    """CREATE TABLE IF NOT EXISTS _sync_reported (
+        stream TEXT NOT NULL, seq BIGINT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL,
+        PRIMARY KEY (stream, seq))""",
 )
 
 

@@ -1,0 +1,140 @@
+"""Link behaviour: USB and network mixed, a busy county, adaptive batches, clock skew."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from central.app import create_app as central_app
+from central.county import County, Settings as CentralSettings, clock_skew
+from node.station import Station
+from sync import client, log
+from sync.errors import Retryable
+from tests.conftest import serve
+from tests.sync.test_protocol_machine import form_for
+
+
+def lastmile(*args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.fixture
+def station(system):
+    st = Station(system.stations["V1"]["settings"])
+    st.sync()
+    yield st
+    st.store.close()
+
+
+def accept(st: Station, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        item = st.items()[i % len(st.items())]
+        ids.append(st.take(item["code"], form_for(item, i), "accept", "代办员")["id"])
+    return ids
+
+
+def county_cases(system) -> list[dict]:
+    county = County(CentralSettings(data=system.data / "central"))
+    try:
+        return county.store.cases(station="V1")
+    finally:
+        county.store.close()
+
+
+def test_usb_and_network_in_any_order_deliver_everything_once(system, station, tmp_path):
+    ids = accept(station, 3)
+    data, central = str(station.settings.data), str(system.data / "central")
+    lastmile("node", "export", "--data", data, "--to", str(tmp_path / "a.bundle"))
+    station.sync()                                            # the network wins the race
+    accept(station, 2)
+    lastmile("central", "import", str(tmp_path / "a.bundle"), "--data", central)   # stale stick: harmless
+    lastmile("node", "import", str(tmp_path / "a.bundle.answer"), "--data", data)
+    lastmile("node", "export", "--data", data, "--to", str(tmp_path / "b.bundle"))
+    lastmile("central", "import", str(tmp_path / "b.bundle"), "--data", central)
+    county = County(CentralSettings(data=system.data / "central"))
+    county.decide(ids[0], "approve", "", {"name": "科员", "role": "supervisor", "department": None})
+    county.store.close()
+    lastmile("node", "export", "--data", data, "--to", str(tmp_path / "c.bundle"))
+    lastmile("central", "import", str(tmp_path / "c.bundle"), "--data", central)
+    lastmile("node", "import", str(tmp_path / "c.bundle.answer"), "--data", data)
+    lastmile("node", "import", str(tmp_path / "a.bundle.answer"), "--data", data)   # an old answer again
+    station.sync()
+    assert len(county_cases(system)) == 5
+    assert station.store.application(ids[0])["status"] == "approved"
+    state = station.sync_state()
+    assert state["up_waiting"] == 0 and state["forks"] == 0
+
+
+def test_a_truncated_or_foreign_bundle_is_refused_and_changes_nothing(system, station, tmp_path):
+    accept(station, 1)
+    station.export(tmp_path / "x.bundle")
+    raw = (tmp_path / "x.bundle").read_bytes()
+    (tmp_path / "cut.bundle").write_bytes(raw[:-7])
+    (tmp_path / "junk.bundle").write_bytes(b"hello")
+    for name in ("cut.bundle", "junk.bundle"):
+        out = subprocess.run([sys.executable, "-m", "deploy.cli", "central", "import", str(tmp_path / name),
+                              "--data", str(system.data / "central")], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "error:" in out.stderr
+    assert county_cases(system) == []
+
+
+def test_a_busy_county_answers_503_and_the_station_waits_as_told(system, station):
+    busy = central_app(CentralSettings(data=system.data / "central", max_concurrent_syncs=0))
+    accept(station, 1)
+    with serve(busy) as url, httpx.Client(timeout=10) as http:
+        waits: list[float] = []
+        with pytest.raises(Retryable):
+            client.sync_once(station.store.transaction, http, me=station.me, station="V1",
+                             county=replace(station.county, url=url), apply=station.apply_down,
+                             attempts=3, sleep=waits.append)
+    assert len(waits) == 2 and all(5 <= w <= 60 for w in waits)       # Retry-After honoured, spread
+    state = station.sync_state()
+    assert state["last_error_code"] == "link_down" and state["up_waiting"] == 1
+    assert state["batch_limit"] < client.START_BATCH
+
+
+class CutFirst(httpx.BaseTransport):
+    """A link that drops the first ``n`` requests mid-way, then works."""
+
+    def __init__(self, n: int) -> None:
+        self.left, self.inner, self.sizes = n, httpx.HTTPTransport(), []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sizes.append(len(request.read()))
+        if self.left:
+            self.left -= 1
+            raise httpx.ReadError("connection reset by peer")
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_batches_shrink_after_cuts_and_grow_after_success(system, station):
+    accept(station, 60)
+    link = CutFirst(2)
+    with httpx.Client(transport=link, timeout=10) as http:
+        result = client.sync_once(station.store.transaction, http, me=station.me, station="V1",
+                                  county=station.county, apply=station.apply_down, sleep=lambda s: None)
+    assert link.sizes[2] < link.sizes[1] < link.sizes[0]            # 100 -> 50 -> 25 events per envelope
+    assert result.acked == 60 and len(county_cases(system)) == 60
+    assert station.sync_state()["batch_limit"] > 25                  # grew again after full batches went through
+
+
+def test_clock_skew_is_measured_and_shown(system, station, http):
+    assert clock_skew("2026-01-01T00:10:00Z", "2026-01-01T00:00:00Z") == 600
+    assert clock_skew("garbage", "2026-01-01T00:00:00Z") is None
+    assert abs(station.sync_state()["clock_skew_s"] or 0) < 5          # this machine's clocks agree
+    with station.store.transaction() as db:
+        log.set_status(db, "clock_skew_s", "-1800")
+    page = http(system.stations["V1"]["url"], follow_redirects=True)
+    csrf = page.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
+    html = page.post("/login", data={"username": "agent", "password": "pw-12345", "csrf": csrf}).text
+    assert 'id="clock-warning"' in html and "30分钟" in html
