@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from central.county import County, CountyError
 from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
-                           UnknownSender, WrongRecipient)
+                           WrongRecipient)
 from crypto.keys import PublicKeys
 from sync.errors import CursorAhead, RevokedStation, SyncError, UnknownStation
 from templates import N_, check_csrf, gettext_for, locale_of, render
@@ -22,7 +22,7 @@ from templates import N_, check_csrf, gettext_for, locale_of, render
 logger = logging.getLogger("lastmile.central")
 
 STATUS_OF_ERROR: list[tuple[type[Exception], int]] = [
-    (EnvelopeTooLarge, 413), (UnknownStation, 403), (RevokedStation, 403), (UnknownSender, 403),
+    (EnvelopeTooLarge, 413), (UnknownStation, 403), (RevokedStation, 403),
     (BadSignature, 401), (WrongRecipient, 421), (DecryptionFailed, 400), (CursorAhead, 409),
     (CryptoError, 400), (SyncError, 422),
 ]

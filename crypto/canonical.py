@@ -19,7 +19,13 @@ MAX_DEPTH = 32
 def _check(value: Any, depth: int = 0) -> None:
     if depth > MAX_DEPTH:
         raise BadEncoding("value nested too deeply")
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:   # a lone surrogate such as "\ud800" has no UTF-8 form
+            raise BadEncoding("string is not valid Unicode") from exc
         return
     if isinstance(value, int):
         if abs(value) >= 2**53:
@@ -35,6 +41,7 @@ def _check(value: Any, depth: int = 0) -> None:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise BadEncoding("object keys must be strings")
+            _check(k, depth + 1)
             _check(v, depth + 1)
         return
     raise BadEncoding(f"type {type(value).__name__} cannot be encoded")

@@ -17,6 +17,7 @@ signature before it spends anything on decryption or decompression.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import struct
@@ -99,7 +100,7 @@ def parse(blob: bytes, *, max_size: int = MAX_ENVELOPE) -> Parsed:
     if not isinstance(header, dict):
         raise MalformedEnvelope("header is not an object")
     for name, typ in REQUIRED_HEADER.items():
-        if not isinstance(header.get(name), typ):
+        if type(header.get(name)) is not typ:
             raise MalformedEnvelope(f"header field {name!r} missing or of the wrong type")
     if header["v"] != VERSION or header["comp"] != "zstd":
         raise MalformedEnvelope("unsupported header version or compression")
@@ -136,3 +137,24 @@ def decompress(data: bytes, limit: int) -> bytes:
     if len(out) > limit:
         raise EnvelopeTooLarge(f"payload decompresses to more than {limit} bytes")
     return out
+
+
+BLOB_INFO = b"lastmile-blob/1|"
+BLOB_OVERHEAD = 32 + 16      # X25519 encapsulated key + ChaCha20-Poly1305 tag
+
+
+def seal_blob(data: bytes, *, recipient: PublicKeys, digest: str) -> bytes:
+    """Encrypt a scan to the county; its SHA-256 (hex, of the plaintext) is bound in as HPKE info."""
+    pub = x25519.X25519PublicKey.from_public_bytes(unb64(recipient.enc))
+    return SUITE.encrypt(data, pub, info=BLOB_INFO + digest.encode())
+
+
+def open_blob(sealed: bytes, *, recipient: Identity, digest: str) -> bytes:
+    """Decrypt a scan and check it is the one its hash names; raise DecryptionFailed otherwise."""
+    try:
+        data = SUITE.decrypt(sealed, recipient.enc_key, info=BLOB_INFO + digest.encode())
+    except (InvalidTag, ValueError) as exc:
+        raise DecryptionFailed("scan failed authentication") from exc
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise DecryptionFailed("scan does not match its hash")
+    return data

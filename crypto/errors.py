@@ -7,7 +7,6 @@ CryptoError
       ├── MalformedEnvelope   truncated, wrong magic, bad lengths, unreadable header
       ├── EnvelopeTooLarge    over the size limit, compressed or decompressed (bomb)
       ├── WrongRecipient      addressed to someone else, or to a key we do not hold
-      ├── UnknownSender       no public key known for the sender's key id
       └── DecryptionFailed    HPKE authentication failed (tampered or wrong key)
 Every error carries a stable ``code`` that the web layers put in their JSON answers.
 """
@@ -41,10 +40,6 @@ class EnvelopeTooLarge(EnvelopeError):
 
 class WrongRecipient(EnvelopeError):
     code = "wrong_recipient"
-
-
-class UnknownSender(EnvelopeError):
-    code = "unknown_sender"
 
 
 class DecryptionFailed(EnvelopeError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +27,17 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def unb64(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, TypeError) as exc:
-        raise BadEncoding("not base64url") from exc
+    """Strict unpadded base64url: one text for each byte string, nothing else accepted."""
+    if not isinstance(text, str) or not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise BadEncoding("not unpadded base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64(data) != text:
+        raise BadEncoding("not the canonical base64url form")
+    return data
 
 
 def key_id(raw_public: bytes) -> str:
@@ -61,7 +68,9 @@ class PublicKeys:
         return {"sign": self.sign, "enc": self.enc}
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> PublicKeys:
+    def from_dict(cls, d: object) -> PublicKeys:
+        if not isinstance(d, dict):
+            raise BadEncoding("public keys must be an object")
         sign, enc = d.get("sign"), d.get("enc")
         if not isinstance(sign, str) or not isinstance(enc, str):
             raise BadEncoding("public keys need 'sign' and 'enc' strings")

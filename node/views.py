@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from node import cases
 from node.station import Station
-from sync.errors import SyncError
+from sync.errors import Retryable, SyncError
 from crypto.errors import CryptoError
 from templates import N_, check_csrf, gettext_for, locale_of, render
 
@@ -211,7 +211,7 @@ async def api_sync(request: Request) -> Response:
     try:
         result = st.sync()
     except (SyncError, CryptoError) as exc:
-        return api_error(503 if getattr(exc, "status", 400) == 503 else 502, getattr(exc, "code", "sync"),
+        return api_error(503 if isinstance(exc, Retryable) else 502, getattr(exc, "code", "sync"),
                          str(exc), {"state": st.sync_state()})
     return JSONResponse({**result.to_dict(), "state": st.sync_state()})
 

@@ -140,7 +140,7 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
         elapsed = max(time.monotonic() - started, 1e-3)
         with transaction() as db:
             got = exchange.apply_answer(db, answer, me=me, station=station, county=county.keys,
-                                        county_name=county.name, apply=apply)
+                                        county_name=county.name, apply=apply, fresh=True)
             _record_contact(db, station, got, len(push.blob) + len(answer), elapsed)
         return push, answer, got
 

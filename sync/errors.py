@@ -7,6 +7,9 @@ SyncError
       ├── UnknownStation    the county does not know the sending station
       ├── RevokedStation    the station's enrolment was revoked
       └── CursorAhead       the other side confirms more than this side ever wrote (a fork)
+
+Each error has a stable ``code``; the county maps classes to HTTP statuses in one place
+(central/views.py STATUS_OF_ERROR).
 """
 
 from __future__ import annotations
@@ -14,12 +17,10 @@ from __future__ import annotations
 
 class SyncError(Exception):
     code = "sync"
-    status = 400
 
 
 class Retryable(SyncError):
     code = "retry"
-    status = 503
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -36,14 +37,11 @@ class BadEvent(Rejected):
 
 class UnknownStation(Rejected):
     code = "unknown_station"
-    status = 403
 
 
 class RevokedStation(Rejected):
     code = "revoked_station"
-    status = 403
 
 
 class CursorAhead(Rejected):
     code = "cursor_ahead"
-    status = 409

@@ -56,24 +56,35 @@ def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, coun
 
 
 def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: PublicKeys,
-                 county_name: str, apply: Apply) -> StationResult:
-    """Open the county's answer, move the upstream cursor, and take the downstream events."""
+                 county_name: str, apply: Apply, fresh: bool = False) -> StationResult:
+    """Open the county's answer, move the upstream cursor, and take the downstream events.
+
+    ``fresh`` says the answer comes straight back from the push just sent (HTTP), not from a
+    USB stick that may be old: only a fresh answer may move the cursor back."""
     header, payload = envelope.open_sealed(blob, recipient=me, recipient_name=station, sender=county)
     if header["kind"] != "answer" or header["from"] != county_name or not isinstance(payload, dict):
         raise BadEvent("not an answer from our county")
     ack, events = payload.get("ack"), payload.get("events")
-    if not isinstance(ack, int) or not isinstance(events, list):
+    if type(ack) is not int or ack < 0 or not isinstance(events, list):
         raise BadEvent("answer lacks ack or events")
     up_stream = log.up(station)
     high, _ = log.head(db, up_stream)
     if ack > high:
         raise CursorAhead(f"county confirms {ack} events but this station wrote only {high}")
     before = log.acked(db, up_stream)
+    if fresh and ack < before:
+        # The county answering this very push holds less than it once confirmed: it was restored
+        # from a backup. Send the rest again (the county takes repeats as no-ops).
+        log.rewind_acked(db, up_stream, ack)
+        log.set_status(db, "county_rewound", f"{before}->{ack} at {log.utcnow()}")
     log.set_acked(db, up_stream, ack)
     got = inbox.accept(db, stream=log.down(station), author=county_name, author_sign_key=county.sign,
                        events=events, apply=apply)
     down_high = payload.get("down_high", 0)
     repairs = payload.get("repairs") if isinstance(payload.get("repairs"), list) else []
+    county_forks = payload.get("forks") if isinstance(payload.get("forks"), list) else []
+    repairs = repairs + [[s, "the county holds a different event with this number (fork)"]
+                         for s in county_forks if type(s) is int]
     server_time = payload.get("server_time") if isinstance(payload.get("server_time"), str) else None
     return StationResult(acked=max(0, ack - before), received=got.stored, forks=got.forks, repairs=repairs,
                          more=bool(payload.get("more")) or (isinstance(down_high, int) and down_high > got.high),
@@ -95,7 +106,7 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     if header["kind"] != "push" or not isinstance(payload, dict):
         raise BadEvent("not a push")
     events, down_have = payload.get("events"), payload.get("down_have")
-    if not isinstance(events, list) or not isinstance(down_have, int) or down_have < 0:
+    if not isinstance(events, list) or type(down_have) is not int or down_have < 0:
         raise BadEvent("push lacks events or down_have")
     got = inbox.accept(db, stream=log.up(station), author=station, author_sign_key=keys.sign,
                        events=events, apply=apply)

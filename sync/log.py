@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from crypto import canonical
-from crypto.keys import Identity, b64, unb64, verify
+from crypto.keys import Identity, b64, key_id, unb64, verify
 from crypto.errors import BadEncoding, BadSignature
 from sync.errors import BadEvent
 
@@ -42,6 +42,7 @@ class Event:
     seq: int
     prev: str
     author: str
+    key: str          # id of the author's signing key (crypto.keys.key_id), so keys can rotate
     kind: str
     at: str
     body: dict[str, Any]
@@ -50,7 +51,7 @@ class Event:
 
     def content(self) -> dict[str, Any]:
         return {"stream": self.stream, "seq": self.seq, "prev": self.prev, "author": self.author,
-                "kind": self.kind, "at": self.at, "body": self.body}
+                "key": self.key, "kind": self.kind, "at": self.at, "body": self.body}
 
     def to_wire(self) -> dict[str, Any]:
         return {**self.content(), "hash": self.hash, "sig": self.sig}
@@ -60,15 +61,15 @@ class Event:
         if not isinstance(d, dict):
             raise BadEvent("event is not an object")
         try:
-            ev = cls(stream=d["stream"], seq=d["seq"], prev=d["prev"], author=d["author"],
+            ev = cls(stream=d["stream"], seq=d["seq"], prev=d["prev"], author=d["author"], key=d["key"],
                      kind=d["kind"], at=d["at"], body=d["body"], hash=d["hash"], sig=d["sig"])
         except KeyError as exc:
             raise BadEvent(f"event lacks field {exc}") from exc
-        if set(d) - {"stream", "seq", "prev", "author", "kind", "at", "body", "hash", "sig"}:
+        if set(d) - {"stream", "seq", "prev", "author", "key", "kind", "at", "body", "hash", "sig"}:
             raise BadEvent("event has unknown fields")
-        if not (isinstance(ev.seq, int) and not isinstance(ev.seq, bool) and ev.seq >= 1):
+        if type(ev.seq) is not int or ev.seq < 1:
             raise BadEvent("event seq must be a positive integer")
-        for name in ("stream", "prev", "author", "kind", "at", "hash", "sig"):
+        for name in ("stream", "prev", "author", "key", "kind", "at", "hash", "sig"):
             if not isinstance(getattr(ev, name), str):
                 raise BadEvent(f"event field {name} must be a string")
         if not isinstance(ev.body, dict):
@@ -77,6 +78,8 @@ class Event:
 
     def check(self, author_sign_key: str) -> None:
         """Raise BadEvent unless the hash matches the content and the author's signature verifies."""
+        if self.key != key_id(unb64(author_sign_key)):
+            raise BadEvent(f"event {self.stream}#{self.seq} is signed with key {self.key}, not the author's")
         try:
             if content_hash(self.content()) != self.hash:
                 raise BadEvent(f"event {self.stream}#{self.seq}: hash does not match its content")
@@ -102,8 +105,8 @@ def append(db: Conn, me: Identity, *, stream: str, author: str, kind: str, body:
            at: str | None = None) -> Event:
     """Write one signed event at the end of ``stream``; the caller's transaction makes it durable."""
     seq, prev = head(db, stream)
-    content = {"stream": stream, "seq": seq + 1, "prev": prev, "author": author, "kind": kind,
-               "at": at or utcnow(), "body": body}
+    content = {"stream": stream, "seq": seq + 1, "prev": prev, "author": author, "key": me.public.sign_id,
+               "kind": kind, "at": at or utcnow(), "body": body}
     h = content_hash(content)
     ev = Event(**content, hash=h, sig=b64(me.sign(SIG_CONTEXT + h.encode())))
     store(db, ev)
@@ -111,18 +114,18 @@ def append(db: Conn, me: Identity, *, stream: str, author: str, kind: str, body:
 
 
 def store(db: Conn, ev: Event) -> None:
-    db.execute("INSERT INTO _sync_events (stream, seq, prev, hash, author, kind, at, body, sig, stored_at)"
-               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               (ev.stream, ev.seq, ev.prev, ev.hash, ev.author, ev.kind, ev.at,
+    db.execute("INSERT INTO _sync_events (stream, seq, prev, hash, author, key_id, kind, at, body, sig, stored_at)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (ev.stream, ev.seq, ev.prev, ev.hash, ev.author, ev.key, ev.kind, ev.at,
                 canonical.dumps(ev.body).decode(), ev.sig, utcnow()))
 
 
 def _row(r: Any) -> Event:
     return Event(stream=r[0], seq=int(r[1]), prev=r[2], hash=r[3], author=r[4], kind=r[5], at=r[6],
-                 body=canonical.loads(r[7].encode()), sig=r[8])
+                 body=canonical.loads(r[7].encode()), sig=r[8], key=r[9])
 
 
-_COLS = "stream, seq, prev, hash, author, kind, at, body, sig"
+_COLS = "stream, seq, prev, hash, author, kind, at, body, sig, key_id"
 
 
 def events_after(db: Conn, stream: str, after: int, limit: int = 500,
@@ -159,6 +162,12 @@ def set_acked(db: Conn, stream: str, value: int) -> None:
     else:
         db.execute("INSERT INTO _sync_cursors (stream, acked, updated_at) VALUES (?, ?, ?)",
                    (stream, value, utcnow()))
+
+
+def rewind_acked(db: Conn, stream: str, value: int) -> None:
+    """Move the confirmed cursor back: only when the other side, answering this very request,
+    holds less than it once confirmed (it was restored from a backup), so the rest is sent again."""
+    db.execute("UPDATE _sync_cursors SET acked = ?, updated_at = ? WHERE stream = ?", (value, utcnow(), stream))
 
 
 def get_status(db: Conn, name: str) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS _sync_events (
         stream TEXT NOT NULL, seq BIGINT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL,
-        author TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL, body TEXT NOT NULL,
+        author TEXT NOT NULL, key_id TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL, body TEXT NOT NULL,
         sig TEXT NOT NULL, stored_at TEXT NOT NULL, PRIMARY KEY (stream, seq))""",
     """CREATE TABLE IF NOT EXISTS _sync_cursors (
         stream TEXT PRIMARY KEY, acked BIGINT NOT NULL, updated_at TEXT NOT NULL)""",

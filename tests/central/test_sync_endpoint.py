@@ -157,3 +157,11 @@ def test_an_expired_enrolment_code_is_refused(system, http):
     r = http(system.central_url).post("/enroll/v1", json={"station": "V3", "code": otp,
                                                           "keys": Identity.generate().public.to_dict()})
     assert r.status_code == 403 and r.json()["error"] == "expired"
+
+
+def test_malformed_enrolment_bodies_get_400(system, http):
+    c = http(system.central_url)
+    for body in ({"station": "V9", "code": "x", "keys": "a string"},
+                 {"station": "V9", "code": "x", "keys": {"sign": "+/==", "enc": "AAAA"}}):
+        r = c.post("/enroll/v1", json=body)
+        assert r.status_code == 400 and r.json()["error"] == "bad_request"

@@ -107,3 +107,14 @@ def test_canonical_refuses_floats_and_duplicate_keys():
         canonical.dumps({"a": 1.5})
     with pytest.raises(Exception):
         canonical.loads(b'{"a":1,"a":2}')
+
+
+def test_lone_surrogates_and_boolean_versions_are_refused():
+    with pytest.raises(Exception):
+        canonical.loads(b'{"name":"\\ud800"}')
+    blob = seal({"a": 1})
+    p = envelope.parse(blob)
+    hb = canonical.dumps(dict(p.header, v=True))
+    forged = envelope.MAGIC + bytes([1]) + struct.pack(">I", len(hb)) + hb + struct.pack(">I", len(p.ciphertext)) + p.ciphertext
+    with pytest.raises(MalformedEnvelope):
+        envelope.parse(forged + STATION.sign(forged))

@@ -27,3 +27,11 @@ def test_signature_verifies_only_for_the_same_bytes():
         verify(ident.public.sign, sig, b"hellp")
     with pytest.raises(BadSignature):
         verify(Identity.generate().public.sign, sig, b"hello")
+
+
+@pytest.mark.parametrize("text", ["AA+A", "AA/A", "AAA=", "A", "AB", "ÄÄÄÄ", " AAA"])
+def test_base64url_is_strict(text):
+    from crypto.errors import BadEncoding
+    from crypto.keys import unb64
+    with pytest.raises(BadEncoding):
+        unb64(text)
