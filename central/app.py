@@ -22,11 +22,14 @@ from templates import gettext_for, locale_of, render, static_dir
 
 ROUTES = [
     Route("/sync/v1/exchange", views.sync_exchange, methods=["POST"]),
+    Route("/sync/v1/blobs/{sha}", views.scan_head, methods=["HEAD"]),
+    Route("/sync/v1/blobs/{sha}", views.scan_patch, methods=["PATCH"]),
     Route("/enroll/v1", views.enroll, methods=["POST"]),
     Route("/login", views.login_page), Route("/login", views.login, methods=["POST"]),
     Route("/logout", views.logout, methods=["POST"]), Route("/lang/{locale}", views.set_language),
     Route("/", views.queue), Route("/cases/{id}", views.case_page),
     Route("/cases/{id}/decision", views.decide_page, methods=["POST"]),
+    Route("/cases/{id}/scans/{sha}", views.scan_view),
     Route("/stations", views.stations_page),
     Route("/api/v1/cases", views.api_cases), Route("/api/v1/cases/{id}", views.api_case),
     Route("/api/v1/cases/{id}/decision", views.api_decide, methods=["POST"]),

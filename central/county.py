@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from typing import Any
 from central.store import Store
 from crypto import canonical, passwords
 from crypto.keys import Identity, PublicKeys
-from sync import bundle, exchange, log
+from crypto import envelope
+from crypto.errors import CryptoError
+from sync import blobs, bundle, exchange, log
 from sync.errors import RevokedStation, UnknownStation
 from sync.log import Event
 
@@ -88,6 +91,7 @@ class County:
             raise FileNotFoundError(f"{settings.data} has no county keys; run `lastmile central init` first")
         self.me = Identity.load(settings.key_dir)
         self.name = self.store.meta("county_name") or settings.name
+        self._blob_lock = threading.Lock()
 
     @staticmethod
     def init(settings: Settings) -> None:
@@ -213,6 +217,12 @@ class County:
                 "department": b["department"], "applicant_name": b["applicant"]["name"],
                 "id_number": b["applicant"]["id_number"], "accepted_at": b["at"],
                 "promised_date": b.get("promised_date"), "received_at": now})
+            for scan in b.get("scans", []):
+                self.store.insert_scan(db, {"case_id": b["id"], "station": station, "sha256": scan["sha256"],
+                                            "material": scan["material"], "name": scan["name"],
+                                            "mime": scan["mime"], "size": int(scan["size"])})
+                if (self.blob_dir(station) / f"{scan['sha256']}.sealed").exists():   # sent with an earlier case
+                    self.store.mark_scan_received(db, station, scan["sha256"], now)
             if status == "received":
                 self._send_down(db, station, "case.received", {"id": b["id"], "received_at": now,
                                                                "department": b["department"]})
@@ -221,6 +231,48 @@ class County:
                 raise LookupError(f"hand-out of unknown case {b['id']}")
         else:
             raise ValueError(f"unknown event kind {ev.kind!r}")
+
+    # scans ---------------------------------------------------------------------
+    def blob_dir(self, station: str) -> Path:
+        return self.settings.data / "blobs" / station
+
+    def _scan_request(self, station: str, sha: str, offset: int | str, total: int, chunk: bytes,
+                      signature: str) -> None:
+        keys = self.station_keys(station)          # UnknownStation / RevokedStation
+        blobs.check_request(keys, station, sha, offset, total, chunk, signature)
+        size = self.store.scan_size(station, sha)
+        if size is None:
+            raise CountyError(404, "unknown_scan", "no application of this station lists this scan")
+        if total != size + envelope.BLOB_OVERHEAD:
+            raise CountyError(400, "bad_length", "Upload-Length does not match the size the application lists")
+
+    def scan_offset(self, station: str, sha: str, total: int, signature: str) -> int:
+        self._scan_request(station, sha, "head", total, b"", signature)
+        return blobs.held(self.blob_dir(station), sha)
+
+    def scan_append(self, station: str, sha: str, offset: int, total: int, chunk: bytes, signature: str) -> int:
+        """Store a chunk; when the scan is whole, check it decrypts to its hash before confirming."""
+        self._scan_request(station, sha, offset, total, chunk, signature)
+        folder = self.blob_dir(station)
+        with self._blob_lock:          # one writer of scan files at a time
+            new = blobs.append(folder, sha, offset, chunk, total)
+            if new == total:
+                try:
+                    envelope.open_blob((folder / f"{sha}.part").read_bytes(), recipient=self.me, digest=sha)
+                except CryptoError as exc:
+                    blobs.discard(folder, sha)
+                    raise CountyError(422, "bad_scan", f"the scan does not match its hash: {exc}") from exc
+                blobs.complete(folder, sha)
+                with self.store.transaction() as db:
+                    self.store.mark_scan_received(db, station, sha, log.utcnow())
+        return new
+
+    def scan_bytes(self, case: dict[str, Any], sha: str) -> tuple[bytes, str] | None:
+        for scan in self.store.scans_of(case["id"]):
+            if scan["sha256"] == sha and scan["received_at"]:
+                sealed = (self.blob_dir(case["station"]) / f"{sha}.sealed").read_bytes()
+                return envelope.open_blob(sealed, recipient=self.me, digest=sha), scan["mime"]
+        return None
 
     # cases ---------------------------------------------------------------------
     def decide(self, case_id: str, decision: str, note: str, user: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,11 @@ SCHEMA = (
         applicant_name TEXT NOT NULL, id_number TEXT NOT NULL, accepted_at TEXT NOT NULL, promised_date TEXT,
         received_at TEXT NOT NULL, decision TEXT, decision_note TEXT, decided_by TEXT, decided_at TEXT,
         handed_out_at TEXT)""",
+    """CREATE TABLE IF NOT EXISTS scans (
+        case_id TEXT NOT NULL, sha256 TEXT NOT NULL, station TEXT NOT NULL, material TEXT NOT NULL,
+        name TEXT NOT NULL, mime TEXT NOT NULL, size BIGINT NOT NULL, received_at TEXT,
+        PRIMARY KEY (case_id, sha256))""",
+    """CREATE INDEX IF NOT EXISTS scans_by_hash ON scans (station, sha256)""",
     """CREATE INDEX IF NOT EXISTS cases_queue ON cases (department, status)""",
     """CREATE INDEX IF NOT EXISTS cases_station ON cases (station, status)""",
 )
@@ -153,3 +158,23 @@ class Store:
         sql = (f"SELECT {', '.join(CASE_COLS)} FROM cases" + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY received_at LIMIT ?")
         return [dict(zip(CASE_COLS, r)) for r in self._all(sql, (*params, limit))]
+
+    # scans -------------------------------------------------------------------
+    def insert_scan(self, db: Any, row: dict[str, Any]) -> None:
+        db.execute("INSERT INTO scans (case_id, sha256, station, material, name, mime, size, received_at)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (case_id, sha256) DO NOTHING",
+                   (row["case_id"], row["sha256"], row["station"], row["material"], row["name"], row["mime"],
+                    row["size"]))
+
+    def scan_size(self, station: str, sha: str) -> int | None:
+        rows = self._all("SELECT max(size) FROM scans WHERE station = ? AND sha256 = ?", (station, sha))
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def mark_scan_received(self, db: Any, station: str, sha: str, at: str) -> None:
+        db.execute("UPDATE scans SET received_at = ? WHERE station = ? AND sha256 = ? AND received_at IS NULL",
+                   (at, station, sha))
+
+    def scans_of(self, case_id: str) -> list[dict[str, Any]]:
+        cols = ("sha256", "material", "name", "mime", "size", "received_at")
+        rows = self._all(f"SELECT {', '.join(cols)} FROM scans WHERE case_id = ? ORDER BY material, name", (case_id,))
+        return [dict(zip(cols, r)) for r in rows]

@@ -16,6 +16,7 @@ from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
                            WrongRecipient)
 from crypto.keys import PublicKeys
+from sync import blobs
 from sync.errors import CursorAhead, RevokedStation, SyncError, UnknownStation
 from templates import N_, check_csrf, gettext_for, locale_of, render
 
@@ -71,6 +72,51 @@ async def sync_exchange(request: Request) -> Response:
     finally:
         slots.release()
     return Response(sealed, media_type="application/octet-stream")
+
+
+def _scan_headers(request: Request) -> tuple[str, str, int, str]:
+    sha = request.path_params["sha"]
+    station = request.headers.get("lastmile-station", "")
+    total = request.headers.get("upload-length", "")
+    signature = request.headers.get("lastmile-signature", "")
+    if not blobs.SHA.fullmatch(sha) or not station or not total.isdigit() or not signature:
+        raise CountyError(400, "bad_request", "scan requests need a SHA-256 path, Lastmile-Station, "
+                                              "Upload-Length and Lastmile-Signature")
+    return sha, station, int(total), signature
+
+
+async def scan_head(request: Request) -> Response:
+    try:
+        sha, station, total, signature = _scan_headers(request)
+        offset = await run_in_threadpool(county(request).scan_offset, station, sha, total, signature)
+    except CountyError as exc:
+        return Response(status_code=exc.status, headers={"lastmile-error": exc.code})
+    except (CryptoError, SyncError) as exc:
+        status = next(s for t, s in STATUS_OF_ERROR if isinstance(exc, t))
+        return Response(status_code=status, headers={"lastmile-error": getattr(exc, "code", "refused")})
+    return Response(status_code=200, headers={"upload-offset": str(offset), "upload-length": str(total),
+                                              "cache-control": "no-store"})
+
+
+async def scan_patch(request: Request) -> Response:
+    peer = request.client.host if request.client else "?"
+    try:
+        sha, station, total, signature = _scan_headers(request)
+        offset = request.headers.get("upload-offset", "")
+        if not offset.isdigit():
+            raise CountyError(400, "bad_request", "Upload-Offset is missing")
+        chunk = await read_limited(request, blobs.MAX_CHUNK)
+        new = await run_in_threadpool(county(request).scan_append, station, sha, int(offset), total, chunk, signature)
+    except blobs.OffsetMismatch as exc:
+        return Response(status_code=409, headers={"upload-offset": str(exc.offset)})
+    except CountyError as exc:
+        logger.warning("scan refused from %s: %s", peer, exc)
+        return api_error(exc.status, exc.code, str(exc))
+    except (CryptoError, SyncError) as exc:
+        status = next(s for t, s in STATUS_OF_ERROR if isinstance(exc, t))
+        logger.warning("scan refused from %s: %s %s", peer, status, exc)
+        return api_error(status, getattr(exc, "code", "refused"), str(exc))
+    return Response(status_code=204, headers={"upload-offset": str(new)})
 
 
 async def enroll(request: Request) -> Response:
@@ -150,7 +196,26 @@ async def case_page(request: Request) -> Response:
         raise HTTPException(404, N_("No such case."))
     return render(request, "central/case.html", case=case, body=c.case_body(case), error=None,
                   signature=c.signature_status(case), departments=departments(c),
-                  station=c.store.station(case["station"]))
+                  station=c.store.station(case["station"]), scans=c.store.scans_of(case["id"]),
+                  item=catalog_item(c, case["item_code"]))
+
+
+def catalog_item(c: County, code: str) -> dict[str, Any]:
+    """The catalogue entry of an item, for labels; an empty one for an item since retired."""
+    return next((i for i in c.catalog().get("items", []) if i["code"] == code), {"fields": [], "materials": []})
+
+
+async def scan_view(request: Request) -> Response:
+    clerk(request)
+    c = county(request)
+    case = c.store.case(request.path_params["id"])
+    found = await run_in_threadpool(c.scan_bytes, case, request.path_params["sha"]) if case else None
+    if found is None:
+        raise HTTPException(404, N_("This scan has not arrived yet."))
+    data, mime = found
+    return Response(data, media_type=mime, headers={"cache-control": "private, no-store",
+                                                    "content-security-policy": "default-src 'none'; img-src 'self'",
+                                                    "x-content-type-options": "nosniff"})
 
 
 async def decide_page(request: Request) -> Response:
@@ -166,7 +231,8 @@ async def decide_page(request: Request) -> Response:
             raise HTTPException(404, N_("No such case.")) from exc
         return render(request, "central/case.html", exc.status, case=case, body=c.case_body(case),
                       error=gettext_for(locale_of(request))(str(exc)), signature=c.signature_status(case),
-                      departments=departments(c), station=c.store.station(case["station"]))
+                      departments=departments(c), station=c.store.station(case["station"]),
+                      scans=c.store.scans_of(case["id"]), item=catalog_item(c, case["item_code"]))
     return RedirectResponse("/?m=decided", 303)
 
 
@@ -192,7 +258,10 @@ def api_user(request: Request) -> dict[str, Any]:
 
 
 def case_json(c: County, case: dict[str, Any]) -> dict[str, Any]:
-    return {**case, "signature": c.signature_status(case)}
+    scans = c.store.scans_of(case["id"])
+    missing = [s["sha256"] for s in scans if not s["received_at"]]
+    return {**case, "signature": c.signature_status(case), "scans": scans, "scans_complete": not missing,
+            "scans_missing": missing}
 
 
 async def api_cases(request: Request) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -16,7 +17,11 @@ import httpx
 from crypto.keys import Identity
 from node import cases
 from node.store import Store
-from sync import bundle, client, exchange, log
+from crypto import envelope
+from crypto.errors import CryptoError
+from node.scans import Scan
+from sync import blobs, bundle, client, exchange, log
+from sync.errors import SyncError
 from sync.log import Event
 
 logger = logging.getLogger("lastmile.node")
@@ -80,11 +85,21 @@ class Station:
     def department_names(self) -> dict[str, dict[str, str]]:
         return {d["code"]: d for d in self.store.catalog().get("departments", [])}
 
-    def take(self, item_code: str, form: dict[str, Any], decision: str, agent: str) -> dict[str, Any]:
-        """Record the agent's decision on an application; raises cases.IntakeError with field errors."""
+    def take(self, item_code: str, form: dict[str, Any], decision: str, agent: str,
+             attached: list[Scan] | tuple[Scan, ...] = ()) -> dict[str, Any]:
+        """Record the agent's decision on an application; raises cases.IntakeError with field errors.
+
+        Scans are sealed to the county and written to disk (fsync) before the transaction that
+        records the application, whose signed body lists each scan's hash and size."""
         item = self.item(item_code)
         if item is None:
             raise cases.IntakeError({"item": cases.N_("This service item is not in the station's catalogue.")})
+        materials = {m["code"] for m in item["materials"]}
+        if any(s.material not in materials for s in attached):
+            raise cases.IntakeError({"scans": cases.N_("A scan is attached to a material this item does not ask for.")})
+        listed = [{"sha256": s.sha256, "size": len(s.data), "name": s.name, "mime": s.mime, "material": s.material}
+                  for s in attached]
+        sealed = {s.sha256: self._seal_scan(s) for s in attached}
         now = dt.datetime.now(CHINA)
         with self.store.transaction() as db:
             seq = log.head(db, log.up(self.code))[0] + 1
@@ -92,10 +107,54 @@ class Station:
             intake = cases.take(item, form, decision=decision, station=self.code, agent=agent,
                                 catalog_version=int(self.store.catalog()["version"]), now=now,
                                 receipt_no=receipt_no, level=self.level)
-            ev = log.append(db, self.me, stream=log.up(self.code), author=self.code, kind=intake.kind,
-                            body=intake.body)
+            body = {**intake.body, "scans": listed} if listed else intake.body
+            ev = log.append(db, self.me, stream=log.up(self.code), author=self.code, kind=intake.kind, body=body)
             self.store.insert_application(db, ev, intake.status)
+            for scan in listed:
+                self.store.db["scans"].insert({**scan, "app_id": body["id"], "sealed_size": sealed[scan["sha256"]],
+                                               "sent": 0, "done": 0, "created_at": now.isoformat()}, ignore=True)
         return self.store.application(intake.body["id"]) or {}
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.settings.data / "blobs"
+
+    def _seal_scan(self, scan: Scan) -> int:
+        """Write the scan sealed to the county (unreadable at the station); return its sealed size."""
+        path = self.blob_dir / f"{scan.sha256}.sealed"
+        if not path.exists():
+            self.blob_dir.mkdir(parents=True, exist_ok=True)
+            data = envelope.seal_blob(scan.data, recipient=self.county.keys, digest=scan.sha256)
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        return path.stat().st_size
+
+    def upload_scans(self, http: httpx.Client) -> int:
+        """Send the scans of applications the county already holds; resume where it stopped."""
+        with self.store.transaction() as db:
+            acked = log.acked(db, log.up(self.code))
+            chunk = int(log.get_status(db, "chunk_size") or blobs.START_CHUNK)
+        sent = 0
+        for pending in self.store.pending_scans(acked):
+            sha = pending["sha256"]
+
+            def progress(offset: int, next_chunk: int) -> None:
+                nonlocal chunk
+                chunk = next_chunk
+                self.store.scan_progress(sha, offset, False)
+                with self.store.transaction() as db:
+                    log.set_status(db, "chunk_size", str(next_chunk))
+
+            sealed = (self.blob_dir / f"{sha}.sealed").read_bytes()
+            offset = blobs.upload(http, self.county.url, me=self.me, station=self.code, sha=sha, sealed=sealed,
+                                  chunk=chunk, progress=progress)
+            self.store.scan_progress(sha, offset, offset == len(sealed))
+            sent += 1
+        return sent
 
     def hand_out(self, app_id: str, by: str) -> bool:
         app = self.store.application(app_id)
@@ -126,9 +185,18 @@ class Station:
             raise ValueError(f"unknown event kind {ev.kind!r}")
 
     def sync(self) -> client.SyncResult:
+        """Events first (the county sees the case at once), then the scans it lists."""
         with self._sync_lock, httpx.Client(timeout=self.settings.http_timeout) as http:
-            return client.sync_once(self.store.transaction, http, me=self.me, station=self.code, county=self.county,
-                                    apply=self.apply_down)
+            result = client.sync_once(self.store.transaction, http, me=self.me, station=self.code,
+                                      county=self.county, apply=self.apply_down)
+            try:
+                result.scans = self.upload_scans(http)
+            except (SyncError, CryptoError) as exc:
+                with self.store.transaction() as db:
+                    log.set_status(db, "last_error", f"scans: {exc}"[:500])
+                    log.set_status(db, "last_error_code", getattr(exc, "code", "error"))
+                raise
+            return result
 
     def export(self, to: Path) -> dict[str, Any]:
         """Write every upstream event the county has not confirmed to a bundle file (USB stick).

@@ -32,6 +32,9 @@ TABLES = {
                       "decision_note": str, "decided_by": str, "decided_at": str,
                       "handed_out_at": str, "handed_out_by": str}, "id"),
     "meta": ({"name": str, "value": str}, "name"),
+    # Scans, sealed to the county; the bytes are files DATA/blobs/<sha256>.sealed.
+    "scans": ({"app_id": str, "sha256": str, "material": str, "name": str, "mime": str, "size": int,
+               "sealed_size": int, "sent": int, "done": int, "created_at": str}, ("app_id", "sha256")),
 }
 
 
@@ -134,6 +137,23 @@ class Store:
         with self.lock:
             return int(self.conn.execute(f"SELECT count(*) FROM applications WHERE {where}", params).fetchone()[0])
 
+    # scans -------------------------------------------------------------------
+    def pending_scans(self, acked_up_to: int) -> list[dict[str, Any]]:
+        """Scans not yet confirmed by the county whose application the county already holds."""
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT s.sha256, max(s.sealed_size), min(s.sent) FROM scans s JOIN applications a ON a.id = s.app_id"
+                " WHERE s.done = 0 AND a.seq <= ? GROUP BY s.sha256 ORDER BY min(a.seq)", (acked_up_to,)).fetchall()
+        return [{"sha256": r[0], "sealed_size": r[1], "sent": r[2]} for r in rows]
+
+    def scan_progress(self, sha: str, sent: int, done: bool) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE scans SET sent = ?, done = ? WHERE sha256 = ?", (sent, int(done), sha))
+
+    def scans_of(self, app_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.db["scans"].rows_where("app_id = ?", [app_id], order_by="material"))
+
     def sync_state(self, stream_up: str, stream_down: str) -> dict[str, Any]:
         with self.lock:
             c = self.conn
@@ -143,6 +163,8 @@ class Store:
                                       (stream_up, acked)).fetchone()[0]
             down = c.execute("SELECT coalesce(max(seq), 0) FROM _sync_events WHERE stream = ?", (stream_down,)).fetchone()[0]
             status = dict(c.execute("SELECT name, value FROM _sync_status").fetchall())
+            scans = c.execute("SELECT count(DISTINCT sha256), coalesce(sum(sealed_size - sent), 0) FROM scans"
+                              " WHERE done = 0").fetchone()
             forks = c.execute("SELECT count(*) FROM _sync_forks").fetchone()[0]
             repairs = c.execute("SELECT count(*) FROM _sync_repairs").fetchone()[0]
             reported = [{"seq": r[0], "reason": r[1], "receipt_no": r[2]} for r in c.execute(
@@ -156,7 +178,8 @@ class Store:
                 "clock_skew_s": int(status["clock_skew_s"]) if status.get("clock_skew_s") else None,
                 "clock_off": abs(int(status.get("clock_skew_s") or 0)) > SKEW_LIMIT_S,
                 "batch_limit": int(status["batch_limit"]) if status.get("batch_limit") else None,
-                "last_progress": status.get("last_progress") or None}
+                "last_progress": status.get("last_progress") or None,
+                "scans_waiting": scans[0], "scans_waiting_bytes": scans[1]}
 
 
 def _now() -> str:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from typing import Any
 
 import segno
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from node import cases
+from node import cases, scans
 from node.station import Station
 from sync.errors import Retryable, SyncError
 from crypto.errors import CryptoError
@@ -87,12 +91,26 @@ async def apply_form(request: Request) -> Response:
 async def apply_submit(request: Request) -> Response:
     user = agent(request)
     st = station(request)
-    form = await form_of(request)
-    data: dict[str, Any] = {k: v for k, v in form.items() if k != "materials"}
+    async with request.form(max_files=50, max_fields=500) as form:   # closes the uploaded files
+        if not check_csrf(request, form):
+            raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
+        return await _apply(request, user, st, form)
+
+
+async def _apply(request: Request, user: dict[str, Any], st: Station, form: Any) -> Response:
+    data: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str) and k != "materials"}
     data["materials"] = form.getlist("materials")
     code = request.path_params["code"]
     try:
-        app = st.take(code, data, str(form.get("decision", "")), user["name"])
+        attached = []
+        for key, value in form.multi_items():
+            if key.startswith("scan_") and isinstance(value, UploadFile) and value.filename:
+                raw = await value.read(scans.MAX_UPLOAD + 1)
+                try:
+                    attached.append(await run_in_threadpool(scans.prepare, key[5:], value.filename, raw))
+                except scans.ScanError as exc:
+                    raise cases.IntakeError({key: str(exc)}) from exc
+        app = st.take(code, data, str(form.get("decision", "")), user["name"], attached)
     except cases.IntakeError as exc:
         item = st.item(code)
         if item is None:
@@ -163,7 +181,9 @@ def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:
             "county_received_at": app["county_received_at"],
             "decision": ({"decision": app["decision"], "note": app["decision_note"], "by": app["decided_by"],
                           "at": app["decided_at"]} if app["decision"] else None),
-            "handed_out_at": app["handed_out_at"]}
+            "handed_out_at": app["handed_out_at"],
+            "scans": [{"sha256": x["sha256"], "material": x["material"], "name": x["name"], "size": x["size"],
+                       "uploaded": bool(x["done"])} for x in st.store.scans_of(app["id"])]}
 
 
 async def api_catalog(request: Request) -> Response:
@@ -183,12 +203,21 @@ async def api_create(request: Request) -> Response:
     applicant = payload.get("applicant") if isinstance(payload.get("applicant"), dict) else {}
     fields = payload.get("fields") if isinstance(payload.get("fields"), dict) else {}
     materials = payload.get("materials") if isinstance(payload.get("materials"), list) else []
+    attached = []
+    for i, scan in enumerate(payload.get("scans") if isinstance(payload.get("scans"), list) else []):
+        try:
+            raw = base64.b64decode(str(scan.get("data_base64", "")), validate=True)
+            attached.append(scans.prepare(str(scan.get("material", "")), str(scan.get("name", "")), raw))
+        except (ValueError, AttributeError, binascii.Error):
+            return api_error(422, "invalid", f"scans[{i}] needs material, name and data_base64")
+        except scans.ScanError as exc:
+            return api_error(422, "invalid", gettext_for(locale_of(request))(str(exc)), {f"scans[{i}]": str(exc)})
     form: dict[str, Any] = {**{k: applicant.get(k, "") for k in ("name", "id_number", "phone", "address")},
                             **{"f_" + k: v for k, v in fields.items()},
                             "materials": [str(m) for m in materials], "reason": payload.get("reason", "")}
     st = station(request)
     try:
-        app = st.take(str(payload.get("item", "")), form, str(payload.get("decision", "")), user["name"])
+        app = st.take(str(payload.get("item", "")), form, str(payload.get("decision", "")), user["name"], attached)
     except cases.IntakeError as exc:
         _ = gettext_for(locale_of(request))
         details = {k: _(v) for k, v in exc.errors.items()}

@@ -89,10 +89,11 @@ class SyncResult:
     rounds: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    scans: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return {"sent": self.sent, "acked": self.acked, "received": self.received, "rounds": self.rounds,
-                "bytes_up": self.bytes_up, "bytes_down": self.bytes_down}
+                "bytes_up": self.bytes_up, "bytes_down": self.bytes_down, "scans": self.scans}
 
 
 @dataclass(frozen=True, slots=True)

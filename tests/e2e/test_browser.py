@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 from node.cases import valid_id_for_demo
@@ -42,7 +43,7 @@ def login(page, url: str, user: str, password: str) -> None:
     page.click("button.primary")
 
 
-def test_agent_and_clerk_walk_one_case_in_the_browser(system, browser):
+def test_agent_and_clerk_walk_one_case_in_the_browser(system, browser, tmp_path):
     v1 = system.stations["V1"]
     station = browser.new_page(locale="zh-CN")
     login(station, v1["url"], "agent", "pw-12345")
@@ -68,6 +69,9 @@ def test_agent_and_clerk_walk_one_case_in_the_browser(system, browser):
     station.fill("input[name=id_number]", valid_id_for_demo("11010519491231002"))
     for box in station.locator("input[name=materials]").all():
         box.check()
+    scan = tmp_path / "身份证.jpg"
+    Image.merge("RGB", [Image.effect_noise((1600, 1000), 30)] * 3).save(scan, "JPEG")
+    station.locator("input[type=file]").first.set_input_files(str(scan))
     station.click("button[value=accept]")
     station.wait_for_selector("text=受理回执")
     assert station.locator("#promised").inner_text()[:4].isdigit()
@@ -85,6 +89,10 @@ def test_agent_and_clerk_walk_one_case_in_the_browser(system, browser):
     shot(county, "3-queue")
     county.click("#cases a")
     expect(county.locator("#signature")).to_contain_text("电子签名验证通过")
+    expect(county.locator("#scans-state")).to_contain_text("全部1份扫描件已到达并校验无误")
+    with county.expect_popup() as popup:
+        county.locator("#scans a").first.click()
+    assert popup.value.evaluate("document.images[0].naturalWidth") == 1600
     shot(county, "3-case")
     county.fill("textarea[name=note]", "经审核符合低保条件，予以批准")
     county.click("button[value=approve]")
