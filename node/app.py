@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-import threading
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
@@ -62,14 +61,15 @@ def create_app(settings: Settings, *, background_sync: bool = True) -> Starlette
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        stop = threading.Event()
-        thread = station.run_sync_loop(stop) if background_sync else None
+        loop = station.sync_loop() if background_sync else None
+        if loop:
+            loop.start()
+        app.state.sync_loop = loop
         try:
             yield
         finally:
-            stop.set()
-            if thread:
-                thread.join(timeout=10)
+            if loop:
+                loop.stop()
             station.store.close()
 
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: http_error},

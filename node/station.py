@@ -186,7 +186,15 @@ class Station:
 
     def sync(self) -> client.SyncResult:
         """Events first (the county sees the case at once), then the scans it lists."""
-        with self._sync_lock, httpx.Client(timeout=self.settings.http_timeout) as http:
+        if not self._sync_lock.acquire(timeout=2 * self.settings.http_timeout):
+            raise client.LinkDown("another sync is still running")
+        try:
+            return self._sync()
+        finally:
+            self._sync_lock.release()
+
+    def _sync(self) -> client.SyncResult:
+        with httpx.Client(timeout=self.settings.http_timeout) as http:
             result = client.sync_once(self.store.transaction, http, me=self.me, station=self.code,
                                       county=self.county, apply=self.apply_down)
             try:
@@ -230,8 +238,5 @@ class Station:
     def sync_state(self) -> dict[str, Any]:
         return self.store.sync_state(log.up(self.code), log.down(self.code))
 
-    def run_sync_loop(self, stop: threading.Event) -> threading.Thread:
-        t = threading.Thread(target=client.run_forever, args=(self.sync, stop, self.settings.sync_interval),
-                             name="lastmile-sync", daemon=True)
-        t.start()
-        return t
+    def sync_loop(self) -> client.SyncLoop:
+        return client.SyncLoop(self.sync, self.settings.sync_interval)

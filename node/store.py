@@ -8,6 +8,7 @@ projection row and its event in the upstream log, so they can never disagree.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import sqlite3
 import threading
@@ -179,7 +180,22 @@ class Store:
                 "clock_off": abs(int(status.get("clock_skew_s") or 0)) > SKEW_LIMIT_S,
                 "batch_limit": int(status["batch_limit"]) if status.get("batch_limit") else None,
                 "last_progress": status.get("last_progress") or None,
-                "scans_waiting": scans[0], "scans_waiting_bytes": scans[1]}
+                "scans_waiting": scans[0], "scans_waiting_bytes": scans[1],
+                "stalled": _stalled(high - acked, status.get("last_contact"), status.get("last_progress"))}
+
+
+STALL_S = 180
+
+
+def _stalled(waiting: int, last_contact: str | None, last_progress: str | None) -> bool:
+    """The county answers, yet nothing waiting has been confirmed for minutes: say so."""
+    if not waiting or not last_contact:
+        return False
+    now = dt.datetime.now(dt.timezone.utc)
+    contact = dt.datetime.fromisoformat(last_contact.replace("Z", "+00:00"))
+    progress = dt.datetime.fromisoformat(last_progress.replace("Z", "+00:00")) if last_progress else None
+    return (now - contact).total_seconds() < STALL_S and (
+        progress is None or (contact - progress).total_seconds() > STALL_S)
 
 
 def _now() -> str:

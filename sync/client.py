@@ -1,12 +1,11 @@
 """The station's HTTP client: post an envelope, retry what can succeed later, run one sync.
 
-``sync_once`` is the one step (tests, the CLI and the API call it); ``run_forever`` is the thin
+``sync_once`` is the one step (tests, the CLI and the API call it); ``SyncLoop`` is the thin
 loop around it that the node runs in the background.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -199,16 +198,62 @@ def _record_contact(db: Conn, station: str, got: exchange.StationResult, size: i
                            (log.up(station), item[0], str(item[1])[:1000], now))
 
 
-def run_forever(step: Callable[[], Any], stop: threading.Event, interval: float) -> None:
-    """Call ``step`` every ``interval`` seconds until ``stop`` is set; log failures at a limited rate."""
-    last_log = 0.0
-    while not stop.is_set():
-        try:
-            step()
-        except Exception as exc:  # noqa: BLE001 - the loop must survive anything and try again
-            now = time.monotonic()
-            if now - last_log > 60:
-                logger.warning("sync deferred: %s", exc)
-                last_log = now
-        with contextlib.suppress(Exception):
-            stop.wait(interval)
+class SyncLoop:
+    """The background loop around ``step`` and a watchdog that restarts it.
+
+    The loop calls ``step`` every ``interval`` seconds and survives any error (logged at most once
+    a minute). The watchdog checks every ``check_every`` seconds that the loop is alive and has
+    started an iteration within ``stall_after`` seconds; if not, it starts a fresh loop (a hung
+    one, if it ever returns, sees it is outdated and ends)."""
+
+    def __init__(self, step: Callable[[], Any], interval: float, *, stall_after: float | None = None,
+                 check_every: float = 30.0) -> None:
+        self.step, self.interval = step, interval
+        self.stall_after = stall_after if stall_after is not None else max(10 * interval, 300.0)
+        self.check_every = check_every
+        self.stop_event = threading.Event()
+        self.generation = 0
+        self.beat = time.monotonic()
+        self.restarts = 0
+        self.worker: threading.Thread | None = None
+        self.watchdog: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._spawn()
+        self.watchdog = threading.Thread(target=self._watch, name="lastmile-sync-watchdog", daemon=True)
+        self.watchdog.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        for t in (self.worker, self.watchdog):
+            if t is not None:
+                t.join(timeout=timeout)
+
+    def _spawn(self) -> None:
+        self.generation += 1
+        self.beat = time.monotonic()
+        self.worker = threading.Thread(target=self._run, args=(self.generation,), name="lastmile-sync", daemon=True)
+        self.worker.start()
+
+    def _run(self, generation: int) -> None:
+        last_log = 0.0
+        while not self.stop_event.is_set() and generation == self.generation:
+            self.beat = time.monotonic()
+            try:
+                self.step()
+            except Exception as exc:  # noqa: BLE001 - the loop must survive anything and try again
+                now = time.monotonic()
+                if now - last_log > 60:
+                    logger.warning("sync deferred: %s", exc)
+                    last_log = now
+            self.stop_event.wait(self.interval)
+
+    def _watch(self) -> None:
+        while not self.stop_event.wait(self.check_every):
+            worker = self.worker
+            stalled = time.monotonic() - self.beat > self.stall_after
+            if worker is None or not worker.is_alive() or stalled:
+                self.restarts += 1
+                logger.error("sync loop %s; restarting it (restart %d)",
+                             "stalled" if stalled else "died", self.restarts)
+                self._spawn()
