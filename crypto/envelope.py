@@ -56,8 +56,8 @@ class Parsed:
 
 
 def seal(payload: Any, *, sender: Identity, sender_name: str, recipient: PublicKeys,
-         recipient_name: str, kind: str, extra: dict[str, Any] | None = None) -> bytes:
-    """Compress, encrypt to ``recipient`` and sign ``payload`` (any canonical-JSON value)."""
+         recipient_name: str, kind: str, extra: dict[str, Any] | None = None, level: int = 9) -> bytes:
+    """Compress (zstd ``level``), encrypt to ``recipient`` and sign ``payload`` (canonical JSON)."""
     header: dict[str, Any] = {
         "v": VERSION, "kind": kind, "from": sender_name, "to": recipient_name,
         "from_key": sender.public.sign_id, "to_key": recipient.enc_id, "comp": "zstd",
@@ -66,7 +66,7 @@ def seal(payload: Any, *, sender: Identity, sender_name: str, recipient: PublicK
     header_bytes = canonical.dumps(header)
     if len(header_bytes) > MAX_HEADER:
         raise EnvelopeTooLarge("header too large")
-    compressed = zstandard.ZstdCompressor(level=9).compress(canonical.dumps(payload))
+    compressed = zstandard.ZstdCompressor(level=level).compress(canonical.dumps(payload))
     pub = x25519.X25519PublicKey.from_public_bytes(unb64(recipient.enc))
     ct = SUITE.encrypt(compressed, pub, info=INFO_PREFIX + header_bytes)
     signed = MAGIC + bytes([VERSION]) + struct.pack(">I", len(header_bytes)) + header_bytes \

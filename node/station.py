@@ -137,21 +137,24 @@ class Station:
         """Send the scans of applications the county already holds; resume where it stopped."""
         with self.store.transaction() as db:
             acked = log.acked(db, log.up(self.code))
-            chunk = int(log.get_status(db, "chunk_size") or blobs.START_CHUNK)
+            budget = client.link_budget(db, floor=blobs.MIN_CHUNK, ceiling=blobs.MAX_CHUNK)
+            chunk = min(int(log.get_status(db, "chunk_size") or blobs.START_CHUNK), budget)
         sent = 0
         for pending in self.store.pending_scans(acked):
             sha = pending["sha256"]
 
-            def progress(offset: int, next_chunk: int) -> None:
+            def progress(offset: int, next_chunk: int, bps: int | None) -> None:
                 nonlocal chunk
                 chunk = next_chunk
                 self.store.scan_progress(sha, offset, False)
                 with self.store.transaction() as db:
                     log.set_status(db, "chunk_size", str(next_chunk))
+                    if bps and next_chunk >= 32 * 1024:      # small chunks measure the round trip, not the link
+                        log.set_status(db, "link_bps", str(bps))
 
             sealed = (self.blob_dir / f"{sha}.sealed").read_bytes()
             offset = blobs.upload(http, self.county.url, me=self.me, station=self.code, sha=sha, sealed=sealed,
-                                  chunk=chunk, progress=progress)
+                                  chunk=chunk, max_chunk=budget, progress=progress)
             self.store.scan_progress(sha, offset, offset == len(sealed))
             sent += 1
         return sent

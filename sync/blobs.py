@@ -114,12 +114,14 @@ def _check(resp: httpx.Response) -> None:
 
 
 def upload(http: httpx.Client, url: str, *, me: Identity, station: str, sha: str, sealed: bytes,
-           chunk: int = START_CHUNK, progress: Callable[[int, int], None] = lambda offset, chunk: None,
+           chunk: int = START_CHUNK, max_chunk: int = MAX_CHUNK,
+           progress: Callable[[int, int, int | None], None] = lambda offset, chunk, bps: None,
            attempts: int = 4, sleep: Callable[[float], None] = time.sleep) -> int:
     """Send what the county lacks of one sealed scan; return the offset it confirmed.
 
-    ``progress(offset, chunk)`` is called after every confirmed chunk, with the chunk size to use
-    next time (halved after a failure, doubled after a success)."""
+    ``progress(offset, chunk, bps)`` is called after every confirmed chunk, with the chunk size to
+    use next time (halved after a failure, doubled after a success, at most ``max_chunk``) and the
+    rate the chunk went at (bits per second, None if unknown)."""
     base = url.rstrip("/") + BLOB_PATH + sha
     total = len(sealed)
 
@@ -163,14 +165,17 @@ def upload(http: httpx.Client, url: str, *, me: Identity, station: str, sha: str
                 "lastmile-signature": sign_request(me, station, sha, offset, total, piece)}))
             known = True
             return resp
+        started, before = time.monotonic(), offset
         try:
             resp = retrying(send)
         except SyncError:
-            progress(offset, chunk)
+            progress(offset, chunk, None)
             raise
         confirmed = _offset_of(resp)
-        if resp.status_code == 204 and confirmed > offset:
-            chunk = min(MAX_CHUNK, chunk * 2)
+        bps = None
+        if resp.status_code == 204 and confirmed > before:
+            chunk = min(max_chunk, chunk * 2)
+            bps = int((confirmed - before) * 8 / max(time.monotonic() - started, 1e-3))
         offset = confirmed
-        progress(offset, chunk)
+        progress(offset, chunk, bps)
     return offset

@@ -105,6 +105,16 @@ class Peer:
 
 
 MIN_BATCH, START_BATCH, MAX_BATCH = 5, 100, 2000
+REQUEST_SECONDS = 4.0      # aim for requests this long: short enough to slip between cuts
+RAW_PER_WIRE = 3.0         # JSON bodies compress about this much
+
+
+def link_budget(db: Conn, *, per_wire_byte: float = 1.0, floor: int = 8 * 1024, ceiling: int = 4 * 1024 * 1024) -> int:
+    """Bytes worth sending in one request on the link as last measured (``ceiling`` if unknown)."""
+    bps = log.get_status(db, "link_bps")
+    if not bps:
+        return ceiling
+    return int(min(ceiling, max(floor, int(bps) / 8 * REQUEST_SECONDS * per_wire_byte)))
 
 
 def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Client, *, me: Identity,
@@ -134,7 +144,8 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
     def one_round() -> tuple[exchange.Push, bytes, exchange.StationResult]:
         with transaction() as db:
             push = exchange.build_push(db, me=me, station=station, county=county.keys, county_name=county.name,
-                                       limit=limit)
+                                       limit=limit, max_bytes=link_budget(db, per_wire_byte=RAW_PER_WIRE,
+                                                                          floor=64 * 1024))
         started = time.monotonic()
         answer = post_envelope(http, county.url, push.blob)
         elapsed = max(time.monotonic() - started, 1e-3)
