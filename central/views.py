@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from central.county import County, CountyError
@@ -64,6 +64,10 @@ async def sync_exchange(request: Request) -> Response:
     try:
         blob = await read_limited(request, envelope.MAX_ENVELOPE)
         sealed = await run_in_threadpool(county(request).answer, blob)
+    except ClientDisconnect:
+        # A power cut or a dropped link mid-upload: routine at a village station, nothing stored.
+        logger.info("sync from %s: the station went away mid-request", peer)
+        return Response(status_code=400)
     except (CryptoError, SyncError) as exc:
         status = next(s for t, s in STATUS_OF_ERROR if isinstance(exc, t))
         code = getattr(exc, "code", "refused")
@@ -107,6 +111,9 @@ async def scan_patch(request: Request) -> Response:
             raise CountyError(400, "bad_request", "Upload-Offset is missing")
         chunk = await read_limited(request, blobs.MAX_CHUNK)
         new = await run_in_threadpool(county(request).scan_append, station, sha, int(offset), total, chunk, signature)
+    except ClientDisconnect:
+        logger.info("scan from %s: the station went away mid-chunk", peer)
+        return Response(status_code=400)
     except blobs.OffsetMismatch as exc:
         return Response(status_code=409, headers={"upload-offset": str(exc.offset)})
     except CountyError as exc:

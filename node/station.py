@@ -74,6 +74,7 @@ class Station:
         self.county = client.Peer(url=str(self.store.meta("county_url")), name=str(self.store.meta("county_name")),
                                   keys=self.store.county_keys())
         self._sync_lock = threading.Lock()
+        self.http_options: dict[str, Any] = {}     # extra httpx.Client options (event hooks in the benchmark)
 
     # intake ----------------------------------------------------------------
     def items(self) -> list[dict[str, Any]]:
@@ -197,7 +198,7 @@ class Station:
             self._sync_lock.release()
 
     def _sync(self) -> client.SyncResult:
-        with httpx.Client(timeout=self.settings.http_timeout) as http:
+        with httpx.Client(timeout=self.settings.http_timeout, **self.http_options) as http:
             result = client.sync_once(self.store.transaction, http, me=self.me, station=self.code,
                                       county=self.county, apply=self.apply_down)
             try:

@@ -131,6 +131,11 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
     with transaction() as db:
         log.set_status(db, "last_attempt", log.utcnow())
         limit = int(log.get_status(db, "batch_limit") or START_BATCH)
+        if log.get_status(db, "push_in_flight"):
+            # The last run died with a push in flight (power cut, kill): treat it as a cut, or a
+            # link that always drops before the answer would get the same too-big batch forever.
+            limit = max(MIN_BATCH, limit // 2)
+            log.set_status(db, "batch_limit", str(limit))
 
     def shrink(state: tenacity.RetryCallState) -> None:
         nonlocal limit
@@ -146,6 +151,7 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
             push = exchange.build_push(db, me=me, station=station, county=county.keys, county_name=county.name,
                                        limit=limit, max_bytes=link_budget(db, per_wire_byte=RAW_PER_WIRE,
                                                                           floor=64 * 1024))
+            log.set_status(db, "push_in_flight", str(limit))
         started = time.monotonic()
         answer = post_envelope(http, county.url, push.blob)
         elapsed = max(time.monotonic() - started, 1e-3)
@@ -153,6 +159,7 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
             got = exchange.apply_answer(db, answer, me=me, station=station, county=county.keys,
                                         county_name=county.name, apply=apply, fresh=True)
             _record_contact(db, station, got, len(push.blob) + len(answer), elapsed)
+            log.set_status(db, "push_in_flight", "")
         return push, answer, got
 
     retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(Retryable), reraise=True,

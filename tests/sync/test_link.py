@@ -155,3 +155,13 @@ def test_a_county_restored_from_an_old_backup_gets_the_lost_events_again(system,
     station.sync()
     assert len(county_cases(system)) == 5
     assert station.sync_state()["up_waiting"] == 0
+
+
+def test_a_push_that_died_in_flight_shrinks_the_next_batch(system, station):
+    with station.store.transaction() as db:
+        log.set_status(db, "batch_limit", "400")
+        log.set_status(db, "push_in_flight", "400")       # the process was killed mid-push
+    accept(station, 1)
+    station.sync()
+    state = station.sync_state()
+    assert state["batch_limit"] == 200 and state["up_waiting"] == 0

@@ -1,0 +1,238 @@
+"""How close sync comes to what a bad village link physically allows. Not a test: prints figures.
+
+A backlog of applications (about 2 KB of JSON each: varied names, ID numbers, addresses, free
+text) plus scans goes from a station to the county through tests/faultproxy.py at 256 kbit/s each
+way, 300 ms round trip, every connection cut every 20 s. In the same run, the first applications
+are sent the naive way (one POST per application, retried until it goes) for comparison.
+
+    .venv/bin/python bench/sync_link.py                    # the issue's figures: 5000 + 20 scans, 500 naive
+    .venv/bin/python bench/sync_link.py --apps 500 --scans 4 --naive 100    # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import zstandard
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from central.app import create_app as central_app  # noqa: E402
+from crypto import canonical  # noqa: E402
+from node.cases import valid_id_for_demo  # noqa: E402
+from node.scans import Scan  # noqa: E402
+from node.station import Station  # noqa: E402
+from sync import client, exchange, log  # noqa: E402
+from sync.errors import SyncError  # noqa: E402
+from tests.conftest import serve  # noqa: E402
+from tests.faultproxy import FaultProxy  # noqa: E402
+from tests.sync.test_protocol_machine import make_pair  # noqa: E402
+
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+GIVEN = "秀英桂兰玉兰建华国强志明淑珍春梅海燕丽娟文军红霞永刚德福长生金凤小平卫东建国淑华玉珍秀兰凤英桂英振华立新红梅伟强"
+PLACES = ["张村", "李家庄", "王家湾", "河东村", "石桥村", "柳树屯", "南坡村", "北岭村", "大王庄", "新民村", "红旗村", "前进村"]
+PHRASES = ["家中主要劳动力因病丧失劳动能力", "常年患有慢性病需长期服药", "子女在外地务工收入不稳定", "房屋年久失修存在安全隐患",
+           "去年遭受洪涝灾害农作物大面积减产", "家庭成员中有重度残疾人需要专人照料", "老人年逾八十独自居住", "孩子正在县城读高中开支较大",
+           "承包土地较少主要依靠种植玉米小麦", "经村民代表评议情况属实", "申请人本人到场并签字确认", "已如实申报家庭收入和财产状况",
+           "医疗费用自付部分较高", "丈夫于前年因意外去世", "依靠低保和亲属接济维持基本生活", "村委会已入户核实"]
+
+
+def realistic_form(item: dict, rng: random.Random, n: int) -> dict:
+    born = f"{rng.randint(1930, 2005)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
+    form = {"name": rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.randint(1, 2))),
+            "id_number": valid_id_for_demo(f"{rng.choice(['411521', '411522', '411523', '411524'])}{born}{rng.randint(0, 999):03d}"),
+            "phone": f"1{rng.choice('3589')}{rng.randint(0, 999999999):09d}",
+            "address": f"{rng.choice(PLACES)}{rng.randint(1, 12)}组{rng.randint(1, 99)}号",
+            "materials": [m["code"] for m in item["materials"]]}
+    for f in item["fields"]:
+        if f["type"] == "int":
+            value = str(rng.randint(1, 9))
+        elif f["type"] == "date":
+            value = f"20{rng.randint(10, 26)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        elif f["type"] == "select":
+            value = rng.choice(f["options"])["value"]
+        else:
+            value = "，".join(rng.sample(PHRASES, rng.randint(6, 12))) + f"。补充说明第{n}号。"
+        form["f_" + f["name"]] = value
+    return form
+
+
+def scan_of(rng: random.Random, material: str, target: int = 200 * 1024) -> Scan:
+    side = 700
+    while True:
+        img = Image.merge("RGB", [Image.effect_noise((side, side * 3 // 4), rng.randint(20, 40))] * 3)
+        out = io.BytesIO()
+        img.save(out, "JPEG", quality=85)
+        if out.tell() >= target * 0.95:
+            return Scan(material, f"scan{rng.randint(0, 10**6)}.jpg", "image/jpeg", out.getvalue()[:])
+        side = int(side * 1.15)
+
+
+def backlog(st: Station, n: int, scans: int, seed: int) -> tuple[list[bytes], int]:
+    """Take ``n`` applications, the first ``scans`` with one ~200 KB scan; return their bodies' JSON."""
+    rng = random.Random(seed)
+    items = st.items()
+    bodies, scan_bytes = [], 0
+    for i in range(n):
+        item = items[i % len(items)]
+        attached = [scan_of(rng, item["materials"][0]["code"])] if i < scans else []
+        scan_bytes += sum(len(s.data) for s in attached)
+        app = st.take(item["code"], realistic_form(item, rng, i), "accept", "代办员", attached)
+        bodies.append(canonical.dumps(st.store.application(app["id"])["body"]))
+    return bodies, scan_bytes
+
+
+class Meter:
+    """httpx hooks: requests made, bytes of requests whose answer came back, bytes of all requests."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.sent = 0
+        self.answered = 0
+
+    def on_request(self, request: httpx.Request) -> None:
+        self.requests += 1
+        size = len(request.content)
+        self.sent += size
+        request.extensions["bench_size"] = size
+
+    def on_response(self, response: httpx.Response) -> None:
+        if response.status_code < 300:
+            self.answered += response.request.extensions.get("bench_size", 0)
+
+    def options(self) -> dict:
+        return {"event_hooks": {"request": [self.on_request], "response": [self.on_response]}}
+
+
+def link(args: argparse.Namespace, upstream: str) -> FaultProxy:
+    host, port = upstream.rsplit(":", 1)
+    lo, hi = args.cut
+    return FaultProxy(upstream=(host.replace("http://", ""), int(port)), rate_bps=args.rate,
+                      latency=args.rtt / 2, cut_every=(lo, hi), seed=args.seed)
+
+
+def ours(args: argparse.Namespace, root: Path) -> dict:
+    county, st = make_pair(root / "ours")
+    with serve(central_app(county.settings)) as url, link(args, url) as proxy:
+        st.county = replace(st.county, url=url)
+        st.sync()                                        # catalogue, over a clean link
+        t = time.perf_counter()
+        bodies, scan_bytes = backlog(st, args.apps, args.scans, args.seed)
+        intake_s = time.perf_counter() - t
+        st.county = replace(st.county, url=proxy.url)
+        meter = Meter()
+        st.http_options = meter.options()
+        up0, down0 = proxy.stats.bytes_up, proxy.stats.bytes_down
+        start = time.perf_counter()
+        errors = 0
+        while True:
+            try:
+                st.sync()
+            except (SyncError, OSError) as exc:
+                errors += 1
+                if errors % 10 == 0:
+                    print(f"  … {errors} interrupted syncs so far ({type(exc).__name__})", flush=True)
+            state = st.sync_state()
+            if state["up_waiting"] == 0 and state["scans_waiting"] == 0:
+                break
+            if time.perf_counter() - start > args.timeout:
+                print("  gave up: timeout", flush=True)
+                break
+        wall = time.perf_counter() - start
+        wire_up, wire_down = proxy.stats.bytes_up - up0, proxy.stats.bytes_down - down0
+        cuts = proxy.stats.cuts
+    cases = county.store.cases(limit=10**9)
+    complete = county.store._all("SELECT count(*) FROM scans WHERE received_at IS NOT NULL")[0][0]
+    county.store.close()
+    st.store.close()
+    floor_json = len(zstandard.ZstdCompressor(level=19).compress(b"".join(bodies)))
+    floor = floor_json + 96 * len(bodies) + scan_bytes
+    return {"apps": len(bodies), "delivered": len(cases), "scans_complete": complete, "intake_s": intake_s,
+            "wall_s": wall, "wire_up": wire_up, "wire_down": wire_down, "floor": floor, "floor_json": floor_json,
+            "json_raw": sum(map(len, bodies)), "scan_bytes": scan_bytes, "requests": meter.requests,
+            "resent": meter.sent - meter.answered, "sent": meter.sent, "cuts": cuts, "interrupted": errors}
+
+
+def naive(args: argparse.Namespace, root: Path) -> dict:
+    """One POST per application, retried until it goes through: what a simple client does."""
+    county, st = make_pair(root / "naive")
+    with serve(central_app(county.settings)) as url, link(args, url) as proxy:
+        st.county = replace(st.county, url=url)
+        st.sync()
+        backlog(st, args.naive, 0, args.seed)
+        start = time.perf_counter()
+        posts = 0
+        with httpx.Client(timeout=30) as http:
+            for seq in range(1, args.naive + 1):
+                while True:
+                    with st.store.transaction() as db:
+                        blob = exchange.build_push(db, me=st.me, station=st.code, county=st.county.keys,
+                                                   county_name=st.county.name, after=seq - 1, limit=1).blob
+                    posts += 1
+                    try:
+                        answer = client.post_envelope(http, proxy.url, blob)
+                        break
+                    except SyncError:
+                        time.sleep(random.uniform(0, 1))
+                with st.store.transaction() as db:
+                    exchange.apply_answer(db, answer, me=st.me, station=st.code, county=st.county.keys,
+                                          county_name=st.county.name, apply=st.apply_down)
+        wall = time.perf_counter() - start
+        wire = proxy.stats.bytes_up + proxy.stats.bytes_down
+    delivered = len(county.store.cases(limit=10**9))
+    county.store.close()
+    st.store.close()
+    return {"apps": args.naive, "delivered": delivered, "wall_s": wall, "posts": posts, "wire": wire}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--apps", type=int, default=5000)
+    p.add_argument("--scans", type=int, default=20)
+    p.add_argument("--naive", type=int, default=500)
+    p.add_argument("--rate", type=int, default=256_000, help="bits per second, each way")
+    p.add_argument("--rtt", type=float, default=0.3, help="seconds")
+    p.add_argument("--cut", type=float, nargs=2, default=(20.0, 20.0), help="cut every A..B seconds")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lm-bench-") as tmp:
+        print(f"link: {args.rate / 1000:.0f} kbit/s each way, RTT {args.rtt * 1000:.0f} ms, cut every "
+              f"{args.cut[0]:.0f}-{args.cut[1]:.0f} s", flush=True)
+        o = ours(args, Path(tmp))
+        n = naive(args, Path(tmp)) if args.naive else None
+    rate = args.rate / 8
+    wire = o["wire_up"] + o["wire_down"]
+    print(f"\nbacklog: {o['apps']} applications ({o['json_raw'] / o['apps']:.0f} B of JSON each) + {args.scans} scans "
+          f"({o['scan_bytes'] / 1024:.0f} KB); intake took {o['intake_s']:.1f} s")
+    print(f"delivered: {o['delivered']}/{o['apps']} applications, {o['scans_complete']}/{args.scans} scans complete")
+    print(f"floor: {o['floor']:,} B = JSON as one zstd-19 stream {o['floor_json']:,} + 96 B x {o['apps']} + scans {o['scan_bytes']:,}")
+    print(f"wire bytes: {wire:,} (up {o['wire_up']:,}, down {o['wire_down']:,}) = {wire / o['floor']:.2f}x the floor   [goal <= 1.25x]")
+    print(f"wall time: {o['wall_s']:.1f} s vs floor/link {o['floor'] / rate:.1f} s = {o['wall_s'] / (o['floor'] / rate):.2f}x   [goal <= 1.5x]")
+    print(f"requests: {o['requests']} = {o['requests'] / o['apps']:.3f} per application; {o['cuts']} cuts, "
+          f"{o['interrupted']} interrupted syncs")
+    print(f"bytes sent more than once: {o['resent']:,} of {o['sent']:,} = {100 * o['resent'] / max(o['sent'], 1):.1f}%   [goal < 5%]")
+    if n:
+        per_ours = o["wall_s"] / o["apps"]
+        per_naive = n["wall_s"] / n["apps"]
+        print(f"naive, one POST per application: {n['delivered']}/{n['apps']} in {n['wall_s']:.1f} s = "
+              f"{per_naive * 1000:.0f} ms each ({n['posts']} POSTs); ours {per_ours * 1000:.1f} ms each = "
+              f"{per_naive / per_ours:.1f}x faster per application   [goal >= 10x]")
+    if args.json:
+        print(json.dumps({"ours": o, "naive": n}))
+
+
+if __name__ == "__main__":
+    main()
