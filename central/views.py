@@ -18,7 +18,8 @@ from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFai
 from crypto.keys import PublicKeys
 from sync import blobs
 from sync.errors import CursorAhead, RevokedStation, SyncError, UnknownStation
-from templates import N_, check_csrf, gettext_for, locale_of, render
+from templates import N_, gettext_for, locale_of, render
+from templates.web import api_error, checked_form, session_user
 
 logger = logging.getLogger("lastmile.central")
 
@@ -31,10 +32,6 @@ STATUS_OF_ERROR: list[tuple[type[Exception], int]] = [
 
 def county(request: Request) -> County:
     return request.app.state.county  # type: ignore[no-any-return]
-
-
-def api_error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message, "details": details}, status)
 
 
 # sync and enrolment ----------------------------------------------------------
@@ -141,44 +138,12 @@ async def enroll(request: Request) -> Response:
 
 
 # pages -------------------------------------------------------------------------
-def clerk(request: Request) -> dict[str, Any]:
-    user = request.session.get("user")
-    if not user:
-        raise HTTPException(303, headers={"location": "/login"})
-    return user  # type: ignore[no-any-return]
+clerk = session_user
+form_of = checked_form
 
 
-async def form_of(request: Request) -> Any:
-    form = await request.form()
-    if not check_csrf(request, form):
-        raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
-    return form
-
-
-async def login_page(request: Request) -> Response:
-    return render(request, "central/login.html", error=None)
-
-
-async def login(request: Request) -> Response:
-    form = await form_of(request)
-    user = await run_in_threadpool(county(request).login, str(form.get("username", "")), str(form.get("password", "")))
-    if not user:
-        logger.info("failed login for %r", form.get("username"))
-        return render(request, "central/login.html", 401, error=gettext_for(locale_of(request))("Wrong user name or password."))
-    request.session["user"] = user
-    return RedirectResponse("/", 303)
-
-
-async def logout(request: Request) -> Response:
-    await form_of(request)
-    request.session.pop("user", None)
-    return RedirectResponse("/login", 303)
-
-
-async def set_language(request: Request) -> Response:
-    if request.path_params["locale"] in ("zh_CN", "en"):
-        request.session["lang"] = request.path_params["locale"]
-    return RedirectResponse(request.headers.get("referer") or "/", 303)
+def authenticate(request: Request, username: str, password: str) -> dict[str, Any] | None:
+    return county(request).login(username, password)
 
 
 def departments(c: County) -> dict[str, dict[str, str]]:

@@ -15,7 +15,8 @@ from babel.messages.pofile import read_po, write_po
 
 ROOT = Path(__file__).resolve().parent.parent
 PO = ROOT / "templates" / "locale" / "zh_CN" / "LC_MESSAGES" / "messages.po"
-METHODS = [("node/**.py", "python"), ("central/**.py", "python"), ("templates/**.html", "jinja2")]
+METHODS = [("node/**.py", "python"), ("central/**.py", "python"), ("templates/**.py", "python"),
+           ("templates/**.html", "jinja2")]
 OPTIONS = {"templates/**.html": {"extensions": "jinja2.ext.i18n"}}
 KEYWORDS = {"_": None, "N_": None}
 

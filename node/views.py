@@ -19,6 +19,7 @@ from node.station import Station
 from sync.errors import Retryable, SyncError
 from crypto.errors import CryptoError
 from templates import N_, check_csrf, gettext_for, locale_of, render
+from templates.web import api_error, checked_form, session_user
 
 logger = logging.getLogger("lastmile.node")
 
@@ -27,47 +28,12 @@ def station(request: Request) -> Station:
     return request.app.state.station  # type: ignore[no-any-return]
 
 
-def agent(request: Request) -> dict[str, Any]:
-    user = request.session.get("user")
-    if not user:
-        raise HTTPException(303, headers={"location": "/login"})
-    return user  # type: ignore[no-any-return]
+agent = session_user
+form_of = checked_form
 
 
-async def form_of(request: Request) -> Any:
-    form = await request.form()
-    if not check_csrf(request, form):
-        raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
-    return form
-
-
-# pages -----------------------------------------------------------------------
-async def login_page(request: Request) -> Response:
-    return render(request, "node/login.html", st=station(request), error=None)
-
-
-async def login(request: Request) -> Response:
-    form = await form_of(request)
-    user = station(request).store.login(str(form.get("username", "")), str(form.get("password", "")))
-    if not user:
-        logger.info("failed login for %r", form.get("username"))
-        return render(request, "node/login.html", 401, st=station(request),
-                      error=gettext_for(locale_of(request))("Wrong user name or password."))
-    request.session["user"] = user
-    return RedirectResponse("/", 303)
-
-
-async def logout(request: Request) -> Response:
-    await form_of(request)
-    request.session.pop("user", None)
-    return RedirectResponse("/login", 303)
-
-
-async def set_language(request: Request) -> Response:
-    lang = request.path_params["locale"]
-    if lang in ("zh_CN", "en"):
-        request.session["lang"] = lang
-    return RedirectResponse(request.headers.get("referer") or "/", 303)
+def authenticate(request: Request, username: str, password: str) -> dict[str, Any] | None:
+    return station(request).store.login(username, password)
 
 
 async def home(request: Request) -> Response:
@@ -251,5 +217,3 @@ async def api_status(request: Request) -> Response:
     return JSONResponse({"station": st.code, "name": st.name, "level": st.level, "sync": st.sync_state()})
 
 
-def api_error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message, "details": details}, status)

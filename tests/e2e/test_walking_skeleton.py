@@ -135,3 +135,10 @@ def test_a_form_post_without_the_page_token_is_refused(system, http):
     page = http(system.stations["V1"]["url"])
     r = page.post("/login", data={"username": "agent", "password": "pw-12345"})
     assert r.status_code == 400 and "页面已过期" in r.text
+
+
+def test_a_wrong_password_is_told_in_chinese(system, http):
+    page = http(system.central_url)
+    csrf = page.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
+    r = page.post("/login", data={"username": "boss", "password": "nope", "csrf": csrf})
+    assert r.status_code == 401 and "用户名或密码错误" in r.text
