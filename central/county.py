@@ -183,7 +183,8 @@ class County:
                                                    station_keys=self.station_keys, apply=self.apply_up)
             now = log.utcnow()
             skew = clock_skew(summary.get("station_time"), now)
-            self.store.update_station(db, summary["station"], last_contact=now, clock_skew_s=skew)
+            self.store.update_station(db, summary["station"], last_contact=now, clock_skew_s=skew,
+                                      up_waiting=summary["up_waiting"])
         if skew is not None and abs(skew) > SKEW_LIMIT_S:
             logger.warning("station %s clock is off by %d s", summary["station"], skew)
         logger.info("sync %s", summary)

@@ -20,7 +20,7 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS stations (
         code TEXT PRIMARY KEY, name TEXT NOT NULL, level TEXT NOT NULL, status TEXT NOT NULL,
         sign_key TEXT, enc_key TEXT, enroll_code_hash TEXT, enroll_expires TEXT, enrolled_at TEXT,
-        last_contact TEXT, clock_skew_s INTEGER, created_at TEXT NOT NULL)""",
+        last_contact TEXT, clock_skew_s INTEGER, up_waiting INTEGER, created_at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS users (
         username TEXT PRIMARY KEY, name TEXT NOT NULL, password TEXT NOT NULL, token_hash TEXT NOT NULL,
         role TEXT NOT NULL, department TEXT, created_at TEXT NOT NULL)""",
@@ -45,7 +45,7 @@ CASE_COLS = ("id", "station", "seq", "kind", "status", "receipt_no", "item_code"
              "applicant_name", "id_number", "accepted_at", "promised_date", "received_at", "decision",
              "decision_note", "decided_by", "decided_at", "handed_out_at")
 STATION_COLS = ("code", "name", "level", "status", "sign_key", "enc_key", "enroll_code_hash", "enroll_expires",
-                "enrolled_at", "last_contact", "clock_skew_s", "created_at")
+                "enrolled_at", "last_contact", "clock_skew_s", "up_waiting", "created_at")
 
 
 class Store:
@@ -105,6 +105,10 @@ class Store:
     def update_station(self, db: Any, code: str, **values: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)
         db.execute(f"UPDATE stations SET {sets} WHERE code = ?", (*values.values(), code))
+
+    def incomplete_scans_by_station(self) -> dict[str, int]:
+        rows = self._all("SELECT station, count(DISTINCT case_id) FROM scans WHERE received_at IS NULL GROUP BY station")
+        return {r[0]: int(r[1]) for r in rows}
 
     def station_sync_counts(self) -> dict[str, dict[str, int]]:
         rows = self._all("""SELECT e.stream, max(e.seq), coalesce(max(c.acked), 0) FROM _sync_events e

@@ -212,11 +212,13 @@ async def stations_page(request: Request) -> Response:
     clerk(request)
     c = county(request)
     counts = c.store.station_sync_counts()
+    scans_missing = c.store.incomplete_scans_by_station()
     rows = []
     for st in c.store.stations():
         up = counts.get(f"up/{st['code']}", {"high": 0})
         down = counts.get(f"down/{st['code']}", {"high": 0, "acked": 0})
-        rows.append({**st, "received": up["high"], "down_waiting": down["high"] - down["acked"]})
+        rows.append({**st, "received": up["high"], "down_waiting": down["high"] - down["acked"],
+                     "scans_missing": scans_missing.get(st["code"], 0)})
     return render(request, "central/stations.html", stations=rows)
 
 

@@ -124,8 +124,11 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                            recipient_name=station, kind="answer",
                            extra={"ack": got.high, "first": out[0].seq if out else 0,
                                   "last": out[-1].seq if out else 0})
-    summary = {"station": station, "station_time": payload.get("station_time"), "stored": got.stored, "duplicates": got.duplicates, "ack": got.high,
-               "forks": got.forks, "repairs": got.repairs, "sent_down": len(out), "gap_at": got.gap_at}
+    up_high = payload.get("up_high")
+    summary = {"station": station, "station_time": payload.get("station_time"), "stored": got.stored,
+               "duplicates": got.duplicates, "ack": got.high, "forks": got.forks, "repairs": got.repairs,
+               "sent_down": len(out), "gap_at": got.gap_at,
+               "up_waiting": max(0, up_high - got.high) if type(up_high) is int else None}
     return sealed, summary
 
 

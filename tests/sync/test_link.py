@@ -165,3 +165,17 @@ def test_a_push_that_died_in_flight_shrinks_the_next_batch(system, station):
     station.sync()
     state = station.sync_state()
     assert state["batch_limit"] == 200 and state["up_waiting"] == 0
+
+
+def test_the_county_sees_what_waits_at_each_station(system, station, http):
+    accept(station, 10)
+    with station.store.transaction() as db:
+        log.set_status(db, "batch_limit", "5")
+    with httpx.Client(timeout=10) as h:
+        client.sync_once(station.store.transaction, h, me=station.me, station="V1", county=station.county,
+                         apply=station.apply_down, max_rounds=1)
+    page = http(system.central_url, follow_redirects=True)
+    csrf = page.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
+    page.post("/login", data={"username": "boss", "password": "pw-12345", "csrf": csrf})
+    row = page.get("/stations").text.split("<td>V1</td>")[1].split("</tr>")[0]
+    assert "<td>5</td>" in row          # 10 written, 5 confirmed: 5 still at the station
