@@ -48,12 +48,29 @@ PHRASES = ["家中主要劳动力因病丧失劳动能力", "常年患有慢性�
            "医疗费用自付部分较高", "丈夫于前年因意外去世", "依靠低保和亲属接济维持基本生活", "村委会已入户核实"]
 
 
+COMMON = ("的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经"
+          "十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处理府研质")
+
+
+def free_text(rng: random.Random, n: int) -> str:
+    """Free text as agents type it: set phrases mixed with what only this case says."""
+    parts = []
+    for _ in range(rng.randint(6, 10)):
+        if rng.random() < 0.5:
+            parts.append(rng.choice(PHRASES))
+        else:
+            parts.append("".join(rng.choice(COMMON) for _ in range(rng.randint(8, 24))))
+    return "，".join(parts) + f"。（{rng.choice(PLACES)}第{n}号）"
+
+
 def realistic_form(item: dict, rng: random.Random, n: int) -> dict:
     born = f"{rng.randint(1930, 2005)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
     form = {"name": rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.randint(1, 2))),
             "id_number": valid_id_for_demo(f"{rng.choice(['411521', '411522', '411523', '411524'])}{born}{rng.randint(0, 999):03d}"),
             "phone": f"1{rng.choice('3589')}{rng.randint(0, 999999999):09d}",
-            "address": f"{rng.choice(PLACES)}{rng.randint(1, 12)}组{rng.randint(1, 99)}号",
+            "address": f"河南省信阳市示范县{rng.choice(['城关镇', '双河乡', '李店镇', '高桥乡'])}"
+                       f"{rng.choice(PLACES)}{rng.randint(1, 12)}组{rng.randint(1, 99)}号",
+            "reason": free_text(rng, n),
             "materials": [m["code"] for m in item["materials"]]}
     for f in item["fields"]:
         if f["type"] == "int":
@@ -63,7 +80,7 @@ def realistic_form(item: dict, rng: random.Random, n: int) -> dict:
         elif f["type"] == "select":
             value = rng.choice(f["options"])["value"]
         else:
-            value = "，".join(rng.sample(PHRASES, rng.randint(6, 12))) + f"。补充说明第{n}号。"
+            value = free_text(rng, n)
         form["f_" + f["name"]] = value
     return form
 
@@ -136,6 +153,7 @@ def ours(args: argparse.Namespace, root: Path) -> dict:
         up0, down0 = proxy.stats.bytes_up, proxy.stats.bytes_down
         start = time.perf_counter()
         errors = 0
+        events_done = None
         while True:
             try:
                 st.sync()
@@ -144,6 +162,8 @@ def ours(args: argparse.Namespace, root: Path) -> dict:
                 if errors % 10 == 0:
                     print(f"  … {errors} interrupted syncs so far ({type(exc).__name__})", flush=True)
             state = st.sync_state()
+            if state["up_waiting"] == 0 and events_done is None:
+                events_done = time.perf_counter() - start
             if state["up_waiting"] == 0 and state["scans_waiting"] == 0:
                 break
             if time.perf_counter() - start > args.timeout:
@@ -159,7 +179,7 @@ def ours(args: argparse.Namespace, root: Path) -> dict:
     floor_json = len(zstandard.ZstdCompressor(level=19).compress(b"".join(bodies)))
     floor = floor_json + 96 * len(bodies) + scan_bytes
     return {"apps": len(bodies), "delivered": len(cases), "scans_complete": complete, "intake_s": intake_s,
-            "wall_s": wall, "wire_up": wire_up, "wire_down": wire_down, "floor": floor, "floor_json": floor_json,
+            "wall_s": wall, "events_s": events_done or wall, "wire_up": wire_up, "wire_down": wire_down, "floor": floor, "floor_json": floor_json,
             "json_raw": sum(map(len, bodies)), "scan_bytes": scan_bytes, "requests": meter.requests,
             "resent": meter.sent - meter.answered, "sent": meter.sent, "cuts": cuts, "interrupted": errors}
 
@@ -224,12 +244,14 @@ def main() -> None:
     print(f"requests: {o['requests']} = {o['requests'] / o['apps']:.3f} per application; {o['cuts']} cuts, "
           f"{o['interrupted']} interrupted syncs")
     print(f"bytes sent more than once: {o['resent']:,} of {o['sent']:,} = {100 * o['resent'] / max(o['sent'], 1):.1f}%   [goal < 5%]")
+    print(f"the applications themselves (scans follow them) were all at the county after {o['events_s']:.1f} s")
     if n:
-        per_ours = o["wall_s"] / o["apps"]
         per_naive = n["wall_s"] / n["apps"]
+        per_ours, per_all = o["events_s"] / o["apps"], o["wall_s"] / o["apps"]
         print(f"naive, one POST per application: {n['delivered']}/{n['apps']} in {n['wall_s']:.1f} s = "
               f"{per_naive * 1000:.0f} ms each ({n['posts']} POSTs); ours {per_ours * 1000:.1f} ms each = "
-              f"{per_naive / per_ours:.1f}x faster per application   [goal >= 10x]")
+              f"{per_naive / per_ours:.1f}x faster per application   [goal >= 10x]; "
+              f"counting the scans' time too, {per_all * 1000:.1f} ms = {per_naive / per_all:.1f}x")
     if args.json:
         print(json.dumps({"ours": o, "naive": n}))
 

@@ -237,23 +237,25 @@ class County:
     def blob_dir(self, station: str) -> Path:
         return self.settings.data / "blobs" / station
 
-    def _scan_request(self, station: str, sha: str, offset: int | str, total: int, chunk: bytes,
-                      signature: str) -> None:
+    def scan_request(self, station: str, sha: str, offset: int | str, total: int, signature: str) -> None:
+        """Check a scan request before any of its body is read."""
         keys = self.station_keys(station)          # UnknownStation / RevokedStation
-        blobs.check_request(keys, station, sha, offset, total, chunk, signature)
+        blobs.check_request(keys, station, sha, offset, total, signature)
         size = self.store.scan_size(station, sha)
         if size is None:
             raise CountyError(404, "unknown_scan", "no application of this station lists this scan")
         if total != size + envelope.BLOB_OVERHEAD:
             raise CountyError(400, "bad_length", "Upload-Length does not match the size the application lists")
+        if isinstance(offset, int) and offset != blobs.held(self.blob_dir(station), sha):
+            raise blobs.OffsetMismatch(blobs.held(self.blob_dir(station), sha))
 
     def scan_offset(self, station: str, sha: str, total: int, signature: str) -> int:
-        self._scan_request(station, sha, "head", total, b"", signature)
+        self.scan_request(station, sha, "head", total, signature)
         return blobs.held(self.blob_dir(station), sha)
 
-    def scan_append(self, station: str, sha: str, offset: int, total: int, chunk: bytes, signature: str) -> int:
-        """Store a chunk; when the scan is whole, check it decrypts to its hash before confirming."""
-        self._scan_request(station, sha, offset, total, chunk, signature)
+    def scan_write(self, station: str, sha: str, offset: int, total: int, chunk: bytes) -> int:
+        """Store part of a checked request's body; when the scan is whole, check it decrypts to its
+        hash before confirming it."""
         folder = self.blob_dir(station)
         with self._blob_lock:          # one writer of scan files at a time
             new = blobs.append(folder, sha, offset, chunk, total)

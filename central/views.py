@@ -103,14 +103,12 @@ async def scan_patch(request: Request) -> Response:
     peer = request.client.host if request.client else "?"
     try:
         sha, station, total, signature = _scan_headers(request)
-        offset = request.headers.get("upload-offset", "")
-        if not offset.isdigit():
+        offset_text = request.headers.get("upload-offset", "")
+        if not offset_text.isdigit():
             raise CountyError(400, "bad_request", "Upload-Offset is missing")
-        chunk = await read_limited(request, blobs.MAX_CHUNK)
-        new = await run_in_threadpool(county(request).scan_append, station, sha, int(offset), total, chunk, signature)
-    except ClientDisconnect:
-        logger.info("scan from %s: the station went away mid-chunk", peer)
-        return Response(status_code=400)
+        c, offset = county(request), int(offset_text)
+        await run_in_threadpool(c.scan_request, station, sha, offset, total, signature)
+        new = await _stream_scan(request, c, station, sha, offset, total)
     except blobs.OffsetMismatch as exc:
         return Response(status_code=409, headers={"upload-offset": str(exc.offset)})
     except CountyError as exc:
@@ -121,6 +119,24 @@ async def scan_patch(request: Request) -> Response:
         logger.warning("scan refused from %s: %s %s", peer, status, exc)
         return api_error(status, getattr(exc, "code", "refused"), str(exc))
     return Response(status_code=204, headers={"upload-offset": str(new)})
+
+
+async def _stream_scan(request: Request, c: County, station: str, sha: str, offset: int, total: int) -> int:
+    """Write the body as it arrives, 64 KB at a time; on a cut, keep what came (tus semantics)."""
+    buffer = bytearray()
+    try:
+        async for piece in request.stream():
+            buffer += piece
+            if offset + len(buffer) > total:
+                raise CountyError(400, "too_long", "the body goes past Upload-Length")
+            if len(buffer) >= 64 * 1024:
+                offset = await run_in_threadpool(c.scan_write, station, sha, offset, total, bytes(buffer))
+                buffer.clear()
+    except ClientDisconnect:
+        logger.info("scan from %s: cut after %d bytes; kept", station, offset + len(buffer))
+    if buffer:
+        offset = await run_in_threadpool(c.scan_write, station, sha, offset, total, bytes(buffer))
+    return offset
 
 
 async def enroll(request: Request) -> Response:

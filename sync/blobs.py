@@ -1,14 +1,16 @@
 """Scans travel apart from events: content-addressed, sealed to the county, sent in resumable
 chunks (after the tus protocol: ``HEAD`` tells the confirmed offset, ``PATCH`` appends at it).
 
-A station signs each request over (station, hash, offset, total length, SHA-256 of the chunk),
-so only an enrolled station can write, and a replayed chunk at a stale offset is answered 409
-with the offset the county holds. The county confirms an offset only after fsync.
+A station signs each request over (station, hash, offset, total length), so only an enrolled
+station can write; a replayed request at a stale offset is answered 409 with the offset the county
+holds. The county keeps whatever part of a PATCH arrived before a cut (the signature does not
+cover the body, so a partial body is usable); the whole scan is checked against its signed hash
+when the last byte arrives, so nothing unverified is ever marked received. Offsets are confirmed
+only after fsync.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -35,18 +37,17 @@ class OffsetMismatch(Rejected):
         self.offset = offset
 
 
-def request_bytes(station: str, sha: str, offset: int | str, total: int, chunk: bytes) -> bytes:
-    return f"{CONTEXT}|{station}|{sha}|{offset}|{total}|{hashlib.sha256(chunk).hexdigest()}".encode()
+def request_bytes(station: str, sha: str, offset: int | str, total: int) -> bytes:
+    return f"{CONTEXT}|{station}|{sha}|{offset}|{total}".encode()
 
 
-def sign_request(me: Identity, station: str, sha: str, offset: int | str, total: int, chunk: bytes = b"") -> str:
-    return b64(me.sign(request_bytes(station, sha, offset, total, chunk)))
+def sign_request(me: Identity, station: str, sha: str, offset: int | str, total: int) -> str:
+    return b64(me.sign(request_bytes(station, sha, offset, total)))
 
 
-def check_request(keys: PublicKeys, station: str, sha: str, offset: int | str, total: int, chunk: bytes,
-                  signature: str) -> None:
+def check_request(keys: PublicKeys, station: str, sha: str, offset: int | str, total: int, signature: str) -> None:
     """Raise BadSignature unless the request was signed by the station's key."""
-    verify(keys.sign, unb64(signature), request_bytes(station, sha, offset, total, chunk))
+    verify(keys.sign, unb64(signature), request_bytes(station, sha, offset, total))
 
 
 # county side: files ---------------------------------------------------------------
@@ -162,7 +163,7 @@ def upload(http: httpx.Client, url: str, *, me: Identity, station: str, sha: str
             resp = transport(lambda: http.patch(base, content=piece, headers={
                 **headers, "content-type": "application/offset+octet-stream", "upload-offset": str(offset),
                 "upload-length": str(total),
-                "lastmile-signature": sign_request(me, station, sha, offset, total, piece)}))
+                "lastmile-signature": sign_request(me, station, sha, offset, total)}))
             known = True
             return resp
         started, before = time.monotonic(), offset

@@ -136,7 +136,7 @@ def test_bad_scan_requests_are_refused_and_harm_nothing(system, station, http):
     def patch(body: bytes, *, offset=0, length=total, signer=station.me, digest=sha, sign=True):
         headers = {"lastmile-station": "V1", "upload-offset": str(offset), "upload-length": str(length)}
         if sign:
-            headers["lastmile-signature"] = blobs.sign_request(signer, "V1", digest, offset, length, body)
+            headers["lastmile-signature"] = blobs.sign_request(signer, "V1", digest, offset, length)
         return c.patch(system.central_url + blobs.BLOB_PATH + digest, content=body, headers=headers)
 
     assert patch(b"x" * 10, sign=False).status_code == 400
@@ -163,3 +163,27 @@ def test_a_file_that_is_not_a_scan_gets_a_plain_refusal(system, station, http):
                    "data_base64": base64.b64encode(b"MZ\x90\x00" * 100).decode()}]})
     assert r.status_code == 422 and "JPEG" in r.json()["message"] or "照片" in r.json()["message"]
     assert station.sync_state()["up_written"] == 0
+
+
+def test_the_county_keeps_the_part_of_a_chunk_that_came_before_a_cut(system, station, http):
+    from tests.faultproxy import FaultProxy
+    app = application_with_scans(station, http, system)
+    with httpx.Client(timeout=30) as h:
+        client.sync_once(station.store.transaction, h, me=station.me, station="V1", county=station.county,
+                         apply=station.apply_down)
+    scan = max(app["scans"], key=lambda s: s["size"])
+    sealed = (station.blob_dir / f"{scan['sha256']}.sealed").read_bytes()
+    host, port = system.central_url.replace("http://", "").split(":")
+    # Rate-limited as on a real link, so the county reads bytes as they come instead of letting
+    # them pile up in socket buffers that a reset throws away.
+    with FaultProxy((host, int(port)), rate_bps=4_000_000, cut_after_bytes=len(sealed) // 3) as proxy, \
+            httpx.Client(timeout=30) as h:
+        offset = blobs.upload(h, proxy.url, me=station.me, station="V1", sha=scan["sha256"], sealed=sealed,
+                              chunk=len(sealed), sleep=lambda s: None)
+        assert offset == len(sealed) and proxy.stats.cuts >= 2
+        assert proxy.stats.bytes_up < 1.15 * len(sealed)          # each cut cost only what was in flight
+    c = county(system)
+    try:
+        assert c.store.scans_of(app["id"])[[s["sha256"] for s in c.store.scans_of(app["id"])].index(scan["sha256"])]["received_at"]
+    finally:
+        c.store.close()
