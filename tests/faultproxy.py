@@ -138,11 +138,9 @@ class _Conn:
         try:
             if proxy._down:
                 return self.cut()
-            try:
+            with contextlib.suppress(OSError):
                 reader, self.upstream = await asyncio.open_connection(*proxy.upstream)
-            except OSError:
-                return
-            if self.dead:   # cut while connecting
+            if self.upstream is None or self.dead:     # upstream unreachable, or cut while connecting
                 return
             up, down = _Pipe(self, False, self.upstream), _Pipe(self, True, self.writer)
             self.tasks = [asyncio.create_task(c) for c in
@@ -163,10 +161,10 @@ class _Conn:
         cut = limit is not None and self.forwarded + len(chunk) >= limit
         if limit is not None and cut:
             chunk = chunk[:max(0, limit - self.forwarded)]
-        writer.write(chunk)
         self.forwarded += len(chunk)
-        name = "bytes_down" if down else "bytes_up"
+        name = "bytes_down" if down else "bytes_up"     # counted first: the peer may read at once
         setattr(self.proxy._stats, name, getattr(self.proxy._stats, name) + len(chunk))
+        writer.write(chunk)
         if not cut:
             return await writer.drain()
         for _ in range(1000):                   # let exactly those bytes reach the socket, then cut
@@ -324,8 +322,7 @@ class FaultProxy:
             conn.cut(count=False)
             conn.task.cancel()
         await asyncio.gather(cutter, *(c.task for c in conns), return_exceptions=True)
-        for _ in range(3):                      # let the aborted transports finish closing
-            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)               # let the aborted transports finish closing
 
     async def _cutter(self) -> None:
         while True:

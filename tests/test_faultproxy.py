@@ -50,7 +50,7 @@ class QuietServer(ThreadingHTTPServer):
 @pytest.fixture
 def upstream() -> Iterator[tuple[str, int]]:
     server = QuietServer(("127.0.0.1", 0), Upstream)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     t.start()
     Upstream.posts = []
     yield ("127.0.0.1", server.server_address[1])
