@@ -33,7 +33,7 @@ from crypto import canonical  # noqa: E402
 from node.cases import valid_id_for_demo  # noqa: E402
 from node.scans import Scan  # noqa: E402
 from node.station import Station  # noqa: E402
-from sync import client, exchange, log  # noqa: E402
+from sync import client, exchange  # noqa: E402
 from sync.errors import SyncError  # noqa: E402
 from tests.conftest import serve  # noqa: E402
 from tests.faultproxy import FaultProxy  # noqa: E402

@@ -23,7 +23,7 @@ ROUTES = [
     Route("/sync/v1/blobs/{sha}", views.scan_head, methods=["HEAD"]),
     Route("/sync/v1/blobs/{sha}", views.scan_patch, methods=["PATCH"]),
     Route("/enroll/v1", views.enroll, methods=["POST"]),
-    *session_routes("central/login.html", views.authenticate),
+    *session_routes("login.html", views.authenticate),
     Route("/", views.queue), Route("/cases/{id}", views.case_page),
     Route("/cases/{id}/decision", views.decide_page, methods=["POST"]),
     Route("/cases/{id}/scans/{sha}", views.scan_view),

@@ -19,7 +19,7 @@ from crypto.keys import PublicKeys
 from sync import blobs
 from sync.errors import CursorAhead, RevokedStation, SyncError, UnknownStation
 from templates import N_, gettext_for, locale_of, render
-from templates.web import api_error, checked_form, session_user
+from templates.web import api_error, checked_form, json_object, session_user
 
 logger = logging.getLogger("lastmile.central")
 
@@ -273,12 +273,7 @@ async def api_case(request: Request) -> Response:
 
 async def api_decide(request: Request) -> Response:
     user = api_user(request)
-    try:
-        body = await request.json()
-    except ValueError:
-        return api_error(400, "bad_json", "The request body is not valid JSON.")
-    if not isinstance(body, dict):
-        return api_error(422, "invalid", "The request body must be a JSON object.")
+    body = await json_object(request)
     c = county(request)
     try:
         case = await run_in_threadpool(c.decide, request.path_params["id"], str(body.get("decision", "")),

@@ -21,7 +21,7 @@ from templates.web import error_handler, session_routes, session_secret
 logger = logging.getLogger("lastmile.node")
 
 ROUTES = [
-    *session_routes("node/login.html", views.authenticate, lambda request: {"st": views.station(request)}),
+    *session_routes("login.html", views.authenticate, lambda request: {"st": views.station(request)}),
     Route("/", views.home), Route("/apply/{code}", views.apply_form),
     Route("/apply/{code}", views.apply_submit, methods=["POST"]),
     Route("/applications/{id}", views.application_page), Route("/applications/{id}/document", views.document),

@@ -19,7 +19,7 @@ from node.station import Station
 from sync.errors import Retryable, SyncError
 from crypto.errors import CryptoError
 from templates import N_, check_csrf, gettext_for, locale_of, render
-from templates.web import api_error, checked_form, session_user
+from templates.web import api_error, checked_form, json_object, session_user
 
 logger = logging.getLogger("lastmile.node")
 
@@ -86,21 +86,23 @@ async def _apply(request: Request, user: dict[str, Any], st: Station, form: Any)
     return RedirectResponse(f"/applications/{app['id']}/document", 303)
 
 
-async def application_page(request: Request) -> Response:
+def application_of(request: Request) -> tuple[Station, dict[str, Any]]:
+    """The station and the application the path names, for a logged-in agent; else 303/404."""
     agent(request)
     st = station(request)
     app = st.store.application(request.path_params["id"])
     if app is None:
         raise HTTPException(404, N_("No such application at this station."))
+    return st, app
+
+
+async def application_page(request: Request) -> Response:
+    st, app = application_of(request)
     return render(request, "node/application.html", st=st, app=app)
 
 
 async def document(request: Request) -> Response:
-    agent(request)
-    st = station(request)
-    app = st.store.application(request.path_params["id"])
-    if app is None:
-        raise HTTPException(404, N_("No such application at this station."))
+    st, app = application_of(request)
     qr = segno.make(verification_text(st, app), error="m").svg_inline(scale=3)
     return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr,
                   departments=st.department_names())
@@ -160,12 +162,7 @@ async def api_catalog(request: Request) -> Response:
 
 async def api_create(request: Request) -> Response:
     user = api_user(request)
-    try:
-        payload = await request.json()
-    except ValueError:
-        return api_error(400, "bad_json", "The request body is not valid JSON.")
-    if not isinstance(payload, dict):
-        return api_error(422, "invalid", "The request body must be a JSON object.")
+    payload = await json_object(request)
     applicant = payload.get("applicant") if isinstance(payload.get("applicant"), dict) else {}
     fields = payload.get("fields") if isinstance(payload.get("fields"), dict) else {}
     materials = payload.get("materials") if isinstance(payload.get("materials"), list) else []

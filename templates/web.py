@@ -29,6 +29,17 @@ def api_error(status: int, code: str, message: str, details: Any = None) -> JSON
     return JSONResponse({"error": code, "message": message, "details": details}, status)
 
 
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400/422 the error handler turns into JSON."""
+    try:
+        payload = await request.json()
+    except ValueError as exc:
+        raise HTTPException(400, N_("The request body is not valid JSON.")) from exc
+    if not isinstance(payload, dict):
+        raise HTTPException(422, N_("The request body must be a JSON object."))
+    return payload
+
+
 def session_user(request: Request) -> dict[str, Any]:
     """The logged-in user, or a redirect to the login page."""
     user = request.session.get("user")

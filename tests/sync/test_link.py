@@ -24,14 +24,6 @@ def lastmile(*args: str) -> str:
     return out.stdout
 
 
-@pytest.fixture
-def station(system):
-    st = Station(system.stations["V1"]["settings"])
-    st.sync()
-    yield st
-    st.store.close()
-
-
 def accept(st: Station, n: int) -> list[str]:
     ids = []
     for i in range(n):

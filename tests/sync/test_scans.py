@@ -8,7 +8,6 @@ import io
 import os
 
 import httpx
-import pytest
 from PIL import Image
 
 from central.county import County, Settings as CentralSettings
@@ -27,14 +26,6 @@ def photo(w: int = 3000, h: int = 2000) -> bytes:
 
 
 PDF = b"%PDF-1.4\n" + os.urandom(150_000) + b"\n%%EOF\n"
-
-
-@pytest.fixture
-def station(system):
-    st = Station(system.stations["V1"]["settings"])
-    st.sync()
-    yield st
-    st.store.close()
 
 
 def county(system) -> County:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from sync import client, log
-from tests.sync.test_link import accept, station  # noqa: F401 - fixture
+from tests.sync.test_link import accept
 
 
 def wait_for(cond, timeout=5.0):
