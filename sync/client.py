@@ -7,6 +7,7 @@ loop around it that the node runs in the background.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -227,7 +228,7 @@ class SyncLoop:
     def __init__(self, step: Callable[[], Any], interval: float, *, stall_after: float | None = None,
                  check_every: float = 30.0) -> None:
         self.step, self.interval = step, interval
-        self.stall_after = stall_after if stall_after is not None else max(10 * interval, 300.0)
+        self.stall_after = stall_after if stall_after is not None else max(10 * interval, 900.0)
         self.check_every = check_every
         self.stop_event = threading.Event()
         self.generation = 0
@@ -253,18 +254,31 @@ class SyncLoop:
         self.worker = threading.Thread(target=self._run, args=(self.generation,), name="lastmile-sync", daemon=True)
         self.worker.start()
 
+    def next_wait(self, failures: int, retry_after: float | None = None) -> float:
+        """Seconds until the next run: the interval, spread by ±50% so stations that started
+        together drift apart; after failures, full-jitter exponential backoff up to 10 minutes,
+        and never sooner than the county's Retry-After."""
+        if failures == 0:
+            return self.interval * random.uniform(0.5, 1.5)
+        wait = random.uniform(self.interval / 2, min(600.0, self.interval * 2 ** failures))
+        return max(wait, retry_after or 0.0)
+
     def _run(self, generation: int) -> None:
-        last_log = 0.0
+        last_log, failures = 0.0, 0
         while not self.stop_event.is_set() and generation == self.generation:
             self.beat = time.monotonic()
+            retry_after = None
             try:
                 self.step()
+                failures = 0
             except Exception as exc:  # noqa: BLE001 - the loop must survive anything and try again
+                failures += 1
+                retry_after = getattr(exc, "retry_after", None)
                 now = time.monotonic()
                 if now - last_log > 60:
                     logger.warning("sync deferred: %s", exc)
                     last_log = now
-            self.stop_event.wait(self.interval)
+            self.stop_event.wait(self.next_wait(failures, retry_after))
 
     def _watch(self) -> None:
         while not self.stop_event.wait(self.check_every):

@@ -71,3 +71,12 @@ def test_the_station_says_when_the_county_answers_but_nothing_moves(system, stat
     assert 'id="stalled"' in html
     station.sync()
     assert not station.sync_state()["stalled"]
+
+
+def test_the_loop_spreads_out_and_backs_off():
+    loop = client.SyncLoop(lambda: None, interval=10)
+    calm = [loop.next_wait(0) for _ in range(200)]
+    assert 5 <= min(calm) and max(calm) <= 15 and max(calm) - min(calm) > 5     # stations drift apart
+    after_many = [loop.next_wait(8) for _ in range(200)]
+    assert max(after_many) <= 600 and sum(after_many) / 200 > 100               # a dead county is not hammered
+    assert min(loop.next_wait(1, retry_after=45) for _ in range(50)) >= 45     # Retry-After is honoured
