@@ -224,9 +224,6 @@ class County:
                                             "mime": scan["mime"], "size": int(scan["size"])})
                 if (self.blob_dir(station) / f"{scan['sha256']}.sealed").exists():   # sent with an earlier case
                     self.store.mark_scan_received(db, station, scan["sha256"], now)
-            if status == "received":
-                self._send_down(db, station, "case.received", {"id": b["id"], "received_at": now,
-                                                               "department": b["department"]})
         elif ev.kind == "application.handed_out":
             if not self.store.update_case(db, b["id"], status="handed_out", handed_out_at=b["at"]):
                 raise LookupError(f"hand-out of unknown case {b['id']}")

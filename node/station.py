@@ -177,8 +177,6 @@ class Station:
         b = ev.body
         if ev.kind == "catalog.published":
             self.store.set_meta(db, "catalog", json.dumps(b["catalog"], ensure_ascii=False))
-        elif ev.kind == "case.received":
-            self.store.update_application(db, b["id"], county_received_at=b["received_at"], status="received")
         elif ev.kind == "case.decided":
             status = {"approve": "approved", "reject": "rejected", "correction": "correction_requested"}[b["decision"]]
             if not self.store.update_application(db, b["id"], status=status, decision=b["decision"],
@@ -187,6 +185,11 @@ class Station:
                 raise LookupError(f"no application {b['id']} at this station")
         else:
             raise ValueError(f"unknown event kind {ev.kind!r}")
+
+    def mark_received(self, db: sqlite3.Connection, ack: int) -> None:
+        """The county's ack is its receipt: accepted applications up to it are now at the county."""
+        db.execute("UPDATE applications SET status = 'received', county_received_at = ? "
+                   "WHERE seq <= ? AND status = 'accepted'", (log.utcnow(), ack))
 
     def sync(self) -> client.SyncResult:
         """Events first (the county sees the case at once), then the scans it lists."""
@@ -200,7 +203,7 @@ class Station:
     def _sync(self) -> client.SyncResult:
         with httpx.Client(timeout=self.settings.http_timeout, **self.http_options) as http:
             result = client.sync_once(self.store.transaction, http, me=self.me, station=self.code,
-                                      county=self.county, apply=self.apply_down)
+                                      county=self.county, apply=self.apply_down, on_ack=self.mark_received)
             try:
                 result.scans = self.upload_scans(http)
             except (SyncError, CryptoError) as exc:
@@ -235,6 +238,7 @@ class Station:
             with self.store.transaction() as db:
                 got = exchange.apply_answer(db, blob, me=self.me, station=self.code, county=self.county.keys,
                                             county_name=self.county.name, apply=self.apply_down)
+                self.mark_received(db, log.acked(db, log.up(self.code)))
             acked += got.acked
             received += got.received
         return {"acked": acked, "received": received, "state": self.sync_state()}

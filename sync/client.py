@@ -119,24 +119,32 @@ def link_budget(db: Conn, *, per_wire_byte: float = 1.0, floor: int = 8 * 1024, 
 
 
 def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Client, *, me: Identity,
-              station: str, county: Peer, apply: Apply, max_rounds: int = 50, attempts: int = 4,
-              cap: float = 60.0, sleep: Callable[[float], None] = time.sleep) -> SyncResult:
+              station: str, county: Peer, apply: Apply, on_ack: Callable[[Conn, int], None] | None = None,
+              max_rounds: int = 50, attempts: int = 4, cap: float = 60.0,
+              sleep: Callable[[float], None] = time.sleep) -> SyncResult:
     """Push everything waiting and pull everything new, a batch per round, until both are empty.
 
     The batch size adapts to the link: it doubles after a full batch went through and halves after
     a cut, a timeout or a 5xx, and is remembered between runs. Failed rounds are retried with
     full-jitter backoff (never sooner than Retry-After). The database is held only while building a
-    push and applying an answer, never during I/O. Records attempt, contact, error, link speed,
-    clock skew and what the county set aside in the ``_sync_*`` tables."""
+    push and applying an answer, never during I/O. ``on_ack(db, ack)`` runs in the transaction that
+    takes each answer: the county's ack is its receipt. Records attempt, contact, error, link speed,
+    clock skew and what the county set aside in the ``_sync_*`` tables.
+
+    After a failed round the next one first asks where the county is (a push with no events): if the
+    county stored the lost push, its ack moves the cursor and nothing is sent twice."""
     result = SyncResult()
     with transaction() as db:
         log.set_status(db, "last_attempt", log.utcnow())
         limit = int(log.get_status(db, "batch_limit") or START_BATCH)
-        if log.get_status(db, "push_in_flight"):
+        log_in_flight = log.get_status(db, "push_in_flight")
+        if log_in_flight:
             # The last run died with a push in flight (power cut, kill): treat it as a cut, or a
             # link that always drops before the answer would get the same too-big batch forever.
             limit = max(MIN_BATCH, limit // 2)
             log.set_status(db, "batch_limit", str(limit))
+
+    unsure = bool(log_in_flight)
 
     def shrink(state: tenacity.RetryCallState) -> None:
         nonlocal limit
@@ -148,11 +156,13 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
             log.set_status(db, "last_error_code", getattr(exc, "code", "error"))
 
     def one_round() -> tuple[exchange.Push, bytes, exchange.StationResult]:
+        nonlocal unsure
         with transaction() as db:
             push = exchange.build_push(db, me=me, station=station, county=county.keys, county_name=county.name,
-                                       limit=limit, max_bytes=link_budget(db, per_wire_byte=RAW_PER_WIRE,
-                                                                          floor=64 * 1024))
+                                       limit=0 if unsure else limit,
+                                       max_bytes=link_budget(db, per_wire_byte=RAW_PER_WIRE, floor=64 * 1024))
             log.set_status(db, "push_in_flight", str(limit))
+        unsure = True
         started = time.monotonic()
         answer = post_envelope(http, county.url, push.blob)
         elapsed = max(time.monotonic() - started, 1e-3)
@@ -161,6 +171,9 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
                                         county_name=county.name, apply=apply, fresh=True)
             _record_contact(db, station, got, len(push.blob) + len(answer), elapsed)
             log.set_status(db, "push_in_flight", "")
+            if on_ack:
+                on_ack(db, log.acked(db, log.up(station)))
+        unsure = False
         return push, answer, got
 
     retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(Retryable), reraise=True,
@@ -180,8 +193,10 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
                 limit = min(MAX_BATCH, limit * 2)
                 with transaction() as db:
                     log.set_status(db, "batch_limit", str(limit))
-            if not push.last and not got.more and not got.received:
-                break
+            if not push.last and not got.more and not got.received and not got.acked:
+                with transaction() as db:
+                    if log.acked(db, log.up(station)) >= log.head(db, log.up(station))[0]:
+                        break
             if push.last and got.acked == 0 and not got.received:
                 break     # the county took nothing new: do not spin; the next run retries
     except (SyncError, CryptoError) as exc:

@@ -79,6 +79,7 @@ class Protocol(RuleBasedStateMachine):
         with self.station.store.transaction() as db:
             exchange.apply_answer(db, sealed, me=self.station.me, station="S1", county=self.station.county.keys,
                                   county_name=self.station.county.name, apply=self.station.apply_down)
+            self.station.mark_received(db, log.acked(db, "up/S1"))
 
     def exchange(self, limit: int = 500, lose_answer: bool = False, duplicate: bool = False) -> None:
         blob = self.push(limit=limit)
