@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from crypto import envelope
-from crypto.errors import EnvelopeError
 from crypto.keys import Identity, PublicKeys
 from sync import inbox, log
-from sync.errors import BadEvent, CursorAhead, UnknownStation
+from sync.errors import BadEvent, CursorAhead
 from sync.inbox import Apply
 from sync.log import Conn
 
@@ -131,6 +130,3 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                "up_waiting": max(0, up_high - got.high) if type(up_high) is int else None}
     return sealed, summary
 
-
-__all__ = ["Push", "StationResult", "build_push", "apply_answer", "answer_push", "EnvelopeError",
-           "UnknownStation"]
