@@ -19,7 +19,7 @@ from crypto.keys import PublicKeys
 from sync import blobs
 from sync.errors import CursorAhead, RevokedStation, SyncError, UnknownStation
 from templates import N_, gettext_for, locale_of, render
-from templates.web import api_error, checked_form, json_object, session_user
+from templates.web import api_error, bearer_user, checked_form, json_object, session_user
 
 logger = logging.getLogger("lastmile.central")
 
@@ -240,11 +240,7 @@ async def stations_page(request: Request) -> Response:
 
 # JSON API ----------------------------------------------------------------------
 def api_user(request: Request) -> dict[str, Any]:
-    auth = request.headers.get("authorization", "")
-    user = county(request).user_by_token(auth[7:]) if auth.lower().startswith("bearer ") else None
-    if not user:
-        raise HTTPException(401, N_("A valid bearer token is required."))
-    return user
+    return bearer_user(request, county(request).user_by_token)
 
 
 def case_json(c: County, case: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from node.station import Station
 from sync.errors import Retryable, SyncError
 from crypto.errors import CryptoError
 from templates import N_, check_csrf, gettext_for, locale_of, render
-from templates.web import api_error, checked_form, json_object, session_user
+from templates.web import api_error, bearer_user, checked_form, json_object, session_user
 
 logger = logging.getLogger("lastmile.node")
 
@@ -134,11 +134,7 @@ def verification_text(st: Station, app: dict[str, Any]) -> str:
 
 # JSON API ----------------------------------------------------------------------
 def api_user(request: Request) -> dict[str, Any]:
-    auth = request.headers.get("authorization", "")
-    user = station(request).store.user_by_token(auth[7:]) if auth.lower().startswith("bearer ") else None
-    if not user:
-        raise HTTPException(401, N_("A valid bearer token is required."))
-    return user
+    return bearer_user(request, station(request).store.user_by_token)
 
 
 def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,15 @@ async def json_object(request: Request) -> dict[str, Any]:
     return payload
 
 
+def bearer_user(request: Request, lookup: Callable[[str], "dict[str, Any] | None"]) -> dict[str, Any]:
+    """The API user named by ``Authorization: Bearer <token>``, or 401."""
+    auth = request.headers.get("authorization", "")
+    user = lookup(auth[7:]) if auth.lower().startswith("bearer ") else None
+    if not user:
+        raise HTTPException(401, N_("A valid bearer token is required."))
+    return user
+
+
 def session_user(request: Request) -> dict[str, Any]:
     """The logged-in user, or a redirect to the login page."""
     user = request.session.get("user")

@@ -106,3 +106,15 @@ def http() -> Iterator[Any]:
     yield make
     for c in clients:
         c.close()
+
+
+def csrf_of(page: Any) -> str:
+    """The CSRF token of the login page, for form posts from tests."""
+    return str(page.get("/login").text.split('name="csrf" value="')[1].split('"')[0])
+
+
+def log_in(http: Any, url: str, username: str, password: str = PASSWORD) -> tuple[Any, Any]:
+    """A browser-like client logged in at ``url``; returns (client, the page after login)."""
+    page = http(url, follow_redirects=True)
+    landing = page.post("/login", data={"username": username, "password": password, "csrf": csrf_of(page)})
+    return page, landing

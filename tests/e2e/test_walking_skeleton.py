@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.conftest import csrf_of, log_in
+
 from node.cases import valid_id_for_demo
 
 ID = valid_id_for_demo("41152119580312001")
@@ -58,12 +60,9 @@ def test_application_reaches_county_and_result_comes_back(system, http):
     assert node.post("/api/v1/sync").json()["received"] >= 1
     got = node.get(f"/api/v1/applications/{app['id']}").json()
     assert got["status"] == "approved" and got["decision"]["note"] == "符合条件，予以批准"
-    login = http(v1["url"], follow_redirects=True)
-    page = login.get("/login")
-    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
-    home = login.post("/login", data={"username": "agent", "password": "pw-12345", "csrf": csrf})
+    login, home = log_in(http, v1["url"], "agent")
     assert "李秀英" in home.text and f"/applications/{app['id']}/handout" in home.text
-    r = login.post(f"/applications/{app['id']}/handout", data={"csrf": csrf})
+    r = login.post(f"/applications/{app['id']}/handout", data={"csrf": csrf_of(login)})
     assert r.status_code == 200
     assert node.get(f"/api/v1/applications/{app['id']}").json()["handed_out_at"]
     node.post("/api/v1/sync")
@@ -124,9 +123,7 @@ def test_script_in_a_name_is_shown_as_text_on_both_pages(system, http):
     node.post("/api/v1/sync")
     for url, path, user in ((v1["url"], f"/applications/{created['id']}/document", "agent"),
                             (system.central_url, f"/cases/{created['id']}", "boss")):
-        page = http(url, follow_redirects=True)
-        csrf = page.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
-        page.post("/login", data={"username": user, "password": "pw-12345", "csrf": csrf})
+        page, _ = log_in(http, url, user)
         html = page.get(path).text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
 
@@ -138,7 +135,5 @@ def test_a_form_post_without_the_page_token_is_refused(system, http):
 
 
 def test_a_wrong_password_is_told_in_chinese(system, http):
-    page = http(system.central_url)
-    csrf = page.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
-    r = page.post("/login", data={"username": "boss", "password": "nope", "csrf": csrf})
+    _, r = log_in(http, system.central_url, "boss", "nope")
     assert r.status_code == 401 and "用户名或密码错误" in r.text

@@ -14,7 +14,7 @@ from central.county import County, Settings as CentralSettings, clock_skew
 from node.station import Station
 from sync import client, log
 from sync.errors import Retryable
-from tests.conftest import serve
+from tests.conftest import log_in, serve
 from tests.sync.test_protocol_machine import form_for
 
 
@@ -128,9 +128,7 @@ def test_clock_skew_is_measured_and_shown(system, station, http):
     assert abs(station.sync_state()["clock_skew_s"] or 0) < 5          # this machine's clocks agree
     with station.store.transaction() as db:
         log.set_status(db, "clock_skew_s", "-1800")
-    page = http(system.stations["V1"]["url"], follow_redirects=True)
-    csrf = page.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
-    html = page.post("/login", data={"username": "agent", "password": "pw-12345", "csrf": csrf}).text
+    html = log_in(http, system.stations["V1"]["url"], "agent")[1].text
     assert 'id="clock-warning"' in html and "30分钟" in html
 
 
@@ -168,8 +166,6 @@ def test_the_county_sees_what_waits_at_each_station(system, station, http):
     with httpx.Client(timeout=10) as h:
         client.sync_once(station.store.transaction, h, me=station.me, station="V1", county=station.county,
                          apply=station.apply_down, max_rounds=1)
-    page = http(system.central_url, follow_redirects=True)
-    csrf = page.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
-    page.post("/login", data={"username": "boss", "password": "pw-12345", "csrf": csrf})
+    page, _ = log_in(http, system.central_url, "boss")
     row = page.get("/stations").text.split("<td>V1</td>")[1].split("</tr>")[0]
     assert "<td>5</td>" in row          # 10 written, 5 confirmed: 5 still at the station

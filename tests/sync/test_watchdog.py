@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.conftest import log_in
+
 import threading
 import time
 
@@ -65,9 +67,7 @@ def test_the_station_says_when_the_county_answers_but_nothing_moves(system, stat
         log.set_status(db, "last_contact", log.utcnow())
         log.set_status(db, "last_progress", "2026-01-01T00:00:00.000Z")
     assert station.sync_state()["stalled"]
-    page = http(system.stations["V1"]["url"], follow_redirects=True)
-    csrf = page.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
-    html = page.post("/login", data={"username": "agent", "password": "pw-12345", "csrf": csrf}).text
+    html = log_in(http, system.stations["V1"]["url"], "agent")[1].text
     assert 'id="stalled"' in html
     station.sync()
     assert not station.sync_state()["stalled"]
