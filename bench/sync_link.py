@@ -55,7 +55,7 @@ COMMON = ("的一是在不了有和人这中大为上个国我以要他时来用
 def free_text(rng: random.Random, n: int) -> str:
     """Free text as agents type it: set phrases mixed with what only this case says."""
     parts = []
-    for _ in range(rng.randint(6, 10)):
+    for _ in range(rng.randint(11, 17)):
         if rng.random() < 0.5:
             parts.append(rng.choice(PHRASES))
         else:
