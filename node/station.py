@@ -101,7 +101,7 @@ class Station:
         listed = [{"sha256": s.sha256, "size": len(s.data), "name": s.name, "mime": s.mime, "material": s.material}
                   for s in attached]
         sealed = {s.sha256: self._seal_scan(s) for s in attached}
-        now = dt.datetime.now(CHINA)
+        now = self.now()
         with self.store.transaction() as db:
             seq = log.head(db, log.up(self.code))[0] + 1
             receipt_no = f"{self.code}-{now:%Y%m%d}-{seq:05d}"
@@ -115,6 +115,14 @@ class Station:
                 self.store.db["scans"].insert({**scan, "app_id": body["id"], "sealed_size": sealed[scan["sha256"]],
                                                "sent": 0, "done": 0, "created_at": now.isoformat()}, ignore=True)
         return self.store.application(intake.body["id"]) or {}
+
+    def now(self) -> dt.datetime:
+        """China time for receipts and promised dates. A station clock found more than 5 minutes off
+        at the last contact (a dead CMOS battery, a wrong time zone) is corrected by that offset,
+        so a wrong clock does not move a citizen's promised date."""
+        skew = int(self.store.meta_status("clock_skew_s") or 0)
+        now = dt.datetime.now(CHINA)
+        return now - dt.timedelta(seconds=skew) if abs(skew) > client.SKEW_LIMIT_S else now
 
     @property
     def blob_dir(self) -> Path:
@@ -164,7 +172,7 @@ class Station:
         app = self.store.application(app_id)
         if app is None or app["status"] not in ("approved", "rejected", "correction_requested"):
             return False
-        now = dt.datetime.now(CHINA).isoformat(timespec="seconds")
+        now = self.now().isoformat(timespec="seconds")
         with self.store.transaction() as db:
             log.append(db, self.me, stream=log.up(self.code), author=self.code, kind="application.handed_out",
                        body={"id": app_id, "by": by, "at": now, "identity_checked": True})

@@ -74,6 +74,12 @@ class Store:
             row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return row[0] if row else default
 
+    def meta_status(self, name: str) -> str | None:
+        """A value sync keeps in ``_sync_status`` (last contact, clock offset …)."""
+        with self.lock:
+            row = self.conn.execute("SELECT value FROM _sync_status WHERE name = ?", (name,)).fetchone()
+        return row[0] if row and row[0] != "" else None
+
     def set_meta(self, db: sqlite3.Connection, name: str, value: str) -> None:
         db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                    (name, value))

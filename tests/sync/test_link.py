@@ -169,3 +169,23 @@ def test_the_county_sees_what_waits_at_each_station(system, station, http):
     page, _ = log_in(http, system.central_url, "boss")
     row = page.get("/stations").text.split("<td>V1</td>")[1].split("</tr>")[0]
     assert "<td>5</td>" in row          # 10 written, 5 confirmed: 5 still at the station
+
+
+def test_a_station_clock_found_wrong_dates_receipts_by_the_county_clock(system, station):
+    import datetime as dt
+
+    right = accept(station, 1)[0]
+    # The last contact measured this station's clock 400 days behind the county's (a dead CMOS
+    # battery); receipts and promised dates must follow the county's time, not the wrong clock.
+    with station.store.transaction() as db:
+        log.set_status(db, "clock_skew_s", str(-400 * 86400))
+    corrected = accept(station, 1)[0]
+    a, b = station.store.application(right), station.store.application(corrected)
+    shift = dt.datetime.fromisoformat(b["created_at"]) - dt.datetime.fromisoformat(a["created_at"])
+    assert abs(shift - dt.timedelta(days=400)) < dt.timedelta(minutes=5)
+    assert b["promised_date"] > a["promised_date"]
+    with station.store.transaction() as db:
+        log.set_status(db, "clock_skew_s", "120")                   # two minutes off: within tolerance
+    small = station.store.application(accept(station, 1)[0])
+    assert abs(dt.datetime.fromisoformat(small["created_at"]) - dt.datetime.fromisoformat(a["created_at"])) \
+        < dt.timedelta(minutes=5)
