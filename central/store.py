@@ -106,6 +106,12 @@ class Store:
         sets = ", ".join(f"{k} = ?" for k in values)
         db.execute(f"UPDATE stations SET {sets} WHERE code = ?", (*values.values(), code))
 
+    def sync_problems(self) -> list[dict[str, Any]]:
+        """Events set aside for repair and forks, newest first: what a supervisor must look at."""
+        rows = self._all("SELECT 'repair', stream, seq, reason, at FROM _sync_repairs "
+                         "UNION ALL SELECT 'fork', stream, seq, reason, seen_at FROM _sync_forks ORDER BY 5 DESC")
+        return [dict(zip(("kind", "stream", "seq", "reason", "at"), r)) for r in rows]
+
     def incomplete_scans_by_station(self) -> dict[str, int]:
         rows = self._all("SELECT station, count(DISTINCT case_id) FROM scans WHERE received_at IS NULL GROUP BY station")
         return {r[0]: int(r[1]) for r in rows}

@@ -127,8 +127,9 @@ def test_a_fork_is_kept_aside_and_reported(system, v1, http, tmp_path):
     try:
         cases = county.store.cases(station="V1")
         assert len(cases) == 1 and cases[0]["item_code"] != item["code"]       # the original stays
-        forks = county.store._all("SELECT seq, reason FROM _sync_forks")
-        assert forks == [(1, "same sequence number, different content")]
+        forks = county.store.sync_problems()
+        assert [(f["kind"], f["seq"], f["reason"]) for f in forks] == [
+            ("fork", 1, "same sequence number, different content")]
     finally:
         county.store.close()
 

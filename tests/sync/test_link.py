@@ -189,3 +189,16 @@ def test_a_station_clock_found_wrong_dates_receipts_by_the_county_clock(system, 
     small = station.store.application(accept(station, 1)[0])
     assert abs(dt.datetime.fromisoformat(small["created_at"]) - dt.datetime.fromisoformat(a["created_at"])) \
         < dt.timedelta(minutes=5)
+
+
+def test_a_poison_event_is_acked_set_aside_at_both_ends_and_blocks_nothing(system, station, http):
+    accept(station, 1)
+    with station.store.transaction() as db:      # an event this county's code cannot process
+        poison = log.append(db, station.me, stream="up/V1", author="V1", kind="application.from_the_future", body={})
+    accept(station, 1)
+    station.sync()
+    assert len(county_cases(system)) == 2 and station.sync_state()["up_waiting"] == 0
+    assert [r["seq"] for r in station.sync_state()["reported"]] == [poison.seq]
+    page, _ = log_in(http, system.central_url, "boss")
+    problems = page.get("/stations").text.split('id="problems"')[1]
+    assert f"#{poison.seq}" in problems and "待修复" in problems and "unknown event kind" in problems
