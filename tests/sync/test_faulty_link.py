@@ -32,7 +32,7 @@ def test_everything_arrives_once_through_cuts_duplicates_and_delays(system, stat
     with_scans = station.take(item["code"], form_for(item, 99), "accept", "代办员", scans)
     host, port = system.central_url.replace("http://", "").split(":")
     with FaultProxy(upstream=(host, int(port)), rate_bps=800_000, latency=0.05, cut_every=(0.7, 1.5),
-                    duplicate_p=0.2, delay_p=0.1, delay=(0.1, 0.4), seed=7) as proxy:
+                    duplicate_p=0.4, delay_p=0.1, delay=(0.1, 0.4), seed=7) as proxy:
         station.county = replace(station.county, url=proxy.url)
         station.settings = replace(station.settings, http_timeout=5.0)
         sync_until_done(station)
