@@ -22,7 +22,7 @@ from crypto.keys import Identity, PublicKeys
 from crypto import envelope
 from crypto.errors import CryptoError
 from sync import blobs, bundle, exchange, log
-from sync.errors import RevokedStation, UnknownStation
+from sync.errors import BadEvent, RevokedStation, UnknownStation
 from sync.log import Event
 
 logger = logging.getLogger("lastmile.central")
@@ -299,25 +299,19 @@ class County:
                              "department": case["department"], "at": at})
             return self.store.case(case_id, db) or {}
 
-    def signature_status(self, case: dict[str, Any]) -> str:
-        """Re-verify the station's signature on the event that carried the application: valid/invalid."""
+    def signed_application(self, case: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The application as the station signed it, and its signature re-verified now with the
+        station's key: ``valid``, ``invalid`` or ``missing``."""
         with self.store.lock:
             ev = log.get(self.store.conn, log.up(case["station"]), int(case["seq"]))
         st = self.store.station(case["station"])
         if ev is None or st is None or not st["sign_key"]:
-            return "missing"
+            return (ev.body if ev else {}), "missing"
         try:
             ev.check(st["sign_key"])
-            if ev.body.get("id") != case["id"]:
-                return "invalid"
-            return "valid"
-        except Exception:  # noqa: BLE001 - any failure to verify is reported as invalid
-            return "invalid"
-
-    def case_body(self, case: dict[str, Any]) -> dict[str, Any]:
-        with self.store.lock:
-            ev = log.get(self.store.conn, log.up(case["station"]), int(case["seq"]))
-        return ev.body if ev else {}
+        except BadEvent:
+            return ev.body, "invalid"
+        return ev.body, "valid" if ev.body.get("id") == case["id"] else "invalid"
 
     # users ---------------------------------------------------------------------
     def add_user(self, username: str, name: str, password: str, role: str, department: str | None) -> str:

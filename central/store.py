@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from sync import schema
+from sync import inbox, schema
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -108,9 +108,10 @@ class Store:
 
     def sync_problems(self) -> list[dict[str, Any]]:
         """Events set aside for repair and forks, newest first: what a supervisor must look at."""
-        rows = self._all("SELECT 'repair', stream, seq, reason, at FROM _sync_repairs "
-                         "UNION ALL SELECT 'fork', stream, seq, reason, seen_at FROM _sync_forks ORDER BY 5 DESC")
-        return [dict(zip(("kind", "stream", "seq", "reason", "at"), r)) for r in rows]
+        with self.lock:
+            found = [{**r, "kind": "repair"} for r in inbox.repairs(self.conn)] + \
+                    [{**f, "kind": "fork", "at": f["seen_at"]} for f in inbox.forks(self.conn)]
+        return sorted(found, key=lambda p: p["at"], reverse=True)
 
     def incomplete_scans_by_station(self) -> dict[str, int]:
         rows = self._all("SELECT station, count(DISTINCT case_id) FROM scans WHERE received_at IS NULL GROUP BY station")

@@ -182,10 +182,15 @@ async def case_page(request: Request) -> Response:
     case = c.store.case(request.path_params["id"])
     if case is None:
         raise HTTPException(404, N_("No such case."))
-    return render(request, "central/case.html", case=case, body=c.case_body(case), error=None,
-                  signature=c.signature_status(case), departments=departments(c),
-                  station=c.store.station(case["station"]), scans=c.store.scans_of(case["id"]),
-                  item=catalog_item(c, case["item_code"]))
+    return render_case(request, c, case)
+
+
+def render_case(request: Request, c: County, case: dict[str, Any], status: int = 200,
+                error: str | None = None) -> Response:
+    body, signature = c.signed_application(case)
+    return render(request, "central/case.html", status, case=case, body=body, error=error, signature=signature,
+                  departments=departments(c), station=c.store.station(case["station"]),
+                  scans=c.store.scans_of(case["id"]), item=catalog_item(c, case["item_code"]))
 
 
 def catalog_item(c: County, code: str) -> dict[str, Any]:
@@ -217,10 +222,7 @@ async def decide_page(request: Request) -> Response:
         case = c.store.case(request.path_params["id"])
         if case is None:
             raise HTTPException(404, N_("No such case.")) from exc
-        return render(request, "central/case.html", exc.status, case=case, body=c.case_body(case),
-                      error=gettext_for(locale_of(request))(str(exc)), signature=c.signature_status(case),
-                      departments=departments(c), station=c.store.station(case["station"]),
-                      scans=c.store.scans_of(case["id"]), item=catalog_item(c, case["item_code"]))
+        return render_case(request, c, case, exc.status, gettext_for(locale_of(request))(str(exc)))
     return RedirectResponse("/?m=decided", 303)
 
 
@@ -246,7 +248,7 @@ def api_user(request: Request) -> dict[str, Any]:
 def case_json(c: County, case: dict[str, Any]) -> dict[str, Any]:
     scans = c.store.scans_of(case["id"])
     missing = [s["sha256"] for s in scans if not s["received_at"]]
-    return {**case, "signature": c.signature_status(case), "scans": scans, "scans_complete": not missing,
+    return {**case, "signature": c.signed_application(case)[1], "scans": scans, "scans_complete": not missing,
             "scans_missing": missing}
 
 
@@ -264,7 +266,7 @@ async def api_case(request: Request) -> Response:
     case = c.store.case(request.path_params["id"])
     if case is None:
         return api_error(404, "not_found", "No such case.")
-    return JSONResponse({**case_json(c, case), "application": c.case_body(case)})
+    return JSONResponse({**case_json(c, case), "application": c.signed_application(case)[0]})
 
 
 async def api_decide(request: Request) -> Response:

@@ -42,20 +42,6 @@ class Settings:
     def key_dir(self) -> Path:
         return self.data / "keys"
 
-    @classmethod
-    def from_env(cls, env: dict[str, str], **overrides: Any) -> Settings:
-        known = {"NODE_DATA", "NODE_SYNC_INTERVAL"}
-        unknown = {k for k in env if k.startswith("NODE_")} - known
-        if unknown:
-            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-        values: dict[str, Any] = {}
-        if "NODE_DATA" in env:
-            values["data"] = Path(env["NODE_DATA"])
-        if "NODE_SYNC_INTERVAL" in env:
-            values["sync_interval"] = float(env["NODE_SYNC_INTERVAL"])
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
 
 class NotEnrolled(Exception):
     pass
@@ -120,7 +106,7 @@ class Station:
         """China time for receipts and promised dates. A station clock found more than 5 minutes off
         at the last contact (a dead CMOS battery, a wrong time zone) is corrected by that offset,
         so a wrong clock does not move a citizen's promised date."""
-        skew = int(self.store.meta_status("clock_skew_s") or 0)
+        skew = int(self.store.sync_status("clock_skew_s") or 0)
         now = dt.datetime.now(CHINA)
         return now - dt.timedelta(seconds=skew) if abs(skew) > client.SKEW_LIMIT_S else now
 

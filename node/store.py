@@ -19,7 +19,7 @@ import sqlite_utils
 
 from crypto import canonical, passwords
 from crypto.keys import PublicKeys
-from sync import schema
+from sync import log, schema
 from sync.client import SKEW_LIMIT_S
 from sync.log import Event
 
@@ -74,11 +74,10 @@ class Store:
             row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return row[0] if row else default
 
-    def meta_status(self, name: str) -> str | None:
-        """A value sync keeps in ``_sync_status`` (last contact, clock offset …)."""
+    def sync_status(self, name: str) -> str | None:
+        """A value sync keeps in ``_sync_status`` (last contact, clock offset …); None if unset."""
         with self.lock:
-            row = self.conn.execute("SELECT value FROM _sync_status WHERE name = ?", (name,)).fetchone()
-        return row[0] if row and row[0] != "" else None
+            return log.get_status(self.conn, name) or None
 
     def set_meta(self, db: sqlite3.Connection, name: str, value: str) -> None:
         db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
@@ -96,7 +95,7 @@ class Store:
         token = passwords.new_token()
         with self.transaction():
             self.db["users"].upsert({"username": username, "name": name, "password": passwords.hash_password(password),
-                                     "token_hash": passwords.token_hash(token), "created_at": _now()}, pk="username")
+                                     "token_hash": passwords.token_hash(token), "created_at": log.utcnow()}, pk="username")
         return token
 
     def login(self, username: str, password: str) -> dict[str, Any] | None:
@@ -139,10 +138,6 @@ class Store:
     def applications(self, where: str = "1 = 1", params: tuple[Any, ...] = (), limit: int = 100) -> list[dict[str, Any]]:
         with self.lock:
             return list(self.db["applications"].rows_where(where, list(params), order_by="seq desc", limit=limit))
-
-    def count(self, where: str, params: tuple[Any, ...] = ()) -> int:
-        with self.lock:
-            return int(self.conn.execute(f"SELECT count(*) FROM applications WHERE {where}", params).fetchone()[0])
 
     # scans -------------------------------------------------------------------
     def pending_scans(self, acked_up_to: int) -> list[dict[str, Any]]:
@@ -203,7 +198,3 @@ def _stalled(waiting: int, last_contact: str | None, last_progress: str | None) 
     return (now - contact).total_seconds() < STALL_S and (
         progress is None or (contact - progress).total_seconds() > STALL_S)
 
-
-def _now() -> str:
-    from sync.log import utcnow
-    return utcnow()
