@@ -193,14 +193,17 @@ class County:
     def import_bundle(self, path: Path, answer_to: Path) -> dict[str, Any]:
         """Take a station's USB bundle and write the answer bundle it carries back."""
         answers, stored, stations = [], 0, set()
-        for blob in bundle.read(path):
+        pushes = bundle.read(path)
+        if pushes.kind != "push":
+            raise BadEvent(f"{path} is not a station's push bundle")
+        for blob in pushes.envelopes:
             with self.store.transaction() as db:
                 sealed, summary = exchange.answer_push(db, blob, me=self.me, county_name=self.name,
                                                        station_keys=self.station_keys, apply=self.apply_up)
             answers.append(sealed)
             stored += summary["stored"]
             stations.add(summary["station"])
-        bundle.write(answer_to, answers)
+        bundle.write(answer_to, answers, kind="answer", in_reply_to=pushes.id)
         return {"stations": sorted(stations), "stored": stored, "answers": len(answers), "answer_file": str(answer_to)}
 
     def apply_up(self, db: Any, ev: Event) -> None:

@@ -21,7 +21,7 @@ from crypto import envelope
 from crypto.errors import CryptoError
 from node.scans import Scan
 from sync import blobs, bundle, client, exchange, log
-from sync.errors import SyncError
+from sync.errors import StaleAnswer, SyncError
 from sync.log import Event
 
 logger = logging.getLogger("lastmile.node")
@@ -211,27 +211,37 @@ class Station:
         """Write every upstream event the county has not confirmed to a bundle file (USB stick).
 
         Always includes at least one envelope, so the answer also brings down what waits for us."""
-        envelopes, after = [], None
+        envelopes, after, bundle_id = [], None, bundle.new_id()
         with self.store.transaction() as db:
             while True:
                 push = exchange.build_push(db, me=self.me, station=self.code, county=self.county.keys,
-                                           county_name=self.county.name, after=after)
+                                           county_name=self.county.name, after=after, bundle=bundle_id)
                 if push.last == 0 and envelopes:
+                    db.execute("DELETE FROM _sync_sent WHERE id = ?", (push.id,))
                     break
                 envelopes.append(push.blob)
                 if push.last == 0:
                     break
                 after = push.last
-        size = bundle.write(to, envelopes)
-        return {"envelopes": len(envelopes), "events": after or 0, "bytes": size, "file": str(to)}
+        size = bundle.write(to, envelopes, kind="push", bundle_id=bundle_id)
+        return {"envelopes": len(envelopes), "events": after or 0, "bytes": size, "file": str(to),
+                "bundle": bundle_id}
 
     def import_answers(self, path: Path) -> dict[str, Any]:
         """Apply an answer bundle written by `lastmile central import`, in any order with network syncs."""
         acked = received = 0
-        for blob in bundle.read(path):
+        answers = bundle.read(path)
+        if answers.kind != "answer" or answers.in_reply_to is None:
+            raise StaleAnswer(f"{path} is not an answer bundle")
+        with self.store.transaction() as db:
+            if exchange.sent_bundle(db, answers.in_reply_to) is None:
+                raise StaleAnswer(f"{path} answers bundle {answers.in_reply_to}, which this station never exported"
+                                  " (exported before a restore, or by another station?); export again")
+        for blob in answers.envelopes:
             with self.store.transaction() as db:
                 got = exchange.apply_answer(db, blob, me=self.me, station=self.code, county=self.county.keys,
-                                            county_name=self.county.name, apply=self.apply_down)
+                                            county_name=self.county.name, apply=self.apply_down,
+                                            bundle=answers.in_reply_to)
                 self.mark_received(db, log.acked(db, log.up(self.code)))
             acked += got.acked
             received += got.received

@@ -6,7 +6,8 @@ SyncError
       ├── BadEvent          an event is malformed, mis-chained at its source or badly signed
       ├── UnknownStation    the county does not know the sending station
       ├── RevokedStation    the station's enrolment was revoked
-      └── CursorAhead       the other side confirms more than this side ever wrote (a fork)
+      ├── CursorAhead       the other side confirms more than this side ever wrote (a fork)
+      └── StaleAnswer       an answer that names no push this station sent (or not the one just sent)
 
 Each error has a stable ``code``; the county maps classes to HTTP statuses in one place
 (central/views.py STATUS_OF_ERROR).
@@ -45,3 +46,7 @@ class RevokedStation(Rejected):
 
 class CursorAhead(Rejected):
     code = "cursor_ahead"
+
+
+class StaleAnswer(Rejected):
+    code = "stale_answer"

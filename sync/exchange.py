@@ -14,7 +14,7 @@ from typing import Any, Callable
 from crypto import envelope
 from crypto.keys import Identity, PublicKeys
 from sync import inbox, log
-from sync.errors import BadEvent, CursorAhead
+from sync.errors import BadEvent, CursorAhead, StaleAnswer
 from sync.inbox import Apply
 from sync.log import Conn
 
@@ -26,6 +26,10 @@ class Push:
     blob: bytes
     first: int
     last: int          # 0 when the push carries no events (a pull)
+    id: str = ""       # the envelope header's id: the county's answer names it in ``in_reply_to``
+
+
+KEEP_SENT = 200        # ids of network pushes remembered (USB pushes are kept for good)
 
 
 @dataclass(slots=True)
@@ -40,8 +44,13 @@ class StationResult:
 
 
 def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, county_name: str,
-               limit: int = BATCH_EVENTS, max_bytes: int = 4 * 1024 * 1024, after: int | None = None) -> Push:
-    """Seal the upstream events after ``after`` (default: after the county's last ack)."""
+               limit: int = BATCH_EVENTS, max_bytes: int = 4 * 1024 * 1024, after: int | None = None,
+               bundle: str | None = None) -> Push:
+    """Seal the upstream events after ``after`` (default: after the county's last ack).
+
+    The push's envelope id is recorded (``_sync_sent``; with the id of the USB ``bundle`` that
+    carries it, if any) and becomes the status ``last_push``: an answer is taken only if it names
+    a push this station sent, and a network answer only if it names the push just sent."""
     stream = log.up(station)
     start = log.acked(db, stream) if after is None else after
     events = log.events_after(db, stream, start, limit, max_bytes)
@@ -52,21 +61,61 @@ def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, coun
     # The link, not the CPU, is a station's bottleneck: compress as hard as zstd goes.
     blob = envelope.seal(payload, sender=me, sender_name=station, recipient=county, recipient_name=county_name,
                          kind="push", extra={"first": first, "last": last}, level=19)
-    return Push(blob, first, last)
+    push_id = envelope.parse(blob).header["id"]
+    db.execute("INSERT INTO _sync_sent (id, bundle, first, last, at) VALUES (?, ?, ?, ?, ?)",
+               (push_id, bundle, first, last, log.utcnow()))
+    db.execute("DELETE FROM _sync_sent WHERE bundle IS NULL AND id NOT IN (SELECT id FROM _sync_sent"
+               " WHERE bundle IS NULL ORDER BY at DESC LIMIT ?)", (KEEP_SENT,))
+    if bundle is None:
+        log.set_status(db, "last_push", push_id)
+    return Push(blob, first, last, push_id)
+
+
+def sent_push(db: Conn, push_id: object) -> tuple[str | None] | None:
+    """(bundle id or None,) if this station sent a push with this envelope id, else None."""
+    if not isinstance(push_id, str):
+        return None
+    row = db.execute("SELECT bundle FROM _sync_sent WHERE id = ?", (push_id,)).fetchone()
+    return (row[0],) if row else None
+
+
+def sent_bundle(db: Conn, bundle_id: str) -> int | None:
+    """How many pushes this station exported in the USB bundle ``bundle_id``; None if none."""
+    row = db.execute("SELECT count(*) FROM _sync_sent WHERE bundle = ?", (bundle_id,)).fetchone()
+    return int(row[0]) if row and row[0] else None
 
 
 def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: PublicKeys,
-                 county_name: str, apply: Apply, fresh: bool = False) -> StationResult:
+                 county_name: str, apply: Apply, fresh: bool = False, expect: str | None = None,
+                 bundle: str | None = None) -> StationResult:
     """Open the county's answer, move the upstream cursor, and take the downstream events.
 
     ``fresh`` says the answer comes straight back from the push just sent (HTTP), not from a
-    USB stick that may be old: only a fresh answer may move the cursor back."""
+    USB stick that may be old: it must answer that very push (``expect``, default the status
+    ``last_push``), and only then may it move the cursor back or set the clock offset. Any other
+    answer must name a push this station sent (of ``bundle``, when given) and is applied only in
+    the never-rewinding way. Raises StaleAnswer, changing nothing, otherwise."""
     header, payload = envelope.open_sealed(blob, recipient=me, recipient_name=station, sender=county)
     if header["kind"] != "answer" or header["from"] != county_name or not isinstance(payload, dict):
         raise BadEvent("not an answer from our county")
     ack, events = payload.get("ack"), payload.get("events")
     if type(ack) is not int or ack < 0 or not isinstance(events, list):
         raise BadEvent("answer lacks ack or events")
+    reply_to = payload.get("in_reply_to")
+    if header.get("in_reply_to") != reply_to:
+        raise BadEvent("the answer's header and payload name different pushes")
+    if fresh:
+        wanted = expect if expect is not None else log.get_status(db, "last_push")
+        if not wanted or reply_to != wanted:
+            raise StaleAnswer(f"the answer names push {reply_to!r}, not the push just sent ({wanted!r}):"
+                              " a replayed or misrouted answer")
+    else:
+        sent = sent_push(db, reply_to)
+        if sent is None:
+            raise StaleAnswer(f"the answer names push {reply_to!r}, which this station never sent"
+                              " (an answer to an export made before a restore?)")
+        if bundle is not None and sent[0] != bundle:
+            raise StaleAnswer(f"push {reply_to!r} was not in the exported bundle this answer file names")
     up_stream = log.up(station)
     high, _ = log.head(db, up_stream)
     if ack > high:
@@ -85,7 +134,8 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
     county_forks = payload.get("forks") if isinstance(payload.get("forks"), list) else []
     repairs = repairs + [[s, "the county holds a different event with this number (fork)"]
                          for s in county_forks if type(s) is int]
-    server_time = payload.get("server_time") if isinstance(payload.get("server_time"), str) else None
+    # Only the answer to the push just sent says what the county's clock reads now.
+    server_time = payload.get("server_time") if fresh and isinstance(payload.get("server_time"), str) else None
     return StationResult(acked=max(0, ack - before), received=got.stored, forks=got.forks, repairs=repairs,
                          more=bool(payload.get("more")) or (isinstance(down_high, int) and down_high > got.high),
                          server_time=server_time)
@@ -118,11 +168,11 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     out = log.events_after(db, down_stream, down_have, limit)
     answer = {"ack": got.high, "events": [e.to_wire() for e in out], "down_high": down_high,
               "forks": got.forks, "repairs": [[s, r] for s, r in got.repairs], "server_time": log.utcnow(),
-              "more": bool(out) and out[-1].seq < down_high}
+              "more": bool(out) and out[-1].seq < down_high, "in_reply_to": header["id"]}
     sealed = envelope.seal(answer, sender=me, sender_name=county_name, recipient=keys,
                            recipient_name=station, kind="answer",
                            extra={"ack": got.high, "first": out[0].seq if out else 0,
-                                  "last": out[-1].seq if out else 0})
+                                  "last": out[-1].seq if out else 0, "in_reply_to": header["id"]})
     up_high = payload.get("up_high")
     summary = {"station": station, "station_time": payload.get("station_time"), "stored": got.stored,
                "duplicates": got.duplicates, "ack": got.high, "forks": got.forks, "repairs": got.repairs,

@@ -20,6 +20,10 @@ STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS _sync_reported (
         stream TEXT NOT NULL, seq BIGINT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL,
         PRIMARY KEY (stream, seq))""",
+    # Station: the envelope ids of the pushes it sent, so it takes only answers to its own pushes;
+    # ``bundle`` is the id of the USB bundle that carried one (NULL: sent over the network).
+    """CREATE TABLE IF NOT EXISTS _sync_sent (
+        id TEXT PRIMARY KEY, bundle TEXT, first BIGINT NOT NULL, last BIGINT NOT NULL, at TEXT NOT NULL)""",
 )
 
 

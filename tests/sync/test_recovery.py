@@ -1,0 +1,168 @@
+"""Recovery: answers bound to their pushes, reports kept until confirmed, a county restored from an
+old backup, a station restored or replaced. Real SQLite files, real servers on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+from central.app import create_app as central_app
+from central.county import County, Settings as CentralSettings
+from node.station import Settings as NodeSettings, Station
+from sync import bundle, exchange, log
+from sync.errors import StaleAnswer
+from tests.conftest import serve
+from tests.sync.test_protocol_machine import form_for, make_pair
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[County, Station, Path]]:
+    county, station = make_pair(tmp_path)
+    round_trip(county, station)                      # the first contact brings the catalogue
+    yield county, station, tmp_path
+    county.store.close()
+    station.store.close()
+
+
+def take(st: Station, n: int) -> list[dict]:
+    out = []
+    for i in range(n):
+        item = st.items()[i % len(st.items())]
+        out.append(st.take(item["code"], form_for(item, i), "accept", "代办员"))
+    return out
+
+
+def round_trip(county: County, st: Station, *, take_answer: bool = True) -> bytes:
+    """One exchange, as over the network: push, the county answers, the station takes it."""
+    with st.store.transaction() as db:
+        push = exchange.build_push(db, me=st.me, station=st.code, county=st.county.keys, county_name=st.county.name)
+    sealed = county.answer(push.blob)
+    if take_answer:
+        with st.store.transaction() as db:
+            exchange.apply_answer(db, sealed, me=st.me, station=st.code, county=st.county.keys,
+                                  county_name=st.county.name, apply=st.apply_down, fresh=True)
+    return sealed
+
+
+def acked(st: Station) -> int:
+    with st.store.transaction() as db:
+        return log.acked(db, log.up(st.code))
+
+
+def reopen(st: Station) -> Station:
+    st.store.close()
+    return Station(NodeSettings(data=st.settings.data))
+
+
+# 1. answers are bound to their pushes ------------------------------------------------------------
+
+def test_a_replayed_old_answer_neither_rewinds_the_cursor_nor_sets_the_clock(pair):
+    county, st, root = pair
+    take(st, 1)
+    old = round_trip(county, st)                      # an attacker on the link records this answer
+    take(st, 2)
+    with serve(central_app(county.settings)) as url:
+        st.county = replace(st.county, url=url)
+        st.sync()
+    assert acked(st) == 3
+    skew_before = st.store.sync_status("clock_skew_s")
+    time.sleep(2.2)                                    # the recorded answer's clock is now 2 s old
+
+    async def replay(request):                         # ... and plays it back to every later push
+        await request.body()
+        return Response(old, media_type="application/octet-stream")
+
+    with serve(Starlette(routes=[Route("/sync/v1/exchange", replay, methods=["POST"])])) as url:
+        st.county = replace(st.county, url=url)
+        with pytest.raises(StaleAnswer):
+            st.sync()
+    assert acked(st) == 3, "a replayed answer moved the cursor back"
+    assert st.store.sync_status("clock_skew_s") == skew_before
+    assert st.sync_state()["last_error_code"] == "stale_answer"
+
+
+def test_an_old_answer_is_refused_as_fresh_and_applied_without_rewinding_as_old(pair):
+    county, st, _ = pair
+    take(st, 1)
+    old = round_trip(county, st)
+    take(st, 2)
+    round_trip(county, st)
+    kw = dict(me=st.me, station=st.code, county=st.county.keys, county_name=st.county.name, apply=st.apply_down)
+    with st.store.transaction() as db:
+        with pytest.raises(StaleAnswer):
+            exchange.apply_answer(db, old, fresh=True, **kw)
+    with st.store.transaction() as db:
+        got = exchange.apply_answer(db, old, **kw)     # a known push, answered late: safe, never rewinds
+    assert got.server_time is None
+    assert acked(st) == 3
+
+
+def test_an_answer_to_a_push_never_sent_is_refused(pair):
+    county, st, root = pair
+    take(st, 1)
+    # A second installation of the same station (same keys) sends a push this one never sent.
+    shutil.copytree(st.settings.data, root / "twin")
+    twin = Station(NodeSettings(data=root / "twin"))
+    try:
+        foreign = round_trip(county, twin, take_answer=False)
+    finally:
+        twin.store.close()
+    with st.store.transaction() as db:
+        with pytest.raises(StaleAnswer):
+            exchange.apply_answer(db, foreign, me=st.me, station=st.code, county=st.county.keys,
+                                  county_name=st.county.name, apply=st.apply_down)
+    assert acked(st) == 0
+
+
+def test_an_answer_file_to_an_export_made_after_the_backup_is_refused(pair):
+    county, st, root = pair
+    take(st, 2)
+    st.store.close()
+    shutil.copytree(st.settings.data, root / "backup")          # the nightly backup
+    st = Station(NodeSettings(data=st.settings.data))
+    st.export(root / "a.bundle")
+    county.import_bundle(root / "a.bundle", root / "a.answer")
+    st.store.close()
+    shutil.rmtree(st.settings.data)
+    shutil.copytree(root / "backup", st.settings.data)          # the disk died: restore the backup
+    st = Station(NodeSettings(data=st.settings.data))
+    try:
+        with pytest.raises(StaleAnswer, match="never exported"):
+            st.import_answers(root / "a.answer")
+        assert acked(st) == 0
+    finally:
+        st.store.close()
+
+
+def test_an_answer_file_to_an_old_export_is_applied_without_rewinding(pair):
+    county, st, root = pair
+    take(st, 1)
+    st.export(root / "a.bundle")
+    county.import_bundle(root / "a.bundle", root / "a.answer")
+    take(st, 2)
+    round_trip(county, st)
+    assert acked(st) == 3
+    st.import_answers(root / "a.answer")
+    assert acked(st) == 3
+    assert bundle.read(root / "a.answer").in_reply_to == bundle.read(root / "a.bundle").id
+
+
+def test_an_answer_file_whose_header_names_another_export_is_refused(pair):
+    county, st, root = pair
+    take(st, 1)
+    st.export(root / "a.bundle")
+    st.export(root / "b.bundle")
+    county.import_bundle(root / "a.bundle", root / "a.answer")
+    a = bundle.read(root / "a.answer")
+    bundle.write(root / "forged.answer", a.envelopes, kind="answer", in_reply_to=bundle.read(root / "b.bundle").id)
+    with pytest.raises(StaleAnswer):
+        st.import_answers(root / "forged.answer")
+    assert acked(st) == 0
