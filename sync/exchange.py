@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from crypto import envelope
 from crypto.keys import Identity, PublicKeys
-from sync import inbox, log
+from sync import inbox, log, recovery
 from sync.errors import BadEvent, CursorAhead, StaleAnswer
 from sync.inbox import Apply
 from sync.log import Conn
@@ -58,6 +58,9 @@ def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, coun
     first, last = (events[0].seq, events[-1].seq) if events else (0, 0)
     payload = {"events": [e.to_wire() for e in events], "down_have": down_have,
                "up_high": log.head(db, stream)[0], "station_time": log.utcnow()}
+    confirm = recovery.to_confirm(db)
+    if confirm:
+        payload["confirm"] = confirm           # the reports of the last answer are recorded here
     # The link, not the CPU, is a station's bottleneck: compress as hard as zstd goes.
     blob = envelope.seal(payload, sender=me, sender_name=station, recipient=county, recipient_name=county_name,
                          kind="push", extra={"first": first, "last": last}, level=19)
@@ -130,10 +133,8 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
     got = inbox.accept(db, stream=log.down(station), author=county_name, author_sign_key=county.sign,
                        events=events, apply=apply)
     down_high = payload.get("down_high", 0)
-    repairs = payload.get("repairs") if isinstance(payload.get("repairs"), list) else []
-    county_forks = payload.get("forks") if isinstance(payload.get("forks"), list) else []
-    repairs = repairs + [[s, "the county holds a different event with this number (fork)"]
-                         for s in county_forks if type(s) is int]
+    # Every report the station has not confirmed yet comes in every answer: record and confirm them.
+    repairs = recovery.record_reports(db, up_stream, payload.get("repairs"), payload.get("forks"))
     # Only the answer to the push just sent says what the county's clock reads now.
     server_time = payload.get("server_time") if fresh and isinstance(payload.get("server_time"), str) else None
     return StationResult(acked=max(0, ack - before), received=got.stored, forks=got.forks, repairs=repairs,
@@ -160,6 +161,8 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
         raise BadEvent("push lacks events or down_have")
     got = inbox.accept(db, stream=log.up(station), author=station, author_sign_key=keys.sign,
                        events=events, apply=apply)
+    recovery.take_confirm(db, log.up(station), payload.get("confirm"))
+    repairs, forks = recovery.open_reports(db, log.up(station))
     down_stream = log.down(station)
     down_high, _ = log.head(db, down_stream)
     if down_have > down_high:
@@ -167,7 +170,7 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     log.set_acked(db, down_stream, down_have)
     out = log.events_after(db, down_stream, down_have, limit)
     answer = {"ack": got.high, "events": [e.to_wire() for e in out], "down_high": down_high,
-              "forks": got.forks, "repairs": [[s, r] for s, r in got.repairs], "server_time": log.utcnow(),
+              "forks": forks, "repairs": repairs, "server_time": log.utcnow(),
               "more": bool(out) and out[-1].seq < down_high, "in_reply_to": header["id"]}
     sealed = envelope.seal(answer, sender=me, sender_name=county_name, recipient=keys,
                            recipient_name=station, kind="answer",

@@ -20,6 +20,10 @@ STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS _sync_reported (
         stream TEXT NOT NULL, seq BIGINT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL,
         PRIMARY KEY (stream, seq))""",
+    # County: the reports (repairs, forks of up/<station>) the station confirmed it has recorded.
+    """CREATE TABLE IF NOT EXISTS _sync_confirmed (
+        stream TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL,
+        PRIMARY KEY (stream, seq, kind))""",
     # Station: the envelope ids of the pushes it sent, so it takes only answers to its own pushes;
     # ``bundle`` is the id of the USB bundle that carried one (NULL: sent over the network).
     """CREATE TABLE IF NOT EXISTS _sync_sent (

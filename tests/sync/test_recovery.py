@@ -17,7 +17,7 @@ from starlette.routing import Route
 from central.app import create_app as central_app
 from central.county import County, Settings as CentralSettings
 from node.station import Settings as NodeSettings, Station
-from sync import bundle, exchange, log
+from sync import bundle, exchange, log, recovery
 from sync.errors import StaleAnswer
 from tests.conftest import serve
 from tests.sync.test_protocol_machine import form_for, make_pair
@@ -40,10 +40,11 @@ def take(st: Station, n: int) -> list[dict]:
     return out
 
 
-def round_trip(county: County, st: Station, *, take_answer: bool = True) -> bytes:
+def round_trip(county: County, st: Station, *, take_answer: bool = True, limit: int = 500) -> bytes:
     """One exchange, as over the network: push, the county answers, the station takes it."""
     with st.store.transaction() as db:
-        push = exchange.build_push(db, me=st.me, station=st.code, county=st.county.keys, county_name=st.county.name)
+        push = exchange.build_push(db, me=st.me, station=st.code, county=st.county.keys, county_name=st.county.name,
+                                   limit=limit)
     sealed = county.answer(push.blob)
     if take_answer:
         with st.store.transaction() as db:
@@ -166,3 +167,49 @@ def test_an_answer_file_whose_header_names_another_export_is_refused(pair):
     with pytest.raises(StaleAnswer):
         st.import_answers(root / "forged.answer")
     assert acked(st) == 0
+
+
+# 2. reports are kept until the station confirms them ---------------------------------------------
+
+def poison(st: Station) -> int:
+    """An upstream event the county stores but cannot process (a kind it does not know)."""
+    with st.store.transaction() as db:
+        return log.append(db, st.me, stream=log.up(st.code), author=st.code, kind="application.unheard_of",
+                          body={"id": "x"}).seq
+
+
+def test_a_repair_reported_in_a_lost_answer_is_reported_again_until_confirmed(pair):
+    county, st, _ = pair
+    take(st, 1)
+    seq = poison(st)
+    round_trip(county, st, take_answer=False)          # the answer that reported it is lost
+    assert st.sync_state()["reported"] == []
+    round_trip(county, st)                             # a later answer still reports it
+    assert [r["seq"] for r in st.sync_state()["reported"]] == [seq]
+    with county.store.transaction() as db:
+        assert (seq, "repair") not in recovery.confirmed(db, "up/S1")
+    round_trip(county, st)                             # this push confirms it
+    with county.store.transaction() as db:
+        assert (seq, "repair") in recovery.confirmed(db, "up/S1")
+        assert recovery.open_reports(db, "up/S1") == ([], [])
+    round_trip(county, st)
+    assert [r["seq"] for r in st.sync_state()["reported"]] == [seq]   # the station keeps showing it
+
+
+def test_a_fork_reported_in_a_lost_answer_is_reported_again(pair):
+    county, st, root = pair
+    st.store.close()
+    shutil.copytree(st.settings.data, root / "twin")
+    st = Station(NodeSettings(data=st.settings.data))
+    twin = Station(NodeSettings(data=root / "twin"))
+    try:
+        take(twin, 1)
+        round_trip(county, twin)                       # the twin's seq 1 reaches the county first
+        take(st, 1)
+        round_trip(county, st, take_answer=False)      # ours is a fork; the answer saying so is lost
+        round_trip(county, st, limit=0)                # after a cut the station first asks (a pull)
+        reported = st.sync_state()["reported"]
+        assert [r["seq"] for r in reported] == [1] and "fork" in reported[0]["reason"]
+    finally:
+        twin.store.close()
+        st.store.close()
