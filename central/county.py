@@ -7,7 +7,6 @@ to the station are written together.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import secrets
@@ -21,7 +20,7 @@ from crypto import canonical, passwords
 from crypto.keys import Identity, PublicKeys
 from crypto import envelope
 from crypto.errors import CryptoError
-from sync import blobs, bundle, exchange, log
+from sync import blobs, bundle, enrolment, exchange, log
 from sync.errors import BadEvent, RevokedStation, UnknownStation
 from sync.log import Event
 
@@ -60,10 +59,6 @@ class CountyError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code = status, code
-
-
-def _hash_code(code: str) -> str:
-    return hashlib.sha256(code.replace("-", "").upper().encode()).hexdigest()
 
 
 def clock_skew(station_time: object, county_time: str) -> int | None:
@@ -125,12 +120,16 @@ class County:
 
     # stations ------------------------------------------------------------------
     def add_station(self, code: str, name: str, level: str) -> str:
-        """Register a station; return its one-time enrolment code (valid 72 hours, single use)."""
+        """Register a station; return its one-time enrolment code (valid 72 hours, single use).
+
+        Only the code's scrypt-derived MAC key is stored (sync/enrolment.py): the code itself never
+        travels at enrolment, and the county can check a station's MAC without it."""
         if level not in LEVELS:
             raise CountyError(400, "bad_level", f"level must be one of {', '.join(LEVELS)}")
         if not code or not code.isascii() or not code.replace("-", "").isalnum() or len(code) > 32:
             raise CountyError(400, "bad_code", N_("station code must be 1-32 letters, digits or '-'"))
         otp = "-".join(secrets.token_hex(2).upper() for _ in range(4))
+        key = enrolment.mac_key(otp, code).hex()
         expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=ENROL_HOURS)).isoformat()
         with self.store.transaction() as db:
             existing = self.store.station(code)
@@ -138,29 +137,59 @@ class County:
                 raise CountyError(409, "exists", f"station {code} is already enrolled")
             if existing:
                 self.store.update_station(db, code, name=name, level=level, status="pending",
-                                          enroll_code_hash=_hash_code(otp), enroll_expires=expires)
+                                          enroll_code_hash=key, enroll_expires=expires)
             else:
                 self.store.insert_station(db, {"code": code, "name": name, "level": level, "status": "pending",
-                                               "enroll_code_hash": _hash_code(otp), "enroll_expires": expires,
+                                               "enroll_code_hash": key, "enroll_expires": expires,
                                                "created_at": log.utcnow()})
+            self.store.set_meta(db, f"enroll_failures:{code}", "0")
         return otp
 
-    def enroll(self, code: str, otp: str, keys: PublicKeys) -> dict[str, Any]:
+    def enrolment_info(self) -> dict[str, Any]:
+        """What a station fetches first, to check against the fingerprint its installer typed."""
+        return {"county_name": self.name, "county_keys": self.me.public.to_dict(),
+                "fingerprint": self.me.public.fingerprint()}
+
+    def enroll(self, code: str, keys: PublicKeys, mac: str) -> dict[str, Any]:
+        """Enrol a pending station whose MAC proves it knows the one-time code; answer with the
+        county's MAC over both key sets. Wrong MACs are counted: the fifth voids the code."""
+        county_keys = self.me.public.to_dict()
+        failure: CountyError | None = None
         with self.store.transaction() as db:
             st = self.store.station(code)
             if st is None or st["status"] != "pending" or not st["enroll_code_hash"]:
                 raise CountyError(403, "not_pending", N_("no enrolment is open for this station"))
-            if not secrets.compare_digest(st["enroll_code_hash"], _hash_code(otp)):
-                raise CountyError(403, "bad_code", N_("the enrolment code is wrong"))
             if dt.datetime.fromisoformat(st["enroll_expires"]) < dt.datetime.now(dt.timezone.utc):
                 raise CountyError(403, "expired", N_("the enrolment code has expired; ask the county for a new one"))
-            self.store.update_station(db, code, status="active", sign_key=keys.sign, enc_key=keys.enc,
-                                      enroll_code_hash=None, enroll_expires=None, enrolled_at=log.utcnow())
-            latest = self.store.latest_catalog(db)
-            if latest:
-                self._send_down(db, code, "catalog.published", {"catalog": json.loads(latest[1])})
-        return {"station_name": st["name"], "station_level": st["level"], "county_name": self.name,
-                "county_keys": self.me.public.to_dict()}
+            key = bytes.fromhex(st["enroll_code_hash"])
+            expected = enrolment.request_mac(key, station=code, station_keys=keys.to_dict(), county_name=self.name,
+                                             county_keys=county_keys)
+            if not enrolment.same(expected, mac):
+                failures = int(self.store.meta(f"enroll_failures:{code}") or 0) + 1
+                self.store.set_meta(db, f"enroll_failures:{code}", str(failures))
+                if failures >= enrolment.MAX_ATTEMPTS:
+                    self.store.update_station(db, code, enroll_code_hash=None, enroll_expires=None)
+                    failure = CountyError(403, "code_void", N_(
+                        "too many wrong enrolment attempts: this code is now void; the county must run "
+                        "`lastmile central station add` again for a new code"))
+                else:
+                    failure = CountyError(403, "bad_mac", N_(
+                        "the enrolment proof is wrong: a mistyped code, or someone changed the request on the way"))
+            else:
+                self.store.update_station(db, code, status="active", sign_key=keys.sign, enc_key=keys.enc,
+                                          enroll_code_hash=None, enroll_expires=None, enrolled_at=log.utcnow())
+                self.store.set_meta(db, f"enroll_failures:{code}", "0")
+                latest = self.store.latest_catalog(db)
+                if latest:
+                    self._send_down(db, code, "catalog.published", {"catalog": json.loads(latest[1])})
+        if failure:
+            raise failure
+        answer = {"station_name": st["name"], "station_level": st["level"], "county_name": self.name,
+                  "county_keys": county_keys}
+        answer["mac"] = enrolment.answer_mac(key, station=code, station_keys=keys.to_dict(), county_name=self.name,
+                                             county_keys=county_keys, station_name=st["name"],
+                                             station_level=st["level"])
+        return answer
 
     def revoke(self, code: str) -> None:
         with self.store.transaction() as db:

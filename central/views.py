@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from typing import Any
@@ -139,17 +140,39 @@ async def _stream_scan(request: Request, c: County, station: str, sha: str, offs
     return offset
 
 
+ENROL_BODY_LIMIT = 16 * 1024
+
+
+async def enroll_county(request: Request) -> Response:
+    """Step 1 of enrolment: the county's name and public keys, for the station to check against the
+    fingerprint its installer typed before it sends anything. Commits nothing."""
+    return JSONResponse(county(request).enrolment_info(), headers={"cache-control": "no-store"})
+
+
 async def enroll(request: Request) -> Response:
+    """Step 2: a station proves with a MAC keyed by its one-time code (never sent) that it knows
+    the code, binding its keys and the county keys it checked; the county answers with its own MAC."""
+    peer = request.client.host if request.client else "?"
     try:
-        body = await request.json()
+        body = json.loads(await read_limited(request, ENROL_BODY_LIMIT))
+        if not isinstance(body, dict):
+            raise TypeError("the body must be a JSON object")
+        station, mac = body["station"], body["mac"]
+        if not isinstance(station, str) or not isinstance(mac, str) or not blobs.SHA.fullmatch(mac):
+            raise TypeError("'station' must be a string and 'mac' 64 lowercase hex digits")
         keys = PublicKeys.from_dict(body["keys"])
-        answer = await run_in_threadpool(county(request).enroll, str(body["station"]), str(body["code"]), keys)
-    except (ValueError, KeyError, TypeError, BadEncoding) as exc:
+        answer = await run_in_threadpool(county(request).enroll, station, keys, mac)
+    except EnvelopeTooLarge as exc:
+        return api_error(413, "too_large", str(exc))
+    except ClientDisconnect:
+        return Response(status_code=400)
+    except (ValueError, KeyError, TypeError, RecursionError, BadEncoding) as exc:
+        logger.warning("enrolment from %s refused: malformed: %s", peer, exc)
         return api_error(400, "bad_request", f"enrolment request is malformed: {exc}")
     except CountyError as exc:
-        logger.warning("enrolment refused: %s", exc)
+        logger.warning("enrolment of %r from %s refused: %s", body.get("station"), peer, exc)
         return api_error(exc.status, exc.code, str(exc))
-    logger.info("station %s enrolled", body["station"])
+    logger.info("station %s enrolled from %s", station, peer)
     return JSONResponse(answer)
 
 

@@ -32,8 +32,15 @@ def _central(args: argparse.Namespace) -> int:
     try:
         if args.cmd == "station" and args.action == "add":
             code = county.add_station(args.code, args.name, args.level)
-            print(f"station {args.code} registered. One-time enrolment code (valid 72 h): {code}")
-            print(f"county key fingerprint (check it at the station): {county.me.public.fingerprint()}")
+            fingerprint = county.me.public.fingerprint()
+            print(f"station {args.code} registered. One-time enrolment code (valid 72 h, one use, "
+                  f"5 wrong tries void it): {code}")
+            print(f"county key fingerprint (the installer types it at the station as --fingerprint): {fingerprint}")
+            print("the same fingerprint as a QR code, to scan at the station:")
+            import segno
+            segno.make(fingerprint, error="m").terminal(compact=True)
+            print(f"at the station: lastmile node init --data DIR --central URL --station {args.code} "
+                  f"--enroll {code} --fingerprint {fingerprint}")
         elif args.cmd == "station" and args.action == "revoke":
             county.revoke(args.code)
             print(f"station {args.code} revoked; its syncs are now refused")
@@ -64,8 +71,11 @@ def _node(args: argparse.Namespace) -> int:
     if args.cmd == "init":
         from node.enroll import EnrolmentFailed, enroll
         try:
+            if args.no_fingerprint_check:
+                print("WARNING: --no-fingerprint-check: the county's keys are not checked against a fingerprint; "
+                      "only the one-time code protects this enrolment", file=sys.stderr)
             info = enroll(settings, central_url=args.central, station=args.station, code=args.enroll,
-                          fingerprint=args.fingerprint)
+                          fingerprint=args.fingerprint, check_fingerprint=not args.no_fingerprint_check)
         except EnrolmentFailed as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -144,7 +154,10 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--central", required=True, help="the county centre's URL")
     x.add_argument("--station", required=True, help="station code given by the county")
     x.add_argument("--enroll", required=True, help="one-time enrolment code")
-    x.add_argument("--fingerprint", help="the county key fingerprint to check")
+    fp = x.add_mutually_exclusive_group(required=True)
+    fp.add_argument("--fingerprint", help="the county key fingerprint printed by `lastmile central station add`")
+    fp.add_argument("--no-fingerprint-check", action="store_true",
+                    help="DANGEROUS: do not check the county's keys against a fingerprint")
     x = n.add_parser("serve", help="run the station web page and background sync")
     x.add_argument("--data", required=True)
     x.add_argument("--host", default="127.0.0.1")

@@ -62,12 +62,13 @@ def setup(data: Path, central_url: str, central_proc: subprocess.Popen[bytes]) -
         tokens[username] = county.add_user(username, name, PASSWORD, "clerk", dept)
     county.publish_catalog(json.loads(DEMO_CATALOG.read_text(encoding="utf-8")))
     codes = {code: county.add_station(code, name, level) for code, name, level in STATIONS}
+    fingerprint = county.me.public.fingerprint()
     county.store.close()
     _wait(central_url, central_proc)
     stations = []
     for code, name, level in STATIONS:
         settings = NodeSettings(data=data / code)
-        enroll(settings, central_url=central_url, station=code, code=codes[code])
+        enroll(settings, central_url=central_url, station=code, code=codes[code], fingerprint=fingerprint)
         store = Store(settings.db_path)
         token = store.add_user("agent", f"{name} 代办员", PASSWORD)
         store.close()

@@ -8,51 +8,107 @@ from typing import Any
 
 import httpx
 
+from crypto.errors import BadEncoding
 from crypto.keys import Identity, PublicKeys
 from node.station import Settings
 from node.store import Store
+from sync import enrolment
 
 
 class EnrolmentFailed(Exception):
     pass
 
 
+ENROL_PATH = "/enroll/v2"
+
+
+def _refusal(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+        message = body.get("message", resp.text) if isinstance(body, dict) else resp.text
+    except ValueError:
+        message = resp.text[:200]
+    return f"the county refused enrolment ({resp.status_code}): {message}"
+
+
+def _same_fingerprint(typed: str, county: PublicKeys) -> bool:
+    return typed.replace("-", "").replace(" ", "").upper() == county.fingerprint().replace("-", "")
+
+
 def enroll(settings: Settings, *, central_url: str, station: str, code: str,
-           fingerprint: str | None = None) -> dict[str, Any]:
-    """Create keys under DATA/keys, present the one-time code to the county, store what it answers."""
+           fingerprint: str | None, check_fingerprint: bool = True) -> dict[str, Any]:
+    """Enrol with the county in two steps (PROTOCOL.md §7 ``/enroll/v2``).
+
+    1. Fetch the county's name and keys and check them against the fingerprint the installer typed;
+       on a mismatch stop before anything is sent (the code stays usable).
+    2. Send the station's keys with a MAC keyed by the code (the code never travels) and check the
+       county's MAC on its answer before storing anything.
+
+    ``check_fingerprint=False`` (``--no-fingerprint-check``) skips step 1's check; the MACs still
+    bind both key sets to the code."""
+    if check_fingerprint and not fingerprint:
+        raise EnrolmentFailed("the county's key fingerprint is required (--fingerprint), to be sure you are "
+                              "talking to your county")
+    try:
+        enrolment.normalise(code)
+    except ValueError as exc:
+        raise EnrolmentFailed(str(exc)) from exc
+    base = central_url.rstrip("/")
     settings.data.mkdir(parents=True, exist_ok=True)
     store = Store(settings.db_path)
     try:
         if store.meta("station_code"):
             raise EnrolmentFailed(f"{settings.data} is already enrolled as {store.meta('station_code')}")
-        if not (settings.key_dir / "sign.pem").exists():
-            Identity.generate().save(settings.key_dir)
-        me = Identity.load(settings.key_dir)
         try:
-            resp = httpx.post(central_url.rstrip("/") + "/enroll/v1", timeout=30,
-                              json={"station": station, "code": code, "keys": me.public.to_dict()})
+            with httpx.Client(timeout=30) as http:
+                info_resp = http.get(base + ENROL_PATH + "/county")
+                if info_resp.status_code != 200:
+                    raise EnrolmentFailed(_refusal(info_resp))
+                try:
+                    info = info_resp.json()
+                    county = PublicKeys.from_dict(info["county_keys"])
+                    county_name = info["county_name"]
+                    if not isinstance(county_name, str):
+                        raise TypeError("county_name is not a string")
+                except (ValueError, KeyError, TypeError, BadEncoding) as exc:
+                    raise EnrolmentFailed(f"the county's answer is not understood: {exc}") from exc
+                if check_fingerprint and not _same_fingerprint(str(fingerprint), county):
+                    raise EnrolmentFailed("the county's key fingerprint does not match the one you were given; "
+                                          "do not use this link, call the county (your code was not used)")
+                if not (settings.key_dir / "sign.pem").exists():
+                    Identity.generate().save(settings.key_dir)
+                me = Identity.load(settings.key_dir)
+                key = enrolment.mac_key(code, station)
+                mac = enrolment.request_mac(key, station=station, station_keys=me.public.to_dict(),
+                                            county_name=county_name, county_keys=county.to_dict())
+                resp = http.post(base + ENROL_PATH, json={"station": station, "keys": me.public.to_dict(), "mac": mac})
         except httpx.TransportError as exc:
             raise EnrolmentFailed(f"cannot reach the county centre at {central_url}: {exc}") from exc
         if resp.status_code != 200:
-            try:
-                message = resp.json().get("message", resp.text)
-            except ValueError:
-                message = resp.text
-            raise EnrolmentFailed(f"the county refused enrolment ({resp.status_code}): {message}")
-        county = record(store, station=station, central_url=central_url, answer=resp.json(), fingerprint=fingerprint)
+            raise EnrolmentFailed(_refusal(resp))
+        try:
+            answer = resp.json()
+            ok = isinstance(answer, dict) and PublicKeys.from_dict(answer.get("county_keys")) == county \
+                and answer.get("county_name") == county_name and isinstance(answer.get("station_name"), str) \
+                and isinstance(answer.get("station_level"), str) and enrolment.same(enrolment.answer_mac(
+                    key, station=station, station_keys=me.public.to_dict(), county_name=county_name,
+                    county_keys=county.to_dict(), station_name=answer["station_name"],
+                    station_level=answer["station_level"]), answer.get("mac"))
+        except (ValueError, BadEncoding):
+            ok = False
+        if not ok:
+            raise EnrolmentFailed("the county's answer does not prove it knows the code: someone may have changed "
+                                  "it on the way; nothing was stored here, call the county")
+        record(store, station=station, central_url=central_url, answer=answer)
         return {"station": station, "name": store.meta("station_name"), "level": store.meta("station_level"),
                 "county_fingerprint": county.fingerprint(), "data": str(Path(settings.data))}
     finally:
         store.close()
 
 
-def record(store: Store, *, station: str, central_url: str, answer: dict[str, Any],
-           fingerprint: str | None = None) -> PublicKeys:
-    """Store what the county answered to an enrolment; check its key fingerprint if one was given."""
+def record(store: Store, *, station: str, central_url: str, answer: dict[str, Any]) -> PublicKeys:
+    """Store what the county answered to an enrolment (already checked)."""
     county = PublicKeys.from_dict(answer["county_keys"])
-    if fingerprint and fingerprint.replace("-", "").upper() != county.fingerprint().replace("-", ""):
-        raise EnrolmentFailed("the county's key fingerprint does not match the one you were given; "
-                              "do not use this link, call the county")
     with store.transaction() as db:
         for name, value in (("station_code", station), ("station_name", answer["station_name"]),
                             ("station_level", answer["station_level"]), ("county_url", central_url.rstrip("/")),

@@ -70,9 +70,10 @@ def make_county(data: Path) -> tuple[CentralSettings, dict[str, str]]:
 def add_station(central: CentralSettings, central_url: str, data: Path, code: str, level: str) -> tuple[NodeSettings, str]:
     county = County(central)
     otp = county.add_station(code, f"{code}站", level)
+    fingerprint = county.me.public.fingerprint()           # as `station add` prints it for the installer
     county.store.close()
     settings = NodeSettings(data=data, sync_interval=3600)
-    enroll(settings, central_url=central_url, station=code, code=otp)
+    enroll(settings, central_url=central_url, station=code, code=otp, fingerprint=fingerprint)
     store = NodeStore(settings.db_path)
     token = store.add_user("agent", f"{code}代办员", PASSWORD)
     store.close()

@@ -11,7 +11,7 @@ from central.county import County, Settings as CentralSettings
 from crypto import envelope
 from crypto.keys import Identity
 from node.station import Station
-from sync import exchange
+from sync import enrolment, exchange
 
 ITEM = {"name": "赵大", "id_number": "11010519491231002X", "phone": "", "address": "村东头"}
 
@@ -134,19 +134,34 @@ def test_a_fork_is_kept_aside_and_reported(system, v1, http, tmp_path):
         county.store.close()
 
 
+def enrol_request(county_info: dict, station: str, otp: str, keys=None) -> dict:
+    """The body a station posts to /enroll/v2: its keys and a MAC keyed by the code (never the code)."""
+    keys = keys or Identity.generate().public
+    mac = enrolment.request_mac(enrolment.mac_key(otp, station), station=station, station_keys=keys.to_dict(),
+                                county_name=county_info["county_name"], county_keys=county_info["county_keys"])
+    return {"station": station, "keys": keys.to_dict(), "mac": mac}
+
+
 def test_enrolment_codes_are_single_use(system, http, tmp_path):
     county = County(CentralSettings(data=system.data / "central"))
     otp = county.add_station("V2", "二号站", "village")
     county.store.close()
-    body = {"station": "V2", "code": otp, "keys": Identity.generate().public.to_dict()}
     c = http(system.central_url)
-    wrong = dict(body, code="0000-0000-0000-0000")
-    assert c.post("/enroll/v1", json=wrong).status_code == 403
-    assert c.post("/enroll/v1", json=body).status_code == 200
-    again = c.post("/enroll/v1", json=dict(body, keys=Identity.generate().public.to_dict()))
+    info = c.get("/enroll/v2/county").json()
+    body = enrol_request(info, "V2", otp)
+    wrong = enrol_request(info, "V2", "0000-0000-0000-0000")
+    r = c.post("/enroll/v2", json=wrong)
+    assert r.status_code == 403 and r.json()["error"] == "bad_mac"
+    answer = c.post("/enroll/v2", json=body)
+    assert answer.status_code == 200
+    assert answer.json()["mac"] == enrolment.answer_mac(
+        enrolment.mac_key(otp, "V2"), station="V2", station_keys=body["keys"], county_name=info["county_name"],
+        county_keys=info["county_keys"], station_name="二号站", station_level="village")
+    again = c.post("/enroll/v2", json=enrol_request(info, "V2", otp))
     assert again.status_code == 403 and again.json()["error"] == "not_pending"
-    assert c.post("/enroll/v1", content=b"{]").status_code == 400
-    assert json.loads(c.post("/enroll/v1", json={"station": "V2"}).text)["error"] == "bad_request"
+    assert c.post("/enroll/v2", content=b"{]").status_code == 400
+    assert json.loads(c.post("/enroll/v2", json={"station": "V2"}).text)["error"] == "bad_request"
+    assert c.post("/enroll/v1", json=body).status_code in (404, 405)          # the clear-code version is gone
 
 
 def test_an_expired_enrolment_code_is_refused(system, http):
@@ -155,14 +170,39 @@ def test_an_expired_enrolment_code_is_refused(system, http):
     with county.store.transaction() as db:
         county.store.update_station(db, "V3", enroll_expires="2020-01-01T00:00:00+00:00")
     county.store.close()
-    r = http(system.central_url).post("/enroll/v1", json={"station": "V3", "code": otp,
-                                                          "keys": Identity.generate().public.to_dict()})
+    c = http(system.central_url)
+    r = c.post("/enroll/v2", json=enrol_request(c.get("/enroll/v2/county").json(), "V3", otp))
     assert r.status_code == 403 and r.json()["error"] == "expired"
+
+
+def test_five_wrong_proofs_void_the_code(system, http):
+    county = County(CentralSettings(data=system.data / "central"))
+    otp = county.add_station("V4", "四号站", "village")
+    county.store.close()
+    c = http(system.central_url)
+    info = c.get("/enroll/v2/county").json()
+    codes = [c.post("/enroll/v2", json=enrol_request(info, "V4", f"0000-0000-0000-000{i}")).json()["error"]
+             for i in range(5)]
+    assert codes == ["bad_mac"] * 4 + ["code_void"]
+    r = c.post("/enroll/v2", json=enrol_request(info, "V4", otp))           # even the right code is now void
+    assert r.status_code == 403 and r.json()["error"] == "not_pending"
+    county = County(CentralSettings(data=system.data / "central"))
+    try:
+        assert county.store.station("V4")["status"] == "pending" and not county.store.station("V4")["sign_key"]
+        otp = county.add_station("V4", "四号站", "village")                 # a new `station add` opens it again
+    finally:
+        county.store.close()
+    assert c.post("/enroll/v2", json=enrol_request(info, "V4", otp)).status_code == 200
 
 
 def test_malformed_enrolment_bodies_get_400(system, http):
     c = http(system.central_url)
-    for body in ({"station": "V9", "code": "x", "keys": "a string"},
-                 {"station": "V9", "code": "x", "keys": {"sign": "+/==", "enc": "AAAA"}}):
-        r = c.post("/enroll/v1", json=body)
-        assert r.status_code == 400 and r.json()["error"] == "bad_request"
+    for body in ({"station": "V9", "mac": "0" * 64, "keys": "a string"},
+                 {"station": "V9", "mac": "0" * 64, "keys": {"sign": "+/==", "enc": "AAAA"}},
+                 {"station": "V9", "mac": "not hex", "keys": Identity.generate().public.to_dict()},
+                 {"station": "V9", "code": "1A2B-3C4D-5E6F-7A8B", "keys": Identity.generate().public.to_dict()},
+                 ["a list"]):
+        r = c.post("/enroll/v2", json=body)
+        assert r.status_code == 400 and r.json()["error"] == "bad_request" and r.json()["message"]
+    r = c.post("/enroll/v2", content=b"[" * 5000 + b"]" * 5000)
+    assert r.status_code == 400 and r.json()["error"] == "bad_request"

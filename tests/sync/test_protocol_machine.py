@@ -18,7 +18,7 @@ from node import enroll
 from node.cases import valid_id_for_demo
 from node.station import Settings as NodeSettings, Station
 from node.store import Store as NodeStore
-from sync import exchange, log
+from sync import enrolment, exchange, log
 
 CATALOG = json.loads((Path(__file__).resolve().parents[2] / "central" / "catalog_demo.json").read_text("utf-8"))
 CLERK = {"name": "科员", "role": "supervisor", "department": None}
@@ -33,7 +33,10 @@ def make_pair(root: Path) -> tuple[County, Station]:
     nsettings = NodeSettings(data=root / "S1")
     nsettings.data.mkdir(parents=True)
     Identity.generate().save(nsettings.key_dir)
-    answer = county.enroll("S1", otp, Identity.load(nsettings.key_dir).public)
+    keys = Identity.load(nsettings.key_dir).public
+    answer = county.enroll("S1", keys, enrolment.request_mac(
+        enrolment.mac_key(otp, "S1"), station="S1", station_keys=keys.to_dict(), county_name=county.name,
+        county_keys=county.me.public.to_dict()))
     store = NodeStore(nsettings.db_path)
     enroll.record(store, station="S1", central_url="http://unused.invalid", answer=answer)
     return county, Station(nsettings, store)
