@@ -78,6 +78,48 @@ def clock_skew(station_time: object, county_time: str) -> int | None:
     return int((a - b).total_seconds())
 
 
+# The columns of a case row copied from the station's signed application, and where in the signed
+# body each comes from. Anything else in the row (status, decision, times at the county) is the
+# county's own.
+SIGNED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "station": ("station",), "receipt_no": ("receipt_no",), "item_code": ("item_code",),
+    "item_name": ("item_name",), "department": ("department",), "applicant_name": ("applicant", "name"),
+    "id_number": ("applicant", "id_number"), "accepted_at": ("at",), "promised_date": ("promised_date",)}
+SCAN_KEYS = ("sha256", "material", "name", "mime", "size")
+
+
+def signed_columns(body: dict[str, Any]) -> dict[str, Any]:
+    """The values the case row's copied columns must hold, taken from the signed body."""
+    out: dict[str, Any] = {}
+    for column, path in SIGNED_COLUMNS.items():
+        value: Any = body
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        out[column] = value
+    return out
+
+
+def record_mismatches(case: dict[str, Any], body: dict[str, Any],
+                      scans: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every copied column of the stored row (and the stored scan list) that differs from the
+    signed application: ``[{"field", "stored", "signed"}]``, empty when they agree."""
+    out = [{"field": column, "stored": case.get(column), "signed": value}
+           for column, value in signed_columns(body).items()
+           if (case.get(column) or None) != (value or None)]
+    if scans is not None:
+        def listed(rows: list[Any]) -> list[tuple[str, ...]]:   # one per SHA-256, as the county stores them
+            first = {}
+            for r in rows:
+                if isinstance(r, dict):
+                    first.setdefault(str(r.get("sha256")), tuple(str(r.get(k)) for k in SCAN_KEYS))
+            return sorted(first.values())
+        stored, signed = listed(scans), listed(body.get("scans") or [])
+        if stored != signed:
+            out.append({"field": "scans", "stored": [dict(zip(SCAN_KEYS, s)) for s in stored],
+                        "signed": [dict(zip(SCAN_KEYS, s)) for s in signed]})
+    return out
+
+
 class County:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
@@ -344,6 +386,17 @@ class County:
         except BadEvent:
             return ev.body, "invalid"
         return ev.body, "valid" if ev.body.get("id") == case["id"] else "invalid"
+
+    def signed_case(self, case: dict[str, Any]) -> dict[str, Any]:
+        """What the case page and API show: the case row with every column it copies from the
+        application replaced by the signed value (when the signature verifies), the signed body,
+        the signature's state, the scans, and ``mismatches``: each place where the stored row (or
+        its scans) differs from what the station signed. Blocking: call it in a worker thread."""
+        body, signature = self.signed_application(case)
+        scans = self.store.scans_of(case["id"])
+        mismatches = record_mismatches(case, body, scans) if body else []
+        shown = {**case, **signed_columns(body)} if body and signature == "valid" else dict(case)
+        return {"case": shown, "body": body, "signature": signature, "scans": scans, "mismatches": mismatches}
 
     # users ---------------------------------------------------------------------
     def add_user(self, username: str, name: str, password: str, role: str, department: str | None) -> str:

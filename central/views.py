@@ -205,15 +205,24 @@ async def case_page(request: Request) -> Response:
     case = c.store.case(request.path_params["id"])
     if case is None:
         raise HTTPException(404, N_("No such case."))
-    return render_case(request, c, case)
+    return await render_case(request, c, case)
 
 
-def render_case(request: Request, c: County, case: dict[str, Any], status: int = 200,
-                error: str | None = None) -> Response:
-    body, signature = c.signed_application(case)
-    return render(request, "central/case.html", status, case=case, body=body, error=error, signature=signature,
-                  departments=departments(c), station=c.store.station(case["station"]),
-                  scans=c.store.scans_of(case["id"]), item=catalog_item(c, case["item_code"]))
+def _case_context(c: County, case: dict[str, Any]) -> dict[str, Any]:
+    """The case page's data: what the station signed (and where the stored row differs from it),
+    the station, the scans, the catalogue entry. Reads the database: run it in a worker thread."""
+    view = c.signed_case(case)
+    if view["mismatches"]:
+        logger.error("case %s: the stored record differs from what station %s signed in: %s", case["id"],
+                     case["station"], ", ".join(m["field"] for m in view["mismatches"]))
+    return {**view, "departments": departments(c), "station": c.store.station(case["station"]),
+            "item": catalog_item(c, view["case"]["item_code"])}
+
+
+async def render_case(request: Request, c: County, case: dict[str, Any], status: int = 200,
+                      error: str | None = None) -> Response:
+    context = await run_in_threadpool(_case_context, c, case)
+    return render(request, "central/case.html", status, error=error, **context)
 
 
 def catalog_item(c: County, code: str) -> dict[str, Any]:
@@ -245,7 +254,7 @@ async def decide_page(request: Request) -> Response:
         case = c.store.case(request.path_params["id"])
         if case is None:
             raise HTTPException(404, N_("No such case.")) from exc
-        return render_case(request, c, case, exc.status, gettext_for(locale_of(request))(str(exc)))
+        return await render_case(request, c, case, exc.status, gettext_for(locale_of(request))(str(exc)))
     return RedirectResponse("/?m=decided", 303)
 
 
@@ -269,9 +278,13 @@ def api_user(request: Request) -> dict[str, Any]:
 
 
 def case_json(c: County, case: dict[str, Any]) -> dict[str, Any]:
-    scans = c.store.scans_of(case["id"])
+    """A case for the API: the columns copied from the application carry the signed values;
+    ``record_mismatches`` lists where the stored row differs ({field, stored, signed}). Blocking."""
+    view = c.signed_case(case)
+    scans = view["scans"]
     missing = [s["sha256"] for s in scans if not s["received_at"]]
-    return {**case, "signature": c.signed_application(case)[1], "scans": scans, "scans_complete": not missing,
+    return {**view["case"], "signature": view["signature"], "record_matches_signature": not view["mismatches"],
+            "record_mismatches": view["mismatches"], "scans": scans, "scans_complete": not missing,
             "scans_missing": missing}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import threading
 from typing import Any
 
 import segno
@@ -36,22 +37,47 @@ def authenticate(request: Request, username: str, password: str) -> dict[str, An
     return station(request).store.login(username, password)
 
 
+def accounts(request: Request) -> Any:
+    """Where the session plumbing looks up agents and ends their sessions: the station's store."""
+    return station(request).store
+
+
+def _home_context(st: Station) -> dict[str, Any]:
+    """Everything the home page shows, read from the store (in a worker thread, never on the loop)."""
+    return {"sync": st.sync_state(),
+            "results": st.store.applications("status IN ('approved', 'rejected', 'correction_requested')"),
+            "recent": st.store.applications(limit=20), "items": st.items()}
+
+
+SYNC_REFRESH_S = 2   # while a sync runs, the home page reloads itself this often (no JavaScript)
+
+
 async def home(request: Request) -> Response:
     agent(request)
     st = station(request)
-    return render(request, "node/home.html", st=st, sync=st.sync_state(),
-                  results=st.store.applications("status IN ('approved', 'rejected', 'correction_requested')"),
-                  recent=st.store.applications(limit=20), items=st.items(), flash=request.query_params.get("m"))
+    context = await run_in_threadpool(_home_context, st)
+    syncing = sync_running(request)
+    flash = request.query_params.get("m")
+    if flash == "syncing" and not syncing:       # the run the agent asked for is over: say how it went
+        flash = "sync_failed" if context["sync"]["last_error"] else "synced"
+    response = render(request, "node/home.html", st=st, flash=flash, syncing=syncing, **context)
+    if syncing:
+        response.headers["refresh"] = str(SYNC_REFRESH_S)
+    return response
+
+
+def _item_form(st: Station, code: str) -> tuple[dict[str, Any] | None, dict[str, dict[str, str]]]:
+    item = st.item(code)
+    return (item if item is not None and item in st.items() else None), st.department_names()
 
 
 async def apply_form(request: Request) -> Response:
     agent(request)
     st = station(request)
-    item = st.item(request.path_params["code"])
-    if item is None or item not in st.items():
+    item, departments = await run_in_threadpool(_item_form, st, request.path_params["code"])
+    if item is None:
         raise HTTPException(404, N_("This service item is not in the station's catalogue."))
-    return render(request, "node/apply.html", st=st, item=item, form={}, errors={},
-                  departments=st.department_names())
+    return render(request, "node/apply.html", st=st, item=item, form={}, errors={}, departments=departments)
 
 
 async def apply_submit(request: Request) -> Response:
@@ -76,55 +102,80 @@ async def _apply(request: Request, user: dict[str, Any], st: Station, form: Any)
                     attached.append(await run_in_threadpool(scans.prepare, key[5:], value.filename, raw))
                 except scans.ScanError as exc:
                     raise cases.IntakeError({key: str(exc)}) from exc
-        app = st.take(code, data, str(form.get("decision", "")), user["name"], attached)
+        app = await run_in_threadpool(st.take, code, data, str(form.get("decision", "")), user["name"], attached)
     except cases.IntakeError as exc:
-        item = st.item(code)
+        item = await run_in_threadpool(st.item, code)
         if item is None:
             raise HTTPException(404, N_("This service item is not in the station's catalogue.")) from exc
+        departments = await run_in_threadpool(st.department_names)
         return render(request, "node/apply.html", 422, st=st, item=item, form=data, errors=exc.errors,
-                      departments=st.department_names())
+                      departments=departments)
     return RedirectResponse(f"/applications/{app['id']}/document", 303)
 
 
-def application_of(request: Request) -> tuple[Station, dict[str, Any]]:
+async def application_of(request: Request) -> tuple[Station, dict[str, Any]]:
     """The station and the application the path names, for a logged-in agent; else 303/404."""
     agent(request)
     st = station(request)
-    app = st.store.application(request.path_params["id"])
+    app = await run_in_threadpool(st.store.application, request.path_params["id"])
     if app is None:
         raise HTTPException(404, N_("No such application at this station."))
     return st, app
 
 
 async def application_page(request: Request) -> Response:
-    st, app = application_of(request)
+    st, app = await application_of(request)
     return render(request, "node/application.html", st=st, app=app)
 
 
+def _document_parts(st: Station, app: dict[str, Any]) -> tuple[str, dict[str, dict[str, str]]]:
+    return segno.make(verification_text(st, app), error="m").svg_inline(scale=3), st.department_names()
+
+
 async def document(request: Request) -> Response:
-    st, app = application_of(request)
-    qr = segno.make(verification_text(st, app), error="m").svg_inline(scale=3)
-    return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr,
-                  departments=st.department_names())
+    st, app = await application_of(request)
+    qr, departments = await run_in_threadpool(_document_parts, st, app)
+    return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr, departments=departments)
 
 
 async def hand_out(request: Request) -> Response:
     user = agent(request)
     await form_of(request)
-    if not station(request).hand_out(request.path_params["id"], user["name"]):
+    if not await run_in_threadpool(station(request).hand_out, request.path_params["id"], user["name"]):
         raise HTTPException(409, N_("This result cannot be handed out (not decided yet, or already handed out)."))
     return RedirectResponse("/?m=handed_out", 303)
 
 
+def _sync_quietly(st: Station) -> None:
+    """One sync in a worker thread, for a station without a background loop; errors land in
+    ``_sync_status`` (the page shows them) and the log."""
+    try:
+        st.sync()
+    except Exception as exc:  # noqa: BLE001 - a thread of its own: log, the page shows the state
+        logger.warning("sync from page failed: %s", exc)
+
+
+def sync_running(request: Request) -> bool:
+    """A sync the agent can wait for is going on (or was just asked for)."""
+    loop = getattr(request.app.state, "sync_loop", None)
+    thread = getattr(request.app.state, "sync_thread", None)
+    return bool(loop is not None and loop.busy) or bool(thread is not None and thread.is_alive())
+
+
 async def sync_now(request: Request) -> Response:
+    """Start a sync and return at once: the background loop is woken (or, without one, a worker
+    thread runs one sync). The page then shows "syncing now" and reloads until it is over."""
     agent(request)
     await form_of(request)
-    try:
-        station(request).sync()
-        return RedirectResponse("/?m=synced", 303)
-    except (SyncError, CryptoError) as exc:
-        logger.warning("sync from page failed: %s", exc)
-        return RedirectResponse("/?m=sync_failed", 303)
+    loop = getattr(request.app.state, "sync_loop", None)
+    if loop is not None:
+        loop.wake()
+    elif not sync_running(request):
+        thread = threading.Thread(target=_sync_quietly, args=(station(request),), name="lastmile-sync-now",
+                                  daemon=True)
+        request.app.state.sync_thread = thread
+        thread.start()
+    return RedirectResponse("/?m=syncing", 303)
 
 
 def verification_text(st: Station, app: dict[str, Any]) -> str:
@@ -133,8 +184,13 @@ def verification_text(st: Station, app: dict[str, Any]) -> str:
 
 
 # JSON API ----------------------------------------------------------------------
-def api_user(request: Request) -> dict[str, Any]:
+def _api_user(request: Request) -> dict[str, Any]:
     return bearer_user(request, station(request).store.user_by_token)
+
+
+async def api_user(request: Request) -> dict[str, Any]:
+    """The API user of the bearer token (looked up in a worker thread), or 401."""
+    return await run_in_threadpool(_api_user, request)
 
 
 def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:
@@ -151,13 +207,14 @@ def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:
 
 
 async def api_catalog(request: Request) -> Response:
-    api_user(request)
+    await api_user(request)
     st = station(request)
-    return JSONResponse({"version": st.store.catalog()["version"], "level": st.level, "items": st.items()})
+    version, items = await run_in_threadpool(lambda: (st.store.catalog()["version"], st.items()))
+    return JSONResponse({"version": version, "level": st.level, "items": items})
 
 
 async def api_create(request: Request) -> Response:
-    user = api_user(request)
+    user = await api_user(request)
     payload = await json_object(request)
     applicant = payload.get("applicant") if isinstance(payload.get("applicant"), dict) else {}
     fields = payload.get("fields") if isinstance(payload.get("fields"), dict) else {}
@@ -166,7 +223,8 @@ async def api_create(request: Request) -> Response:
     for i, scan in enumerate(payload.get("scans") if isinstance(payload.get("scans"), list) else []):
         try:
             raw = base64.b64decode(str(scan.get("data_base64", "")), validate=True)
-            attached.append(scans.prepare(str(scan.get("material", "")), str(scan.get("name", "")), raw))
+            attached.append(await run_in_threadpool(scans.prepare, str(scan.get("material", "")),
+                                                    str(scan.get("name", "")), raw))
         except (ValueError, AttributeError, binascii.Error):
             return api_error(422, "invalid", f"scans[{i}] needs material, name and data_base64")
         except scans.ScanError as exc:
@@ -176,37 +234,45 @@ async def api_create(request: Request) -> Response:
                             "materials": [str(m) for m in materials], "reason": payload.get("reason", "")}
     st = station(request)
     try:
-        app = st.take(str(payload.get("item", "")), form, str(payload.get("decision", "")), user["name"], attached)
+        app = await run_in_threadpool(st.take, str(payload.get("item", "")), form, str(payload.get("decision", "")),
+                                      user["name"], attached)
     except cases.IntakeError as exc:
         _ = gettext_for(locale_of(request))
         details = {k: _(v) for k, v in exc.errors.items()}
         return api_error(422, "invalid", " ".join(details.values()), details)
-    return JSONResponse(app_json(st, app), 201)
+    return JSONResponse(await run_in_threadpool(app_json, st, app), 201)
+
+
+def _application_json(st: Station, app_id: str) -> dict[str, Any] | None:
+    app = st.store.application(app_id)
+    return app_json(st, app) if app is not None else None
 
 
 async def api_application(request: Request) -> Response:
-    api_user(request)
+    await api_user(request)
     st = station(request)
-    app = st.store.application(request.path_params["id"])
-    if app is None:
+    found = await run_in_threadpool(_application_json, st, request.path_params["id"])
+    if found is None:
         return api_error(404, "not_found", "No such application at this station.")
-    return JSONResponse(app_json(st, app))
+    return JSONResponse(found)
 
 
 async def api_sync(request: Request) -> Response:
-    api_user(request)
+    """One sync, answered when it is over (for scripts); it runs in a worker thread."""
+    await api_user(request)
     st = station(request)
     try:
-        result = st.sync()
+        result = await run_in_threadpool(st.sync)
     except (SyncError, CryptoError) as exc:
         return api_error(503 if isinstance(exc, Retryable) else 502, getattr(exc, "code", "sync"),
-                         str(exc), {"state": st.sync_state()})
-    return JSONResponse({**result.to_dict(), "state": st.sync_state()})
+                         str(exc), {"state": await run_in_threadpool(st.sync_state)})
+    return JSONResponse({**result.to_dict(), "state": await run_in_threadpool(st.sync_state)})
 
 
 async def api_status(request: Request) -> Response:
-    api_user(request)
+    await api_user(request)
     st = station(request)
-    return JSONResponse({"station": st.code, "name": st.name, "level": st.level, "sync": st.sync_state()})
+    state = await run_in_threadpool(st.sync_state)
+    return JSONResponse({"station": st.code, "name": st.name, "level": st.level, "sync": state})
 
 

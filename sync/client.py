@@ -251,6 +251,18 @@ class SyncLoop:
         self.restarts = 0
         self.worker: threading.Thread | None = None
         self.watchdog: threading.Thread | None = None
+        self.woken = threading.Event()     # set by wake(): run now, whatever the wait
+        self.stepping = False
+
+    def wake(self) -> None:
+        """Run ``step`` as soon as the current run (if any) is over: cuts the wait short, be it
+        the interval or a backoff. Returns at once (the station's "Sync now" button)."""
+        self.woken.set()
+
+    @property
+    def busy(self) -> bool:
+        """A run is going on, or was asked for by ``wake`` and is about to start."""
+        return self.stepping or self.woken.is_set()
 
     def start(self) -> None:
         self._spawn()
@@ -259,6 +271,7 @@ class SyncLoop:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()
+        self.woken.set()
         for t in (self.worker, self.watchdog):
             if t is not None:
                 t.join(timeout=timeout)
@@ -283,6 +296,8 @@ class SyncLoop:
         while not self.stop_event.is_set() and generation == self.generation:
             self.beat = time.monotonic()
             retry_after = None
+            self.woken.clear()
+            self.stepping = True
             try:
                 self.step()
                 failures = 0
@@ -293,7 +308,8 @@ class SyncLoop:
                 if now - last_log > 60:
                     logger.warning("sync deferred: %s", exc)
                     last_log = now
-            self.stop_event.wait(self.next_wait(failures, retry_after))
+            self.stepping = False
+            self.woken.wait(self.next_wait(failures, retry_after))
 
     def _watch(self) -> None:
         while not self.stop_event.wait(self.check_every):

@@ -1,0 +1,102 @@
+"""The station's pages stay responsive: a dead link or a huge picture never freezes them."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from node.app import create_app as node_app
+from node.station import Settings as NodeSettings
+from tests.conftest import add_station, log_in, make_county, serve
+from central.app import create_app as central_app
+
+
+@contextlib.contextmanager
+def blackhole() -> Iterator[str]:
+    """A URL whose port accepts connections (the kernel does the handshake) but never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+@pytest.fixture
+def cut_off_station(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """An enrolled station whose county has become unreachable: requests hang until they time out."""
+    central, _ = make_county(tmp_path / "central")
+    with serve(central_app(central)) as central_url:
+        settings, token = add_station(central, central_url, tmp_path / "V1", "V1", "village")
+    with blackhole() as dead_url:
+        db = sqlite3.connect(settings.db_path)
+        with db:
+            db.execute("UPDATE meta SET value = ? WHERE name = 'county_url'", (dead_url,))
+        db.close()
+        yield {"settings": NodeSettings(data=settings.data, sync_interval=3600, http_timeout=4), "token": token}
+
+
+def timed_get(client: Any, path: str) -> tuple[float, int, str]:
+    start = time.monotonic()
+    r = client.get(path)
+    return time.monotonic() - start, r.status_code, r.text
+
+
+@pytest.mark.parametrize("background_sync", [True, False], ids=["with-loop", "without-loop"])
+def test_sync_now_on_a_dead_link_never_freezes_other_pages(cut_off_station, http, background_sync):
+    with serve(node_app(cut_off_station["settings"], background_sync=background_sync)) as url:
+        page, _ = log_in(http, url, "agent")
+        other, _ = log_in(http, url, "agent")
+        api = http(url, cut_off_station["token"])
+        csrf = page.get("/").text.split('name="csrf" value="')[1].split('"')[0]
+
+        pressed: dict[str, Any] = {}
+
+        def press() -> None:
+            start = time.monotonic()
+            r = page.post("/sync", data={"csrf": csrf}, follow_redirects=False)
+            pressed.update(seconds=time.monotonic() - start, status=r.status_code, location=r.headers.get("location"))
+
+        presser = threading.Thread(target=press)
+        presser.start()
+        time.sleep(0.05)
+        # While the sync hangs on the dead link, every page still loads at once.
+        timings = [timed_get(other, "/"), timed_get(other, "/applications/nope"), timed_get(api, "/api/v1/status"),
+                   timed_get(other, "/login")]
+        presser.join(timeout=10)
+        assert pressed["status"] == 303 and pressed["seconds"] < 1, pressed
+        for seconds, _status, _text in timings:
+            assert seconds < 1, timings
+        assert [t[1] for t in timings] == [200, 404, 200, 200]
+
+        # The agent sees that a sync is under way, and the page reloads by itself until it is over.
+        seconds, status, text = timed_get(page, pressed["location"])
+        assert seconds < 1 and status == 200
+        assert 'id="syncing"' in text and "正在同步" in text
+        assert page.get("/").headers.get("refresh") == "2"
+        assert [timed_get(other, "/")[0] < 1 for _ in range(3)] == [True] * 3
+
+
+def test_sync_now_reports_how_it_went(system, http):
+    v1 = system.stations["V1"]
+    page, home = log_in(http, v1["url"], "agent")
+    csrf = home.text.split('name="csrf" value="')[1].split('"')[0]
+    r = page.post("/sync", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/?m=syncing"
+    deadline = time.monotonic() + 30
+    while True:
+        shown = page.get("/?m=syncing")
+        if "refresh" not in shown.headers:
+            break
+        assert time.monotonic() < deadline, "the sync never finished"
+        time.sleep(0.2)
+    assert "同步完成。" in shown.text and 'id="syncing"' not in shown.text
+    assert 'id="last-result"' in shown.text and "已完成" in shown.text
