@@ -17,11 +17,16 @@ MAX_SCAN = 4 * 1024 * 1024         # what may travel, after downscaling
 MAX_SIDE = 2000                    # pixels: A4 at ~170 dpi, legible for ID cards and certificates
 JPEG_QUALITY = 80
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff", "image/gif"}
-Image.MAX_IMAGE_PIXELS = 60_000_000  # refuse decompression bombs (Pillow raises past 2x this)
+MAX_PIXELS = 40_000_000            # width x height: a 40-megapixel photo is the largest we decode
+# Pillow warns past this and raises past twice this, inside Image.open; we refuse before decoding.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 def N_(message: str) -> str:
     return message
+
+
+TOO_MANY_PIXELS = N_("The picture has too many pixels (at most 40 million); take or scan it at a lower resolution.")
 
 
 class ScanError(Exception):
@@ -41,7 +46,11 @@ class Scan:
 
 
 def prepare(material: str, name: str, raw: bytes) -> Scan:
-    """Turn an uploaded file into a scan: images downscaled to JPEG, PDFs as they are."""
+    """Turn an uploaded file into a scan: images downscaled to JPEG, PDFs as they are.
+
+    CPU- and memory-heavy (decoding a photo): callers in async code run it in a worker thread.
+    A decompression bomb (a small file that declares a huge picture) is refused from its header,
+    before any pixel is decoded."""
     if not raw:
         raise ScanError(N_("The attached file is empty."))
     if len(raw) > MAX_UPLOAD:
@@ -52,9 +61,11 @@ def prepare(material: str, name: str, raw: bytes) -> Scan:
             raise ScanError(N_("The PDF is too large (at most 4 MB); scan it at a lower resolution."))
         return Scan(material, safe_name, "application/pdf", raw)
     try:
-        with Image.open(io.BytesIO(raw)) as img:
+        with Image.open(io.BytesIO(raw)) as img:          # reads the header only
             if Image.MIME.get(img.format or "", "") not in IMAGE_TYPES:
                 raise ScanError(N_("Attach a photo or scan (JPEG, PNG) or a PDF."))
+            if img.size[0] * img.size[1] > MAX_PIXELS:
+                raise ScanError(TOO_MANY_PIXELS)
             img = ImageOps.exif_transpose(img)
             small = len(raw) <= 300 * 1024 and max(img.size) <= MAX_SIDE and img.format == "JPEG"
             if small:
@@ -62,7 +73,9 @@ def prepare(material: str, name: str, raw: bytes) -> Scan:
             img.thumbnail((MAX_SIDE, MAX_SIDE))
             out = io.BytesIO()
             img.convert("RGB").save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ScanError(TOO_MANY_PIXELS) from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ScanError(N_("Attach a photo or scan (JPEG, PNG) or a PDF.")) from exc
     data = out.getvalue()
     if len(data) > MAX_SCAN:

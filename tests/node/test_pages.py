@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
+import resource
 import socket
 import sqlite3
+import struct
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,6 +21,7 @@ from node.app import create_app as node_app
 from node.station import Settings as NodeSettings
 from tests.conftest import add_station, log_in, make_county, serve
 from central.app import create_app as central_app
+from tests.sync.test_protocol_machine import form_for
 
 
 @contextlib.contextmanager
@@ -100,3 +106,74 @@ def test_sync_now_reports_how_it_went(system, http):
         time.sleep(0.2)
     assert "同步完成。" in shown.text and 'id="syncing"' not in shown.text
     assert 'id="last-result"' in shown.text and "已完成" in shown.text
+
+
+def bomb_png(width: int = 10_900, height: int = 10_900) -> bytes:
+    """A decompression bomb: a valid grey PNG of ~119 million pixels, all black, in ~120 KB. Built
+    row by row with zlib, so making it needs no memory."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    z = zlib.compressobj(6)
+    row = bytes(width + 1)                       # filter byte 0, then one zero byte per pixel
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.fixture
+def catalogued(system, http) -> dict[str, Any]:
+    v1 = system.stations["V1"]
+    api = http(v1["url"], v1["token"])
+    assert api.post("/api/v1/sync").status_code == 200                      # the catalogue
+    item = next(i for i in api.get("/api/v1/catalog").json()["items"] if i["materials"])
+    return {"url": v1["url"], "api": api, "item": item, "form": form_for(item, 3)}
+
+
+def test_a_decompression_bomb_is_refused_on_the_page_fast_and_small(catalogued, http):
+    bomb = bomb_png()
+    assert len(bomb) < 500_000
+    item, form = catalogued["item"], catalogued["form"]
+    page, home = log_in(http, catalogued["url"], "agent")
+    csrf = home.text.split('name="csrf" value="')[1].split('"')[0]
+    before, start = peak_rss_mb(), time.monotonic()
+    r = page.post(f"/apply/{item['code']}", data={**form, "csrf": csrf, "decision": "accept"},
+                  files={f"scan_{item['materials'][0]['code']}": ("bomb.png", bomb, "image/png")})
+    took, grew = time.monotonic() - start, peak_rss_mb() - before
+    assert r.status_code == 422
+    assert "图片像素过多" in r.text                                           # the page says why
+    assert took < 2 and grew < 100, (took, grew)
+    assert catalogued["api"].get("/api/v1/status").json()["sync"]["up_written"] == 0   # nothing taken
+
+
+def test_a_decompression_bomb_is_refused_by_the_api(catalogued):
+    item, form = catalogued["item"], catalogued["form"]
+    before, start = peak_rss_mb(), time.monotonic()
+    r = catalogued["api"].post("/api/v1/applications", json={
+        "item": item["code"], "decision": "accept", "applicant": {k: form[k] for k in ("name", "id_number")},
+        "fields": {k[2:]: v for k, v in form.items() if k.startswith("f_")}, "materials": form["materials"],
+        "scans": [{"material": item["materials"][0]["code"], "name": "bomb.png",
+                   "data_base64": base64.b64encode(bomb_png()).decode()}]})
+    took, grew = time.monotonic() - start, peak_rss_mb() - before
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"] == "invalid" and "图片像素过多" in body["message"] and "scans[0]" in body["details"]
+    assert took < 2 and grew < 100, (took, grew)
+    assert catalogued["api"].get("/api/v1/status").json()["sync"]["up_written"] == 0
+
+
+def test_a_big_but_honest_photo_still_goes_through(catalogued):
+    from PIL import Image
+    item, form = catalogued["item"], catalogued["form"]
+    out = io.BytesIO()
+    Image.new("RGB", (6000, 4000), "white").save(out, "PNG")                 # 24 MP, under the limit
+    r = catalogued["api"].post("/api/v1/applications", json={
+        "item": item["code"], "decision": "accept", "applicant": {k: form[k] for k in ("name", "id_number")},
+        "fields": {k[2:]: v for k, v in form.items() if k.startswith("f_")}, "materials": form["materials"],
+        "scans": [{"material": item["materials"][0]["code"], "name": "scan.png",
+                   "data_base64": base64.b64encode(out.getvalue()).decode()}]})
+    assert r.status_code == 201, r.text
+    assert r.json()["scans"][0]["name"] == "scan.jpg"
