@@ -21,6 +21,7 @@ from crypto.keys import Identity, PublicKeys
 from crypto import envelope
 from crypto.errors import CryptoError
 from sync import blobs, bundle, enrolment, exchange, log
+from sync import rules
 from sync.errors import BadEvent, RevokedStation, UnknownStation
 from sync.log import Event
 
@@ -129,6 +130,7 @@ class County:
         self.me = Identity.load(settings.key_dir)
         self.name = self.store.meta("county_name") or settings.name
         self._blob_lock = threading.Lock()
+        self._catalogs: dict[int, dict[str, Any]] = {}     # published catalogue versions, by version
 
     @staticmethod
     def init(settings: Settings) -> None:
@@ -278,13 +280,17 @@ class County:
         return {"stations": sorted(stations), "stored": stored, "answers": len(answers), "answer_file": str(answer_to)}
 
     def apply_up(self, db: Any, ev: Event) -> None:
-        """Project one station event into cases (inside the sync transaction)."""
+        """Project one station event into cases (inside the sync transaction).
+
+        A valid signature proves only who wrote the event: every fact is checked again here with
+        the station's own rules (sync/rules.py), against the catalogue version it names and the
+        station's level, and must name a case its author owns in a state that allows it. A
+        broken rule raises rules.RuleError; the inbox sets the event aside with that reason."""
         b, station = ev.body, ev.author
-        if ev.kind in ("application.accepted", "application.correction_notice", "application.refused"):
-            if b.get("station") != station:
-                raise ValueError("application names another station")
-            status = {"application.accepted": "received", "application.correction_notice": "correction_notice",
-                      "application.refused": "refused"}[ev.kind]
+        if ev.kind in rules.APPLICATION_KINDS:
+            self._check_application(db, ev)
+            existing = self.store.case(b["id"], db)
+            status = rules.next_state(existing["status"] if existing else rules.NEW, ev.kind, case_id=b["id"])
             now = log.utcnow()
             self.store.insert_case(db, {
                 "id": b["id"], "station": station, "seq": ev.seq, "kind": ev.kind, "status": status,
@@ -298,11 +304,33 @@ class County:
                                             "mime": scan["mime"], "size": int(scan["size"])})
                 if (self.blob_dir(station) / f"{scan['sha256']}.sealed").exists():   # sent with an earlier case
                     self.store.mark_scan_received(db, station, scan["sha256"], now)
-        elif ev.kind == "application.handed_out":
-            if not self.store.update_case(db, b["id"], status="handed_out", handed_out_at=b["at"]):
-                raise LookupError(f"hand-out of unknown case {b['id']}")
+        elif ev.kind == rules.HAND_OUT:
+            case_id = rules.check_hand_out(b)
+            case = self.store.case(case_id, db)
+            if case is not None and case["station"] != station:
+                raise rules.RuleError(N_("Station %(author)s handed out case %(id)s, which belongs to station "
+                                         "%(owner)s."), author=station, id=case_id, owner=case["station"])
+            status = rules.next_state(case["status"] if case else rules.NEW, ev.kind, case_id=case_id)
+            self.store.update_case(db, case_id, status=status, handed_out_at=b["at"])
         else:
-            raise ValueError(f"unknown event kind {ev.kind!r}")
+            raise rules.RuleError(N_("Unknown event kind %(kind)s."), kind=ev.kind)
+
+    def _check_application(self, db: Any, ev: Event) -> None:
+        """The station's intake rules, again, against the catalogue version the body names."""
+        version = ev.body.get("catalog_version") if isinstance(ev.body, dict) else None
+        catalog = self._catalog_version(db, version) if type(version) is int else None
+        st = self.store.station(ev.author)
+        rules.check_application(ev.kind, ev.body, author=ev.author, level=st["level"] if st else None,
+                                catalog=catalog)
+
+    def _catalog_version(self, db: Any, version: int) -> dict[str, Any] | None:
+        """A published catalogue version (versions never change once published, so they are cached)."""
+        if version not in self._catalogs:
+            body = self.store.catalog_version(db, version)
+            if body is None:
+                return None
+            self._catalogs[version] = json.loads(body)
+        return self._catalogs[version]
 
     # scans ---------------------------------------------------------------------
     def blob_dir(self, station: str) -> Path:

@@ -144,6 +144,11 @@ class Store:
         rows = list((db or self.conn).execute(sql).fetchall()) if db else self._all(sql)
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
+    def catalog_version(self, db: Any, version: int) -> str | None:
+        """The body (JSON) of one published catalogue version, or None if it was never published."""
+        row = db.execute("SELECT body FROM catalog_versions WHERE version = ?", (version,)).fetchone()
+        return str(row[0]) if row else None
+
     # cases -------------------------------------------------------------------
     def insert_case(self, db: Any, row: dict[str, Any]) -> None:
         values = tuple(row.get(c) for c in CASE_COLS)

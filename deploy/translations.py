@@ -1,6 +1,6 @@
 """Keep the Chinese translation catalogue in step with the source: `python -m deploy.translations`.
 
-Extracts every message id from node/, central/ and templates/ (Babel), merges it into
+Extracts every message id from node/, central/, sync/ and templates/ (Babel), merges it into
 templates/locale/zh_CN/LC_MESSAGES/messages.po, and lists the ids that still lack Chinese text.
 """
 
@@ -15,7 +15,7 @@ from babel.messages.pofile import read_po, write_po
 
 ROOT = Path(__file__).resolve().parent.parent
 PO = ROOT / "templates" / "locale" / "zh_CN" / "LC_MESSAGES" / "messages.po"
-METHODS = [("node/**.py", "python"), ("central/**.py", "python"), ("templates/**.py", "python"),
+METHODS = [("node/**.py", "python"), ("central/**.py", "python"), ("sync/**.py", "python"), ("templates/**.py", "python"),
            ("templates/**.html", "jinja2")]
 OPTIONS = {"templates/**.html": {"extensions": "jinja2.ext.i18n"}}
 KEYWORDS = {"_": None, "N_": None}

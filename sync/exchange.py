@@ -61,6 +61,9 @@ def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, coun
     confirm = recovery.to_confirm(db)
     if confirm:
         payload["confirm"] = confirm           # the reports of the last answer are recorded here
+    returned = recovery.to_return(db, log.down(station), max_bytes=max_bytes // 2)
+    if returned:
+        payload["down_return"] = [e.to_wire() for e in returned]   # the county lost these: give them back
     # The link, not the CPU, is a station's bottleneck: compress as hard as zstd goes.
     blob = envelope.seal(payload, sender=me, sender_name=station, recipient=county, recipient_name=county_name,
                          kind="push", extra={"first": first, "last": last}, level=19)
@@ -133,6 +136,7 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
     got = inbox.accept(db, stream=log.down(station), author=county_name, author_sign_key=county.sign,
                        events=events, apply=apply)
     down_high = payload.get("down_high", 0)
+    recovery.note_county_down(db, log.down(station), down_high)
     # Every report the station has not confirmed yet comes in every answer: record and confirm them.
     repairs = recovery.record_reports(db, up_stream, payload.get("repairs"), payload.get("forks"))
     # Only the answer to the push just sent says what the county's clock reads now.
@@ -144,7 +148,8 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
 
 def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                 station_keys: Callable[[str], PublicKeys], apply: Apply,
-                limit: int = BATCH_EVENTS, max_size: int = envelope.MAX_ENVELOPE) -> tuple[bytes, dict[str, Any]]:
+                limit: int = BATCH_EVENTS, max_size: int = envelope.MAX_ENVELOPE,
+                take_back: Apply | None = None) -> tuple[bytes, dict[str, Any]]:
     """County side: verify and take a push, return (sealed answer, summary for logs and status).
 
     Raises EnvelopeError or a sync Rejected before anything is stored if the push is not
@@ -159,15 +164,19 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     events, down_have = payload.get("events"), payload.get("down_have")
     if not isinstance(events, list) or type(down_have) is not int or down_have < 0:
         raise BadEvent("push lacks events or down_have")
+    # Downstream events the station gives back (the county lost them in a restore) come first:
+    # they carry decisions that the upstream events behind them (hand-outs) build on.
+    returned = recovery.take_back(db, log.down(station), county_name, me.public.sign,
+                                  payload.get("down_return"), take_back)
     got = inbox.accept(db, stream=log.up(station), author=station, author_sign_key=keys.sign,
                        events=events, apply=apply)
     recovery.take_confirm(db, log.up(station), payload.get("confirm"))
     repairs, forks = recovery.open_reports(db, log.up(station))
     down_stream = log.down(station)
     down_high, _ = log.head(db, down_stream)
-    if down_have > down_high:
-        raise CursorAhead(f"station {station} holds {down_have} downstream events, county wrote {down_high}")
-    log.set_acked(db, down_stream, down_have)
+    # A station holding more than the county wrote: the county was restored from an old backup.
+    # Not an error: the answer's down_high tells the station to give the rest back (down_return).
+    log.set_acked(db, down_stream, min(down_have, down_high))
     out = log.events_after(db, down_stream, down_have, limit)
     answer = {"ack": got.high, "events": [e.to_wire() for e in out], "down_high": down_high,
               "forks": forks, "repairs": repairs, "server_time": log.utcnow(),
@@ -179,7 +188,8 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     up_high = payload.get("up_high")
     summary = {"station": station, "station_time": payload.get("station_time"), "stored": got.stored,
                "duplicates": got.duplicates, "ack": got.high, "forks": got.forks, "repairs": got.repairs,
-               "sent_down": len(out), "gap_at": got.gap_at,
+               "sent_down": len(out), "gap_at": got.gap_at, "taken_back": returned,
+               "down_behind": max(0, down_have - down_high),
                "up_waiting": max(0, up_high - got.high) if type(up_high) is int else None}
     return sealed, summary
 

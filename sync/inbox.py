@@ -15,6 +15,7 @@ from crypto import canonical
 from sync import log
 from sync.errors import BadEvent
 from sync.log import Conn, Event
+from sync.rules import N_, RuleError
 
 logger = logging.getLogger("lastmile.sync")
 
@@ -67,14 +68,28 @@ def accept(db: Conn, *, stream: str, author: str, author_sign_key: str, events: 
             apply(db, ev)
         except Exception as exc:  # noqa: BLE001 - any failure sets the event aside, never blocks
             db.execute("ROLLBACK TO SAVEPOINT lastmile_apply")
-            reason = f"{type(exc).__name__}: {exc}"
-            logger.warning("event %s#%d set aside for repair: %s", stream, ev.seq, reason)
+            reason = repair_reason(exc)
+            if isinstance(exc, RuleError):
+                logger.warning("event %s#%d set aside for repair: %s", stream, ev.seq, exc.english())
+            else:
+                logger.error("event %s#%d set aside for repair after an internal error: %s: %s",
+                             stream, ev.seq, type(exc).__name__, exc)
             db.execute("INSERT INTO _sync_repairs (stream, seq, reason, at) VALUES (?, ?, ?, ?)",
                        (stream, ev.seq, reason[:1000], log.utcnow()))
             result.repairs.append((ev.seq, reason))
         db.execute("RELEASE SAVEPOINT lastmile_apply")
     result.high = high
     return result
+
+
+def repair_reason(exc: Exception) -> str:
+    """The reason stored and reported for an event set aside: ``{"m": message id, "a": {params}}``
+    as JSON, shown in the reader's language by templates.reason_text. A rule broken
+    (rules.RuleError) says which; anything else is a bug, whose text stays in the log only."""
+    if isinstance(exc, RuleError):
+        return exc.reason()
+    return RuleError(N_("This event could not be processed because of an internal error; "
+                        "it is in the log for repair.")).reason()
 
 
 def _fork(db: Conn, ev: Event, reason: str) -> None:

@@ -15,9 +15,10 @@ import json
 import logging
 from typing import Any
 
-from sync import log
+from sync import inbox, log
 from sync.errors import BadEvent
-from sync.log import Conn
+from sync.inbox import Apply
+from sync.log import Conn, Event
 
 logger = logging.getLogger("lastmile.sync")
 MAX_REPORTS = 200          # reports per answer; the rest follow once these are confirmed
@@ -94,3 +95,45 @@ def to_confirm(db: Conn) -> list[list[Any]]:
     except ValueError:
         return []
     return value if isinstance(value, list) else []
+
+
+# a county restored from an old backup -------------------------------------------------------
+
+MAX_RETURN = 500
+
+
+def note_county_down(db: Conn, stream: str, county_high: Any) -> None:
+    """Station: remember from which seq the county lacks its own downstream events (or that it lacks none)."""
+    if type(county_high) is not int:
+        return
+    mine, _ = log.head(db, stream)
+    log.set_status(db, "down_return_from", str(county_high + 1) if county_high < mine else "")
+
+
+def to_return(db: Conn, stream: str, max_bytes: int) -> list[Event]:
+    """Station: the county's events to give back in the next push (none unless the county lacks some)."""
+    start = log.get_status(db, "down_return_from")
+    if not start:
+        return []
+    return log.events_after(db, stream, int(start) - 1, MAX_RETURN, max(64 * 1024, max_bytes))
+
+
+def take_back(db: Conn, stream: str, county_name: str, county_sign_key: str, events: Any,
+              reproject: Apply | None) -> int:
+    """County: store again its own events a station gives back, after checking its own signature on
+    each (BadEvent, nothing stored, otherwise), and re-project them. Returns how many were stored."""
+    if events is None:
+        return 0
+    if not isinstance(events, list) or len(events) > MAX_RETURN * 2:
+        raise BadEvent("down_return must be a list of events")
+    if not events:
+        return 0
+    before, _ = log.head(db, stream)
+    got = inbox.accept(db, stream=stream, author=county_name, author_sign_key=county_sign_key, events=events,
+                       apply=reproject or (lambda _db, _ev: None))
+    if got.stored:
+        logger.warning("%s: the station gave back %d downstream events the county had lost (%d..%d);"
+                       " restored from an old backup?", stream, got.stored, before + 1, got.high)
+        db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
+                   (stream, log.utcnow(), "down_returned", before + 1, got.high))
+    return got.stored

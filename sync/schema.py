@@ -24,6 +24,9 @@ STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS _sync_confirmed (
         stream TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL,
         PRIMARY KEY (stream, seq, kind))""",
+    # Both sides: what was recovered after a restore or a replacement, shown on the pages.
+    """CREATE TABLE IF NOT EXISTS _sync_recoveries (
+        stream TEXT NOT NULL, at TEXT NOT NULL, what TEXT NOT NULL, first BIGINT NOT NULL, last BIGINT NOT NULL)""",
     # Station: the envelope ids of the pushes it sent, so it takes only answers to its own pushes;
     # ``bundle`` is the id of the USB bundle that carried one (NULL: sent over the network).
     """CREATE TABLE IF NOT EXISTS _sync_sent (

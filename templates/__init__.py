@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import gettext
 import io
+import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,36 @@ def environment(locale: str) -> jinja2.Environment:
     env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
     env.globals["locale"] = locale
     env.filters["local"] = local_time
+    env.filters["reason"] = functools.partial(reason_text, locale=locale)
     return env
+
+
+def reason_text(reason: str | None, locale: str) -> str:
+    """A repair reason in ``locale``. New reasons are JSON ``{"m": message id, "a": {params}}``
+    (sync/rules.py RuleError.reason): the message id and every string parameter are translated,
+    so a parameter may itself be a message id. Older rows and other peers' free text are shown
+    as they are (translated if they happen to be a known message id)."""
+    if not reason:
+        return ""
+    t = translations(locale)
+
+    def tr(text: str) -> str:
+        return t.gettext(text) if text else text
+    try:
+        parsed = json.loads(reason)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("m"), str):
+        return tr(reason)
+    args = parsed.get("a") if isinstance(parsed.get("a"), dict) else {}
+    values = {k: tr(v) if isinstance(v, str) else v for k, v in args.items()}
+    try:
+        return tr(parsed["m"]) % values
+    except (KeyError, TypeError, ValueError):
+        try:
+            return parsed["m"] % values
+        except (KeyError, TypeError, ValueError):
+            return parsed["m"]
 
 
 CHINA = dt.timezone(dt.timedelta(hours=8))

@@ -49,7 +49,7 @@ NOW = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 def take(form, decision="accept", level="village"):
     base = {"name": "张三", "id_number": cases.valid_id_for_demo("11010519800101001"), "f_n": "2", "materials": ["id"]}
     return cases.take(ITEM, {**base, **form}, decision=decision, station="V1", agent="a", catalog_version=1,
-                      now=NOW, receipt_no="V1-1", level=level)
+                      now=NOW, receipt_no="V1-20261120-00001", level=level)
 
 
 def test_accept_promises_a_date_in_working_days():

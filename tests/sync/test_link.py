@@ -201,4 +201,4 @@ def test_a_poison_event_is_acked_set_aside_at_both_ends_and_blocks_nothing(syste
     assert [r["seq"] for r in station.sync_state()["reported"]] == [poison.seq]
     page, _ = log_in(http, system.central_url, "boss")
     problems = page.get("/stations").text.split('id="problems"')[1]
-    assert f"#{poison.seq}" in problems and "待修复" in problems and "unknown event kind" in problems
+    assert f"#{poison.seq}" in problems and "待修复" in problems and "未知的事件类型 application.from_the_future" in problems

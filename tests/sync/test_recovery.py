@@ -213,3 +213,66 @@ def test_a_fork_reported_in_a_lost_answer_is_reported_again(pair):
     finally:
         twin.store.close()
         st.store.close()
+
+
+# 3. a county restored from an old backup gets back what stations hold ---------------------------
+
+CLERK = {"name": "科员", "role": "supervisor", "department": None}
+
+
+def copy_db(src: Path, dst: Path) -> None:
+    """Copy a stopped party's data directory: the database with its -wal/-shm, keys, blobs."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+
+
+def sync_until_quiet(st: Station, url: str) -> None:
+    st.county = replace(st.county, url=url)
+    for _ in range(10):
+        st.sync()
+        state = st.sync_state()
+        if not state["up_waiting"] and not st.store.sync_status("down_return_from"):
+            return
+    raise AssertionError(f"sync did not settle: {st.sync_state()}")
+
+
+def stream(conn, name: str) -> list[tuple[int, str]]:
+    return [(int(r[0]), r[1]) for r in conn.execute(
+        "SELECT seq, hash FROM _sync_events WHERE stream = ? ORDER BY seq", (name,)).fetchall()]
+
+
+def test_a_county_restored_from_an_old_backup_gets_everything_back_by_itself(pair):
+    county, st, root = pair
+    csettings = county.settings
+    county.store.close()
+    copy_db(csettings.data, root / "county-backup")          # last night's backup: catalogue only
+    county = County(csettings)
+    first, second = take(st, 2)
+    with serve(central_app(csettings)) as url:
+        sync_until_quiet(st, url)
+        county.decide(first["id"], "approve", "", CLERK)
+        sync_until_quiet(st, url)
+        assert st.hand_out(first["id"], "代办员")
+        sync_until_quiet(st, url)
+    county.store.close()
+    before_down = stream(st.store.conn, "down/S1")
+    copy_db(root / "county-backup", csettings.data)          # the county's disk died: restore the backup
+    county = County(csettings)
+    assert county.store.case(first["id"]) is None
+    with serve(central_app(csettings)) as url:
+        sync_until_quiet(st, url)                            # no cursor_ahead: the station gives it all back
+    county.store.close()
+    county = County(csettings)
+    try:
+        assert stream(county.store.conn, "up/S1") == stream(st.store.conn, "up/S1")
+        assert stream(county.store.conn, "down/S1") == before_down == stream(st.store.conn, "down/S1")
+        case = county.store.case(first["id"])
+        assert case["status"] == "handed_out" and case["decision"] == "approve"
+        assert county.store.case(second["id"])["status"] == "received"
+        for conn in (county.store.conn, st.store.conn):
+            assert conn.execute("SELECT count(*) FROM _sync_repairs").fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM _sync_forks").fetchone()[0] == 0
+        assert [r["what"] for r in county.store.recoveries()] == ["down_returned"]
+    finally:
+        county.store.close()

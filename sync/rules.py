@@ -1,0 +1,384 @@
+"""Intake rules both ends enforce: the station when it takes an application, the county again
+when the signed fact arrives (a station with a valid key may still be wrong or hostile).
+
+Pure functions, no HTTP, no SQL. Every refusal is a message id (English, marked with ``N_``)
+plus parameters, so the page can show it in the reader's language:
+
+- ``applicant_errors`` / ``field_errors`` / ``decision_errors`` return ``{field: message id}``
+  for the station's form (the station's agent fixes one entry at a time);
+- ``check_application`` / ``check_hand_out`` / ``next_state`` raise :class:`RuleError`
+  (one message id and its parameters), what the county stores as a repair reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+import chinese_calendar
+
+
+def N_(message: str) -> str:
+    """Mark a message id for translation; the page translates it."""
+    return message
+
+
+class RuleError(Exception):
+    """A fact breaks a rule. ``message`` is an English message id with ``%(name)s`` parameters,
+    ``params`` their values; ``reason()`` is the form stored and sent as a repair reason."""
+
+    def __init__(self, message: str, **params: Any) -> None:
+        self.message = message
+        self.params = {k: (v[:200] if isinstance(v, str) else v) for k, v in params.items()}
+        super().__init__(self.english())
+
+    def english(self) -> str:
+        try:
+            return self.message % self.params
+        except (KeyError, TypeError, ValueError):
+            return self.message
+
+    def reason(self) -> str:
+        """``{"m": message id, "a": {parameters}}`` as compact JSON (see PROTOCOL.md §8.3)."""
+        return json.dumps({"m": self.message, "a": self.params}, ensure_ascii=False, separators=(",", ":"),
+                          sort_keys=True)
+
+
+# --- identity numbers, phones, working days -----------------------------------------------------
+
+_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_CHECK = "10X98765432"
+PHONE = re.compile(r"^(1\d{10}|0\d{2,3}-?\d{7,8})$")
+
+
+def id_number_error(value: str) -> str | None:
+    """Check an 18-character resident ID number (GB 11643-1999): shape, birth date, check digit."""
+    v = value.strip().upper()
+    if not re.fullmatch(r"\d{17}[\dX]", v):
+        return N_("An ID number has 17 digits followed by a digit or X.")
+    try:
+        born = dt.date(int(v[6:10]), int(v[10:12]), int(v[12:14]))
+    except ValueError:
+        return N_("The birth date inside the ID number is not a real date.")
+    if born.year < 1890 or born > dt.date.today():
+        return N_("The birth date inside the ID number is not a real date.")
+    total = sum(int(d) * w for d, w in zip(v[:17], _WEIGHTS))
+    if _CHECK[total % 11] != v[17]:
+        return N_("The ID number's check digit is wrong; please check each digit again.")
+    return None
+
+
+def valid_id_for_demo(prefix17: str) -> str:
+    """Complete 17 digits with their check character (used by demo data and tests)."""
+    total = sum(int(d) * w for d, w in zip(prefix17, _WEIGHTS))
+    return prefix17 + _CHECK[total % 11]
+
+
+def is_workday(day: dt.date) -> bool:
+    """Chinese working day, counting public holidays and make-up working days.
+
+    chinese_calendar knows the State Council's schedule only up to the years it ships;
+    past them we count Monday to Friday, and the county can correct later."""
+    try:
+        return bool(chinese_calendar.is_workday(day))
+    except NotImplementedError:
+        return day.weekday() < 5
+
+
+def add_working_days(start: dt.date, days: int) -> dt.date:
+    """The date by which ``days`` working days after ``start`` have passed (the day itself not counted)."""
+    day = start
+    left = days
+    while left > 0:
+        day += dt.timedelta(days=1)
+        if is_workday(day):
+            left -= 1
+    return day
+
+
+# --- a case's life: state x upstream fact -> new state ---------------------------------------------
+
+APPLICATION_KINDS = ("application.accepted", "application.correction_notice", "application.refused")
+HAND_OUT = "application.handed_out"
+NEW = None           # the state of a case id nobody holds yet
+
+#: The one table of what an upstream fact may do to a case (states as the county names them).
+TRANSITIONS: dict[tuple[str | None, str], str] = {
+    (NEW, "application.accepted"): "received",
+    (NEW, "application.correction_notice"): "correction_notice",
+    (NEW, "application.refused"): "refused",
+    ("approved", HAND_OUT): "handed_out",
+    ("rejected", HAND_OUT): "handed_out",
+    ("correction_requested", HAND_OUT): "handed_out",
+}
+
+STATE_LABELS = {
+    "received": N_("Waiting for decision"), "approved": N_("Approved"), "rejected": N_("Rejected"),
+    "correction_requested": N_("Correction requested"), "handed_out": N_("Handed out"),
+    "correction_notice": N_("Correction notice issued"), "refused": N_("Refused"),
+}
+FACT_LABELS = {
+    "application.accepted": N_("an acceptance"), "application.correction_notice": N_("a correction notice"),
+    "application.refused": N_("a refusal"), HAND_OUT: N_("a hand-out"),
+}
+
+
+def next_state(state: str | None, kind: str, *, case_id: str = "") -> str:
+    """The state a case moves to when fact ``kind`` arrives; RuleError if the table forbids it."""
+    if kind not in FACT_LABELS:
+        raise RuleError(N_("Unknown event kind %(kind)s."), kind=kind)
+    new = TRANSITIONS.get((state, kind))
+    if new is not None:
+        return new
+    if state is NEW:
+        raise RuleError(N_("%(fact)s names case %(id)s, which the county does not hold."),
+                        fact=FACT_LABELS[kind], id=case_id)
+    if kind in APPLICATION_KINDS:
+        raise RuleError(N_("Case id %(id)s is already held by the county; a new application needs a new case id."),
+                        id=case_id)
+    raise RuleError(N_("Case %(id)s cannot take %(fact)s while it is in state \u201c%(state)s\u201d."),
+                    id=case_id, fact=FACT_LABELS[kind], state=STATE_LABELS.get(state, state))
+
+
+# --- the application body ---------------------------------------------------------------------------
+
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}$")
+SCAN_MIMES = ("image/jpeg", "application/pdf")
+MAX_SCAN_BYTES = 4 * 1024 * 1024
+MAX_TEXT = 2000
+MAX_INT_FIELD = 999_999_999
+
+
+APPLICANT_LABELS = {"name": N_("Name"), "id_number": N_("ID number"), "phone": N_("Phone"), "address": N_("Address")}
+LEVEL_LABELS = {"village": N_("village"), "township": N_("township"), "county": N_("county")}
+
+
+def receipt_pattern(station: str) -> re.Pattern[str]:
+    """``<station>-<YYYYMMDD>-<5 or more digits>``: the one place receipt numbers are defined."""
+    return re.compile(rf"^{re.escape(station)}-(\d{{8}})-(\d{{5,}})$")
+
+
+def _day(value: str) -> dt.date | None:
+    if not DAY.fullmatch(value):
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def applicant_errors(applicant: dict[str, Any]) -> dict[str, str]:
+    """Problems with the applicant (name, id_number, phone, address: strings, already trimmed)."""
+    errors: dict[str, str] = {}
+    for key in ("name", "id_number", "phone", "address"):
+        if not isinstance(applicant.get(key), str):
+            errors[key] = N_("This entry has the wrong type.")
+    if errors:
+        return errors
+    if not applicant["name"].strip():
+        errors["name"] = N_("Enter the applicant's name.")
+    elif len(applicant["name"]) > 50:
+        errors["name"] = N_("The name is too long.")
+    number = applicant["id_number"]
+    err = id_number_error(number) or (None if number == number.strip().upper() else
+                                      N_("An ID number has 17 digits followed by a digit or X."))
+    if err:
+        errors["id_number"] = err
+    if applicant["phone"] and not PHONE.match(applicant["phone"]):
+        errors["phone"] = N_("Enter an 11-digit mobile number or a landline with area code.")
+    if len(applicant["address"]) > 200:
+        errors["address"] = N_("The address is too long.")
+    return errors
+
+
+def field_errors(item: dict[str, Any], fields: dict[str, Any], *, accepting: bool) -> dict[str, str]:
+    """Problems with the item's form fields: ``int`` fields hold an int, the others a string;
+    required fields are needed only to accept. Keys are field names."""
+    errors: dict[str, str] = {}
+    known = {f["name"] for f in item.get("fields", [])}
+    for name in fields:
+        if name not in known:
+            errors[name] = N_("This item's form has no such field.")
+    for f in item.get("fields", []):
+        name, value = f["name"], fields.get(f["name"])
+        if value is None or value == "":
+            if f.get("required") and accepting:
+                errors[name] = N_("This field is required.")
+            continue
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            errors[name] = N_("This entry is too long.")
+        elif f["type"] == "int":
+            if type(value) is not int or not 0 <= value <= MAX_INT_FIELD:
+                errors[name] = N_("Enter a whole number.")
+        elif not isinstance(value, str):
+            errors[name] = N_("This entry has the wrong type.")
+        elif f["type"] == "date":
+            if _day(value) is None:
+                errors[name] = N_("Enter a date as YYYY-MM-DD.")
+        elif f["type"] == "select" and value not in {o["value"] for o in f.get("options", [])}:
+            errors[name] = N_("Choose one of the options.")
+    return errors
+
+
+def materials_of(item: dict[str, Any], received: set[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The materials list an application body carries, and the codes of required ones missing."""
+    materials = [{"code": m["code"], "name": m["name"], "received": m["code"] in received,
+                  "required": bool(m.get("required"))} for m in item.get("materials", [])]
+    return materials, [m["code"] for m in materials if m["required"] and not m["received"]]
+
+
+def decision_errors(kind: str, missing: list[str], reason: str) -> dict[str, str]:
+    """What each decision needs: accept every required material; correction something to correct;
+    refusal a reason."""
+    errors: dict[str, str] = {}
+    if kind == "application.accepted" and missing:
+        errors["materials"] = N_("Required materials are missing: issue a correction notice instead.")
+    if kind == "application.correction_notice" and not missing and not reason:
+        errors["materials"] = N_("Nothing is missing: list the defects in the note, or accept.")
+    if kind == "application.refused" and not reason:
+        errors["reason"] = N_("Give the reason for refusing.")
+    if len(reason) > MAX_TEXT:
+        errors["reason"] = N_("This entry is too long.")
+    return errors
+
+
+_BODY_TYPES: dict[str, type] = {
+    "id": str, "receipt_no": str, "station": str, "agent": str, "item_code": str, "item_name": str,
+    "department": str, "catalog_version": int, "applicant": dict, "fields": dict, "materials": list,
+    "missing": list, "reason": str, "at": str,
+}
+
+
+def _typed(body: dict[str, Any], name: str, want: type) -> Any:
+    value = body.get(name)
+    if name not in body:
+        raise RuleError(N_("The application lacks the field %(field)s."), field=name)
+    if not isinstance(value, want) or isinstance(value, bool) and want is int:
+        raise RuleError(N_("The application's field %(field)s has the wrong type."), field=name)
+    return value
+
+
+def check_application(kind: str, body: Any, *, author: str, level: str | None,
+                      catalog: dict[str, Any] | None) -> dict[str, Any]:
+    """Check an application body the way the station had to, against ``catalog`` (the version the
+    body names, None if never published) and the author station's ``level``. Returns the
+    catalogue item; raises RuleError naming the first problem."""
+    if kind not in APPLICATION_KINDS:
+        raise RuleError(N_("Unknown event kind %(kind)s."), kind=kind)
+    if not isinstance(body, dict):
+        raise RuleError(N_("The application is not an object."))
+    for name, want in _BODY_TYPES.items():
+        _typed(body, name, want)
+    if body["station"] != author:
+        raise RuleError(N_("The application names station %(named)s but was sent by station %(author)s."),
+                        named=body["station"], author=author)
+    if not UUID4.fullmatch(body["id"]):
+        raise RuleError(N_("The case id %(id)s is not a UUID."), id=body["id"])
+    at = body["at"]
+    try:
+        accepted_on = dt.datetime.fromisoformat(at).date() if LOCAL_TIME.fullmatch(at) else None
+    except ValueError:
+        accepted_on = None
+    if accepted_on is None:
+        raise RuleError(N_("The application's time %(at)s is not of the form YYYY-MM-DDTHH:MM:SS+08:00."), at=at)
+    m = receipt_pattern(author).fullmatch(body["receipt_no"])
+    if m is None or _day(f"{m[1][:4]}-{m[1][4:6]}-{m[1][6:]}") is None:
+        raise RuleError(N_("The receipt number %(receipt)s is not of the form %(station)s-YYYYMMDD-00001."),
+                        receipt=body["receipt_no"], station=author)
+    version = body["catalog_version"]
+    if catalog is None:
+        raise RuleError(N_("Catalogue version %(version)s was never published."), version=version)
+    code = body["item_code"]
+    item = next((i for i in catalog.get("items", []) if i.get("code") == code), None)
+    if item is None:
+        raise RuleError(N_("Item %(code)s is not in catalogue version %(version)s."), code=code, version=version)
+    if level not in item.get("levels", []):
+        raise RuleError(N_("Item %(code)s may not be accepted at a station of level %(level)s."),
+                        code=code, level=LEVEL_LABELS.get(str(level), str(level)))
+    if body["item_name"] != item["name"]:
+        raise RuleError(N_("The item name %(name)s differs from catalogue version %(version)s."),
+                        name=body["item_name"], version=version)
+    if body["department"] != item["department"]:
+        raise RuleError(N_("The department %(department)s is not the one catalogue version %(version)s names "
+                           "for item %(code)s."), department=body["department"], version=version, code=code)
+    if not body["agent"].strip():
+        raise RuleError(N_("The application does not name the agent who took it."))
+
+    problems = applicant_errors(body["applicant"])
+    if problems:
+        field, message = next(iter(problems.items()))
+        raise RuleError(N_("Applicant's %(field)s: %(problem)s"), field=APPLICANT_LABELS[field], problem=message)
+    problems = field_errors(item, body["fields"], accepting=kind == "application.accepted")
+    if problems:
+        field, message = next(iter(problems.items()))
+        raise RuleError(N_("Form field %(field)s: %(problem)s"), field=field, problem=message)
+
+    expected, missing = materials_of(item, {m["code"] for m in body["materials"] if isinstance(m, dict)
+                                            and isinstance(m.get("code"), str) and m.get("received") is True})
+    if body["materials"] != expected:
+        raise RuleError(N_("The materials list differs from the one catalogue version %(version)s gives "
+                           "for item %(code)s."), version=version, code=code)
+    if body["missing"] != missing:
+        raise RuleError(N_("The list of missing materials does not match the materials received."))
+    problems = decision_errors(kind, missing, body["reason"])
+    if problems:
+        raise RuleError(next(iter(problems.values())))
+
+    _check_scans(body, item)
+    if kind == "application.accepted":
+        limit = body.get("time_limit_days")
+        if type(limit) is not int or limit != item["time_limit_days"]:
+            raise RuleError(N_("The time limit %(got)s differs from the item's %(want)s working days."),
+                            got=str(limit), want=item["time_limit_days"])
+        promised = body.get("promised_date")
+        day = _day(promised) if isinstance(promised, str) else None
+        if day is None:
+            raise RuleError(N_("An acceptance needs a promised date as YYYY-MM-DD."))
+        if day < accepted_on:
+            raise RuleError(N_("The promised date %(date)s is before the acceptance date."), date=promised)
+    return item
+
+
+def _check_scans(body: dict[str, Any], item: dict[str, Any]) -> None:
+    if "scans" not in body:
+        return
+    scans = body["scans"]
+    if not isinstance(scans, list):
+        raise RuleError(N_("The application's field %(field)s has the wrong type."), field="scans")
+    materials = {m["code"] for m in item.get("materials", [])}
+    for n, scan in enumerate(scans, 1):
+        if not isinstance(scan, dict):
+            raise RuleError(N_("Scan %(n)s is not an object."), n=n)
+        sha, size, name = scan.get("sha256"), scan.get("size"), scan.get("name")
+        if not isinstance(sha, str) or not SHA256.fullmatch(sha):
+            raise RuleError(N_("Scan %(n)s: its SHA-256 is not 64 lowercase hex characters."), n=n)
+        if type(size) is not int or not 0 < size <= MAX_SCAN_BYTES:
+            raise RuleError(N_("Scan %(n)s: its size must be a whole number of bytes, at most 4 MiB."), n=n)
+        if not isinstance(name, str) or not 0 < len(name) <= 255:
+            raise RuleError(N_("Scan %(n)s: its file name is missing or too long."), n=n)
+        if scan.get("mime") not in SCAN_MIMES:
+            raise RuleError(N_("Scan %(n)s: only JPEG images and PDF files are taken."), n=n)
+        if scan.get("material") not in materials:
+            raise RuleError(N_("Scan %(n)s is attached to a material this item does not ask for."), n=n)
+
+
+def check_hand_out(body: Any) -> str:
+    """The shape of a hand-out body; returns the case id it names."""
+    if not isinstance(body, dict):
+        raise RuleError(N_("The hand-out is not an object."))
+    case_id = body.get("id")
+    if not isinstance(case_id, str) or not UUID4.fullmatch(case_id):
+        raise RuleError(N_("The hand-out does not name a case id."))
+    if not isinstance(body.get("by"), str) or not body["by"].strip():
+        raise RuleError(N_("The hand-out does not name who handed out the result."))
+    at = body.get("at")
+    if not isinstance(at, str) or not LOCAL_TIME.fullmatch(at):
+        raise RuleError(N_("The hand-out's time is not of the form YYYY-MM-DDTHH:MM:SS+08:00."))
+    if body.get("identity_checked") is not True:
+        raise RuleError(N_("A result may be handed out only after checking the citizen's identity."))
+    return case_id
