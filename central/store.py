@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+from crypto.keys import private_dir, private_file
 from sync import inbox, schema
 
 SCHEMA = (
@@ -50,6 +51,8 @@ STATION_COLS = ("code", "name", "level", "status", "sign_key", "enc_key", "enrol
 
 class Store:
     def __init__(self, path: Path) -> None:
+        private_dir(path.parent)        # DATA: 0700, whatever the umask
+        private_file(path)              # 0600 before SQLite opens it; its -wal and -shm get the same mode
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
             self.conn.execute(f"PRAGMA {pragma}")
@@ -58,6 +61,9 @@ class Store:
             schema.create(db)
             for sql in SCHEMA:
                 db.execute(sql)
+        for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if side.exists():           # made by an older version, say
+                side.chmod(0o600)
 
     def close(self) -> None:
         self.conn.close()

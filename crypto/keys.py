@@ -27,6 +27,32 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def private_dir(folder: Path) -> Path:
+    """Make ``folder`` (and any missing parent) a directory only its owner can enter (0700),
+    whatever the umask; an existing ``folder`` is tightened to 0700."""
+    missing = []
+    p = folder
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        os.chmod(d, 0o700)
+    os.chmod(folder, 0o700)
+    return folder
+
+
+def private_file(path: Path) -> Path:
+    """Make sure ``path`` exists and only its owner can read or write it (0600), whatever the
+    umask: a new file is created with that mode (never a moment readable by others)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+    return path
+
+
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
@@ -100,8 +126,7 @@ class Identity:
 
     def save(self, folder: Path) -> None:
         """Write both keys as PEM files with mode 0600; refuse to overwrite existing keys."""
-        folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
+        private_dir(folder)
         for name, key in (("sign.pem", self.sign_key), ("enc.pem", self.enc_key)):
             pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())

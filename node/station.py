@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from crypto.keys import Identity
+from crypto.keys import Identity, private_dir
 from node import cases
 from node.store import Store
 from crypto import envelope
@@ -118,7 +118,7 @@ class Station:
         """Write the scan sealed to the county (unreadable at the station); return its sealed size."""
         path = self.blob_dir / f"{scan.sha256}.sealed"
         if not path.exists():
-            self.blob_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.blob_dir)          # 0700, whatever the umask
             data = envelope.seal_blob(scan.data, recipient=self.county.keys, digest=scan.sha256)
             tmp = path.with_suffix(".tmp")
             with open(tmp, "wb") as f:

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import sqlite_utils
 
 from crypto import canonical, passwords
-from crypto.keys import PublicKeys
+from crypto.keys import PublicKeys, private_dir, private_file
 from sync import log, schema
 from sync.client import SKEW_LIMIT_S
 from sync.log import Event
@@ -42,6 +42,8 @@ TABLES = {
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
+        private_dir(path.parent)        # DATA: 0700, whatever the umask
+        private_file(path)              # 0600 before SQLite opens it; its -wal and -shm get the same mode
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000", "foreign_keys=ON"):
             self.conn.execute(f"PRAGMA {pragma}")
@@ -52,6 +54,9 @@ class Store:
             for name, (columns, pk) in TABLES.items():
                 self.db[name].create(columns, pk=pk, if_not_exists=True)
             self.db["applications"].create_index(["status"], if_not_exists=True)
+        for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if side.exists():           # made by an older version, say
+                side.chmod(0o600)
 
     def close(self) -> None:
         self.conn.close()

@@ -20,7 +20,7 @@ from typing import Callable
 import httpx
 import tenacity
 
-from crypto.keys import Identity, PublicKeys, b64, unb64, verify
+from crypto.keys import Identity, PublicKeys, b64, private_dir, unb64, verify
 from sync.errors import Rejected, Retryable, SyncError
 
 BLOB_PATH = "/sync/v1/blobs/"
@@ -69,7 +69,7 @@ def append(folder: Path, sha: str, offset: int, chunk: bytes, total: int) -> int
     """Append ``chunk`` at ``offset``; return the new offset. Raises OffsetMismatch if the
     offset is not the one held. When ``total`` is reached the part file is left for the caller
     to verify and ``complete``."""
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)                     # 0700, whatever the umask
     done, part = _paths(folder, sha)
     have = held(folder, sha)
     if done.exists() or offset != have:

@@ -7,6 +7,7 @@ beside the templates it renders.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -112,8 +113,13 @@ def error_handler(json_prefixes: tuple[str, ...]) -> Callable[[Request, Exceptio
 
 
 def session_secret(path: Path) -> str:
-    """The key that signs session cookies, made on first use (mode 0600)."""
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
+    """The key that signs session cookies, made on first use: mode 0600 from its first byte,
+    whatever the umask (an existing one is tightened to 0600)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
         path.chmod(0o600)
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
