@@ -253,7 +253,8 @@ class County:
     def answer(self, blob: bytes) -> bytes:
         with self.store.transaction() as db:
             sealed, summary = exchange.answer_push(db, blob, me=self.me, county_name=self.name,
-                                                   station_keys=self.station_keys, apply=self.apply_up)
+                                                   station_keys=self.station_keys, apply=self.apply_up_recovering,
+                                                   take_back=self.reproject_down)
             now = log.utcnow()
             skew = clock_skew(summary.get("station_time"), now)
             self.store.update_station(db, summary["station"], last_contact=now, clock_skew_s=skew,
@@ -272,12 +273,53 @@ class County:
         for blob in pushes.envelopes:
             with self.store.transaction() as db:
                 sealed, summary = exchange.answer_push(db, blob, me=self.me, county_name=self.name,
-                                                       station_keys=self.station_keys, apply=self.apply_up)
+                                                       station_keys=self.station_keys, apply=self.apply_up_recovering,
+                                                       take_back=self.reproject_down)
             answers.append(sealed)
             stored += summary["stored"]
             stations.add(summary["station"])
         bundle.write(answer_to, answers, kind="answer", in_reply_to=pushes.id)
         return {"stations": sorted(stations), "stored": stored, "answers": len(answers), "answer_file": str(answer_to)}
+
+    # recovery after a restore from an old backup -----------------------------------------------
+    def reproject_down(self, db: Any, ev: Event) -> None:
+        """Re-project one of the county's own downstream events that a station gave back after the
+        county was restored from an old backup: the catalogue version, the decision. A decision on
+        a case the county has not got back yet waits for it (``recovery_pending``)."""
+        b, station = ev.body, ev.stream.split("/", 1)[1]
+        if ev.kind == "catalog.published":
+            self.store.restore_catalog(db, int(b["catalog"]["version"]), ev.at, canonical.dumps(b["catalog"]).decode())
+        elif ev.kind == "case.decided":
+            case = self.store.case(b["id"], db)
+            if case is None:
+                self.store.add_pending_decision(db, station, b["id"], canonical.dumps(b).decode())
+            else:
+                self._restore_decision(db, case, b)
+        else:
+            raise ValueError(f"unknown event kind {ev.kind!r}")
+
+    def _restore_decision(self, db: Any, case: dict[str, Any], b: dict[str, Any]) -> None:
+        if case["decision"] == b["decision"] and case["decided_at"] == b.get("at"):
+            return
+        if case["status"] != "received":
+            raise ValueError(f"case {case['id']} was decided again after the restore; a person must look")
+        self.store.update_case(db, case["id"], status=DECISIONS[b["decision"]], decision=b["decision"],
+                               decision_note=b.get("note", ""), decided_by=b.get("by", ""), decided_at=b.get("at"))
+
+    def apply_up_recovering(self, db: Any, ev: Event) -> None:
+        """``apply_up``, plus the decisions given back before their case came back (a restore)."""
+        case_id = ev.body.get("id") if isinstance(ev.body, dict) else None
+        if ev.kind == "application.handed_out" and isinstance(case_id, str):
+            self._apply_pending(db, case_id)
+        self.apply_up(db, ev)
+        if ev.kind != "application.handed_out" and isinstance(case_id, str):
+            self._apply_pending(db, case_id)
+
+    def _apply_pending(self, db: Any, case_id: str) -> None:
+        body = self.store.take_pending_decision(db, case_id)
+        case = self.store.case(case_id, db) if body else None
+        if body and case:
+            self._restore_decision(db, case, json.loads(body))
 
     def apply_up(self, db: Any, ev: Event) -> None:
         """Project one station event into cases (inside the sync transaction).

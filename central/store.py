@@ -37,6 +37,9 @@ SCHEMA = (
         case_id TEXT NOT NULL, sha256 TEXT NOT NULL, station TEXT NOT NULL, material TEXT NOT NULL,
         name TEXT NOT NULL, mime TEXT NOT NULL, size BIGINT NOT NULL, received_at TEXT,
         PRIMARY KEY (case_id, sha256))""",
+    # Decisions a station gave back after a county restore, waiting for their case to come back too.
+    """CREATE TABLE IF NOT EXISTS recovery_pending (
+        case_id TEXT PRIMARY KEY, station TEXT NOT NULL, body TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS scans_by_hash ON scans (station, sha256)""",
     """CREATE INDEX IF NOT EXISTS cases_queue ON cases (department, status)""",
     """CREATE INDEX IF NOT EXISTS cases_station ON cases (station, status)""",
@@ -144,6 +147,28 @@ class Store:
     def insert_catalog(self, db: Any, version: int, published_at: str, body: str) -> None:
         db.execute("INSERT INTO catalog_versions (version, published_at, body) VALUES (?, ?, ?)",
                    (version, published_at, body))
+
+    def restore_catalog(self, db: Any, version: int, published_at: str, body: str) -> None:
+        """Put back a catalogue version a station gave back after a restore (no-op if held)."""
+        db.execute("INSERT INTO catalog_versions (version, published_at, body) VALUES (?, ?, ?)"
+                   " ON CONFLICT (version) DO NOTHING", (version, published_at, body))
+
+    # recovery ----------------------------------------------------------------
+    def add_pending_decision(self, db: Any, station: str, case_id: str, body: str) -> None:
+        db.execute("INSERT INTO recovery_pending (case_id, station, body) VALUES (?, ?, ?)"
+                   " ON CONFLICT (case_id) DO UPDATE SET body = excluded.body", (case_id, station, body))
+
+    def take_pending_decision(self, db: Any, case_id: str) -> str | None:
+        row = db.execute("SELECT body FROM recovery_pending WHERE case_id = ?", (case_id,)).fetchone()
+        if row:
+            db.execute("DELETE FROM recovery_pending WHERE case_id = ?", (case_id,))
+        return str(row[0]) if row else None
+
+    def recoveries(self) -> list[dict[str, Any]]:
+        """What stations gave back or re-sequenced after a restore or a replacement, newest first."""
+        cols = ("stream", "at", "what", "first", "last")
+        return [dict(zip(cols, r)) for r in
+                self._all(f"SELECT {', '.join(cols)} FROM _sync_recoveries ORDER BY at DESC LIMIT 100")]
 
     def latest_catalog(self, db: Any | None = None) -> tuple[int, str] | None:
         sql = "SELECT version, body FROM catalog_versions ORDER BY version DESC LIMIT 1"
