@@ -93,6 +93,13 @@ def _node(args: argparse.Namespace) -> int:
         if args.cmd == "user":
             token = station.store.add_user(args.username, args.name or args.username, args.password)
             print(f"agent {args.username} saved. API token: {token}")
+        elif args.cmd == "set-central":
+            try:
+                before = station.set_central(args.url)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"county address changed from {before} to {args.url}; the next sync uses it")
         elif args.cmd in ("export", "import"):
             try:
                 out = station.export(Path(args.to)) if args.cmd == "export" else station.import_answers(Path(args.path))
@@ -163,6 +170,9 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--host", default="127.0.0.1")
     x.add_argument("--port", type=int, default=8701)
     x.add_argument("--sync-interval", type=float, default=15.0)
+    x = n.add_parser("set-central", help="change the county centre's address (same county, same keys)")
+    x.add_argument("url", help="the county centre's new URL, e.g. https://county.example:8700")
+    x.add_argument("--data", required=True)
     x = n.add_parser("sync", help="sync with the county now")
     x.add_argument("--data", required=True)
     x = n.add_parser("export", help="write what waits to go up to a file, for a USB stick")

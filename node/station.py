@@ -247,6 +247,20 @@ class Station:
             received += got.received
         return {"acked": acked, "received": received, "state": self.sync_state()}
 
+    def set_central(self, url: str) -> str:
+        """Change the county's address (it moved; same county, same keys); return the old one.
+        Raises ValueError for anything but an http(s) URL with a host."""
+        parsed = httpx.URL(url) if isinstance(url, str) and url.strip() == url and url else None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host or parsed.query \
+                or parsed.fragment:
+            raise ValueError(f"{url!r} is not an http:// or https:// address of the county centre")
+        before = str(self.store.meta("county_url"))
+        with self.store.transaction() as db:
+            self.store.set_meta(db, "county_url", url.rstrip("/"))
+        self.county = client.Peer(url=url.rstrip("/"), name=self.county.name, keys=self.county.keys)
+        logger.warning("county address changed from %s to %s", before, url)
+        return before
+
     def sync_state(self) -> dict[str, Any]:
         return self.store.sync_state(log.up(self.code), log.down(self.code))
 

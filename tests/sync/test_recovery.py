@@ -276,3 +276,32 @@ def test_a_county_restored_from_an_old_backup_gets_everything_back_by_itself(pai
         assert [r["what"] for r in county.store.recoveries()] == ["down_returned"]
     finally:
         county.store.close()
+
+
+# 6. the county moved ------------------------------------------------------------------------------
+
+def test_set_central_changes_the_county_address_and_refuses_a_bad_one(pair):
+    import subprocess
+    import sys
+    county, st, _ = pair
+    data = str(st.settings.data)
+    st.store.close()
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "deploy.cli", "node", *args], capture_output=True, text=True,
+                              timeout=60)
+    bad = cli("set-central", "ftp://county.example", "--data", data)
+    assert bad.returncode == 2 and "not an http:// or https:// address" in bad.stderr
+    again = Station(NodeSettings(data=st.settings.data))
+    take(again, 1)
+    again.store.close()
+    with serve(central_app(county.settings)) as url:
+        done = cli("set-central", url + "/", "--data", data)
+        assert done.returncode == 0, done.stderr
+        moved = Station(NodeSettings(data=st.settings.data))
+        try:
+            assert moved.county.url == url
+            moved.sync()
+            assert moved.sync_state()["up_waiting"] == 0
+        finally:
+            moved.store.close()
