@@ -305,3 +305,25 @@ def test_set_central_changes_the_county_address_and_refuses_a_bad_one(pair):
             assert moved.sync_state()["up_waiting"] == 0
         finally:
             moved.store.close()
+
+
+# 4. a receipt number never names two applications --------------------------------------------------
+
+def test_a_station_restored_from_a_backup_never_reissues_a_receipt_number(pair):
+    county, st, root = pair
+    take(st, 1)
+    st.store.close()
+    copy_db(st.settings.data, root / "station-backup")
+    st = Station(NodeSettings(data=st.settings.data))
+    lost = take(st, 2)                                   # given to citizens, then the disk dies
+    st.store.close()
+    copy_db(root / "station-backup", st.settings.data)
+    st = Station(NodeSettings(data=st.settings.data))
+    try:
+        again = take(st, 2)                              # the restored station goes on taking applications
+        issued = [a["receipt_no"] for a in lost + again]
+        assert len(set(issued)) == 4, issued
+        assert all(r.startswith("S1-") and len(r.split("-")[2]) == 8 for r in issued)
+        assert [a["receipt_no"] for a in again] == sorted(a["receipt_no"] for a in again)
+    finally:
+        st.store.close()
