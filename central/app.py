@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from central import views
 from central.county import County, Settings
 from templates import static_dir
-from templates.web import error_handler, session_routes, session_secret
+from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
 ROUTES = [
     Route("/sync/v1/exchange", views.sync_exchange, methods=["POST"]),
@@ -24,7 +24,7 @@ ROUTES = [
     Route("/sync/v1/blobs/{sha}", views.scan_patch, methods=["PATCH"]),
     Route("/enroll/v2/county", views.enroll_county),
     Route("/enroll/v2", views.enroll, methods=["POST"]),
-    *session_routes("login.html", views.authenticate),
+    *session_routes("login.html", views.authenticate, accounts=views.accounts),
     Route("/", views.queue), Route("/cases/{id}", views.case_page),
     Route("/cases/{id}/decision", views.decide_page, methods=["POST"]),
     Route("/cases/{id}/scans/{sha}", views.scan_view),
@@ -46,8 +46,9 @@ def create_app(settings: Settings) -> Starlette:
             county.store.close()
 
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: error_handler(("/api/", "/sync/", "/enroll/"))},
-                    middleware=[Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
-                                           session_cookie="lastmile_central", same_site="strict")])
+                    middleware=[Middleware(SecureCookies), Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
+                                           session_cookie="lastmile_central", same_site="strict"),
+                                Middleware(SessionGuard, accounts=views.accounts)])
     app.state.county = county
     app.state.sync_slots = threading.BoundedSemaphore(settings.max_concurrent_syncs)
     return app

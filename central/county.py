@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central import permissions
 from central.store import Store
 from crypto import canonical, passwords
 from crypto.keys import Identity, PublicKeys
@@ -431,7 +432,7 @@ class County:
             case = self.store.case(case_id, db)
             if case is None:
                 raise CountyError(404, "not_found", N_("No such case."))
-            if user["role"] != "supervisor" and user["department"] != case["department"]:
+            if not permissions.may_decide(user, case):
                 raise CountyError(403, "other_department", N_("This case belongs to another department."))
             if case["status"] != "received":
                 raise CountyError(409, "not_open", N_("This case has already been decided."))
@@ -470,24 +471,78 @@ class County:
 
     # users ---------------------------------------------------------------------
     def add_user(self, username: str, name: str, password: str, role: str, department: str | None) -> str:
-        if role not in ("clerk", "supervisor"):
+        """Add or replace a staff account; return its API token. A clerk needs a department of the
+        catalogue; a supervisor has none. Replacing an account ends its sessions."""
+        if role not in permissions.ROLES:
             raise CountyError(400, "bad_role", N_("role must be clerk or supervisor"))
+        if not username or len(username) > 64 or not username.isprintable() or username != username.strip():
+            raise CountyError(400, "bad_username", N_("A user name is 1-64 printable characters."))
+        if role == "clerk":
+            known = {d["code"] for d in self.catalog().get("departments", [])}
+            if department not in known:
+                raise CountyError(400, "unknown_department",
+                                  N_("A clerk needs the code of a department in the published catalogue."))
+        else:
+            department = None
+        self._check_password(username, password)
         token = passwords.new_token()
         with self.store.transaction() as db:
             self.store.upsert_user(db, {"username": username, "name": name, "password": passwords.hash_password(password),
                                         "token_hash": passwords.token_hash(token), "role": role,
-                                        "department": department, "created_at": log.utcnow()})
+                                        "department": department, "created_at": log.utcnow(),
+                                        "session_key": passwords.new_session_key()})
         return token
 
+    @staticmethod
+    def _check_password(username: str, password: str) -> None:
+        try:
+            passwords.check_strength(password, username)
+        except passwords.WeakPassword as exc:
+            raise CountyError(422, "weak_password", str(exc)) from exc
+
+    def set_password(self, username: str, password: str) -> None:
+        """Change a password; every session of the account ends (its API token stays)."""
+        self._check_password(username, password)
+        hashed = passwords.hash_password(password)
+        with self.store.transaction() as db:
+            if not self.store.update_user(db, username, password=hashed, session_key=passwords.new_session_key()):
+                raise CountyError(404, "unknown_user", N_("No such user."))
+        logger.info("password of %s changed; its sessions ended", username)
+
+    def end_sessions(self, username: str) -> None:
+        """Log the account out everywhere: every session cookie of it stops working."""
+        with self.store.transaction() as db:
+            self.store.update_user(db, username, session_key=passwords.new_session_key())
+
     def login(self, username: str, password: str) -> dict[str, Any] | None:
+        """The user (with its ``session_key``) if the password is right; an old kind of hash is
+        replaced by an argon2id one on the way."""
         u = self.store.user("username", username)
-        if u and passwords.check_password(password, u.pop("password")):
-            return u
-        return None
+        if u is None:
+            passwords.spend_time(password)
+            return None
+        stored = u.pop("password")
+        if not passwords.check_password(password, stored):
+            return None
+        if passwords.needs_rehash(stored) or not u["session_key"]:
+            u["session_key"] = u["session_key"] or passwords.new_session_key()
+            with self.store.transaction() as db:
+                self.store.update_user(db, username, password=passwords.hash_password(password),
+                                       session_key=u["session_key"])
+            logger.info("password hash of %s upgraded to argon2id", username)
+        return u
+
+    def session_user(self, username: str) -> dict[str, Any] | None:
+        """The account as it is now, for checking a session on each request."""
+        u = self.store.user("username", username)
+        if u:
+            u.pop("password")
+        return u
 
     def user_by_token(self, token: str) -> dict[str, Any] | None:
         u = self.store.user("token_hash", passwords.token_hash(token))
         if u:
             u.pop("password")
+            u.pop("session_key")
         return u
 

@@ -24,7 +24,7 @@ SCHEMA = (
         last_contact TEXT, clock_skew_s INTEGER, up_waiting INTEGER, created_at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS users (
         username TEXT PRIMARY KEY, name TEXT NOT NULL, password TEXT NOT NULL, token_hash TEXT NOT NULL,
-        role TEXT NOT NULL, department TEXT, created_at TEXT NOT NULL)""",
+        role TEXT NOT NULL, department TEXT, created_at TEXT NOT NULL, session_key TEXT)""",
     """CREATE TABLE IF NOT EXISTS catalog_versions (
         version INTEGER PRIMARY KEY, published_at TEXT NOT NULL, body TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS cases (
@@ -64,6 +64,7 @@ class Store:
             schema.create(db)
             for sql in SCHEMA:
                 db.execute(sql)
+            self._upgrade_users(db)
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say
                 side.chmod(0o600)
@@ -132,16 +133,30 @@ class Store:
         return {r[0]: {"high": int(r[1]), "acked": int(r[2])} for r in rows}
 
     # users -------------------------------------------------------------------
+    USER_COLS = ("username", "name", "password", "role", "department", "session_key")
+
+    def _upgrade_users(self, db: Any) -> None:
+        """Databases made before sessions could be ended lack ``session_key``: add it."""
+        cols = [r[1] for r in db.execute("PRAGMA table_info(users)").fetchall()]
+        if "session_key" not in cols:
+            db.execute("ALTER TABLE users ADD COLUMN session_key TEXT")
+
     def upsert_user(self, db: Any, row: dict[str, Any]) -> None:
         db.execute("DELETE FROM users WHERE username = ?", (row["username"],))
-        db.execute("INSERT INTO users (username, name, password, token_hash, role, department, created_at)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?)", (row["username"], row["name"], row["password"], row["token_hash"],
-                                                     row["role"], row["department"], row["created_at"]))
+        db.execute("INSERT INTO users (username, name, password, token_hash, role, department, created_at, session_key)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (row["username"], row["name"], row["password"], row["token_hash"],
+                                                        row["role"], row["department"], row["created_at"],
+                                                        row["session_key"]))
 
     def user(self, column: str, value: str) -> dict[str, Any] | None:
         assert column in ("username", "token_hash")
-        rows = self._all(f"SELECT username, name, password, role, department FROM users WHERE {column} = ?", (value,))
-        return dict(zip(("username", "name", "password", "role", "department"), rows[0])) if rows else None
+        rows = self._all(f"SELECT {', '.join(self.USER_COLS)} FROM users WHERE {column} = ?", (value,))
+        return dict(zip(self.USER_COLS, rows[0])) if rows else None
+
+    def update_user(self, db: Any, username: str, **values: Any) -> bool:
+        assert set(values) <= {"password", "session_key"}
+        sets = ", ".join(f"{k} = ?" for k in values)
+        return bool(db.execute(f"UPDATE users SET {sets} WHERE username = ?", (*values.values(), username)).rowcount)
 
     # catalogue ---------------------------------------------------------------
     def insert_catalog(self, db: Any, version: int, published_at: str, body: str) -> None:
@@ -197,14 +212,31 @@ class Store:
 
     def cases(self, *, department: str | None = None, station: str | None = None, status: str | None = None,
               limit: int = 200) -> list[dict[str, Any]]:
+        """The first ``limit`` matching cases, oldest received first (for tools and tests)."""
+        return self.cases_page(department=department, station=station, status=status, limit=limit)[0]
+
+    def cases_page(self, *, department: str | None = None, departments: frozenset[str] | None = None,
+                   station: str | None = None, status: str | None = None, limit: int = 50,
+                   offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """One page of the matching cases, oldest received first, and how many match in all.
+
+        ``departments`` (when not None) narrows to those departments: what a clerk may read.
+        The order (received_at, station, seq) is total, so pages never overlap or skip."""
         where, params = [], []
         for col, val in (("department", department), ("station", station), ("status", status)):
             if val:
                 where.append(f"{col} = ?")
                 params.append(val)
-        sql = (f"SELECT {', '.join(CASE_COLS)} FROM cases" + (" WHERE " + " AND ".join(where) if where else "")
-               + " ORDER BY received_at LIMIT ?")
-        return [dict(zip(CASE_COLS, r)) for r in self._all(sql, (*params, limit))]
+        if departments is not None:
+            where.append(f"department IN ({', '.join('?' for _ in departments) or 'NULL'})")
+            params.extend(sorted(departments))
+        cond = " WHERE " + " AND ".join(where) if where else ""
+        with self.lock:
+            total = int(self.conn.execute(f"SELECT count(*) FROM cases{cond}", params).fetchone()[0])
+            rows = self.conn.execute(f"SELECT {', '.join(CASE_COLS)} FROM cases{cond}"
+                                     " ORDER BY received_at, station, seq LIMIT ? OFFSET ?",
+                                     (*params, limit, offset)).fetchall()
+        return [dict(zip(CASE_COLS, r)) for r in rows], total
 
     # scans -------------------------------------------------------------------
     def insert_scan(self, db: Any, row: dict[str, Any]) -> None:

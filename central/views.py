@@ -6,12 +6,14 @@ import json
 import logging
 import random
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from central import permissions
 from central.county import County, CountyError
 from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
@@ -185,26 +187,60 @@ def authenticate(request: Request, username: str, password: str) -> dict[str, An
     return county(request).login(username, password)
 
 
+def accounts(request: Request) -> County:
+    """Where the session plumbing looks up accounts and ends their sessions."""
+    return county(request)
+
+
 def departments(c: County) -> dict[str, dict[str, str]]:
     return {d["code"]: d for d in c.catalog().get("departments", [])}
+
+
+CASE_STATUSES = ("received", "correction_notice", "refused", "approved", "rejected", "correction_requested",
+                 "handed_out")
+QUEUE_PAGE = 50                   # cases per page of the queue
+API_LIMIT, API_MAX_LIMIT = 50, 500
+
+
+def readable_case(c: County, user: dict[str, Any], case_id: str) -> dict[str, Any]:
+    """The case, if it exists (404) and ``user`` may read it (403). Blocking: call in a thread."""
+    case = c.store.case(case_id)
+    if case is None:
+        raise HTTPException(404, N_("No such case."))
+    return permissions.check_read(user, case)
 
 
 async def queue(request: Request) -> Response:
     user = clerk(request)
     c = county(request)
-    dept = user["department"] if user["role"] != "supervisor" else (request.query_params.get("department") or None)
-    status = request.query_params.get("status", "received")
-    cases = c.store.cases(department=dept, status=status or None)
+    q = request.query_params
+    dept = q.get("department") or None
+    permissions.check_department_filter(user, dept)
+    if not permissions.is_supervisor(user):
+        dept = user["department"]
+    status = q.get("status", "received")
+    offset_text = q.get("offset", "0")
+    if not offset_text.isdigit() or len(offset_text) > 9:
+        raise HTTPException(422, N_("This list has no such page."))
+    offset = int(offset_text)
+    cases, total = await run_in_threadpool(
+        c.store.cases_page, department=dept, departments=permissions.visible_departments(user),
+        status=status or None, limit=QUEUE_PAGE, offset=offset)
+    if offset and offset >= total:
+        raise HTTPException(404, N_("This list has no such page."))
+    page_link = {"status": status, **({"department": dept} if permissions.is_supervisor(user) and dept else {})}
     return render(request, "central/queue.html", cases=cases, status=status, department=dept,
-                  departments=departments(c), flash=request.query_params.get("m"))
+                  departments=await run_in_threadpool(departments, c), flash=q.get("m"), total=total,
+                  first=offset + 1, last=offset + len(cases),
+                  prev_url=("/?" + urlencode({**page_link, "offset": max(0, offset - QUEUE_PAGE)})) if offset else None,
+                  next_url=("/?" + urlencode({**page_link, "offset": offset + QUEUE_PAGE}))
+                  if offset + QUEUE_PAGE < total else None)
 
 
 async def case_page(request: Request) -> Response:
-    clerk(request)
+    user = clerk(request)
     c = county(request)
-    case = c.store.case(request.path_params["id"])
-    if case is None:
-        raise HTTPException(404, N_("No such case."))
+    case = await run_in_threadpool(readable_case, c, user, request.path_params["id"])
     return await render_case(request, c, case)
 
 
@@ -231,9 +267,9 @@ def catalog_item(c: County, code: str) -> dict[str, Any]:
 
 
 async def scan_view(request: Request) -> Response:
-    clerk(request)
+    user = clerk(request)
     c = county(request)
-    case = c.store.case(request.path_params["id"])
+    case = await run_in_threadpool(readable_case, c, user, request.path_params["id"])
     found = await run_in_threadpool(c.scan_bytes, case, request.path_params["sha"]) if case else None
     if found is None:
         raise HTTPException(404, N_("This scan has not arrived yet."))
@@ -251,9 +287,7 @@ async def decide_page(request: Request) -> Response:
         await run_in_threadpool(c.decide, request.path_params["id"], str(form.get("decision", "")),
                                 str(form.get("note", "")), user)
     except CountyError as exc:
-        case = c.store.case(request.path_params["id"])
-        if case is None:
-            raise HTTPException(404, N_("No such case.")) from exc
+        case = await run_in_threadpool(readable_case, c, user, request.path_params["id"])
         return await render_case(request, c, case, exc.status, gettext_for(locale_of(request))(str(exc)))
     return RedirectResponse("/?m=decided", 303)
 
@@ -288,21 +322,54 @@ def case_json(c: County, case: dict[str, Any]) -> dict[str, Any]:
             "scans_missing": missing}
 
 
+def _whole(text: str | None, default: int, low: int, high: int) -> int | None:
+    """A query parameter as a whole number in [low, high]; None if it is not one."""
+    if text is None:
+        return default
+    if not text.isdigit() or len(text) > 9 or not low <= int(text) <= high:
+        return None
+    return int(text)
+
+
 async def api_cases(request: Request) -> Response:
-    api_user(request)
+    user = api_user(request)
     c = county(request)
     q = request.query_params
-    cases = c.store.cases(station=q.get("station"), status=q.get("status"), department=q.get("department"))
-    return JSONResponse({"cases": [case_json(c, x) for x in cases]})
+    limit = _whole(q.get("limit"), API_LIMIT, 1, API_MAX_LIMIT)
+    offset = _whole(q.get("offset"), 0, 0, 10**9)
+    details = {**({"limit": f"a whole number from 1 to {API_MAX_LIMIT}"} if limit is None else {}),
+               **({"offset": "a whole number, 0 or more"} if offset is None else {}),
+               **({"page": "not supported: use offset"} if "page" in q else {}),
+               **({"status": f"one of {', '.join(CASE_STATUSES)}"} if q.get("status") not in (None, "", *CASE_STATUSES)
+                  else {})}
+    if details:
+        logger.info("case list refused for %s: %s", user["username"], details)
+        return api_error(422, "invalid", "Bad list parameters: " + "; ".join(f"{k}: {v}" for k, v in details.items()),
+                         details)
+    assert limit is not None and offset is not None
+    permissions.check_department_filter(user, q.get("department"))
+
+    def page() -> tuple[list[dict[str, Any]], int]:
+        rows, total = c.store.cases_page(station=q.get("station"), status=q.get("status"),
+                                         department=q.get("department"),
+                                         departments=permissions.visible_departments(user), limit=limit, offset=offset)
+        return [case_json(c, x) for x in rows], total
+    cases, total = await run_in_threadpool(page)
+    following = offset + limit if offset + limit < total else None
+    return JSONResponse({"cases": cases, "total": total, "offset": offset, "limit": limit,
+                         "next_offset": following,
+                         "next": None if following is None else
+                         f"{request.url.path}?{urlencode({**q, 'offset': following, 'limit': limit})}"})
 
 
 async def api_case(request: Request) -> Response:
-    api_user(request)
+    user = api_user(request)
     c = county(request)
-    case = c.store.case(request.path_params["id"])
-    if case is None:
-        return api_error(404, "not_found", "No such case.")
-    return JSONResponse({**case_json(c, case), "application": c.signed_application(case)[0]})
+
+    def one() -> dict[str, Any]:
+        case = readable_case(c, user, request.path_params["id"])
+        return {**case_json(c, case), "application": c.signed_application(case)[0]}
+    return JSONResponse(await run_in_threadpool(one))
 
 
 async def api_decide(request: Request) -> Response:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 DEMO_CATALOG = Path(__file__).resolve().parent.parent / "central" / "catalog_demo.json"
 
@@ -44,8 +47,17 @@ def _central(args: argparse.Namespace) -> int:
         elif args.cmd == "station" and args.action == "revoke":
             county.revoke(args.code)
             print(f"station {args.code} revoked; its syncs are now refused")
+        elif args.cmd == "user" and args.action == "passwd":
+            county.set_password(args.username, read_password(args))
+            print(f"password of {args.username} changed; every session of it has ended")
         elif args.cmd == "user":
-            token = county.add_user(args.username, args.name or args.username, args.password, args.role, args.department)
+            if args.role == "clerk" and not args.department:
+                known = ", ".join(d["code"] for d in county.catalog().get("departments", []))
+                print(f"error: a clerk needs --department, one of: {known or '(publish the catalogue first)'}",
+                      file=sys.stderr)
+                return 2
+            token = county.add_user(args.username, args.name or args.username, read_password(args), args.role,
+                                    args.department)
             print(f"user {args.username} saved. API token: {token}")
         elif args.cmd == "import":
             src = Path(args.path)
@@ -91,8 +103,16 @@ def _node(args: argparse.Namespace) -> int:
     station = Station(settings)
     try:
         if args.cmd == "user":
-            token = station.store.add_user(args.username, args.name or args.username, args.password)
-            print(f"agent {args.username} saved. API token: {token}")
+            try:
+                if args.action == "passwd":
+                    station.store.set_password(args.username, read_password(args))
+                    print(f"password of {args.username} changed; every session of it has ended")
+                else:
+                    token = station.store.add_user(args.username, args.name or args.username, read_password(args))
+                    print(f"agent {args.username} saved. API token: {token}")
+            except (ValueError, LookupError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
         elif args.cmd == "set-central":
             try:
                 before = station.set_central(args.url)
@@ -120,6 +140,40 @@ def _node(args: argparse.Namespace) -> int:
     return 0
 
 
+PASSWORD_ENV = "LASTMILE_PASSWORD"
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """The new password: from standard input (--password-stdin), the LASTMILE_PASSWORD variable,
+    or typed twice at a prompt. Never from the command line, where other users see it (ps)."""
+    if getattr(args, "password", None):
+        print("warning: --password shows the password to every user of this computer; "
+              "use the prompt, --password-stdin or LASTMILE_PASSWORD", file=sys.stderr)
+        return str(args.password)
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    first = getpass.getpass(f"new password for {args.username} (10+ characters): ")
+    if getpass.getpass("the same again: ") != first:
+        raise SystemExit("error: the two passwords differ; nothing changed")
+    return first
+
+
+def _user_parser(sub: Any, help_text: str, central: bool) -> None:
+    u = sub.add_parser("user", help=help_text)
+    u.add_argument("action", choices=["add", "passwd"], help="add (or replace) an account, or change its password; "
+                                                               "either ends every session of the account")
+    u.add_argument("--data", required=True)
+    u.add_argument("--username", required=True)
+    u.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    u.add_argument("--password", help=argparse.SUPPRESS)          # deprecated: visible to other users (ps)
+    u.add_argument("--name")
+    if central:
+        u.add_argument("--role", choices=["clerk", "supervisor"], default="clerk")
+        u.add_argument("--department", help="department code of the catalogue, required for clerks")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lastmile", description="Offline-first government services: stations and county centre")
     sub = p.add_subparsers(dest="part", required=True)
@@ -138,14 +192,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--code", required=True)
     st.add_argument("--name", default="")
     st.add_argument("--level", choices=["village", "township", "county"], default="village")
-    u = c.add_parser("user", help="add or replace a staff account")
-    u.add_argument("action", choices=["add"])
-    u.add_argument("--data", required=True)
-    u.add_argument("--username", required=True)
-    u.add_argument("--password", required=True)
-    u.add_argument("--name")
-    u.add_argument("--role", choices=["clerk", "supervisor"], default="clerk")
-    u.add_argument("--department", help="department code, for clerks")
+    _user_parser(c, "add a staff account or change its password", central=True)
     x = c.add_parser("import", help="take a station's USB bundle and write the answer bundle")
     x.add_argument("path", help="bundle written by `lastmile node export`")
     x.add_argument("--data", required=True)
@@ -181,12 +228,7 @@ def parser() -> argparse.ArgumentParser:
     x = n.add_parser("import", help="apply the county's answer bundle from a USB stick")
     x.add_argument("path")
     x.add_argument("--data", required=True)
-    u = n.add_parser("user", help="add or replace an agent account")
-    u.add_argument("action", choices=["add"])
-    u.add_argument("--data", required=True)
-    u.add_argument("--username", required=True)
-    u.add_argument("--password", required=True)
-    u.add_argument("--name")
+    _user_parser(n, "add an agent account or change its password", central=False)
 
     d = sub.add_parser("demo", help="run a county centre and two demo stations on this machine")
     d.add_argument("--data", default="data/demo")

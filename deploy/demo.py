@@ -19,7 +19,7 @@ import httpx
 
 from deploy.cli import DEMO_CATALOG
 
-PASSWORD = "demo1234"
+PASSWORD = "lastmile-demo-2026"     # the demo's logins; passes the password rules
 STATIONS = [("V001", "张村村便民服务站", "village"), ("T001", "城关镇便民服务中心", "township")]
 CLERKS = [("minzheng", "民政局 王科员", "minzheng"), ("renshe", "人社局 李科员", "renshe"),
           ("yibao", "医保局 赵科员", "yibao"), ("canlian", "残联 孙科员", "canlian"),
@@ -57,10 +57,10 @@ def setup(data: Path, central_url: str, central_proc: subprocess.Popen[bytes]) -
     from node.store import Store
 
     county = County(CentralSettings(data=data / "central"))
+    county.publish_catalog(json.loads(DEMO_CATALOG.read_text(encoding="utf-8")))   # clerks need its departments
     tokens = {"supervisor": county.add_user("supervisor", "督办 陈主任", PASSWORD, "supervisor", None)}
     for username, name, dept in CLERKS:
         tokens[username] = county.add_user(username, name, PASSWORD, "clerk", dept)
-    county.publish_catalog(json.loads(DEMO_CATALOG.read_text(encoding="utf-8")))
     codes = {code: county.add_station(code, name, level) for code, name, level in STATIONS}
     fingerprint = county.me.public.fingerprint()
     county.store.close()

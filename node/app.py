@@ -16,12 +16,13 @@ from starlette.staticfiles import StaticFiles
 from node import views
 from node.station import Settings, Station
 from templates import static_dir
-from templates.web import error_handler, session_routes, session_secret
+from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
 logger = logging.getLogger("lastmile.node")
 
 ROUTES = [
-    *session_routes("login.html", views.authenticate, lambda request: {"st": views.station(request)}),
+    *session_routes("login.html", views.authenticate, lambda request: {"st": views.station(request)},
+                    accounts=views.accounts),
     Route("/", views.home), Route("/apply/{code}", views.apply_form),
     Route("/apply/{code}", views.apply_submit, methods=["POST"]),
     Route("/applications/{id}", views.application_page), Route("/applications/{id}/document", views.document),
@@ -52,7 +53,8 @@ def create_app(settings: Settings, *, background_sync: bool = True) -> Starlette
             station.store.close()
 
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: error_handler(("/api/",))},
-                    middleware=[Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
-                                           session_cookie="lastmile_node", same_site="strict")])
+                    middleware=[Middleware(SecureCookies), Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
+                                           session_cookie="lastmile_node", same_site="strict"),
+                                Middleware(SessionGuard, accounts=views.accounts)])
     app.state.station = station
     return app

@@ -24,7 +24,8 @@ from sync.client import SKEW_LIMIT_S
 from sync.log import Event
 
 TABLES = {
-    "users": ({"username": str, "name": str, "password": str, "token_hash": str, "created_at": str},
+    "users": ({"username": str, "name": str, "password": str, "token_hash": str, "created_at": str,
+               "session_key": str},
               "username"),
     "applications": ({"id": str, "seq": int, "receipt_no": str, "kind": str, "status": str, "item_code": str,
                       "item_name": str, "department": str, "applicant_name": str, "id_number": str,
@@ -54,6 +55,7 @@ class Store:
             for name, (columns, pk) in TABLES.items():
                 self.db[name].create(columns, pk=pk, if_not_exists=True)
             self.db["applications"].create_index(["status"], if_not_exists=True)
+            self._upgrade_users()
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say
                 side.chmod(0o600)
@@ -96,24 +98,71 @@ class Store:
         return json.loads(raw) if raw else {"version": 0, "items": [], "departments": []}
 
     # users -----------------------------------------------------------------
+    def _upgrade_users(self) -> None:
+        """Databases made before sessions could be ended lack ``session_key``: add it."""
+        if "session_key" not in [r[1] for r in self.conn.execute("PRAGMA table_info(users)").fetchall()]:
+            self.conn.execute("ALTER TABLE users ADD COLUMN session_key TEXT")
+
     def add_user(self, username: str, name: str, password: str) -> str:
+        """Add or replace an agent; return its API token. Raises passwords.WeakPassword (a
+        ValueError) for a password the rules refuse, ValueError for a bad user name."""
+        if not username or len(username) > 64 or not username.isprintable() or username != username.strip():
+            raise ValueError("A user name is 1-64 printable characters.")
+        passwords.check_strength(password, username)
         token = passwords.new_token()
         with self.transaction():
             self.db["users"].upsert({"username": username, "name": name, "password": passwords.hash_password(password),
-                                     "token_hash": passwords.token_hash(token), "created_at": log.utcnow()}, pk="username")
+                                     "token_hash": passwords.token_hash(token), "created_at": log.utcnow(),
+                                     "session_key": passwords.new_session_key()}, pk="username")
         return token
 
-    def login(self, username: str, password: str) -> dict[str, Any] | None:
+    def set_password(self, username: str, password: str) -> None:
+        """Change a password; every session of the agent ends (its API token stays)."""
+        passwords.check_strength(password, username)
+        hashed = passwords.hash_password(password)
+        with self.transaction() as db:
+            if not db.execute("UPDATE users SET password = ?, session_key = ? WHERE username = ?",
+                              (hashed, passwords.new_session_key(), username)).rowcount:
+                raise LookupError(f"no agent {username!r}")
+
+    def end_sessions(self, username: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE users SET session_key = ? WHERE username = ?", (passwords.new_session_key(), username))
+
+    def _user(self, column: str, value: str) -> dict[str, Any] | None:
+        assert column in ("username", "token_hash")
         with self.lock:
-            rows = list(self.db["users"].rows_where("username = ?", [username]))
-        if rows and passwords.check_password(password, rows[0]["password"]):
-            return {"username": rows[0]["username"], "name": rows[0]["name"]}
-        return None
+            row = self.conn.execute(f"SELECT username, name, password, session_key FROM users WHERE {column} = ?",
+                                    (value,)).fetchone()
+        return dict(zip(("username", "name", "password", "session_key"), row)) if row else None
+
+    def login(self, username: str, password: str) -> dict[str, Any] | None:
+        """The agent (with its ``session_key``) if the password is right; an old kind of hash is
+        replaced by an argon2id one on the way."""
+        u = self._user("username", username)
+        if u is None:
+            passwords.spend_time(password)
+            return None
+        stored = u.pop("password")
+        if not passwords.check_password(password, stored):
+            return None
+        if passwords.needs_rehash(stored) or not u["session_key"]:
+            u["session_key"] = u["session_key"] or passwords.new_session_key()
+            with self.transaction() as db:
+                db.execute("UPDATE users SET password = ?, session_key = ? WHERE username = ?",
+                           (passwords.hash_password(password), u["session_key"], username))
+        return u
+
+    def session_user(self, username: str) -> dict[str, Any] | None:
+        """The agent as it is now, for checking a session on each request."""
+        u = self._user("username", username)
+        if u:
+            u.pop("password")
+        return u
 
     def user_by_token(self, token: str) -> dict[str, Any] | None:
-        with self.lock:
-            rows = list(self.db["users"].rows_where("token_hash = ?", [passwords.token_hash(token)]))
-        return {"username": rows[0]["username"], "name": rows[0]["name"]} if rows else None
+        u = self._user("token_hash", passwords.token_hash(token))
+        return {"username": u["username"], "name": u["name"]} if u else None
 
     # applications ----------------------------------------------------------
     def insert_application(self, db: sqlite3.Connection, ev: Event, status: str) -> None:

@@ -27,6 +27,7 @@ BLOB_PATH = "/sync/v1/blobs/"
 CONTEXT = "lastmile-blob-request/1"
 SHA = re.compile(r"[0-9a-f]{64}")
 MIN_CHUNK, START_CHUNK, MAX_CHUNK = 8 * 1024, 64 * 1024, 1024 * 1024
+MAX_SEALED = 32 * 1024 * 1024       # no sealed scan is larger (intake: images ≤ 2000 px, PDFs ≤ 4 MB)
 
 
 class OffsetMismatch(Rejected):

@@ -6,23 +6,38 @@ beside the templates it renders.
 
 from __future__ import annotations
 
+import collections
+import datetime as dt
 import logging
 import os
 import secrets
+import threading
+import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from templates import LOCALES, N_, check_csrf, gettext_for, locale_of, render
+from templates import LOCALES, N_, check_csrf, gettext_for, local_time, locale_of, render
 
 logger = logging.getLogger("lastmile.web")
 
 Authenticate = Callable[[Request, str, str], "dict[str, Any] | None"]
+
+
+class Accounts(Protocol):
+    """What the session plumbing needs of an app's user store (central's County, the node's Store)."""
+
+    def session_user(self, username: str) -> dict[str, Any] | None: ...
+    def end_sessions(self, username: str) -> None: ...
+
+
+AccountsOf = Callable[[Request], Accounts]
 
 
 def api_error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -51,9 +66,10 @@ def bearer_user(request: Request, lookup: Callable[[str], "dict[str, Any] | None
 
 
 def session_user(request: Request) -> dict[str, Any]:
-    """The logged-in user, or a redirect to the login page."""
+    """The logged-in user, or a redirect to the login page. Fails closed: only a session that
+    SessionGuard checked against the account on this request counts."""
     user = request.session.get("user")
-    if not user:
+    if not user or not request.scope.get("lastmile.session_checked"):
         raise HTTPException(303, headers={"location": "/login"})
     return user  # type: ignore[no-any-return]
 
@@ -66,27 +82,121 @@ async def checked_form(request: Request) -> Any:
     return form
 
 
+class LoginThrottle:
+    """Failed password logins, counted per account and per client address, in memory.
+
+    ``per_account`` failures within ``window`` seconds lock that account's password login for
+    ``lock_for`` seconds (its API token keeps working); ``per_address`` failures from one address,
+    whatever the accounts, lock logins from that address the same way. A restart forgets."""
+
+    def __init__(self, per_account: int = 5, per_address: int = 20, window: float = 900, lock_for: float = 900,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.limits = {"account": per_account, "address": per_address}
+        self.window, self.lock_for, self.clock = window, lock_for, clock
+        self._failures: dict[tuple[str, str], collections.deque[float]] = {}
+        self._locked: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _keys(username: str, address: str) -> list[tuple[str, str]]:
+        return [("account", username.strip().lower()), ("address", address)]
+
+    def locked_until(self, username: str, address: str) -> tuple[str, float] | None:
+        """(``account`` or ``address``, the time the lock ends) if a lock holds, else None."""
+        now = self.clock()
+        with self._lock:
+            held = [(kind, until) for kind, until in ((k[0], self._locked.get(k, 0.0))
+                                                      for k in self._keys(username, address)) if until > now]
+        return max(held, key=lambda h: h[1]) if held else None
+
+    def failed(self, username: str, address: str) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._failures) > 50_000:        # someone tries many names: forget the stale ones
+                for key in [k for k, d in self._failures.items() if not d or d[-1] < now - self.window]:
+                    del self._failures[key]
+                for key in [k for k, until in self._locked.items() if until <= now]:
+                    del self._locked[key]
+            for key in self._keys(username, address):
+                times = self._failures.setdefault(key, collections.deque())
+                times.append(now)
+                while times and times[0] < now - self.window:
+                    times.popleft()
+                if len(times) >= self.limits[key[0]]:
+                    self._locked[key] = now + self.lock_for
+                    times.clear()
+                    logger.warning("password login locked for %s %r for %d s after repeated failures",
+                                   key[0], key[1], self.lock_for)
+
+    def succeeded(self, username: str) -> None:
+        with self._lock:
+            self._failures.pop(self._keys(username, "")[0], None)
+
+
+def client_address(request: Request) -> str:
+    """The client's address; behind a proxy trusted through uvicorn's ``--forwarded-allow-ips``
+    (FORWARDED_ALLOW_IPS), the address the proxy reports."""
+    return request.client.host if request.client else "?"
+
+
 def session_routes(template: str, authenticate: Authenticate,
-                   context: Callable[[Request], dict[str, Any]] = lambda request: {}) -> list[Route]:
-    """/login (GET, POST), /logout and /lang/{locale}."""
+                   context: Callable[[Request], dict[str, Any]] = lambda request: {},
+                   accounts: AccountsOf | None = None) -> list[Route]:
+    """/login (GET, POST), /logout and /lang/{locale}. Failed logins are counted per app, in
+    ``app.state.login_throttle`` (a LoginThrottle with the default limits unless set before)."""
+
+    def throttle_of(request: Request) -> LoginThrottle:
+        state = request.app.state
+        if not isinstance(getattr(state, "login_throttle", None), LoginThrottle):
+            state.login_throttle = LoginThrottle()
+        return state.login_throttle  # type: ignore[no-any-return]
 
     async def login_page(request: Request) -> Response:
         return render(request, template, error=None, **context(request))
 
     async def login(request: Request) -> Response:
         form = await checked_form(request)
-        username, password = str(form.get("username", "")), str(form.get("password", ""))
+        username, password = str(form.get("username", ""))[:200], str(form.get("password", ""))[:1000]
+        address = client_address(request)
+        _ = gettext_for(locale_of(request))
+        limiter = throttle_of(request)
+        lock = limiter.locked_until(username, address)
+        if lock:
+            kind, until = lock
+            logger.warning("login for %r from %s refused: %s locked", username, address, kind)
+            when = local_time(dt.datetime.fromtimestamp(until, dt.timezone.utc).isoformat())
+            message = (_(N_("Too many failed logins for this account. Password login is locked until %(time)s "
+                            "(China time); try again then."), time=when) if kind == "account" else
+                       _(N_("Too many failed logins from this computer. Logins from it are locked until %(time)s "
+                            "(China time); try again then."), time=when))
+            page = render(request, template, 429, error=message, **context(request))
+            page.headers["retry-after"] = str(max(1, int(until - time.time())))
+            return page
         user = await run_in_threadpool(authenticate, request, username, password)
         if not user:
-            logger.info("failed login for %r", username)
-            return render(request, template, 401, error=gettext_for(locale_of(request))(
-                N_("Wrong user name or password.")), **context(request))
+            limiter.failed(username, address)
+            logger.info("failed login for %r from %s", username, address)
+            return render(request, template, 401, error=_(N_("Wrong user name or password.")), **context(request))
+        limiter.succeeded(username)
+        logger.info("login of %r from %s", username, address)
+        lang = request.session.get("lang")
+        request.session.clear()                     # a fresh session: new CSRF token, nothing carried over
+        if lang:
+            request.session["lang"] = lang
+        request.session["csrf"] = secrets.token_urlsafe(24)
         request.session["user"] = user
         return RedirectResponse("/", 303)
 
     async def logout(request: Request) -> Response:
         await checked_form(request)
-        request.session.pop("user", None)
+        user = request.session.get("user")
+        if user and accounts is not None:
+            await run_in_threadpool(accounts(request).end_sessions, str(user["username"]))
+            logger.info("%r logged out; every session of the account ended", user["username"])
+        lang = request.session.get("lang")
+        request.session.clear()
+        if lang:
+            request.session["lang"] = lang
         return RedirectResponse("/login", 303)
 
     async def set_language(request: Request) -> Response:
@@ -98,6 +208,55 @@ def session_routes(template: str, authenticate: Authenticate,
             Route("/logout", logout, methods=["POST"]), Route("/lang/{locale}", set_language)]
 
 
+class SessionGuard:
+    """On every request, a session's user is looked up afresh: if the account is gone or its
+    session key changed (a logout anywhere, a password change), the session no longer counts;
+    otherwise the session carries the account as it is now (role, department).
+
+    Goes inside SessionMiddleware (after it in the middleware list)."""
+
+    def __init__(self, app: ASGIApp, accounts: AccountsOf) -> None:
+        self.app, self.accounts = app, accounts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["lastmile.session_checked"] = True
+        if scope["type"] == "http" and isinstance(scope.get("session"), dict) and scope["session"].get("user"):
+            session = scope["session"]
+            held = session["user"]
+            request = Request(scope, receive)
+            fresh = await run_in_threadpool(self.accounts(request).session_user, str(held.get("username", "")))
+            if (not fresh or not fresh.get("session_key") or not isinstance(held.get("session_key"), str)
+                    or not secrets.compare_digest(str(fresh["session_key"]), held["session_key"])):
+                logger.info("session of %r no longer valid: ended", held.get("username"))
+                session.pop("user", None)
+            else:
+                session["user"] = fresh
+        await self.app(scope, receive, send)
+
+
+class SecureCookies:
+    """Marks cookies ``Secure`` when the request came over HTTPS (directly, or through a proxy
+    trusted with uvicorn's ``--forwarded-allow-ips`` that sets X-Forwarded-Proto).
+
+    Goes outside SessionMiddleware (before it in the middleware list)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("scheme") != "https":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secure(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    (k, v + b"; secure") if k.lower() == b"set-cookie" and b"; secure" not in v.lower() else (k, v)
+                    for k, v in message.get("headers", [])]
+            await send(message)
+        await self.app(scope, receive, send_secure)
+
+
 def error_handler(json_prefixes: tuple[str, ...]) -> Callable[[Request, Exception], Awaitable[Response]]:
     """HTTPException → a redirect (303), JSON under ``json_prefixes``, else the error page."""
 
@@ -106,7 +265,8 @@ def error_handler(json_prefixes: tuple[str, ...]) -> Callable[[Request, Exceptio
         if exc.status_code == 303:
             return RedirectResponse((exc.headers or {})["location"], 303)
         if request.url.path.startswith(json_prefixes):
-            return api_error(exc.status_code, "http_%d" % exc.status_code, str(exc.detail))
+            return api_error(exc.status_code, getattr(exc, "code", None) or "http_%d" % exc.status_code,
+                             str(exc.detail))
         _ = gettext_for(locale_of(request))
         return render(request, "error.html", exc.status_code, message=_(str(exc.detail)))
     return handle

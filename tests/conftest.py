@@ -23,7 +23,7 @@ from node.store import Store as NodeStore
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = json.loads((ROOT / "central" / "catalog_demo.json").read_text(encoding="utf-8"))
-PASSWORD = "pw-12345"
+PASSWORD = "village-key-2718"     # passes the password rules: 10+ characters, not a common one
 
 
 @contextlib.contextmanager
@@ -59,10 +59,10 @@ def make_county(data: Path) -> tuple[CentralSettings, dict[str, str]]:
     settings = CentralSettings(data=data)
     County.init(settings)
     county = County(settings)
+    county.publish_catalog(CATALOG)          # first: a clerk's department must be in the catalogue
     tokens = {"supervisor": county.add_user("boss", "督办", PASSWORD, "supervisor", None)}
     for d in CATALOG["departments"]:
         tokens[d["code"]] = county.add_user(d["code"], d["name"] + "科员", PASSWORD, "clerk", d["code"])
-    county.publish_catalog(CATALOG)
     county.store.close()
     return settings, tokens
 

@@ -147,3 +147,123 @@ def test_station_add_prints_the_fingerprint_and_a_qr_code(tmp_path, capsys):
     finally:
         county.store.close()
     assert "█" in out or "▀" in out or "\x1b[" in out                          # the QR code, drawn in the terminal
+
+
+# slow trickles and huge bodies -------------------------------------------------------------
+import os
+import select
+import socket
+import threading
+import time
+
+
+def address(url: str) -> tuple[str, int]:
+    host, port = url.replace("http://", "").split(":")
+    return host, int(port)
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def send_huge(url: str, path: str, *, chunked: bool, total: int = 300 * 1024 * 1024,
+              content_type: str = "application/octet-stream") -> tuple[int, int, float]:
+    """POST ``total`` bytes (declared by Content-Length, or chunked); stop as soon as the server
+    answers. Returns (status, bytes sent, seconds)."""
+    started = time.monotonic()
+    sock = socket.create_connection(address(url), timeout=30)
+    length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}"
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{length}\r\n\r\n".encode())
+    piece, sent = b"0" * (1024 * 1024), 0
+    try:
+        while sent < total and not select.select([sock], [], [], 0)[0]:
+            frame = b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
+            sock.sendall(frame)
+            sent += len(piece)
+            if not chunked and sent >= 4 * 1024 * 1024:
+                break                           # the answer to a declared length must not wait for the body
+    except (BrokenPipeError, ConnectionResetError):
+        pass                                    # the server closed after answering: read what it said
+    try:
+        answer = sock.recv(4096)
+    except ConnectionResetError:
+        answer = b""
+    finally:
+        sock.close()
+    status = int(answer.split(b" ")[1]) if answer.startswith(b"HTTP/1.1") else 0
+    return status, sent, time.monotonic() - started
+
+
+@pytest.mark.parametrize("path, content_type", [
+    ("/enroll/v2", "application/json"),
+    ("/login", "multipart/form-data; boundary=x"),
+    ("/sync/v1/exchange", "application/octet-stream"),
+])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_huge_bodies_get_413_at_once_and_nothing_is_held_in_memory(system, http, path, content_type, chunked):
+    before = rss_mib()
+    status, sent, seconds = send_huge(system.central_url, path, chunked=chunked, content_type=content_type)
+    assert status == 413 and seconds < 10
+    assert sent <= 32 * 1024 * 1024                                    # cut off near the limit, not at 300 MB
+    assert rss_mib() - before < 100
+    c = http(system.central_url)
+    r = c.post(path, content=b"x" * (17 * 1024 * 1024), headers={"content-type": content_type})
+    assert r.status_code == 413
+    if path.startswith(("/enroll/", "/sync/", "/api/")):
+        assert r.json()["error"] in ("too_large", "envelope_too_large") and r.json()["message"]
+    else:
+        assert "text/html" in r.headers["content-type"] and "过大" in r.text       # a plain sentence, in Chinese
+
+
+def test_the_station_refuses_huge_bodies_too(system, http):
+    url = system.stations["V1"]["url"]
+    status, sent, seconds = send_huge(url, "/login", chunked=True, content_type="multipart/form-data; boundary=x")
+    assert status == 413 and seconds < 10 and sent <= 4 * 1024 * 1024
+    status, _, _ = send_huge(url, "/api/v1/applications", chunked=False, content_type="application/json")
+    assert status == 413
+    node = http(url, system.stations["V1"]["token"])
+    r = node.post("/api/v1/applications", content=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+                  headers={"content-type": "application/json"})
+    assert r.status_code != 413                                        # an intake with scans may be large
+
+
+def trickle(url: str, stop: threading.Event, opened: list[socket.socket]) -> None:
+    """A connection that declares a push and sends one byte of it every second."""
+    sock = socket.create_connection(address(url), timeout=30)
+    opened.append(sock)
+    sock.sendall(b"POST /sync/v1/exchange HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nLMSE")
+    while not stop.wait(1.0):
+        try:
+            sock.sendall(b"\0")
+        except OSError:
+            return
+
+
+def test_slow_trickles_do_not_take_the_sync_slots(system, http):
+    from node.station import Station
+    stop, opened = threading.Event(), []
+    threads = [threading.Thread(target=trickle, args=(system.central_url, stop, opened), daemon=True) for _ in range(10)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.5)                                    # all ten are in, trickling
+        assert len(opened) == 10
+        st = Station(system.stations["V1"]["settings"])
+        try:
+            started = time.monotonic()
+            result = st.sync()                             # the catalogue comes down, in seconds
+            assert result.received >= 1 and time.monotonic() - started < 5
+        finally:
+            st.store.close()
+    finally:
+        stop.set()
+        for sock in opened:
+            sock.close()
+
+
+def test_junk_pushes_are_refused_before_they_take_a_slot(system, http):
+    c = http(system.central_url)
+    forged = b"LMSE\x01" + os.urandom(500)
+    codes = {c.post("/sync/v1/exchange", content=forged).json()["error"] for _ in range(3)}
+    assert codes == {"malformed_envelope"}

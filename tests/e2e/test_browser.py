@@ -12,6 +12,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from node.cases import valid_id_for_demo
+from tests.conftest import PASSWORD
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = os.environ.get("LASTMILE_SCREENSHOTS")
@@ -46,7 +47,7 @@ def login(page, url: str, user: str, password: str) -> None:
 def test_agent_and_clerk_walk_one_case_in_the_browser(system, browser, tmp_path):
     v1 = system.stations["V1"]
     station = browser.new_page(locale="zh-CN")
-    login(station, v1["url"], "agent", "pw-12345")
+    login(station, v1["url"], "agent", PASSWORD)
     station.click("text=立即同步")                                   # fetch the catalogue
     expect(station.locator("#up-waiting")).to_have_text("0")
     station.click("text=最低生活保障申请")
@@ -85,7 +86,7 @@ def test_agent_and_clerk_walk_one_case_in_the_browser(system, browser, tmp_path)
     expect(station.locator("#up-waiting")).to_have_text("0")
 
     county = browser.new_page(locale="zh-CN")
-    login(county, system.central_url, "minzheng", "pw-12345")
+    login(county, system.central_url, "minzheng", PASSWORD)
     shot(county, "3-queue")
     county.click("#cases a")
     expect(county.locator("#signature")).to_contain_text("电子签名验证通过")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import csrf_of, log_in
+from tests.conftest import PASSWORD, csrf_of, log_in
 
 from node.cases import valid_id_for_demo
 
@@ -130,7 +130,7 @@ def test_script_in_a_name_is_shown_as_text_on_both_pages(system, http):
 
 def test_a_form_post_without_the_page_token_is_refused(system, http):
     page = http(system.stations["V1"]["url"])
-    r = page.post("/login", data={"username": "agent", "password": "pw-12345"})
+    r = page.post("/login", data={"username": "agent", "password": PASSWORD})
     assert r.status_code == 400 and "页面已过期" in r.text
 
 
