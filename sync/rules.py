@@ -159,7 +159,8 @@ LEVEL_LABELS = {"village": N_("village"), "township": N_("township"), "county": 
 
 
 def receipt_pattern(station: str) -> re.Pattern[str]:
-    """``<station>-<YYYYMMDD>-<5 or more digits>``: the one place receipt numbers are defined."""
+    """``<station>-<YYYYMMDD>-<5 or more digits>``: the one place receipt numbers are checked.
+    The station makes them in node/station.py ``_receipt_no``; a change of format there changes this too."""
     return re.compile(rf"^{re.escape(station)}-(\d{{8}})-(\d{{5,}})$")
 
 
