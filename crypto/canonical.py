@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from crypto.errors import BadEncoding
 
-MAX_DEPTH = 32
+MAX_DEPTH = 32              # no value deeper than this below the top-level value
+MAX_INT_CHARS = 17          # "-9007199254740991": longer integer literals are refused unparsed
+MAX_ITEMS = 500_000         # "[", "{" and "," outside strings: bounds the objects a decode builds
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 
 
 def _check(value: Any, depth: int = 0) -> None:
@@ -54,8 +58,20 @@ def dumps(value: Any) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
-def loads(data: bytes) -> Any:
-    """Decode JSON bytes, refusing floats, NaN and duplicate keys."""
+def loads(data: bytes, *, strict: bool = True) -> Any:
+    """Decode JSON bytes, refusing floats, NaN, duplicate keys and anything past the limits.
+
+    ``strict`` (the default, and what every receiver uses) also refuses bytes that are not exactly
+    the canonical encoding of the value they decode to. Raises only BadEncoding, for any input:
+    memory and time are bounded by the length of ``data`` (at most MAX_ITEMS containers and
+    separators, integer literals of at most MAX_INT_CHARS characters, MAX_DEPTH levels)."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise BadEncoding("canonical JSON is bytes")
+    data = bytes(data)
+    skeleton = _STRING.sub(b"", data)
+    items = skeleton.count(b"[") + skeleton.count(b"{") + skeleton.count(b",")
+    if items > MAX_ITEMS:
+        raise BadEncoding(f"too many values ({items} containers and separators, at most {MAX_ITEMS})")
     def no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in pairs:
@@ -67,12 +83,22 @@ def loads(data: bytes) -> Any:
     def no_float(s: str) -> Any:
         raise BadEncoding("floats are not allowed")
 
+    def bounded_int(s: str) -> int:
+        # Refuse before int() sees it: Python's digit limit would raise ValueError, and a long
+        # literal is outside the range anyway.
+        if len(s) > MAX_INT_CHARS:
+            raise BadEncoding(f"integer of {len(s)} characters is outside the exactly representable range")
+        return int(s)
+
     try:
-        value = json.loads(data.decode("utf-8"), object_pairs_hook=no_dupes,
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=no_dupes, parse_int=bounded_int,
                            parse_float=no_float, parse_constant=no_float)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:   # JSONDecodeError is a ValueError
         raise BadEncoding(f"not valid JSON: {exc}") from exc
     _check(value)
+    if strict and dumps(value) != data:
+        raise BadEncoding("bytes are not the canonical encoding of their value "
+                          "(key order, white space, escapes or number form)")
     return value
 
 

@@ -40,8 +40,10 @@ INFO_PREFIX = b"lastmile-envelope/1|"
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 SIG_LEN = 64
 MAX_ENVELOPE = 16 * 1024 * 1024     # bytes on the wire
-MAX_PAYLOAD = 64 * 1024 * 1024      # bytes after decompression
+MAX_PAYLOAD = 16 * 1024 * 1024      # bytes after decompression
 MAX_HEADER = 4096
+MAX_WINDOW = 1 << 23                # zstd window a receiver allocates at most (windowLog 23, level <= 19)
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 REQUIRED_HEADER = {"v": int, "kind": str, "from": str, "to": str, "from_key": str, "to_key": str,
                    "comp": str, "id": str}
 
@@ -67,14 +69,22 @@ def seal(payload: Any, *, sender: Identity, sender_name: str, recipient: PublicK
     if len(header_bytes) > MAX_HEADER:
         raise EnvelopeTooLarge("header too large")
     compressed = zstandard.ZstdCompressor(level=level).compress(canonical.dumps(payload))
+    blob = seal_parts(header_bytes, compressed, sender=sender, recipient=recipient)
+    if len(blob) > MAX_ENVELOPE:
+        raise EnvelopeTooLarge(f"envelope of {len(blob)} bytes exceeds {MAX_ENVELOPE}")
+    return blob
+
+
+def seal_parts(header_bytes: bytes, compressed: bytes, *, sender: Identity, recipient: PublicKeys) -> bytes:
+    """Encrypt ``compressed`` with ``header_bytes`` bound in and sign the whole, checking nothing.
+
+    ``seal`` builds every real envelope through this; tests and bench/fuzz_wire.py use it alone to
+    make well-signed envelopes around bytes a correct sender would never produce."""
     pub = x25519.X25519PublicKey.from_public_bytes(unb64(recipient.enc))
     ct = SUITE.encrypt(compressed, pub, info=INFO_PREFIX + header_bytes)
     signed = MAGIC + bytes([VERSION]) + struct.pack(">I", len(header_bytes)) + header_bytes \
         + struct.pack(">I", len(ct)) + ct
-    blob = signed + sender.sign(signed)
-    if len(blob) > MAX_ENVELOPE:
-        raise EnvelopeTooLarge(f"envelope of {len(blob)} bytes exceeds {MAX_ENVELOPE}")
-    return blob
+    return signed + sender.sign(signed)
 
 
 def parse(blob: bytes, *, max_size: int = MAX_ENVELOPE) -> Parsed:
@@ -127,10 +137,43 @@ def open_sealed(blob: bytes, *, recipient: Identity, recipient_name: str, sender
         raise MalformedEnvelope(f"payload is not canonical JSON: {exc}") from exc
 
 
+def zstd_frame_length(data: bytes) -> int:
+    """Length of the zstd frame at the start of ``data`` (RFC 8878 §3.1.1), read from its block
+    headers without decompressing anything. Raises MalformedEnvelope if it is not a whole frame."""
+    if data[:4] != ZSTD_MAGIC or len(data) < 6:
+        raise MalformedEnvelope("payload is not a zstd frame")
+    fhd = data[4]
+    if fhd & 0x08:
+        raise MalformedEnvelope("zstd frame header has its reserved bit set")
+    single_segment = bool(fhd & 0x20)
+    fcs_size = (1 if single_segment else 0, 2, 4, 8)[fhd >> 6]
+    pos = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[fhd & 0x03] + fcs_size
+    while True:
+        if pos + 3 > len(data):
+            raise MalformedEnvelope("zstd frame is truncated")
+        block = int.from_bytes(data[pos:pos + 3], "little")
+        last, kind, size = block & 1, (block >> 1) & 3, block >> 3
+        if kind == 3:
+            raise MalformedEnvelope("zstd block of the reserved type")
+        pos += 3 + (1 if kind == 1 else size)
+        if last:
+            break
+    pos += 4 if fhd & 0x04 else 0
+    if pos > len(data):
+        raise MalformedEnvelope("zstd frame is truncated")
+    return pos
+
+
 def decompress(data: bytes, limit: int) -> bytes:
-    """zstd-decompress at most ``limit`` bytes; more is a compression bomb."""
+    """zstd-decompress exactly one frame to at most ``limit`` bytes; more is a compression bomb.
+
+    Anything after the frame (a second frame, a skippable frame, stray bytes) is refused, and the
+    frame's window may not exceed MAX_WINDOW, so a hostile frame cannot make us allocate more."""
+    if zstd_frame_length(data) != len(data):
+        raise MalformedEnvelope("compressed payload is not exactly one zstd frame (bytes after the frame)")
     try:
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
+        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+        with dctx.stream_reader(io.BytesIO(data), read_across_frames=False) as reader:
             out = reader.read(limit + 1)
     except zstandard.ZstdError as exc:
         raise MalformedEnvelope(f"payload does not decompress: {exc}") from exc

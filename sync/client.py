@@ -51,7 +51,20 @@ class _Wait(tenacity.wait.wait_base):
 
 
 class LinkDown(Retryable):
+    """The county could not be reached or did not answer. ``sent``: the request may have reached
+    it (so the next round asks before resending); ``cut``: it broke mid-transfer or timed out after
+    sending, the one failure that says something about the link's capacity."""
+
     code = "link_down"
+
+    def __init__(self, message: str, retry_after: float | None = None, *, sent: bool = True,
+                 cut: bool = False) -> None:
+        super().__init__(message, retry_after)
+        self.sent, self.cut = sent, cut
+
+
+# Failures before a byte of the request left: connection refused or timed out, no route, DNS.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
 def _refusal(resp: httpx.Response) -> Rejected:
@@ -72,8 +85,10 @@ def post_envelope(http: httpx.Client, url: str, blob: bytes) -> bytes:
     try:
         resp = http.post(url.rstrip("/") + SYNC_PATH, content=blob,
                          headers={"content-type": "application/octet-stream"})
+    except NOT_SENT as exc:
+        raise LinkDown(f"{type(exc).__name__}: {exc}", sent=False) from exc
     except httpx.TransportError as exc:
-        raise LinkDown(f"{type(exc).__name__}: {exc}") from exc
+        raise LinkDown(f"{type(exc).__name__}: {exc}", cut=True) from exc
     if resp.status_code in RETRY_STATUS:
         raise LinkDown(f"county answered {resp.status_code}", _retry_after(resp))
     if resp.status_code != 200:
@@ -108,6 +123,16 @@ class Peer:
 MIN_BATCH, START_BATCH, MAX_BATCH = 5, 100, 2000
 REQUEST_SECONDS = 4.0      # aim for requests this long: short enough to slip between cuts
 RAW_PER_WIRE = 3.0         # JSON bodies compress about this much
+SMALL_EXCHANGE = 4096      # bytes both ways: smaller measures the round trip, larger the throughput
+
+
+def link_fit(db: Conn) -> int | None:
+    """Events that fill about REQUEST_SECONDS of the link, from the measured throughput
+    (``link_bps``) and wire bytes per event of recent pushes (``wire_per_event``); None if unknown."""
+    bps, per_event = log.get_status(db, "link_bps"), log.get_status(db, "wire_per_event")
+    if not bps or not per_event:
+        return None
+    return max(MIN_BATCH, min(MAX_BATCH, int(int(bps) / 8 * REQUEST_SECONDS / max(float(per_event), 1.0))))
 
 
 def link_budget(db: Conn, *, per_wire_byte: float = 1.0, floor: int = 8 * 1024, ceiling: int = 4 * 1024 * 1024) -> int:
@@ -124,8 +149,12 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
               sleep: Callable[[float], None] = time.sleep) -> SyncResult:
     """Push everything waiting and pull everything new, a batch per round, until both are empty.
 
-    The batch size adapts to the link: it doubles after a full batch went through and halves after
-    a cut, a timeout or a 5xx, and is remembered between runs. Failed rounds are retried with
+    The batch size follows the link: each push carries about REQUEST_SECONDS of the measured
+    throughput (``link_fit``), capped by ``batch_limit``, which halves (from what the cut push
+    carried) only when a request is cut mid-transfer or times out after sending, and doubles after a
+    full batch went through; both are remembered between runs. A request that never left (refused,
+    no route, DNS) or a 429/5xx answer says nothing about the link and changes neither, so after an
+    outage the first push is already full size. Failed rounds are retried with
     full-jitter backoff (never sooner than Retry-After). The database is held only while building a
     push and applying an answer, never during I/O. ``on_ack(db, ack)`` runs in the transaction that
     takes each answer: the county's ack is its receipt. Records attempt, contact, error, link speed,
@@ -136,40 +165,56 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
     result = SyncResult()
     with transaction() as db:
         log.set_status(db, "last_attempt", log.utcnow())
-        limit = int(log.get_status(db, "batch_limit") or START_BATCH)
+        # No limit recorded (no cut yet): the measured link alone sizes the push, or 100 at first.
+        limit = int(log.get_status(db, "batch_limit") or (MAX_BATCH if link_fit(db) else START_BATCH))
         log_in_flight = log.get_status(db, "push_in_flight")
-        if log_in_flight:
-            # The last run died with a push in flight (power cut, kill): treat it as a cut, or a
-            # link that always drops before the answer would get the same too-big batch forever.
-            limit = max(MIN_BATCH, limit // 2)
+        if log_in_flight and log_in_flight.isdigit() and int(log_in_flight) > 0:
+            # The last run died with a push of that many events in flight (power cut, kill): treat it
+            # as a cut, or a link that always drops before the answer would get the same batch forever.
+            limit = max(MIN_BATCH, min(limit, int(log_in_flight)) // 2)
             log.set_status(db, "batch_limit", str(limit))
 
     unsure = bool(log_in_flight)
+    carried = 0            # events in the push of the current round
 
     def shrink(state: tenacity.RetryCallState) -> None:
         nonlocal limit
-        limit = max(MIN_BATCH, limit // 2)
         exc = state.outcome.exception() if state.outcome else None
         with transaction() as db:
-            log.set_status(db, "batch_limit", str(limit))
+            if getattr(exc, "cut", False) and carried:
+                limit = max(MIN_BATCH, min(limit, carried) // 2)
+                log.set_status(db, "batch_limit", str(limit))
             log.set_status(db, "last_error", str(exc)[:500])
             log.set_status(db, "last_error_code", getattr(exc, "code", "error"))
 
     def one_round() -> tuple[exchange.Push, bytes, exchange.StationResult]:
-        nonlocal unsure
+        nonlocal unsure, carried
         with transaction() as db:
+            fit = link_fit(db)
             push = exchange.build_push(db, me=me, station=station, county=county.keys, county_name=county.name,
-                                       limit=0 if unsure else limit,
-                                       max_bytes=link_budget(db, per_wire_byte=RAW_PER_WIRE, floor=64 * 1024))
-            log.set_status(db, "push_in_flight", str(limit))
-        unsure = True
+                                       limit=0 if unsure else min(limit, fit or limit),
+                                       max_bytes=link_budget(db, per_wire_byte=RAW_PER_WIRE if fit is None else
+                                                             RAW_PER_WIRE * 2, floor=64 * 1024))
+            carried = (push.last - push.first + 1) if push.last else 0
+            log.set_status(db, "push_in_flight", str(carried))
+        was_unsure, unsure = unsure, True
         started = time.monotonic()
-        answer = post_envelope(http, county.url, push.blob)
+        try:
+            answer = post_envelope(http, county.url, push.blob)
+        except LinkDown as exc:
+            if not exc.sent or not exc.cut:
+                with transaction() as db:        # nothing was cut: not a reason to shrink next run
+                    log.set_status(db, "push_in_flight", "")
+            if not exc.sent:
+                unsure = was_unsure              # it never left: no need to ask before resending
+            raise
         elapsed = max(time.monotonic() - started, 1e-3)
         with transaction() as db:
             got = exchange.apply_answer(db, answer, me=me, station=station, county=county.keys,
                                         county_name=county.name, apply=apply, fresh=True)
             _record_contact(db, station, got, len(push.blob) + len(answer), elapsed)
+            if carried >= MIN_BATCH:
+                _average(db, "wire_per_event", len(push.blob) / carried)
             log.set_status(db, "push_in_flight", "")
             if on_ack:
                 on_ack(db, log.acked(db, log.up(station)))
@@ -210,13 +255,23 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
 SKEW_LIMIT_S = 300
 
 
+def _average(db: Conn, name: str, value: float, weight: float = 0.5) -> None:
+    """Keep a moving average of ``value`` in status ``name``."""
+    old = log.get_status(db, name)
+    log.set_status(db, name, f"{value if not old else (1 - weight) * float(old) + weight * value:.6g}")
+
+
 def _record_contact(db: Conn, station: str, got: exchange.StationResult, size: int, elapsed: float) -> None:
     now = log.utcnow()
     log.set_status(db, "last_contact", now)
     log.set_status(db, "last_error", "")
     log.set_status(db, "last_error_code", "")
-    if size > 2048:
-        log.set_status(db, "link_bps", str(int(size * 8 / elapsed)))
+    if size < SMALL_EXCHANGE:
+        _average(db, "rtt_s", elapsed)
+    else:
+        # Throughput: the bytes over the time they took, less the round trip a small exchange takes.
+        rtt = float(log.get_status(db, "rtt_s") or 0.0)
+        log.set_status(db, "link_bps", str(int(size * 8 / max(elapsed - rtt, elapsed / 2))))
     if got.acked or got.received:
         log.set_status(db, "last_progress", now)
     if got.server_time:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from crypto import envelope
 from crypto.keys import Identity, PublicKeys
 from sync import inbox, log, recovery
+from sync import payload as payload_fields
 from sync.errors import BadEvent, CursorAhead, StaleAnswer
 from sync.inbox import Apply
 from sync.log import Conn
@@ -104,6 +105,7 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
     header, payload = envelope.open_sealed(blob, recipient=me, recipient_name=station, sender=county)
     if header["kind"] != "answer" or header["from"] != county_name or not isinstance(payload, dict):
         raise BadEvent("not an answer from our county")
+    payload_fields.check("answer", payload)      # only known top-level keys (sync/payload.py)
     ack, events = payload.get("ack"), payload.get("events")
     if type(ack) is not int or ack < 0 or not isinstance(events, list):
         raise BadEvent("answer lacks ack or events")
@@ -161,6 +163,7 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                                            max_size=max_size)
     if header["kind"] != "push" or not isinstance(payload, dict):
         raise BadEvent("not a push")
+    payload_fields.check("push", payload)        # only known top-level keys (sync/payload.py)
     events, down_have = payload.get("events"), payload.get("down_have")
     if not isinstance(events, list) or type(down_have) is not int or down_have < 0:
         raise BadEvent("push lacks events or down_have")

@@ -89,7 +89,7 @@ def test_a_busy_county_answers_503_and_the_station_waits_as_told(system, station
     assert len(waits) == 2 and all(5 <= w <= 60 for w in waits)       # Retry-After honoured, spread
     state = station.sync_state()
     assert state["last_error_code"] == "link_down" and state["up_waiting"] == 1
-    assert state["batch_limit"] < client.START_BATCH
+    assert state["batch_limit"] in (None, client.START_BATCH)      # a busy county says nothing of the link
 
 
 class CutFirst(httpx.BaseTransport):

@@ -1,0 +1,55 @@
+"""The top-level keys a push or an answer payload may carry, and their types: the one list.
+
+A receiver refuses a payload with a key not listed here, a required key missing, or a value of
+the wrong type (``bad_event``, PROTOCOL.md §6), so a field a second implementation invents is
+noticed at once instead of silently ignored. To add a field to the protocol, add it here (and to
+PROTOCOL.md §6); both ends check through ``check``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sync.errors import BadEvent
+
+# key -> (accepted Python type(s) after canonical decoding, required). bool is not an int here.
+PUSH_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "events": (list, True),
+    "down_have": (int, True),
+    "up_high": (int, False),
+    "station_time": (str, False),
+    "confirm": (list, False),        # [[seq, "repair"|"fork"], ...] reports recorded (PROTOCOL.md §6)
+    "down_return": (list, False),    # down/<station> events the county lost, given back (PROTOCOL.md §6)
+}
+
+ANSWER_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "ack": (int, True),
+    "events": (list, True),
+    "down_high": (int, False),
+    "forks": (list, False),
+    "repairs": (list, False),
+    "server_time": (str, False),
+    "more": (bool, False),
+    "in_reply_to": (str, False),     # the envelope id of the push this answers (PROTOCOL.md §6)
+}
+
+FIELDS = {"push": PUSH_FIELDS, "answer": ANSWER_FIELDS}
+
+
+def check(kind: str, payload: Any) -> dict[str, Any]:
+    """Return ``payload`` if it is an object with only known keys of the right types; else BadEvent."""
+    if not isinstance(payload, dict):
+        raise BadEvent(f"{kind} payload is not an object")
+    fields = FIELDS[kind]
+    unknown = sorted(set(payload) - set(fields))
+    if unknown:
+        raise BadEvent(f"{kind} payload has unknown fields: {', '.join(unknown)[:200]}")
+    for name, (typ, required) in fields.items():
+        if name not in payload:
+            if required:
+                raise BadEvent(f"{kind} payload lacks {name!r}")
+            continue
+        value = payload[name]
+        if not isinstance(value, typ) or (isinstance(value, bool) and typ is int):
+            raise BadEvent(f"{kind} payload field {name!r} has the wrong type")
+    return payload

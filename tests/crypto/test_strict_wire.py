@@ -1,0 +1,154 @@
+"""The wire parser is strict and bounded: whatever arrives, the county answers a clear 4xx,
+never a 500, and stores nothing. Real county server, real SQLite, real envelopes."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+import zstandard
+
+from central.county import County, Settings as CentralSettings
+from crypto import canonical, envelope
+from crypto.errors import BadEncoding, MalformedEnvelope
+from crypto.keys import Identity
+from node.station import Station
+from tests.sync.test_protocol_machine import form_for
+
+STATION, COUNTY = Identity.generate(), Identity.generate()
+
+
+# -- the parser alone ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, why", [
+    (b'{"n":' + b"7" * 5000 + b"}", "integer"),                # Python's digit limit: ValueError before
+    (b'{"n":-' + b"9" * 20 + b"}", "integer"),
+    (b"[" * 100_000 + b"]" * 100_000, "JSON"),                  # deeper than the C parser recurses
+    (b"[" * 40 + b"]" * 40, "nested"),
+    (b"[" + b"[]," * 600_000 + b"[]]", "too many values"),     # 1.8 MB that would build 600,000 lists
+    (b'{"a":1, "b":2}', "canonical"),                           # white space
+    (b'{"b":1,"a":2}', "canonical"),                            # key order
+    (b'{"a":"\\u00e9"}', "canonical"),                          # escaped non-ASCII
+    (b'{"a":-0}', "canonical"),
+    (b' {"a":1}', "canonical"),
+    (b'{"a":1}\n', "canonical"),
+    (b"\xff", "JSON"),
+    (b'{"a":1e3}', "floats"),
+])
+def test_every_bad_input_is_a_bad_encoding_with_a_reason(raw, why):
+    with pytest.raises(BadEncoding, match=why):
+        canonical.loads(raw)
+
+
+def test_canonical_bytes_still_pass_and_lenient_mode_exists_for_display():
+    value = {"名": "王秀英", "n": -9007199254740991, "l": [True, None, "\u001f/"]}
+    assert canonical.loads(canonical.dumps(value)) == value
+    assert canonical.loads(b'{"b":1, "a":2}', strict=False) == {"a": 2, "b": 1}
+
+
+def test_many_values_inside_strings_do_not_count():
+    text = "[]," * 600_000
+    assert canonical.loads(canonical.dumps({"note": text})) == {"note": text}
+
+
+def seal_raw(payload_bytes: bytes, *, extra_frame: bytes = b"", header: dict | None = None,
+             header_bytes: bytes | None = None) -> bytes:
+    compressed = zstandard.ZstdCompressor(level=3).compress(payload_bytes) + extra_frame
+    head = header or {"v": 1, "kind": "push", "from": "S1", "to": "county", "from_key": STATION.public.sign_id,
+                      "to_key": COUNTY.public.enc_id, "comp": "zstd", "id": "00" * 12}
+    hb = header_bytes if header_bytes is not None else canonical.dumps(head)
+    return envelope.seal_parts(hb, compressed, sender=STATION, recipient=COUNTY.public)
+
+
+def open_(blob):
+    return envelope.open_sealed(blob, recipient=COUNTY, recipient_name="county", sender=STATION.public)
+
+
+def test_exactly_one_zstd_frame_is_accepted():
+    good = canonical.dumps({"events": [], "down_have": 0})
+    assert open_(seal_raw(good))[1] == {"events": [], "down_have": 0}
+    second = zstandard.ZstdCompressor().compress(b'{"evil":1}')
+    skippable = b"\x50\x2a\x4d\x18" + (4).to_bytes(4, "little") + b"ab12"
+    for extra in (second, b"\0", skippable):
+        with pytest.raises(MalformedEnvelope, match="one zstd frame"):
+            open_(seal_raw(good, extra_frame=extra))
+
+
+def test_a_non_canonical_header_is_refused_even_when_signed():
+    head = {"v": 1, "kind": "push", "from": "S1", "to": "county", "from_key": STATION.public.sign_id,
+            "to_key": COUNTY.public.enc_id, "comp": "zstd", "id": "00" * 12}
+    spaced = canonical.dumps(head).replace(b",", b", ")
+    with pytest.raises(MalformedEnvelope, match="canonical"):
+        envelope.parse(seal_raw(b"{}", header_bytes=spaced))
+
+
+# -- the county, over HTTP -------------------------------------------------------------------
+
+def stored(system) -> tuple[int, int]:
+    conn = sqlite3.connect(system.data / "central" / "central.db")
+    try:
+        return (conn.execute("SELECT count(*) FROM _sync_events").fetchone()[0],
+                conn.execute("SELECT count(*) FROM cases").fetchone()[0])
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def v1(system):
+    st = Station(system.stations["V1"]["settings"])
+    st.sync()
+    item = st.items()[0]
+    st.take(item["code"], form_for(item, 0), "accept", "代办员")
+    yield st
+    st.store.close()
+
+
+def hostile_push(system, st: Station, case: str) -> bytes:
+    """A push signed and sealed with the station's real keys, but with bytes a correct sender never makes."""
+    county = County(CentralSettings(data=system.data / "central"))
+    try:
+        with st.store.transaction() as db:
+            from sync import log
+            events = [e.to_wire() for e in log.events_after(db, log.up("V1"), 0, 10)]
+        payload = {"events": events, "down_have": 1}
+        raw = canonical.dumps(payload)
+        extra = b""
+        if case == "huge_int":
+            raw = raw.replace(b'"down_have":1', b'"down_have":' + b"1" * 5000)
+        elif case == "not_canonical":
+            raw = raw.replace(b",", b", ")
+        elif case == "second_frame":
+            extra = zstandard.ZstdCompressor().compress(b'{"events":[],"down_have":0}')
+        elif case == "deep":
+            raw = raw[:-1] + b',"x":' + b"[" * 40 + b"]" * 40 + b"}"
+        elif case == "unknown_key":
+            raw = canonical.dumps({**payload, "zzz_extension": 1})
+        elif case == "bool_down_have":
+            raw = canonical.dumps({**payload, "down_have": True})
+        head = {"v": 1, "kind": "push", "from": "V1", "to": county.name, "from_key": st.me.public.sign_id,
+                "to_key": county.me.public.enc_id, "comp": "zstd", "id": "ab" * 12, "first": 1, "last": 1}
+        compressed = zstandard.ZstdCompressor().compress(raw) + extra
+        return envelope.seal_parts(canonical.dumps(head), compressed, sender=st.me, recipient=county.me.public)
+    finally:
+        county.store.close()
+
+
+@pytest.mark.parametrize("case, status, code, words", [
+    ("huge_int", 400, "malformed_envelope", "integer"),
+    ("not_canonical", 400, "malformed_envelope", "canonical"),
+    ("second_frame", 400, "malformed_envelope", "one zstd frame"),
+    ("deep", 400, "malformed_envelope", "nested"),
+    ("unknown_key", 422, "bad_event", "unknown fields: zzz_extension"),
+    ("bool_down_have", 422, "bad_event", "down_have"),
+])
+def test_the_county_refuses_hostile_payloads_with_a_clear_4xx_and_stores_nothing(system, v1, http, case, status,
+                                                                                  code, words):
+    before = stored(system)
+    r = http(system.central_url).post("/sync/v1/exchange", content=hostile_push(system, v1, case),
+                                      headers={"content-type": "application/octet-stream"})
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] == code and words in body["message"] and "details" in body
+    assert stored(system) == before
+    v1.sync()                                        # the real station is not harmed either
+    assert stored(system)[1] == before[1] + 1
