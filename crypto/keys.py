@@ -47,8 +47,15 @@ def private_dir(folder: Path) -> Path:
 
 def private_file(path: Path) -> Path:
     """Make sure ``path`` exists and only its owner can read or write it (0600), whatever the
-    umask: a new file is created with that mode (never a moment readable by others)."""
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    umask: a new file is created with that mode (never a moment readable by others).
+
+    An existing file is only chmod-ed, never opened: closing any descriptor of a database file
+    drops every POSIX lock this process holds on it, SQLite's included, which corrupts it."""
+    if not path.exists():
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
     os.chmod(path, 0o600)
     return path
 
