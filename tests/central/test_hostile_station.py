@@ -252,10 +252,12 @@ def test_the_county_applies_the_stations_intake_rules_to_every_application(syste
 
 def test_the_reason_is_shown_in_the_viewers_language(system, v1, http):
     seq = forge(v1, "application.accepted", good_body(v1, item_code="XX-999"))
+    forge(v1, "application.accepted", good_body(v1, item_code="<script>alert(1)</script>"))
     v1.sync()
     page, _ = log_in(http, system.central_url, "boss")
     problems = page.get("/stations").text.split('id="problems"')[1]
     assert f"#{seq}" in problems and "事项 XX-999 不在目录第1版中" in problems
+    assert "<script>alert(1)" not in problems and "&lt;script&gt;alert(1)" in problems     # shown, never run
     page.get("/lang/en")
     problems = page.get("/stations").text.split('id="problems"')[1]
     assert "Item XX-999 is not in catalogue version 1." in problems
