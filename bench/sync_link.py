@@ -7,6 +7,11 @@ are sent the naive way (one POST per application, retried until it goes) for com
 
     .venv/bin/python bench/sync_link.py                    # the issue's figures: 5000 + 20 scans, 500 naive
     .venv/bin/python bench/sync_link.py --apps 500 --scans 4 --naive 100    # a quick look
+    .venv/bin/python bench/sync_link.py --outage --apps 1000               # after an outage
+
+``--outage``: the station syncs normally over the link for a while, then the county becomes
+unreachable (connections refused) while the backlog is taken and the station keeps trying; the link
+comes back and the clock starts. Goal: wall time <= 1.2 x (bytes that crossed the link / link rate).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from central.app import create_app as central_app  # noqa: E402
-from crypto import canonical  # noqa: E402
+from crypto import canonical, envelope  # noqa: E402
 from node.cases import valid_id_for_demo  # noqa: E402
 from node.scans import Scan  # noqa: E402
 from node.station import Station  # noqa: E402
@@ -189,6 +194,78 @@ def ours(args: argparse.Namespace, root: Path) -> dict:
             "cuts": cuts, "interrupted": errors}
 
 
+class Pushes:
+    """httpx hook: events carried by each push envelope sent (0 for a pull), in order."""
+
+    def __init__(self) -> None:
+        self.carried: list[int] = []
+
+    def on_request(self, request: httpx.Request) -> None:
+        head = envelope.parse(request.read()).header
+        self.carried.append(head["last"] - head["first"] + 1 if head["last"] else 0)
+
+
+def outage(args: argparse.Namespace, root: Path) -> dict:
+    """The backlog is taken while the county is unreachable; measure from the moment the link is up."""
+    county, st = make_pair(root / "outage")
+    with serve(central_app(county.settings)) as url, link(args, url) as proxy:
+        st.county = replace(st.county, url=url)
+        st.sync()                                        # catalogue, over a clean link
+        st.county = replace(st.county, url=proxy.url)
+        backlog(st, 40, 0, args.seed + 1)                # normal days: the station syncs over its link
+        while st.sync_state()["up_waiting"]:
+            try:
+                st.sync()
+            except (SyncError, OSError):
+                pass
+        proxy.set(down=True)                             # the county is unreachable
+        bodies, _ = backlog(st, args.apps, 0, args.seed)
+        failed_runs = 0
+        with httpx.Client(timeout=30) as http:
+            for _ in range(args.outage_runs):            # the background loop keeps trying meanwhile
+                try:
+                    client.sync_once(st.store.transaction, http, me=st.me, station=st.code, county=st.county,
+                                     apply=st.apply_down, sleep=lambda s: None)
+                except SyncError:
+                    failed_runs += 1
+        limit_before = st.sync_state()["batch_limit"]
+        pushes = Pushes()
+        proxy.set(down=False)                            # the link is up: the clock starts
+        up0, down0, cuts0 = proxy.stats.bytes_up, proxy.stats.bytes_down, proxy.stats.cuts
+        start = time.perf_counter()
+        errors = 0
+        with httpx.Client(timeout=30, event_hooks={"request": [pushes.on_request]}) as http:
+            while st.sync_state()["up_waiting"] and time.perf_counter() - start < args.timeout:
+                try:
+                    client.sync_once(st.store.transaction, http, me=st.me, station=st.code, county=st.county,
+                                     apply=st.apply_down, on_ack=st.mark_received)
+                except (SyncError, OSError):
+                    errors += 1
+        wall = time.perf_counter() - start
+        wire_up, wire_down = proxy.stats.bytes_up - up0, proxy.stats.bytes_down - down0
+        cuts = proxy.stats.cuts - cuts0
+    delivered = len(county.store.cases(limit=10**9))
+    county.store.close()
+    st.store.close()
+    return {"apps": len(bodies), "delivered": delivered - 40, "wall_s": wall, "wire_up": wire_up,
+            "wire_down": wire_down, "failed_runs": failed_runs, "limit_before": limit_before,
+            "carried": pushes.carried, "cuts": cuts, "interrupted": errors}
+
+
+def print_outage(args: argparse.Namespace, o: dict) -> None:
+    rate = args.rate / 8
+    wire = o["wire_up"] + o["wire_down"]
+    pushes = [n for n in o["carried"] if n]
+    print(f"\noutage: {o['apps']} applications taken while the county was unreachable; "
+          f"{o['failed_runs']} sync runs failed meanwhile; batch limit when the link came up: {o['limit_before']}")
+    print(f"delivered: {o['delivered']}/{o['apps']}; events per push: {pushes[:8]}{' …' if len(pushes) > 8 else ''} "
+          f"({len(o['carried'])} requests, {len(pushes)} pushes, {o['cuts']} cuts, {o['interrupted']} interrupted runs)")
+    print(f"wire bytes: {wire:,} (up {o['wire_up']:,}, down {o['wire_down']:,}); at {args.rate / 1000:.0f} kbit/s "
+          f"that is {wire / rate:.1f} s of link")
+    print(f"wall time from link up: {o['wall_s']:.1f} s = {o['wall_s'] / (wire / rate):.2f}x the link time   "
+          f"[goal <= 1.2x]")
+
+
 def naive(args: argparse.Namespace, root: Path) -> dict:
     """One POST per application, retried until it goes through: what a simple client does."""
     county, st = make_pair(root / "naive")
@@ -232,7 +309,18 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    p.add_argument("--outage", action="store_true", help="the after-an-outage scenario instead (uses --apps)")
+    p.add_argument("--outage-runs", type=int, default=10, help="sync runs that fail during the outage")
     args = p.parse_args()
+    if args.outage:
+        with tempfile.TemporaryDirectory(prefix="lm-bench-") as tmp:
+            print(f"link: {args.rate / 1000:.0f} kbit/s each way, RTT {args.rtt * 1000:.0f} ms, cut every "
+                  f"{args.cut[0]:.0f}-{args.cut[1]:.0f} s", flush=True)
+            o = outage(args, Path(tmp))
+        print_outage(args, o)
+        if args.json:
+            print(json.dumps({"outage": o}))
+        return
     with tempfile.TemporaryDirectory(prefix="lm-bench-") as tmp:
         print(f"link: {args.rate / 1000:.0f} kbit/s each way, RTT {args.rtt * 1000:.0f} ms, cut every "
               f"{args.cut[0]:.0f}-{args.cut[1]:.0f} s", flush=True)
