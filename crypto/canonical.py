@@ -20,42 +20,68 @@ MAX_ITEMS = 500_000         # "[", "{" and "," outside strings: bounds the objec
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 
 
+_LIMIT = 2**53
+_SCALARS = (str, bool, type(None))
+
+
 def _check(value: Any, depth: int = 0) -> None:
-    if depth > MAX_DEPTH:
-        raise BadEncoding("value nested too deeply")
-    if value is None or isinstance(value, bool):
+    """Raise BadEncoding unless ``value`` has a canonical form (strings are checked by _encode).
+
+    Hot path (every event is checked when hashed and every payload when sent or received): exact
+    types are tested first and scalar members inline, without a call each."""
+    t = type(value)
+    if t in _SCALARS:
         return
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:   # a lone surrogate such as "\ud800" has no UTF-8 form
-            raise BadEncoding("string is not valid Unicode") from exc
-        return
-    if isinstance(value, int):
-        if abs(value) >= 2**53:
+    if t is int:
+        if not -_LIMIT < value < _LIMIT:
             raise BadEncoding("integer outside the exactly representable range")
         return
+    if t is dict:
+        if value and depth >= MAX_DEPTH:
+            raise BadEncoding("value nested too deeply")
+        for k, v in value.items():
+            if type(k) is not str:
+                raise BadEncoding("object keys must be strings")
+            tv = type(v)
+            if tv in _SCALARS or (tv is int and -_LIMIT < v < _LIMIT):
+                continue
+            _check(v, depth + 1)
+        return
+    if t is list:
+        if value and depth >= MAX_DEPTH:
+            raise BadEncoding("value nested too deeply")
+        for v in value:
+            tv = type(v)
+            if tv in _SCALARS or (tv is int and -_LIMIT < v < _LIMIT):
+                continue
+            _check(v, depth + 1)
+        return
+    # Subclasses (an IntEnum, an OrderedDict) and what has no JSON form at all.
+    if isinstance(value, bool) or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        return _check(int(value), depth)
     if isinstance(value, float):
         raise BadEncoding("floats are not allowed in canonical JSON")
-    if isinstance(value, list):
-        for v in value:
-            _check(v, depth + 1)
-        return
     if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise BadEncoding("object keys must be strings")
-            _check(k, depth + 1)
-            _check(v, depth + 1)
-        return
+        return _check(dict(value), depth)
+    if isinstance(value, (list, tuple)):
+        return _check(list(value), depth)
     raise BadEncoding(f"type {type(value).__name__} cannot be encoded")
+
+
+def _encode(value: Any) -> bytes:
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError as exc:       # a lone surrogate such as "\ud800" has no UTF-8 form
+        raise BadEncoding("string is not valid Unicode") from exc
 
 
 def dumps(value: Any) -> bytes:
     """Encode ``value`` canonically; raise BadEncoding for what has no canonical form."""
     _check(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return _encode(value)
 
 
 def loads(data: bytes, *, strict: bool = True) -> Any:
@@ -72,6 +98,7 @@ def loads(data: bytes, *, strict: bool = True) -> Any:
     items = skeleton.count(b"[") + skeleton.count(b"{") + skeleton.count(b",")
     if items > MAX_ITEMS:
         raise BadEncoding(f"too many values ({items} containers and separators, at most {MAX_ITEMS})")
+
     def no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in pairs:
@@ -96,7 +123,7 @@ def loads(data: bytes, *, strict: bool = True) -> Any:
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:   # JSONDecodeError is a ValueError
         raise BadEncoding(f"not valid JSON: {exc}") from exc
     _check(value)
-    if strict and dumps(value) != data:
+    if _encode(value) != data and strict:
         raise BadEncoding("bytes are not the canonical encoding of their value "
                           "(key order, white space, escapes or number form)")
     return value
