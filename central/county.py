@@ -164,11 +164,17 @@ class County:
         return log.append(db, self.me, stream=log.down(station), author=self.name, kind=kind, body=body)
 
     # stations ------------------------------------------------------------------
-    def add_station(self, code: str, name: str, level: str) -> str:
+    def add_station(self, code: str, name: str, level: str, *, replace: bool = False) -> str:
         """Register a station; return its one-time enrolment code (valid 72 hours, single use).
 
         Only the code's scrypt-derived MAC key is stored (sync/enrolment.py): the code itself never
-        travels at enrolment, and the county can check a station's MAC without it."""
+        travels at enrolment, and the county can check a station's MAC without it.
+
+        ``replace``: the station is enrolled and its PC is being replaced. Enrolment opens again (the
+        old PC's syncs are refused from now on); the new PC enrols with new keys, the old keys stay
+        on record so its old events still verify, and it rebuilds everything from the county's copy."""
+        if replace and not level:                     # a new computer: same station, same level
+            level = (self.store.station(code) or {}).get("level") or ""
         if level not in LEVELS:
             raise CountyError(400, "bad_level", f"level must be one of {', '.join(LEVELS)}")
         if not code or not code.isascii() or not code.replace("-", "").isalnum() or len(code) > 32:
@@ -178,9 +184,15 @@ class County:
         expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=ENROL_HOURS)).isoformat()
         with self.store.transaction() as db:
             existing = self.store.station(code)
-            if existing and existing["status"] == "active":
-                raise CountyError(409, "exists", f"station {code} is already enrolled")
+            if existing and existing["status"] == "active" and not replace:
+                raise CountyError(409, "exists", f"station {code} is already enrolled; to replace its computer,"
+                                                 " run `lastmile central station add --replace`")
+            if replace and (not existing or existing["status"] != "active"):
+                raise CountyError(409, "not_active", f"station {code} is not enrolled: add it without --replace")
+            if replace:
+                logger.warning("station %s: enrolment re-opened to replace its computer", code)
             if existing:
+                name = name or existing["name"]
                 self.store.update_station(db, code, name=name, level=level, status="pending",
                                           enroll_code_hash=key, enroll_expires=expires)
             else:
@@ -221,8 +233,15 @@ class County:
                     failure = CountyError(403, "bad_mac", N_(
                         "the enrolment proof is wrong: a mistyped code, or someone changed the request on the way"))
             else:
+                now, (head, _) = log.utcnow(), log.head(db, log.up(code))
+                if st["sign_key"] and st["sign_key"] != keys.sign:      # a replacement PC: new keys from here
+                    self.store.retire_station_keys(db, code, now, head)
+                    db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
+                               (log.up(code), now, "replaced", head + 1, head))
+                self.store.add_station_key(db, code, keys.sign, keys.enc, keys.sign_id, keys.enc_id,
+                                           "replaced" if st["sign_key"] else "enrolled", now, head + 1)
                 self.store.update_station(db, code, status="active", sign_key=keys.sign, enc_key=keys.enc,
-                                          enroll_code_hash=None, enroll_expires=None, enrolled_at=log.utcnow())
+                                          enroll_code_hash=None, enroll_expires=None, enrolled_at=now)
                 self.store.set_meta(db, f"enroll_failures:{code}", "0")
                 latest = self.store.latest_catalog(db)
                 if latest:
@@ -241,6 +260,8 @@ class County:
             if not self.store.station(code):
                 raise CountyError(404, "unknown_station", f"no station {code}")
             self.store.update_station(db, code, status="revoked")
+            # Events stored before now stay valid (their keys were good when they came); none after.
+            self.store.revoke_station_keys(db, code, log.utcnow())
 
     def station_keys(self, code: str) -> PublicKeys:
         st = self.store.station(code)
@@ -250,12 +271,20 @@ class County:
             raise RevokedStation(f"station {code!r} has been revoked")
         return PublicKeys(sign=st["sign_key"], enc=st["enc_key"])
 
+    def key_history(self, code: str) -> dict[str, str]:
+        """Every sign key the station ever had on record, by key id: its old events verify with them."""
+        keys = {k["sign_id"]: k["sign_key"] for k in self.store.station_key_history(code)}
+        st = self.store.station(code)
+        if st and st["sign_key"]:
+            keys[PublicKeys(sign=st["sign_key"], enc=st["enc_key"]).sign_id] = st["sign_key"]
+        return keys
+
     # sync ----------------------------------------------------------------------
     def answer(self, blob: bytes) -> bytes:
         with self.store.transaction() as db:
             sealed, summary = exchange.answer_push(db, blob, me=self.me, county_name=self.name,
                                                    station_keys=self.station_keys, apply=self.apply_up_recovering,
-                                                   take_back=self.reproject_down)
+                                                   take_back=self.reproject_down, key_history=self.key_history)
             now = log.utcnow()
             skew = clock_skew(summary.get("station_time"), now)
             self.store.update_station(db, summary["station"], last_contact=now, clock_skew_s=skew,
@@ -275,7 +304,7 @@ class County:
             with self.store.transaction() as db:
                 sealed, summary = exchange.answer_push(db, blob, me=self.me, county_name=self.name,
                                                        station_keys=self.station_keys, apply=self.apply_up_recovering,
-                                                       take_back=self.reproject_down)
+                                                       take_back=self.reproject_down, key_history=self.key_history)
             answers.append(sealed)
             stored += summary["stored"]
             stations.add(summary["station"])
@@ -446,28 +475,42 @@ class County:
 
     def signed_application(self, case: dict[str, Any]) -> tuple[dict[str, Any], str]:
         """The application as the station signed it, and its signature re-verified now with the
-        station's key: ``valid``, ``invalid`` or ``missing``."""
+        key its ``key`` id names in the station's key history: ``valid``, ``invalid`` or ``missing``.
+        A key revoked after the event was stored still verifies it; one revoked before does not."""
+        body, signature, _ = self.signed_application_key(case)
+        return body, signature
+
+    def signed_application_key(self, case: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+        """``signed_application`` and the key-history entry of the key that signed it (None if unknown)."""
+        stream = log.up(case["station"])
         with self.store.lock:
-            ev = log.get(self.store.conn, log.up(case["station"]), int(case["seq"]))
-        st = self.store.station(case["station"])
-        if ev is None or st is None or not st["sign_key"]:
-            return (ev.body if ev else {}), "missing"
+            ev = log.get(self.store.conn, stream, int(case["seq"]))
+        history = self.store.station_key_history(case["station"])
+        if ev is None or not history:
+            return (ev.body if ev else {}), "missing", None
+        key = next((k for k in history if k["sign_id"] == ev.key), None)
+        if key is None:
+            return ev.body, "invalid", None
         try:
-            ev.check(st["sign_key"])
+            ev.check(key["sign_key"])
         except BadEvent:
-            return ev.body, "invalid"
-        return ev.body, "valid" if ev.body.get("id") == case["id"] else "invalid"
+            return ev.body, "invalid", key
+        stored = self.store.stored_at(stream, ev.seq) or ""
+        if key["revoked_at"] and stored >= key["revoked_at"]:
+            return ev.body, "invalid", key
+        return ev.body, ("valid" if ev.body.get("id") == case["id"] else "invalid"), key
 
     def signed_case(self, case: dict[str, Any]) -> dict[str, Any]:
         """What the case page and API show: the case row with every column it copies from the
         application replaced by the signed value (when the signature verifies), the signed body,
         the signature's state, the scans, and ``mismatches``: each place where the stored row (or
         its scans) differs from what the station signed. Blocking: call it in a worker thread."""
-        body, signature = self.signed_application(case)
+        body, signature, key = self.signed_application_key(case)
         scans = self.store.scans_of(case["id"])
         mismatches = record_mismatches(case, body, scans) if body else []
         shown = {**case, **signed_columns(body)} if body and signature == "valid" else dict(case)
-        return {"case": shown, "body": body, "signature": signature, "scans": scans, "mismatches": mismatches}
+        return {"case": shown, "body": body, "signature": signature, "scans": scans, "mismatches": mismatches,
+                "signed_by": key}
 
     # users ---------------------------------------------------------------------
     def add_user(self, username: str, name: str, password: str, role: str, department: str | None) -> str:

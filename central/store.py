@@ -40,6 +40,13 @@ SCHEMA = (
     # Decisions a station gave back after a county restore, waiting for their case to come back too.
     """CREATE TABLE IF NOT EXISTS recovery_pending (
         case_id TEXT PRIMARY KEY, station TEXT NOT NULL, body TEXT NOT NULL)""",
+    # Every key a station ever had (enrolment, replacement PC, rotation), so its old events still
+    # verify: from_seq..until_seq is the part of up/<station> a key signs; revoked_at is when the
+    # county revoked it (events stored before that stay valid).
+    """CREATE TABLE IF NOT EXISTS station_keys (
+        station TEXT NOT NULL, sign_id TEXT NOT NULL, sign_key TEXT NOT NULL, enc_id TEXT NOT NULL,
+        enc_key TEXT NOT NULL, reason TEXT NOT NULL, valid_from TEXT NOT NULL, valid_until TEXT,
+        revoked_at TEXT, from_seq BIGINT NOT NULL, until_seq BIGINT, PRIMARY KEY (station, sign_id))""",
     """CREATE INDEX IF NOT EXISTS scans_by_hash ON scans (station, sha256)""",
     """CREATE INDEX IF NOT EXISTS cases_queue ON cases (department, status)""",
     """CREATE INDEX IF NOT EXISTS cases_station ON cases (station, status)""",
@@ -65,6 +72,7 @@ class Store:
             for sql in SCHEMA:
                 db.execute(sql)
             self._upgrade_users(db)
+            self._upgrade_keys(db)
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say
                 side.chmod(0o600)
@@ -115,6 +123,42 @@ class Store:
     def update_station(self, db: Any, code: str, **values: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)
         db.execute(f"UPDATE stations SET {sets} WHERE code = ?", (*values.values(), code))
+
+    # key history ---------------------------------------------------------------
+    KEY_COLS = ("station", "sign_id", "sign_key", "enc_id", "enc_key", "reason", "valid_from", "valid_until",
+                "revoked_at", "from_seq", "until_seq")
+
+    def _upgrade_keys(self, db: Any) -> None:
+        """Databases made before the key history: put each station's one key on record."""
+        from crypto.keys import key_id, unb64
+        for code, sign, enc, at in db.execute(
+                "SELECT code, sign_key, enc_key, coalesce(enrolled_at, created_at) FROM stations s WHERE sign_key"
+                " IS NOT NULL AND NOT EXISTS (SELECT 1 FROM station_keys k WHERE k.station = s.code)").fetchall():
+            self.add_station_key(db, code, sign, enc, key_id(unb64(sign)), key_id(unb64(enc)), "enrolled", at, 1)
+
+    def add_station_key(self, db: Any, station: str, sign: str, enc: str, sign_id: str, enc_id: str,
+                        reason: str, at: str, from_seq: int) -> None:
+        db.execute("INSERT INTO station_keys (station, sign_id, sign_key, enc_id, enc_key, reason, valid_from, from_seq)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station, sign_id) DO UPDATE SET"
+                   " valid_until = NULL, until_seq = NULL, revoked_at = NULL",
+                   (station, sign_id, sign, enc_id, enc, reason, at, from_seq))
+
+    def retire_station_keys(self, db: Any, station: str, at: str, until_seq: int, keep: str | None = None) -> None:
+        """The station's keys in use end here (a replacement or a rotation); they stay on record."""
+        db.execute("UPDATE station_keys SET valid_until = ?, until_seq = ? WHERE station = ? AND valid_until IS NULL"
+                   " AND sign_id IS NOT ?", (at, until_seq, station, keep))
+
+    def revoke_station_keys(self, db: Any, station: str, at: str) -> None:
+        db.execute("UPDATE station_keys SET revoked_at = ? WHERE station = ? AND revoked_at IS NULL", (at, station))
+
+    def station_key_history(self, station: str, db: Any | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {', '.join(self.KEY_COLS)} FROM station_keys WHERE station = ? ORDER BY from_seq, valid_from"
+        rows = db.execute(sql, (station,)).fetchall() if db is not None else self._all(sql, (station,))
+        return [dict(zip(self.KEY_COLS, r)) for r in rows]
+
+    def stored_at(self, stream: str, seq: int) -> str | None:
+        rows = self._all("SELECT stored_at FROM _sync_events WHERE stream = ? AND seq = ?", (stream, seq))
+        return str(rows[0][0]) if rows else None
 
     def sync_problems(self) -> list[dict[str, Any]]:
         """Events set aside for repair and forks, newest first: what a supervisor must look at."""

@@ -303,7 +303,8 @@ async def stations_page(request: Request) -> Response:
         down = counts.get(f"down/{st['code']}", {"high": 0, "acked": 0})
         rows.append({**st, "received": up["high"], "down_waiting": down["high"] - down["acked"],
                      "scans_missing": scans_missing.get(st["code"], 0)})
-    return render(request, "central/stations.html", stations=rows, problems=c.store.sync_problems())
+    return render(request, "central/stations.html", stations=rows, problems=c.store.sync_problems(),
+                  recoveries=c.store.recoveries())
 
 
 # JSON API ----------------------------------------------------------------------

@@ -34,8 +34,13 @@ def _central(args: argparse.Namespace) -> int:
     county = County(settings)
     try:
         if args.cmd == "station" and args.action == "add":
-            code = county.add_station(args.code, args.name, args.level)
+            code = county.add_station(args.code, args.name, args.level or ("" if args.replace else "village"),
+                                      replace=args.replace)
             fingerprint = county.me.public.fingerprint()
+            if args.replace:
+                print(f"REPLACING the computer of station {args.code}: its old computer's syncs are refused from "
+                      "now on; the new one enrols with new keys (the old keys stay on record, so its old records "
+                      "still verify) and rebuilds everything from the county's copy by itself")
             print(f"station {args.code} registered. One-time enrolment code (valid 72 h, one use, "
                   f"5 wrong tries void it): {code}")
             print(f"county key fingerprint (the installer types it at the station as --fingerprint): {fingerprint}")
@@ -191,7 +196,10 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--data", required=True)
     st.add_argument("--code", required=True)
     st.add_argument("--name", default="")
-    st.add_argument("--level", choices=["village", "township", "county"], default="village")
+    st.add_argument("--level", choices=["village", "township", "county"], default=None,
+                    help="add: village (the default), township or county; --replace keeps the station's level")
+    st.add_argument("--replace", action="store_true",
+                    help="add: the station is enrolled and its computer is being replaced; re-open enrolment")
     _user_parser(c, "add a staff account or change its password", central=True)
     x = c.add_parser("import", help="take a station's USB bundle and write the answer bundle")
     x.add_argument("path", help="bundle written by `lastmile node export`")

@@ -20,7 +20,7 @@ from node.store import Store
 from crypto import envelope
 from crypto.errors import CryptoError
 from node.scans import Scan
-from sync import blobs, bundle, client, exchange, log
+from sync import blobs, bundle, client, exchange, log, recovery, rules
 from sync.errors import StaleAnswer, SyncError
 from sync.log import Event
 
@@ -183,17 +183,58 @@ class Station:
             self.store.set_meta(db, "catalog", json.dumps(b["catalog"], ensure_ascii=False))
         elif ev.kind == "case.decided":
             status = {"approve": "approved", "reject": "rejected", "correction": "correction_requested"}[b["decision"]]
+            held = db.execute("SELECT status FROM applications WHERE id = ?", (b["id"],)).fetchone()
+            if held and held[0] == "handed_out":
+                status = "handed_out"   # rebuilt from the county's copy: the hand-out came back first
             if not self.store.update_application(db, b["id"], status=status, decision=b["decision"],
                                                  decision_note=b.get("note", ""), decided_by=b.get("by", ""),
                                                  decided_at=b.get("at", "")):
+                if recovery.healing(db):
+                    return      # its application comes back from the county's copy, and the decision with it
                 raise LookupError(f"no application {b['id']} at this station")
         else:
             raise ValueError(f"unknown event kind {ev.kind!r}")
 
+    # self-heal: our own events from the county's copy (PROTOCOL.md §8.5) --------------------
+    def heal_hooks(self) -> exchange.HealHooks:
+        return exchange.HealHooks(self._project_own, self._displace_own, self._resequence_own)
+
+    def _project_own(self, db: sqlite3.Connection, ev: Event) -> None:
+        """One of our events the county gave back (a restored station, a new PC): rebuild its row,
+        with the decision already among our downstream events."""
+        b = ev.body
+        if ev.kind in rules.APPLICATION_KINDS:
+            if db.execute("SELECT 1 FROM applications WHERE id = ?", (b["id"],)).fetchone():
+                db.execute("UPDATE applications SET seq = ?, event_hash = ?, event_sig = ?, status = CASE status"
+                           " WHEN 'accepted' THEN 'received' ELSE status END WHERE id = ?",
+                           (ev.seq, ev.hash, ev.sig, b["id"]))
+            else:
+                self.store.insert_application(db, ev, "received")
+                decided = db.execute("SELECT seq FROM _sync_events WHERE stream = ? AND kind = 'case.decided'"
+                                     " AND json_extract(body, '$.id') = ? ORDER BY seq DESC LIMIT 1",
+                                     (log.down(self.code), b["id"])).fetchone()
+                if decided:
+                    self.apply_down(db, log.get(db, log.down(self.code), int(decided[0])))  # type: ignore[arg-type]
+        elif ev.kind == rules.HAND_OUT:
+            self.store.update_application(db, b["id"], status="handed_out", handed_out_at=b.get("at", ""),
+                                          handed_out_by=b.get("by", ""))
+
+    def _displace_own(self, db: sqlite3.Connection, ev: Event) -> None:
+        """Set aside: the county holds another event at its number. Its application stays, off the
+        numbered log (seq < 0) until it is re-appended."""
+        if ev.kind in rules.APPLICATION_KINDS:
+            db.execute("UPDATE applications SET seq = ?, status = CASE status WHEN 'received' THEN 'accepted'"
+                       " ELSE status END WHERE id = ? AND seq = ?", (-ev.seq, ev.body["id"], ev.seq))
+
+    def _resequence_own(self, db: sqlite3.Connection, old: Event, new: Event) -> None:
+        if old.kind in rules.APPLICATION_KINDS:
+            db.execute("UPDATE applications SET seq = ?, event_hash = ?, event_sig = ? WHERE id = ?",
+                       (new.seq, new.hash, new.sig, old.body["id"]))
+
     def mark_received(self, db: sqlite3.Connection, ack: int) -> None:
         """The county's ack is its receipt: accepted applications up to it are now at the county."""
         db.execute("UPDATE applications SET status = 'received', county_received_at = ? "
-                   "WHERE seq <= ? AND status = 'accepted'", (log.utcnow(), ack))
+                   "WHERE seq > 0 AND seq <= ? AND status = 'accepted'", (log.utcnow(), ack))
 
     def sync(self) -> client.SyncResult:
         """Events first (the county sees the case at once), then the scans it lists."""
@@ -207,7 +248,8 @@ class Station:
     def _sync(self) -> client.SyncResult:
         with httpx.Client(timeout=self.settings.http_timeout, **self.http_options) as http:
             result = client.sync_once(self.store.transaction, http, me=self.me, station=self.code,
-                                      county=self.county, apply=self.apply_down, on_ack=self.mark_received)
+                                      county=self.county, apply=self.apply_down, on_ack=self.mark_received,
+                                      hooks=self.heal_hooks())
             try:
                 result.scans = self.upload_scans(http)
             except (SyncError, CryptoError) as exc:
@@ -251,7 +293,7 @@ class Station:
             with self.store.transaction() as db:
                 got = exchange.apply_answer(db, blob, me=self.me, station=self.code, county=self.county.keys,
                                             county_name=self.county.name, apply=self.apply_down,
-                                            bundle=answers.in_reply_to)
+                                            bundle=answers.in_reply_to, hooks=self.heal_hooks())
                 self.mark_received(db, log.acked(db, log.up(self.code)))
             acked += got.acked
             received += got.received
@@ -272,7 +314,9 @@ class Station:
         return before
 
     def sync_state(self) -> dict[str, Any]:
-        return self.store.sync_state(log.up(self.code), log.down(self.code))
+        state = self.store.sync_state(log.up(self.code), log.down(self.code))
+        state.update(self.store.recovery_state(log.up(self.code)))
+        return state
 
     def sync_loop(self) -> client.SyncLoop:
         return client.SyncLoop(self.sync, self.settings.sync_interval)

@@ -199,7 +199,7 @@ class Store:
         with self.lock:
             rows = self.conn.execute(
                 "SELECT s.sha256, max(s.sealed_size), min(s.sent) FROM scans s JOIN applications a ON a.id = s.app_id"
-                " WHERE s.done = 0 AND a.seq <= ? GROUP BY s.sha256 ORDER BY min(a.seq)", (acked_up_to,)).fetchall()
+                " WHERE s.done = 0 AND a.seq > 0 AND a.seq <= ? GROUP BY s.sha256 ORDER BY min(a.seq)", (acked_up_to,)).fetchall()
         return [{"sha256": r[0], "sealed_size": r[1], "sent": r[2]} for r in rows]
 
     def scan_progress(self, sha: str, sent: int, done: bool) -> None:
@@ -209,6 +209,22 @@ class Store:
     def scans_of(self, app_id: str) -> list[dict[str, Any]]:
         with self.lock:
             return list(self.db["scans"].rows_where("app_id = ?", [app_id], order_by="material"))
+
+    def recovery_state(self, stream_up: str) -> dict[str, Any]:
+        """What the station recovered from the county's copy of its log and what it re-sequenced
+        (PROTOCOL.md §8.5), for the sync panel; ``healing``: it is still catching up."""
+        with self.lock:
+            c = self.conn
+            recovered = [dict(zip(("what", "first", "last", "at"), r)) for r in c.execute(
+                "SELECT what, first, last, at FROM _sync_recoveries WHERE stream IN (?, ?) ORDER BY at DESC LIMIT 20",
+                (stream_up, "down/" + stream_up.split("/", 1)[1])).fetchall()]
+            moved = [dict(zip(("old_seq", "new_seq", "kind", "ref", "at"), r)) for r in c.execute(
+                "SELECT old_seq, new_seq, kind, ref, at FROM _sync_resequenced WHERE stream = ?"
+                " ORDER BY at DESC, new_seq LIMIT 50", (stream_up,)).fetchall()]
+            status = c.execute("SELECT value FROM _sync_status WHERE name = 'up_heal_from'").fetchone()
+            displaced = c.execute("SELECT count(*) FROM _sync_displaced").fetchone()[0]
+        return {"recovered": recovered, "resequenced": moved,
+                "healing": bool(status and status[0]) or bool(displaced)}
 
     def sync_state(self, stream_up: str, stream_down: str) -> dict[str, Any]:
         with self.lock:

@@ -8,6 +8,7 @@ upstream log and the downstream events beyond what the station holds. Both are e
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ from sync.errors import BadEvent, CursorAhead, StaleAnswer
 from sync.inbox import Apply
 from sync.log import Conn
 
+logger = logging.getLogger("lastmile.sync")
 BATCH_EVENTS = 500
 
 
@@ -42,6 +44,19 @@ class StationResult:
     repairs: list[list[Any]] = field(default_factory=list)
     more: bool = False
     server_time: str | None = None
+    healed: int = 0                                   # own events stored from the county's copy
+    resequenced: list[tuple[int, int]] = field(default_factory=list)   # own events re-appended: (old, new)
+
+
+@dataclass(frozen=True, slots=True)
+class HealHooks:
+    """The station's projections of its own upstream events while it heals (node/station.py)."""
+    on_own: Apply                                    # a county copy stored: project it
+    on_displace: Apply                               # an own event set aside
+    on_resequence: Callable[[Conn, log.Event, log.Event], None]    # (old, new): re-appended
+
+
+NO_HOOKS = HealHooks(lambda _db, _ev: None, lambda _db, _ev: None, lambda _db, _old, _new: None)
 
 
 def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, county_name: str,
@@ -54,7 +69,10 @@ def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, coun
     a push this station sent, and a network answer only if it names the push just sent."""
     stream = log.up(station)
     start = log.acked(db, stream) if after is None else after
-    events = log.events_after(db, stream, start, limit, max_bytes)
+    heal_from = recovery.heal_from(db)
+    # While healing from the county's copy, send none of our events: the county holds others at
+    # their numbers; ours go again, re-sequenced, once healed (PROTOCOL.md §8.5).
+    events = [] if heal_from is not None else log.events_after(db, stream, start, limit, max_bytes)
     down_have, _ = log.head(db, log.down(station))
     first, last = (events[0].seq, events[-1].seq) if events else (0, 0)
     payload = {"events": [e.to_wire() for e in events], "down_have": down_have,
@@ -62,6 +80,8 @@ def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, coun
     confirm = recovery.to_confirm(db)
     if confirm:
         payload["confirm"] = confirm           # the reports of the last answer are recorded here
+    if heal_from is not None:
+        payload["up_from"] = heal_from         # send me your copies of my events from here
     returned = recovery.to_return(db, log.down(station), max_bytes=max_bytes // 2)
     if returned:
         payload["down_return"] = [e.to_wire() for e in returned]   # the county lost these: give them back
@@ -94,7 +114,8 @@ def sent_bundle(db: Conn, bundle_id: str) -> int | None:
 
 def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: PublicKeys,
                  county_name: str, apply: Apply, fresh: bool = False, expect: str | None = None,
-                 bundle: str | None = None) -> StationResult:
+                 bundle: str | None = None, hooks: HealHooks = NO_HOOKS,
+                 own_keys: dict[str, str] | None = None) -> StationResult:
     """Open the county's answer, move the upstream cursor, and take the downstream events.
 
     ``fresh`` says the answer comes straight back from the push just sent (HTTP), not from a
@@ -125,16 +146,26 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
         if bundle is not None and sent[0] != bundle:
             raise StaleAnswer(f"push {reply_to!r} was not in the exported bundle this answer file names")
     up_stream = log.up(station)
-    high, _ = log.head(db, up_stream)
-    if ack > high:
-        raise CursorAhead(f"county confirms {ack} events but this station wrote only {high}")
     before = log.acked(db, up_stream)
-    if fresh and ack < before:
-        # The county answering this very push holds less than it once confirmed: it was restored
-        # from a backup. Send the rest again (the county takes repeats as no-ops).
-        log.rewind_acked(db, up_stream, ack)
-        log.set_status(db, "county_rewound", f"{before}->{ack} at {log.utcnow()}")
-    log.set_acked(db, up_stream, ack)
+    # Self-heal first (a restored station, a new PC): our own events from the county's copy, so
+    # that the decisions among the downstream events below find their applications.
+    keys = {k: v for k, v in (payload.get("up_keys") or {}).items() if isinstance(k, str) and isinstance(v, str)}
+    keys.update(own_keys or {})
+    keys[me.public.sign_id] = me.public.sign
+    healed = recovery.heal(db, me=me, station=station, county_high=payload.get("up_high"),
+                           county_hash=payload.get("up_hash"), returned=payload.get("up_return"), keys=keys,
+                           on_own=hooks.on_own, on_displace=hooks.on_displace, on_resequence=hooks.on_resequence)
+    if healed.consistent:
+        high, _ = log.head(db, up_stream)
+        if ack > high:
+            raise CursorAhead(f"county confirms {ack} events but this station wrote only {high}")
+        now_acked = log.acked(db, up_stream)
+        if fresh and ack < now_acked:
+            # The county answering this very push holds less than it once confirmed: it was restored
+            # from a backup. Send the rest again (the county takes repeats as no-ops).
+            log.rewind_acked(db, up_stream, ack)
+            log.set_status(db, "county_rewound", f"{now_acked}->{ack} at {log.utcnow()}")
+        log.set_acked(db, up_stream, ack)
     got = inbox.accept(db, stream=log.down(station), author=county_name, author_sign_key=county.sign,
                        events=events, apply=apply)
     down_high = payload.get("down_high", 0)
@@ -143,15 +174,18 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
     repairs = recovery.record_reports(db, up_stream, payload.get("repairs"), payload.get("forks"))
     # Only the answer to the push just sent says what the county's clock reads now.
     server_time = payload.get("server_time") if fresh and isinstance(payload.get("server_time"), str) else None
-    return StationResult(acked=max(0, ack - before), received=got.stored, forks=got.forks, repairs=repairs,
-                         more=bool(payload.get("more")) or (isinstance(down_high, int) and down_high > got.high),
-                         server_time=server_time)
+    return StationResult(acked=max(0, log.acked(db, up_stream) - before), received=got.stored + healed.stored,
+                         forks=got.forks, repairs=repairs,
+                         more=bool(payload.get("more")) or (isinstance(down_high, int) and down_high > got.high)
+                         or recovery.heal_from(db) is not None,
+                         server_time=server_time, healed=healed.stored, resequenced=healed.resequenced)
 
 
 def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                 station_keys: Callable[[str], PublicKeys], apply: Apply,
                 limit: int = BATCH_EVENTS, max_size: int = envelope.MAX_ENVELOPE,
-                take_back: Apply | None = None) -> tuple[bytes, dict[str, Any]]:
+                take_back: Apply | None = None,
+                key_history: Callable[[str], dict[str, str]] | None = None) -> tuple[bytes, dict[str, Any]]:
     """County side: verify and take a push, return (sealed answer, summary for logs and status).
 
     Raises EnvelopeError or a sync Rejected before anything is stored if the push is not
@@ -171,8 +205,22 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     # they carry decisions that the upstream events behind them (hand-outs) build on.
     returned = recovery.take_back(db, log.down(station), county_name, me.public.sign,
                                   payload.get("down_return"), take_back)
-    got = inbox.accept(db, stream=log.up(station), author=station, author_sign_key=keys.sign,
-                       events=events, apply=apply)
+    history = key_history(station) if key_history else {keys.sign_id: keys.sign}
+    # A push that does not extend our copy of its log is a station restored from a backup (or a
+    # twin): nothing of it is stored from there; the answer gives the station our copy to heal.
+    got = inbox.accept(db, stream=log.up(station), author=station, author_sign_key=history,
+                       events=events, apply=apply, diverge="stop")
+    up_stream = log.up(station)
+    up_high_c, up_hash_c = log.head(db, up_stream)
+    up_from, station_high = payload.get("up_from"), payload.get("up_high")
+    start = (up_from if up_from is not None and up_from >= 1 else got.diverged_at if got.diverged_at
+             else station_high + 1 if type(station_high) is int and 0 <= station_high < up_high_c else None)
+    returned_up = recovery.up_return(db, up_stream, start)
+    if got.diverged_at:
+        logger.warning("%s: the push does not extend the county's copy from #%d (a station restored from a"
+                       " backup?); it heals from the county's copy", up_stream, got.diverged_at)
+        db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
+                   (up_stream, log.utcnow(), "up_diverged", got.diverged_at, up_high_c))
     recovery.take_confirm(db, log.up(station), payload.get("confirm"))
     repairs, forks = recovery.open_reports(db, log.up(station))
     down_stream = log.down(station)
@@ -183,7 +231,11 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     out = log.events_after(db, down_stream, down_have, limit)
     answer = {"ack": got.high, "events": [e.to_wire() for e in out], "down_high": down_high,
               "forks": forks, "repairs": repairs, "server_time": log.utcnow(),
-              "more": bool(out) and out[-1].seq < down_high, "in_reply_to": header["id"]}
+              "more": (bool(out) and out[-1].seq < down_high) or (bool(returned_up) and returned_up[-1].seq < up_high_c),
+              "in_reply_to": header["id"], "up_high": up_high_c, "up_hash": up_hash_c}
+    if returned_up:
+        answer["up_return"] = [e.to_wire() for e in returned_up]
+        answer["up_keys"] = history
     sealed = envelope.seal(answer, sender=me, sender_name=county_name, recipient=keys,
                            recipient_name=station, kind="answer",
                            extra={"ack": got.high, "first": out[0].seq if out else 0,
@@ -192,6 +244,7 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     summary = {"station": station, "station_time": payload.get("station_time"), "stored": got.stored,
                "duplicates": got.duplicates, "ack": got.high, "forks": got.forks, "repairs": got.repairs,
                "sent_down": len(out), "gap_at": got.gap_at, "taken_back": returned,
+               "diverged_at": got.diverged_at, "up_returned": len(returned_up),
                "down_behind": max(0, down_have - down_high),
                "up_waiting": max(0, up_high - got.high) if type(up_high) is int else None}
     return sealed, summary

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from crypto import canonical
 from sync import log
@@ -30,12 +30,19 @@ class Accepted:
     repairs: list[tuple[int, str]] = field(default_factory=list)
     gap_at: int | None = None
     high: int = 0
+    diverged_at: int | None = None    # diverge="stop": the first event that does not extend our copy
 
 
-def accept(db: Conn, *, stream: str, author: str, author_sign_key: str, events: list[Any],
-           apply: Apply) -> Accepted:
+def accept(db: Conn, *, stream: str, author: str, author_sign_key: str | Mapping[str, str], events: list[Any],
+           apply: Apply, diverge: str = "fork") -> Accepted:
     """Take ``events`` (wire dicts) for ``stream``. Raises BadEvent, storing nothing, if any event
-    is malformed, belongs to another stream or author, or is not signed by the author."""
+    is malformed, belongs to another stream or author, or is not signed by the author (with its one
+    key, or with the key its ``key`` id names in the author's key history, a mapping id -> key).
+
+    ``diverge="stop"`` (the county taking a station's upstream log): an event that does not extend
+    our copy (same seq, other content, or a broken chain) is not a fork but a station that lost
+    events and wrote others at their numbers: stop there, store none of it, and say where
+    (``diverged_at``); the station heals from our copy and re-sequences its own (PROTOCOL.md §8.5)."""
     parsed = [Event.from_wire(e) for e in events]
     for ev in parsed:
         if ev.stream != stream or ev.author != author:
@@ -49,12 +56,18 @@ def accept(db: Conn, *, stream: str, author: str, author_sign_key: str, events: 
             mine = log.get(db, stream, ev.seq)
             if mine is not None and mine.hash == ev.hash:
                 result.duplicates += 1
+            elif diverge == "stop":
+                result.diverged_at = ev.seq
+                break
             else:
                 _fork(db, ev, "same sequence number, different content")
                 result.forks.append(ev.seq)
             continue
         if ev.seq > high + 1:
             result.gap_at = high + 1     # out of order: wait for the missing one
+            break
+        if ev.prev != high_hash and diverge == "stop":
+            result.diverged_at = ev.seq
             break
         if ev.prev != high_hash:
             _fork(db, ev, "does not chain onto the event before it")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 from crypto import canonical
 from crypto.keys import Identity, b64, key_id, unb64, verify
@@ -76,8 +76,17 @@ class Event:
             raise BadEvent("event body must be an object")
         return ev
 
-    def check(self, author_sign_key: str) -> None:
-        """Raise BadEvent unless the hash matches the content and the author's signature verifies."""
+    def check(self, author_sign_key: str | Mapping[str, str]) -> None:
+        """Raise BadEvent unless the hash matches the content and the author's signature verifies.
+
+        ``author_sign_key`` is the author's one key, or its key history: key id -> public sign key
+        (every key the author ever had on record), looked up by the event's ``key``."""
+        if isinstance(author_sign_key, Mapping):
+            found = author_sign_key.get(self.key)
+            if found is None:
+                raise BadEvent(f"event {self.stream}#{self.seq} is signed with key {self.key},"
+                               " which is not on record for its author")
+            author_sign_key = found
         if self.key != key_id(unb64(author_sign_key)):
             raise BadEvent(f"event {self.stream}#{self.seq} is signed with key {self.key}, not the author's")
         try:
@@ -118,6 +127,15 @@ def store(db: Conn, ev: Event) -> None:
                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                (ev.stream, ev.seq, ev.prev, ev.hash, ev.author, ev.key, ev.kind, ev.at,
                 canonical.dumps(ev.body).decode(), ev.sig, utcnow()))
+
+
+def remove_from(db: Conn, stream: str, seq: int) -> list[Event]:
+    """Take the events with seq >= ``seq`` out of ``stream`` and return them, in order: only for a
+    station's own upstream events the county never got, set aside to be re-appended (self-heal)."""
+    out = [_row(r) for r in db.execute(f"SELECT {_COLS} FROM _sync_events WHERE stream = ? AND seq >= ?"
+                                       " ORDER BY seq", (stream, seq)).fetchall()]
+    db.execute("DELETE FROM _sync_events WHERE stream = ? AND seq >= ?", (stream, seq))
+    return out
 
 
 def _row(r: Any) -> Event:

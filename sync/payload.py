@@ -20,6 +20,7 @@ PUSH_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "station_time": (str, False),
     "confirm": (list, False),        # [[seq, "repair"|"fork"], ...] reports recorded (PROTOCOL.md §6)
     "down_return": (list, False),    # down/<station> events the county lost, given back (PROTOCOL.md §6)
+    "up_from": (int, False),         # self-heal: send me your copies of up/<station> from this seq (§8.5)
 }
 
 ANSWER_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
@@ -31,6 +32,10 @@ ANSWER_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "server_time": (str, False),
     "more": (bool, False),
     "in_reply_to": (str, False),     # the envelope id of the push this answers (PROTOCOL.md §6)
+    "up_high": (int, False),         # the county's head of up/<station> ... (§8.5, self-heal)
+    "up_hash": (str, False),         # ... and that event's hash
+    "up_return": (list, False),      # the county's copies of up/<station> events the station lacks (§8.5)
+    "up_keys": (dict, False),        # the station's key history: key id -> sign key, to verify up_return
 }
 
 FIELDS = {"push": PUSH_FIELDS, "answer": ANSWER_FIELDS}

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
+from crypto import canonical
+from crypto.keys import Identity
 from sync import inbox, log
 from sync.errors import BadEvent
 from sync.inbox import Apply
@@ -137,3 +140,163 @@ def take_back(db: Conn, stream: str, county_name: str, county_sign_key: str, eve
         db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
                    (stream, log.utcnow(), "down_returned", before + 1, got.high))
     return got.stored
+
+
+# a station restored from a backup, or a new PC: self-heal from the county's copy ------------
+
+HEAL_BYTES = 2 * 1024 * 1024
+
+
+def up_return(db: Conn, stream: str, start: int | None) -> list[Event]:
+    """County: its copies of a station's own events from ``start`` (a batch), for the station to heal."""
+    if start is None or start < 1:
+        return []
+    return log.events_after(db, stream, start - 1, MAX_RETURN, HEAL_BYTES)
+
+
+def heal_from(db: Conn) -> int | None:
+    """Station: the seq from which it asks the county for its own events (``up_from``), if healing."""
+    raw = log.get_status(db, "up_heal_from")
+    return int(raw) if raw and raw.isdigit() else None
+
+
+def healing(db: Conn) -> bool:
+    return heal_from(db) is not None or bool(db.execute("SELECT 1 FROM _sync_displaced LIMIT 1").fetchone())
+
+
+@dataclass(slots=True)
+class Healed:
+    consistent: bool = True     # the station holds the county's head of its log, with the same hash
+    stored: int = 0             # county copies stored
+    displaced: int = 0          # own events set aside (the county holds others at their numbers)
+    resequenced: list[tuple[int, int]] = field(default_factory=list)    # (old seq, new seq)
+
+
+def heal(db: Conn, *, me: Identity, station: str, county_high: Any, county_hash: Any, returned: Any,
+         keys: Mapping[str, str], on_own: Apply, on_displace: Apply,
+         on_resequence: Callable[[Conn, Event, Event], None]) -> Healed:
+    """Station: compare its upstream log with the county's head (``up_high``/``up_hash``) and heal.
+
+    Behind (a backup, a new PC) or diverged (after a restore it wrote other events at numbers the
+    county already holds): store the county's copies (``returned``; station-signed, checked with
+    ``keys``, the station's key history), setting aside each own event the county holds another at
+    (``_sync_displaced``), and ask for the next batch (``up_from``). Once the station holds the
+    county's head, its set-aside events are appended again after it, re-signed under new numbers
+    with the same kind and body (same application, same receipt number), none twice."""
+    out = Healed()
+    stream = log.up(station)
+    if type(county_high) is not int or county_high < 0 or not isinstance(county_hash, str):
+        return out                           # an answer without the county's head: nothing to compare
+    if not _holds(db, stream, county_high, county_hash):
+        out.consistent = False
+        events = returned if isinstance(returned, list) else []
+        if len(events) > 2 * MAX_RETURN:
+            raise BadEvent("up_return must be a list of at most 1000 events")
+        parsed = sorted((Event.from_wire(e) for e in events), key=lambda e: e.seq)
+        for ev in parsed:
+            if ev.stream != stream or ev.author != station:
+                raise BadEvent(f"event {ev.stream}#{ev.seq} in up_return is not this station's")
+            ev.check(keys)
+        if any(b.seq != a.seq + 1 or b.prev != a.hash for a, b in zip(parsed, parsed[1:])):
+            raise BadEvent("up_return is not one contiguous chain")
+        if parsed and not _chains(db, stream, parsed[0]):
+            # Our event before the batch differs too: ask from further back (what we once had
+            # confirmed, or the start).
+            acked = log.acked(db, stream)
+            log.set_status(db, "up_heal_from", str(acked + 1 if acked + 1 < parsed[0].seq else 1))
+            return out
+        for ev in parsed:
+            mine = log.get(db, stream, ev.seq)
+            if mine is not None and mine.hash == ev.hash:
+                continue
+            if mine is not None:
+                out.displaced += _displace(db, stream, ev.seq, on_displace)
+            log.store(db, ev)
+            on_own(db, ev)
+            out.stored += 1
+        if parsed:
+            log.set_acked(db, stream, parsed[-1].seq)          # the county holds these: confirmed
+            if out.stored:
+                _note(db, stream, "up_healed", parsed[0].seq, parsed[-1].seq)
+        out.consistent = _holds(db, stream, county_high, county_hash)
+        if not out.consistent:
+            nxt = parsed[-1].seq + 1 if parsed else min(log.acked(db, stream) + 1, max(county_high, 1))
+            log.set_status(db, "up_heal_from", str(nxt))
+            return out
+    log.set_status(db, "up_heal_from", "")
+    out.resequenced = _reappend(db, me, station, on_resequence)
+    return out
+
+
+def _holds(db: Conn, stream: str, seq: int, hash_: str) -> bool:
+    if seq == 0:
+        return True
+    mine = log.get(db, stream, seq)
+    return mine is not None and mine.hash == hash_
+
+
+def _chains(db: Conn, stream: str, first: Event) -> bool:
+    if first.seq == 1:
+        return first.prev == log.GENESIS
+    before = log.get(db, stream, first.seq - 1)
+    return before is not None and before.hash == first.prev
+
+
+def _displace(db: Conn, stream: str, seq: int, on_displace: Apply) -> int:
+    taken = log.remove_from(db, stream, seq)
+    now = log.utcnow()
+    for ev in taken:
+        db.execute("INSERT INTO _sync_displaced (stream, seq, hash, event, at) VALUES (?, ?, ?, ?, ?)"
+                   " ON CONFLICT (stream, hash) DO NOTHING",
+                   (stream, ev.seq, ev.hash, canonical.dumps(ev.to_wire()).decode(), now))
+        on_displace(db, ev)
+    if log.acked(db, stream) >= seq:
+        log.rewind_acked(db, stream, seq - 1)
+    logger.warning("%s: the county holds other events from #%d; %d own events set aside to be re-appended",
+                   stream, seq, len(taken))
+    return len(taken)
+
+
+def _reappend(db: Conn, me: Identity, station: str,
+              on_resequence: Callable[[Conn, Event, Event], None]) -> list[tuple[int, int]]:
+    stream = log.up(station)
+    rows = db.execute("SELECT event FROM _sync_displaced WHERE stream = ? ORDER BY seq, at", (stream,)).fetchall()
+    done: list[tuple[int, int]] = []
+    for (raw,) in rows:
+        old = Event.from_wire(canonical.loads(raw.encode()))
+        body = canonical.dumps(old.body).decode()
+        if not db.execute("SELECT 1 FROM _sync_events WHERE stream = ? AND kind = ? AND body = ?",
+                          (stream, old.kind, body)).fetchone():
+            new = log.append(db, me, stream=stream, author=station, kind=old.kind, body=old.body)
+            db.execute("INSERT INTO _sync_resequenced (stream, old_seq, new_seq, kind, ref, at)"
+                       " VALUES (?, ?, ?, ?, ?, ?)", (stream, old.seq, new.seq, old.kind,
+                                                      str(old.body.get("receipt_no") or old.body.get("id") or ""),
+                                                      log.utcnow()))
+            on_resequence(db, old, new)
+            done.append((old.seq, new.seq))
+        db.execute("DELETE FROM _sync_displaced WHERE stream = ? AND hash = ?", (stream, old.hash))
+    if done:
+        _note(db, stream, "resequenced", done[0][1], done[-1][1])
+        logger.warning("%s: %d own events re-appended under new numbers %d..%d", stream, len(done),
+                       done[0][1], done[-1][1])
+    return done
+
+
+def _note(db: Conn, stream: str, what: str, first: int, last: int) -> None:
+    db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
+               (stream, log.utcnow(), what, first, last))
+
+
+def resequenced(db: Conn, stream: str) -> list[dict[str, Any]]:
+    cols = ("old_seq", "new_seq", "kind", "ref", "at")
+    return [dict(zip(cols, r)) for r in db.execute(
+        "SELECT old_seq, new_seq, kind, ref, at FROM _sync_resequenced WHERE stream = ? ORDER BY at DESC, new_seq"
+        " LIMIT 200", (stream,)).fetchall()]
+
+
+def recoveries(db: Conn, stream: str | None = None) -> list[dict[str, Any]]:
+    cols = ("stream", "at", "what", "first", "last")
+    sql = f"SELECT {', '.join(cols)} FROM _sync_recoveries"
+    rows = db.execute(sql + (" WHERE stream = ?" if stream else "") + " ORDER BY at DESC LIMIT 100",
+                      (stream,) if stream else ()).fetchall()
+    return [dict(zip(cols, r)) for r in rows]

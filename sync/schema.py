@@ -29,6 +29,15 @@ STATEMENTS = (
         stream TEXT NOT NULL, at TEXT NOT NULL, what TEXT NOT NULL, first BIGINT NOT NULL, last BIGINT NOT NULL)""",
     # Station: the envelope ids of the pushes it sent, so it takes only answers to its own pushes;
     # ``bundle`` is the id of the USB bundle that carried one (NULL: sent over the network).
+    # Station: its own upstream events set aside while it heals from the county's copy of its log
+    # (the county holds other events at their numbers); re-appended at the end once healed.
+    """CREATE TABLE IF NOT EXISTS _sync_displaced (
+        stream TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, event TEXT NOT NULL, at TEXT NOT NULL,
+        PRIMARY KEY (stream, hash))""",
+    # Station: each event re-appended under a new number (old seq -> new seq), shown on its page.
+    """CREATE TABLE IF NOT EXISTS _sync_resequenced (
+        stream TEXT NOT NULL, old_seq BIGINT NOT NULL, new_seq BIGINT NOT NULL, kind TEXT NOT NULL,
+        ref TEXT NOT NULL, at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS _sync_sent (
         id TEXT PRIMARY KEY, bundle TEXT, first BIGINT NOT NULL, last BIGINT NOT NULL, at TEXT NOT NULL)""",
 )

@@ -196,20 +196,27 @@ def test_a_repair_reported_in_a_lost_answer_is_reported_again_until_confirmed(pa
     assert [r["seq"] for r in st.sync_state()["reported"]] == [seq]   # the station keeps showing it
 
 
-def test_a_fork_reported_in_a_lost_answer_is_reported_again(pair):
+def test_a_twin_that_wrote_other_events_at_the_same_numbers_heals_instead_of_forking(pair):
+    """Two copies of one station (a PC cloned, a backup put back on a second PC) each took an
+    application at seq 1. Before, the second was a fork for a person to sort out; now it is healed
+    and re-sequenced, even when the answer saying so is lost: both applications reach the county."""
     county, st, root = pair
     st.store.close()
     shutil.copytree(st.settings.data, root / "twin")
     st = Station(NodeSettings(data=st.settings.data))
     twin = Station(NodeSettings(data=root / "twin"))
     try:
-        take(twin, 1)
+        theirs = take(twin, 1)
         round_trip(county, twin)                       # the twin's seq 1 reaches the county first
-        take(st, 1)
-        round_trip(county, st, take_answer=False)      # ours is a fork; the answer saying so is lost
-        round_trip(county, st, limit=0)                # after a cut the station first asks (a pull)
-        reported = st.sync_state()["reported"]
-        assert [r["seq"] for r in reported] == [1] and "fork" in reported[0]["reason"]
+        ours = take(st, 1)
+        round_trip(county, st, take_answer=False)      # ours does not extend the county's copy; answer lost
+        for _ in range(4):
+            round_trip(county, st)
+        assert sorted(county_cases(county).values()) == sorted(a["id"] for a in theirs + ours)
+        assert st.sync_state()["reported"] == [] and st.sync_state()["forks"] == 0
+        assert [(r["old_seq"], r["new_seq"]) for r in st.sync_state()["resequenced"]] == [(1, 2)]
+        with county.store.transaction() as db:
+            assert recovery.open_reports(db, "up/S1") == ([], [])
     finally:
         twin.store.close()
         st.store.close()
@@ -327,3 +334,151 @@ def test_a_station_restored_from_a_backup_never_reissues_a_receipt_number(pair):
         assert [a["receipt_no"] for a in again] == sorted(a["receipt_no"] for a in again)
     finally:
         st.store.close()
+
+
+# 5. a station restored from a backup heals from the county's copy of its log ----------------------
+
+def settle(st: Station, url: str) -> None:
+    """Sync until nothing waits either way and the station is not healing."""
+    st.county = replace(st.county, url=url)
+    for _ in range(20):
+        st.sync()
+        state = st.sync_state()
+        if not state["up_waiting"] and not state["healing"] and not st.store.sync_status("down_return_from"):
+            return
+    raise AssertionError(f"sync did not settle: {st.sync_state()}")
+
+
+def county_cases(county: County) -> dict[str, str]:
+    """receipt number -> case id, asserting no receipt number names two cases."""
+    rows = county.store._all("SELECT receipt_no, id FROM cases")
+    assert len({r[0] for r in rows}) == len(rows), "a receipt number names two applications"
+    return {r[0]: r[1] for r in rows}
+
+
+def test_a_restored_station_heals_from_the_county_and_resequences_what_it_took_since(pair):
+    county, st, root = pair
+    early = take(st, 2)
+    with serve(central_app(county.settings)) as url:
+        settle(st, url)
+        st.store.close()
+        copy_db(st.settings.data, root / "station-backup")          # the nightly backup
+        st = Station(NodeSettings(data=st.settings.data))
+        later = take(st, 3)                                          # these reach the county ...
+        settle(st, url)
+        county.decide(later[0]["id"], "approve", "", CLERK)
+        st.store.close()
+        copy_db(root / "station-backup", st.settings.data)          # ... then the disk dies: restore
+        st = Station(NodeSettings(data=st.settings.data))
+        since = take(st, 2)                         # taken before the next sync, at seqs 3, 4 the county holds
+        settle(st, url)
+    try:
+        everyone = early + later + since
+        cases = county_cases(county)
+        assert sorted(cases) == sorted(a["receipt_no"] for a in everyone)      # all, each once
+        assert sorted(cases.values()) == sorted(a["id"] for a in everyone)
+        assert stream(county.store.conn, "up/S1") == stream(st.store.conn, "up/S1")
+        mine = {a["id"]: a for a in st.store.applications(limit=100)}
+        assert sorted(mine) == sorted(a["id"] for a in everyone)
+        assert mine[later[0]["id"]]["status"] == "approved"            # the decision came back with it
+        assert all(mine[a["id"]]["status"] == "received" for a in early + later[1:] + since)
+        assert {a["receipt_no"] for a in since} == {mine[a["id"]]["receipt_no"] for a in since}
+        state = st.sync_state()
+        moved = {r["ref"]: (r["old_seq"], r["new_seq"]) for r in state["resequenced"]}
+        assert moved == {since[0]["receipt_no"]: (3, 6), since[1]["receipt_no"]: (4, 7)}
+        assert {r["what"] for r in state["recovered"]} >= {"up_healed", "resequenced"}
+        assert state["forks"] == 0 and state["reported"] == [] and not state["healing"]
+        for conn in (county.store.conn, st.store.conn):
+            assert conn.execute("SELECT count(*) FROM _sync_forks").fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM _sync_repairs").fetchone()[0] == 0
+        assert "up_diverged" in [r["what"] for r in county.store.recoveries()]
+        show_pages(county, st, since[0]["receipt_no"])
+    finally:
+        st.store.close()
+
+
+def show_pages(county: County, st: Station, receipt_no: str) -> None:
+    """Both pages say, in the reader's language, what was recovered and re-numbered, and why."""
+    import httpx
+    from node.app import create_app as node_app
+    from tests.conftest import PASSWORD, csrf_of
+    st.store.add_user("agent", "代办员", PASSWORD)
+    county.add_user("boss", "督办", PASSWORD, "supervisor", None)
+    for app, user, path in ((node_app(st.settings, background_sync=False), "agent", "/"),
+                            (central_app(county.settings), "boss", "/stations")):
+        with serve(app) as url, httpx.Client(base_url=url, follow_redirects=True, timeout=30,
+                                             headers={"accept-language": "zh-CN"}) as page:
+            page.post("/login", data={"username": user, "password": PASSWORD, "csrf": csrf_of(page)})
+            text = page.get(path).text
+            if path == "/":
+                assert 'id="resequenced"' in text and receipt_no in text
+                assert "已改用新编号" in text and "已从县中心的副本补回" in text
+            else:
+                assert 'id="recoveries"' in text and "该站曾从备份恢复或被复制" in text
+
+
+# 6. a replacement PC: new keys, old keys on record, everything rebuilt from the county -----------
+
+def cli(*args: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_a_replacement_pc_enrols_with_new_keys_and_rebuilds_everything_from_the_county(pair):
+    from node.enroll import enroll
+    county, old, root = pair
+    taken = take(old, 3)
+    with serve(central_app(county.settings)) as url:
+        settle(old, url)
+        county.decide(taken[0]["id"], "approve", "", CLERK)
+        settle(old, url)
+        assert old.hand_out(taken[0]["id"], "代办员")
+        settle(old, url)
+        old_key = old.me.public.sign_id
+        data = str(county.settings.data)
+        county.store.close()
+        refused = cli("central", "station", "add", "--code", "S1", "--data", data)
+        assert refused.returncode != 0 and "--replace" in refused.stderr + refused.stdout
+        added = cli("central", "station", "add", "--code", "S1", "--replace", "--data", data)
+        assert added.returncode == 0, added.stderr
+        assert "REPLACING" in added.stdout
+        otp = added.stdout.split("code (valid 72 h, one use, 5 wrong tries void it): ")[1].split()[0]
+        county = County(county.settings)
+        assert county.store.station("S1")["level"] == "village"
+        with pytest.raises(Exception):
+            settle(old, url)                                   # the old computer is refused from now on
+        new_data = root / "S1-new"
+        enroll(NodeSettings(data=new_data), central_url=url, station="S1", code=otp,
+               fingerprint=county.me.public.fingerprint())
+        new = Station(NodeSettings(data=new_data))
+        try:
+            assert new.me.public.sign_id != old_key
+            settle(new, url)
+            mine = {a["id"]: a for a in new.store.applications(limit=100)}
+            assert sorted(mine) == sorted(a["id"] for a in taken)
+            assert mine[taken[0]["id"]]["status"] == "handed_out"
+            assert {a["receipt_no"] for a in mine.values()} == {a["receipt_no"] for a in taken}
+            more = take(new, 2)                                # goes on after the county's head, new key
+            settle(new, url)
+            assert sorted(county_cases(county).values()) == sorted(a["id"] for a in taken + more)
+            assert stream(county.store.conn, "up/S1") == stream(new.store.conn, "up/S1")
+            view = county.signed_case(county.store.case(taken[1]["id"]))
+            assert view["signature"] == "valid" and view["signed_by"]["sign_id"] == old_key
+            assert view["signed_by"]["valid_until"]
+            fresh = county.signed_case(county.store.case(more[0]["id"]))
+            assert fresh["signature"] == "valid" and fresh["signed_by"]["sign_id"] == new.me.public.sign_id
+            assert "replaced" in [r["what"] for r in county.store.recoveries()]
+        finally:
+            new.store.close()
+        old.store.close()
+        old = Station(NodeSettings(data=root / "S1-new"))     # for the fixture's teardown
+
+
+def test_revocation_keeps_what_was_stored_before_it_valid(pair):
+    county, st, _ = pair
+    taken = take(st, 1)
+    round_trip(county, st)
+    county.revoke("S1")
+    view = county.signed_case(county.store.case(taken[0]["id"]))
+    assert view["signature"] == "valid" and view["signed_by"]["revoked_at"]
