@@ -78,71 +78,42 @@ async def sync_exchange(request: Request) -> Response:
     return Response(sealed, media_type="application/octet-stream")
 
 
-def _sync_refusal(peer: str, exc: Exception) -> Response:
-    status = next(s for t, s in STATUS_OF_ERROR if isinstance(exc, t))
-    code = getattr(exc, "code", "refused")
-    logger.warning("sync refused from %s: %s %s: %s", peer, status, code, exc)
-    return api_error(status, code, str(exc))
-
-
-@dataclass(frozen=True, slots=True)
-class ScanRequest:
-    sha: str
-    station: str
-    total: int
-    signature: str
-    expires: int
-    nonce: str
-
-
-def _scan_headers(request: Request) -> ScanRequest:
-    h = request.headers
-    sha, station, total = request.path_params["sha"], h.get("lastmile-station", ""), h.get("upload-length", "")
-    signature, expires, nonce = h.get("lastmile-signature", ""), h.get("lastmile-expires", ""), h.get("lastmile-nonce", "")
-    if not blobs.SHA.fullmatch(sha) or not station or not total.isdigit() or not signature \
-            or not expires.isdigit() or len(expires) > 12 or not blobs.NONCE.fullmatch(nonce):
-        raise CountyError(400, "bad_request", "scan requests need a SHA-256 path, Lastmile-Station, Upload-Length, "
-                                              "Lastmile-Expires, Lastmile-Nonce and Lastmile-Signature")
-    return ScanRequest(sha, station, int(total), signature, int(expires), nonce)
-
-
-def _signed_answer(c: County, r: ScanRequest, status: int, offset: int, state: str) -> Response:
-    """A HEAD/PATCH answer the station can trust: the county signs offset and state over the
-    request's nonce."""
-    return Response(status_code=status, headers={
-        "upload-offset": str(offset), "upload-length": str(r.total), "lastmile-scan-state": state,
-        "lastmile-answer-signature": c.sign_scan_answer(r.station, r.sha, offset, r.total, state, r.nonce),
-        "cache-control": "no-store"})
+def _scan_headers(request: Request) -> tuple[str, str, int, str]:
+    sha = request.path_params["sha"]
+    station = request.headers.get("lastmile-station", "")
+    total = request.headers.get("upload-length", "")
+    signature = request.headers.get("lastmile-signature", "")
+    if not blobs.SHA.fullmatch(sha) or not station or not total.isdigit() or not signature:
+        raise CountyError(400, "bad_request", "scan requests need a SHA-256 path, Lastmile-Station, "
+                                              "Upload-Length and Lastmile-Signature")
+    return sha, station, int(total), signature
 
 
 async def scan_head(request: Request) -> Response:
-    c = county(request)
     try:
-        r = _scan_headers(request)
-        offset, state = await run_in_threadpool(c.scan_offset, r.station, r.sha, r.total, r.signature,
-                                                r.expires, r.nonce)
+        sha, station, total, signature = _scan_headers(request)
+        offset = await run_in_threadpool(county(request).scan_offset, station, sha, total, signature)
     except CountyError as exc:
         return Response(status_code=exc.status, headers={"lastmile-error": exc.code})
     except (CryptoError, SyncError) as exc:
         status = next(s for t, s in STATUS_OF_ERROR if isinstance(exc, t))
         return Response(status_code=status, headers={"lastmile-error": getattr(exc, "code", "refused")})
-    return await run_in_threadpool(_signed_answer, c, r, 200, offset, state)
+    return Response(status_code=200, headers={"upload-offset": str(offset), "upload-length": str(total),
+                                              "cache-control": "no-store"})
 
 
 async def scan_patch(request: Request) -> Response:
     peer = request.client.host if request.client else "?"
-    c = county(request)
     try:
-        r = _scan_headers(request)
+        sha, station, total, signature = _scan_headers(request)
         offset_text = request.headers.get("upload-offset", "")
         if not offset_text.isdigit():
             raise CountyError(400, "bad_request", "Upload-Offset is missing")
-        offset = int(offset_text)
-        await run_in_threadpool(c.scan_request, r.station, r.sha, offset, r.total, r.signature, r.expires, r.nonce)
-        new = await _stream_scan(request, c, r.station, r.sha, offset, r.total)
-    except blobs.OffsetMismatch:
-        held, state = await run_in_threadpool(c.scan_state, r.station, r.sha)
-        return await run_in_threadpool(_signed_answer, c, r, 409, held, state)
+        c, offset = county(request), int(offset_text)
+        await run_in_threadpool(c.scan_request, station, sha, offset, total, signature)
+        new = await _stream_scan(request, c, station, sha, offset, total)
+    except blobs.OffsetMismatch as exc:
+        return Response(status_code=409, headers={"upload-offset": str(exc.offset)})
     except CountyError as exc:
         logger.warning("scan refused from %s: %s", peer, exc)
         return api_error(exc.status, exc.code, str(exc))
@@ -150,8 +121,7 @@ async def scan_patch(request: Request) -> Response:
         status = next(s for t, s in STATUS_OF_ERROR if isinstance(exc, t))
         logger.warning("scan refused from %s: %s %s", peer, status, exc)
         return api_error(status, getattr(exc, "code", "refused"), str(exc))
-    return await run_in_threadpool(_signed_answer, c, r, 204, new,
-                                   blobs.VERIFIED if new == r.total else blobs.PARTIAL)
+    return Response(status_code=204, headers={"upload-offset": str(new)})
 
 
 async def _stream_scan(request: Request, c: County, station: str, sha: str, offset: int, total: int) -> int:
@@ -304,10 +274,6 @@ async def scan_view(request: Request) -> Response:
     if found is None:
         raise HTTPException(404, N_("This scan has not arrived yet."))
     data, mime = found
-    if mime is None:        # judged from the decrypted bytes, never from what the station declared
-        logger.warning("scan %s of case %s is neither JPEG nor PDF; not served", request.path_params["sha"][:12],
-                       request.path_params["id"])
-        raise HTTPException(415, N_("This scan is neither a JPEG image nor a PDF, so it is not shown."))
     return Response(data, media_type=mime, headers={"cache-control": "private, no-store",
                                                     "content-security-policy": "default-src 'none'; img-src 'self'",
                                                     "x-content-type-options": "nosniff"})
@@ -328,7 +294,11 @@ async def decide_page(request: Request) -> Response:
 
 async def stations_page(request: Request) -> Response:
     clerk(request)
-    c = county(request)
+    return render(request, "central/stations.html", **await run_in_threadpool(_stations_context, county(request)))
+
+
+def _stations_context(c: County) -> dict[str, Any]:
+    """The stations page's data, read from the store (in a worker thread, never on the loop)."""
     counts = c.store.station_sync_counts()
     scans_missing = c.store.incomplete_scans_by_station()
     rows = []
@@ -337,13 +307,13 @@ async def stations_page(request: Request) -> Response:
         down = counts.get(f"down/{st['code']}", {"high": 0, "acked": 0})
         rows.append({**st, "received": up["high"], "down_waiting": down["high"] - down["acked"],
                      "scans_missing": scans_missing.get(st["code"], 0)})
-    return render(request, "central/stations.html", stations=rows, problems=c.store.sync_problems(),
-                  recoveries=c.store.recoveries())
+    return {"stations": rows, "problems": c.store.sync_problems(), "recoveries": c.store.recoveries()}
 
 
 # JSON API ----------------------------------------------------------------------
-def api_user(request: Request) -> dict[str, Any]:
-    return bearer_user(request, county(request).user_by_token)
+async def api_user(request: Request) -> dict[str, Any]:
+    """The API user of the bearer token (looked up in a worker thread), or 401."""
+    return await run_in_threadpool(bearer_user, request, county(request).user_by_token)
 
 
 def case_json(c: County, case: dict[str, Any]) -> dict[str, Any]:
@@ -367,7 +337,7 @@ def _whole(text: str | None, default: int, low: int, high: int) -> int | None:
 
 
 async def api_cases(request: Request) -> Response:
-    user = api_user(request)
+    user = await api_user(request)
     c = county(request)
     q = request.query_params
     limit = _whole(q.get("limit"), API_LIMIT, 1, API_MAX_LIMIT)
@@ -398,7 +368,7 @@ async def api_cases(request: Request) -> Response:
 
 
 async def api_case(request: Request) -> Response:
-    user = api_user(request)
+    user = await api_user(request)
     c = county(request)
 
     def one() -> dict[str, Any]:
@@ -408,7 +378,7 @@ async def api_case(request: Request) -> Response:
 
 
 async def api_decide(request: Request) -> Response:
-    user = api_user(request)
+    user = await api_user(request)
     body = await json_object(request)
     c = county(request)
     try:
@@ -416,4 +386,4 @@ async def api_decide(request: Request) -> Response:
                                        str(body.get("note", "")), user)
     except CountyError as exc:
         return api_error(exc.status, exc.code, str(exc))
-    return JSONResponse(case_json(c, case))
+    return JSONResponse(await run_in_threadpool(case_json, c, case))
