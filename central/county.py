@@ -271,6 +271,50 @@ class County:
             raise RevokedStation(f"station {code!r} has been revoked")
         return PublicKeys(sign=st["sign_key"], enc=st["enc_key"])
 
+    def station_keys_for(self, code: str, key_id: object) -> PublicKeys:
+        """The station's key set that signs with ``key_id``: its current one, or the one it announced
+        in a ``station.keys_rotated`` event the county has stored (accepted only from then on).
+        Anything else gets the current set, which the envelope check then refuses."""
+        keys = self.station_keys(code)          # UnknownStation / RevokedStation
+        announced = self.store.meta(f"next_keys:{code}")
+        if key_id != keys.sign_id and announced:
+            new = PublicKeys.from_dict(json.loads(announced))
+            if new.sign_id == key_id:
+                return new
+        return keys
+
+    def _promote_keys(self, db: Any, code: str, key_id: object) -> None:
+        """A push signed with the key the station announced: that key is now its current one; the old
+        one stays on record (retired at the rotation event's seq)."""
+        announced = self.store.meta(f"next_keys:{code}")
+        if not announced:
+            return
+        new = PublicKeys.from_dict(json.loads(announced))
+        if new.sign_id != key_id:
+            return
+        seq, now = int(self.store.meta(f"next_keys_seq:{code}") or 0), log.utcnow()
+        self.store.retire_station_keys(db, code, now, seq, keep=new.sign_id)
+        self.store.update_station(db, code, sign_key=new.sign, enc_key=new.enc)
+        self.store.set_meta(db, f"next_keys:{code}", "")
+        db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
+                   (log.up(code), now, "keys_rotated", seq, seq))
+        logger.warning("station %s now signs with its new key %s (rotated at #%d)", code, new.sign_id, seq)
+
+    def _rotated(self, db: Any, ev: Event) -> None:
+        """``station.keys_rotated`` (signed by the old key): put the new keys on record; envelopes
+        signed by them are accepted from now on, and make them current (``_promote_keys``)."""
+        b = ev.body
+        try:
+            if set(b) != {"sign", "enc"}:
+                raise ValueError("fields")
+            new = PublicKeys.from_dict(b)
+        except (ValueError, CryptoError):
+            raise rules.RuleError(N_("The keys a station announced are not two valid public keys.")) from None
+        self.store.add_station_key(db, ev.author, new.sign, new.enc, new.sign_id, new.enc_id, "rotated",
+                                   log.utcnow(), ev.seq + 1)
+        self.store.set_meta(db, f"next_keys:{ev.author}", json.dumps(new.to_dict()))
+        self.store.set_meta(db, f"next_keys_seq:{ev.author}", str(ev.seq))
+
     def key_history(self, code: str) -> dict[str, str]:
         """Every sign key the station ever had on record, by key id: its old events verify with them."""
         keys = {k["sign_id"]: k["sign_key"] for k in self.store.station_key_history(code)}
@@ -281,10 +325,13 @@ class County:
 
     # sync ----------------------------------------------------------------------
     def answer(self, blob: bytes) -> bytes:
+        from_key = envelope.parse(blob).header.get("from_key")
         with self.store.transaction() as db:
             sealed, summary = exchange.answer_push(db, blob, me=self.me, county_name=self.name,
-                                                   station_keys=self.station_keys, apply=self.apply_up_recovering,
+                                                   station_keys=lambda code: self.station_keys_for(code, from_key),
+                                                   apply=self.apply_up_recovering,
                                                    take_back=self.reproject_down, key_history=self.key_history)
+            self._promote_keys(db, summary["station"], from_key)
             now = log.utcnow()
             skew = clock_skew(summary.get("station_time"), now)
             self.store.update_station(db, summary["station"], last_contact=now, clock_skew_s=skew,
@@ -301,10 +348,13 @@ class County:
         if pushes.kind != "push":
             raise BadEvent(f"{path} is not a station's push bundle")
         for blob in pushes.envelopes:
+            from_key = envelope.parse(blob).header.get("from_key")
             with self.store.transaction() as db:
                 sealed, summary = exchange.answer_push(db, blob, me=self.me, county_name=self.name,
-                                                       station_keys=self.station_keys, apply=self.apply_up_recovering,
+                                                       station_keys=lambda code: self.station_keys_for(code, from_key),
+                                                       apply=self.apply_up_recovering,
                                                        take_back=self.reproject_down, key_history=self.key_history)
+                self._promote_keys(db, summary["station"], from_key)
             answers.append(sealed)
             stored += summary["stored"]
             stations.add(summary["station"])
@@ -359,7 +409,9 @@ class County:
         station's level, and must name a case its author owns in a state that allows it. A
         broken rule raises rules.RuleError; the inbox sets the event aside with that reason."""
         b, station = ev.body, ev.author
-        if ev.kind in rules.APPLICATION_KINDS:
+        if ev.kind == "station.keys_rotated":
+            self._rotated(db, ev)
+        elif ev.kind in rules.APPLICATION_KINDS:
             self._check_application(db, ev)
             existing = self.store.case(b["id"], db)
             status = rules.next_state(existing["status"] if existing else rules.NEW, ev.kind, case_id=b["id"])

@@ -118,6 +118,16 @@ def _node(args: argparse.Namespace) -> int:
             except (ValueError, LookupError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
+        elif args.cmd == "rotate-keys":
+            try:
+                done = station.rotate_keys()
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"new station keys made (key {done['new_key']}), announced to the county in record #{done['seq']}, "
+                  f"signed by the old key {done['old_key']}. The station keeps using the old key until the county "
+                  "has stored that record; the next sync after that switches to the new keys (the old private "
+                  "key moves to keys.retired/). Sync now if you can.")
         elif args.cmd == "set-central":
             try:
                 before = station.set_central(args.url)
@@ -227,6 +237,8 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--sync-interval", type=float, default=15.0)
     x = n.add_parser("set-central", help="change the county centre's address (same county, same keys)")
     x.add_argument("url", help="the county centre's new URL, e.g. https://county.example:8700")
+    x.add_argument("--data", required=True)
+    x = n.add_parser("rotate-keys", help="make new station keys and announce them to the county")
     x.add_argument("--data", required=True)
     x = n.add_parser("sync", help="sync with the county now")
     x.add_argument("--data", required=True)

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ class Station:
         self.store = store or Store(settings.db_path)
         if not self.store.meta("station_code"):
             raise NotEnrolled(f"{settings.data} holds no enrolled station; run `lastmile node init` first")
+        if not settings.key_dir.exists() and (settings.data / "keys.new").exists():
+            os.replace(settings.data / "keys.new", settings.key_dir)    # a key switch cut short (rotate_keys)
         self.me = Identity.load(settings.key_dir)
         self.code = str(self.store.meta("station_code"))
         self.name = str(self.store.meta("station_name"))
@@ -245,7 +248,52 @@ class Station:
         finally:
             self._sync_lock.release()
 
+    # key rotation (PROTOCOL.md §10) -------------------------------------------------------------
+    def rotate_keys(self) -> dict[str, Any]:
+        """Make new keys and announce them in ``station.keys_rotated`` (signed by the current key). The
+        station keeps signing with the old key until the county has stored that event (its ack covers
+        it); the next sync then switches (``_switch_keys``). Raises ValueError if one is pending."""
+        nxt = self.settings.key_dir / "next"
+        with self.store.transaction() as db:
+            if log.get_status(db, "rotation_seq"):
+                raise ValueError("a key rotation is already waiting for the county to store it; sync first")
+            if nxt.exists():
+                shutil.rmtree(nxt)            # left by a rotation cut short before its event was written
+            new = Identity.generate()
+            new.save(nxt)
+            ev = log.append(db, self.me, stream=log.up(self.code), author=self.code, kind="station.keys_rotated",
+                            body=new.public.to_dict())
+            log.set_status(db, "rotation_seq", str(ev.seq))
+        logger.warning("new station keys %s announced at #%d; used once the county has stored it",
+                       new.public.sign_id, ev.seq)
+        return {"seq": ev.seq, "old_key": self.me.public.sign_id, "new_key": new.public.sign_id}
+
+    def _switch_keys(self) -> bool:
+        """Once the county's ack covers our ``station.keys_rotated``, sign and receive with the new
+        keys. The old private keys move to ``keys.retired/<key id>/``."""
+        with self.store.transaction() as db:
+            seq = log.get_status(db, "rotation_seq")
+            if not seq or log.acked(db, log.up(self.code)) < int(seq):
+                return False
+        kd, data = self.settings.key_dir, self.settings.data
+        if (kd / "next").exists():
+            retired = data / "keys.retired" / self.me.public.sign_id
+            private_dir(retired.parent)
+            staged = data / "keys.new"
+            if staged.exists():
+                shutil.rmtree(staged)
+            shutil.copytree(kd / "next", staged)
+            os.replace(kd, retired)
+            os.replace(staged, kd)
+            shutil.rmtree(retired / "next")
+        old, self.me = self.me.public.sign_id, Identity.load(kd)
+        with self.store.transaction() as db:
+            log.set_status(db, "rotation_seq", "")
+        logger.warning("station keys switched from %s to %s", old, self.me.public.sign_id)
+        return True
+
     def _sync(self) -> client.SyncResult:
+        self._switch_keys()
         with httpx.Client(timeout=self.settings.http_timeout, **self.http_options) as http:
             result = client.sync_once(self.store.transaction, http, me=self.me, station=self.code,
                                       county=self.county, apply=self.apply_down, on_ack=self.mark_received,
@@ -263,6 +311,7 @@ class Station:
         """Write every upstream event the county has not confirmed to a bundle file (USB stick).
 
         Always includes at least one envelope, so the answer also brings down what waits for us."""
+        self._switch_keys()
         envelopes, after, bundle_id = [], None, bundle.new_id()
         with self.store.transaction() as db:
             while True:

@@ -111,7 +111,7 @@ def test_a_revoked_station_is_refused_and_says_so(system, v1, http):
     assert node.get("/api/v1/status").json()["sync"]["up_waiting"] == 1     # kept, not dropped
 
 
-def test_a_fork_is_kept_aside_and_reported(system, v1, http, tmp_path):
+def test_a_diverged_push_stores_nothing_and_the_station_is_told_to_heal(system, v1, http, tmp_path):
     assert post(http, system, push_blob(v1)).status_code == 200
     # The node is restored from a backup taken before its last event and writes a different one.
     with v1.store.transaction() as db:
@@ -127,9 +127,10 @@ def test_a_fork_is_kept_aside_and_reported(system, v1, http, tmp_path):
     try:
         cases = county.store.cases(station="V1")
         assert len(cases) == 1 and cases[0]["item_code"] != item["code"]       # the original stays
-        forks = county.store.sync_problems()
-        assert [(f["kind"], f["seq"], f["reason"]) for f in forks] == [
-            ("fork", 1, "same sequence number, different content")]
+        # Not a fork for a person any more (PROTOCOL.md §8.2): the station heals from the county's
+        # copy and re-sequences its own event (tests/sync/test_recovery.py).
+        assert county.store.sync_problems() == []
+        assert [(r["what"], r["first"]) for r in county.store.recoveries()] == [("up_diverged", 1)]
     finally:
         county.store.close()
 

@@ -482,3 +482,55 @@ def test_revocation_keeps_what_was_stored_before_it_valid(pair):
     county.revoke("S1")
     view = county.signed_case(county.store.case(taken[0]["id"]))
     assert view["signature"] == "valid" and view["signed_by"]["revoked_at"]
+
+
+# 7. key rotation: announced under the old key, used once the county stored it ------------------
+
+def test_rotate_keys_announces_new_keys_and_every_old_signature_still_verifies(pair):
+    county, st, root = pair
+    first = take(st, 1)
+    with serve(central_app(county.settings)) as url:
+        settle(st, url)
+        old_key, data = st.me.public.sign_id, str(st.settings.data)
+        st.store.close()
+        done = cli("node", "rotate-keys", "--data", data)
+        assert done.returncode == 0, done.stderr
+        assert "keeps using the old key until the county" in done.stdout
+        again = cli("node", "rotate-keys", "--data", data)
+        assert again.returncode == 2 and "already waiting" in again.stderr
+        st = Station(NodeSettings(data=st.settings.data))
+        second = take(st, 1)                         # after the announcement, still the old key
+        settle(st, url)                              # the county stores the announcement ...
+        assert st.me.public.sign_id == old_key
+        third = take(st, 1)
+        settle(st, url)                              # ... so this sync switches to the new keys
+        new_key = st.me.public.sign_id
+        assert new_key != old_key
+        assert (st.settings.data / "keys.retired" / old_key / "sign.pem").exists()
+        assert not (st.settings.key_dir / "next").exists()
+        fourth = take(st, 1)
+        settle(st, url)
+        assert county.store.station("S1")["sign_key"] == st.me.public.sign
+    try:
+        signers = {}
+        for app in first + second + third + fourth:
+            view = county.signed_case(county.store.case(app["id"]))
+            assert view["signature"] == "valid", app
+            signers[app["id"]] = view["signed_by"]["sign_id"]
+        assert signers[first[0]["id"]] == signers[second[0]["id"]] == old_key
+        assert signers[fourth[0]["id"]] == new_key
+        history = {k["sign_id"]: k for k in county.store.station_key_history("S1")}
+        assert history[old_key]["valid_until"] and history[new_key]["reason"] == "rotated"
+        assert "keys_rotated" in [r["what"] for r in county.store.recoveries()]
+    finally:
+        st.store.close()
+
+
+def test_an_envelope_signed_with_a_key_never_announced_is_refused(pair):
+    county, st, _ = pair
+    take(st, 1)
+    with st.store.transaction() as db:
+        push = exchange.build_push(db, me=type(st.me).generate(), station=st.code, county=st.county.keys,
+                                   county_name=st.county.name)
+    with pytest.raises(Exception, match="current key|signature"):
+        county.answer(push.blob)

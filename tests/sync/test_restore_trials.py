@@ -119,7 +119,7 @@ class Trial:
 
     def backup_county(self) -> None:      # the county is stopped (no server) around this
         self.county.store.close()
-        to = self.root / f"county-backup-{len(self.county_backups)}"
+        to = self.root / f"county-backup-{self.n}-{time.monotonic_ns()}"
         shutil.copytree(self.cset.data, to)
         self.county_backups.append((to, set(self.live["county"])))
         self.county = County(self.cset)
