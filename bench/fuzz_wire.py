@@ -263,6 +263,11 @@ class Harness:
             blob[at:at + 4] = struct.pack(">I", rng.choice([0, 1, 4096, 4097, len(self.push), 2**32 - 1,
                                                             rng.randrange(2**32)]))
             return bytes(blob)
+        if r < 0.6:                                           # a stolen signing key, a tampered ciphertext
+            signed = bytearray(self.parsed.signed)
+            start = 13 + len(self.parsed.header_bytes)
+            signed[rng.randrange(start, len(signed))] ^= 1 << rng.randrange(8)
+            return bytes(signed) + self.station.me.sign(bytes(signed))
         if r < 0.7:
             return self.sealed(rng, zstandard.ZstdCompressor().compress(self.payload_bytes), self.header_bytes(rng))
         return self.sealed(rng, self.compressed_payload(rng))
