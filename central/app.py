@@ -15,7 +15,10 @@ from starlette.staticfiles import StaticFiles
 
 from central import views
 from central.county import County, Settings
+from crypto import envelope
+from sync import blobs
 from templates import static_dir
+from templates.limits import KiB, MiB, BodyLimit, Rule, SecurityHeaders, upload_bound
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
 ROUTES = [
@@ -34,6 +37,13 @@ ROUTES = [
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 
+# Every route reads at most 64 KiB of body, except these (templates/limits.py).
+BODY_LIMITS = [
+    Rule("POST", "/sync/v1/exchange", envelope.MAX_ENVELOPE, code="envelope_too_large"),
+    Rule("PATCH", "/sync/v1/blobs/[0-9a-f]{64}", upload_bound(blobs.MAX_SEALED)),
+    Rule("POST", "/enroll/v2", 16 * KiB),
+]
+
 
 def create_app(settings: Settings) -> Starlette:
     county = County(settings)
@@ -48,7 +58,8 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: error_handler(("/api/", "/sync/", "/enroll/"))},
                     middleware=[Middleware(SecureCookies), Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
                                            session_cookie="lastmile_central", same_site="strict"),
-                                Middleware(SessionGuard, accounts=views.accounts)])
+                                Middleware(SessionGuard, accounts=views.accounts),
+                                Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS)])
     app.state.county = county
     app.state.sync_slots = threading.BoundedSemaphore(settings.max_concurrent_syncs)
     return app

@@ -10,7 +10,9 @@ import datetime as dt
 import json
 import logging
 import secrets
+import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,15 @@ def record_mismatches(case: dict[str, Any], body: dict[str, Any],
     return out
 
 
+def sniff(data: bytes) -> str | None:
+    """The type a scan is served as, from its first bytes: JPEG or PDF, nothing else."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:5] == b"%PDF-":
+        return "application/pdf"
+    return None
+
+
 class County:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
@@ -131,6 +142,7 @@ class County:
         self.me = Identity.load(settings.key_dir)
         self.name = self.store.meta("county_name") or settings.name
         self._blob_lock = threading.Lock()
+        self._nonces: dict[str, float] = {}     # scan request nonces seen, until they expire
         self._catalogs: dict[int, dict[str, Any]] = {}     # published catalogue versions, by version
 
     @staticmethod
@@ -460,44 +472,95 @@ class County:
     def blob_dir(self, station: str) -> Path:
         return self.settings.data / "blobs" / station
 
-    def scan_request(self, station: str, sha: str, offset: int | str, total: int, signature: str) -> None:
-        """Check a scan request before any of its body is read."""
+    def scan_request(self, station: str, sha: str, offset: int | str, total: int, signature: str,
+                     expires: int, nonce: str) -> None:
+        """Check a scan request before any of its body is read: signed by the station, not expired
+        and not valid too far ahead, its nonce never seen, a scan the station listed, the length it
+        listed, and (for a PATCH) the offset held. A scan already complete on disk is counted first."""
         keys = self.station_keys(station)          # UnknownStation / RevokedStation
-        blobs.check_request(keys, station, sha, offset, total, signature)
+        blobs.check_request(keys, station, sha, offset, total, expires, nonce, signature)
+        now = time.time()
+        if expires < now:
+            raise CountyError(401, "expired_request", "the scan request has expired (or the station's clock is off)")
+        if expires > now + blobs.MAX_AHEAD_S:
+            raise CountyError(401, "expired_request", "the scan request is valid too far ahead")
+        with self._blob_lock:
+            for seen in [n for n, until in self._nonces.items() if until < now]:
+                del self._nonces[seen]
+            if nonce in self._nonces:
+                raise CountyError(401, "replayed_request", "this scan request was already received")
+            self._nonces[nonce] = float(expires)
         size = self.store.scan_size(station, sha)
         if size is None:
             raise CountyError(404, "unknown_scan", "no application of this station lists this scan")
         if total != size + envelope.BLOB_OVERHEAD:
             raise CountyError(400, "bad_length", "Upload-Length does not match the size the application lists")
+        self._reconcile(station, sha, total)
         if isinstance(offset, int) and offset != blobs.held(self.blob_dir(station), sha):
             raise blobs.OffsetMismatch(blobs.held(self.blob_dir(station), sha))
 
-    def scan_offset(self, station: str, sha: str, total: int, signature: str) -> int:
-        self.scan_request(station, sha, "head", total, signature)
-        return blobs.held(self.blob_dir(station), sha)
+    def _reconcile(self, station: str, sha: str, total: int) -> None:
+        """A scan counts as received exactly when its file is in place: a whole part file left
+        unverified (a crash) is verified now, and a ``.sealed`` file the database does not count yet
+        (a failed update after the rename) is counted now."""
+        folder = self.blob_dir(station)
+        done, part = folder / f"{sha}.sealed", folder / f"{sha}.part"
+        with self._blob_lock:
+            if not done.exists() and part.exists() and part.stat().st_size == total:
+                self._verify_and_complete(folder, sha)
+            if done.exists():
+                self._count_scan(station, sha)
+
+    def _verify_and_complete(self, folder: Path, sha: str) -> None:
+        try:
+            envelope.open_blob((folder / f"{sha}.part").read_bytes(), recipient=self.me, digest=sha)
+        except CryptoError as exc:
+            blobs.discard(folder, sha)
+            raise CountyError(422, "bad_scan", f"the scan does not match its hash: {exc}") from exc
+        blobs.complete(folder, sha)
+
+    def _count_scan(self, station: str, sha: str) -> None:
+        try:
+            with self.store.transaction() as db:
+                self.store.mark_scan_received(db, station, sha, log.utcnow())
+        except sqlite3.Error as exc:
+            # The file is in place and stays: the next HEAD, PATCH or application listing it counts it.
+            logger.error("scan %s of %s is stored but could not be counted yet: %s", sha[:12], station, exc)
+            raise CountyError(503, "busy", "the scan is stored but not yet recorded; ask again") from exc
+
+    def scan_state(self, station: str, sha: str) -> tuple[int, str]:
+        """The bytes held of a scan and whether it is ``verified`` (in place) or ``partial``."""
+        folder = self.blob_dir(station)
+        state = blobs.VERIFIED if (folder / f"{sha}.sealed").exists() else blobs.PARTIAL
+        return blobs.held(folder, sha), state
+
+    def sign_scan_answer(self, station: str, sha: str, offset: int, total: int, state: str, nonce: str) -> str:
+        return blobs.sign_answer(self.me, station, sha, offset, total, state, nonce)
+
+    def scan_offset(self, station: str, sha: str, total: int, signature: str, expires: int,
+                    nonce: str) -> tuple[int, str]:
+        self.scan_request(station, sha, "head", total, signature, expires, nonce)
+        return self.scan_state(station, sha)
 
     def scan_write(self, station: str, sha: str, offset: int, total: int, chunk: bytes) -> int:
         """Store part of a checked request's body; when the scan is whole, check it decrypts to its
-        hash before confirming it."""
+        hash, rename it into place (fsynced), and only then count it in the database."""
         folder = self.blob_dir(station)
         with self._blob_lock:          # one writer of scan files at a time
             new = blobs.append(folder, sha, offset, chunk, total)
             if new == total:
-                try:
-                    envelope.open_blob((folder / f"{sha}.part").read_bytes(), recipient=self.me, digest=sha)
-                except CryptoError as exc:
-                    blobs.discard(folder, sha)
-                    raise CountyError(422, "bad_scan", f"the scan does not match its hash: {exc}") from exc
-                blobs.complete(folder, sha)
-                with self.store.transaction() as db:
-                    self.store.mark_scan_received(db, station, sha, log.utcnow())
+                self._verify_and_complete(folder, sha)
+                self._count_scan(station, sha)
         return new
 
-    def scan_bytes(self, case: dict[str, Any], sha: str) -> tuple[bytes, str] | None:
+    def scan_bytes(self, case: dict[str, Any], sha: str) -> tuple[bytes, str | None] | None:
+        """A received scan's bytes and its type judged from those bytes (``image/jpeg`` or
+        ``application/pdf``; None for anything else), whatever the station declared."""
         for scan in self.store.scans_of(case["id"]):
             if scan["sha256"] == sha and scan["received_at"]:
                 sealed = (self.blob_dir(case["station"]) / f"{sha}.sealed").read_bytes()
-                return envelope.open_blob(sealed, recipient=self.me, digest=sha), scan["mime"]
+                data = envelope.open_blob(sealed, recipient=self.me, digest=sha)
+                return data, sniff(data)
         return None
 
     # cases ---------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,7 +20,7 @@ from central.county import County, CountyError
 from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
                            WrongRecipient)
-from crypto.keys import PublicKeys
+from crypto.keys import PublicKeys, verify
 from sync import blobs
 from sync.errors import CursorAhead, RevokedStation, SyncError, UnknownStation
 from templates import N_, gettext_for, locale_of, render
@@ -51,8 +53,39 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+SYNC_READ_S = 60.0          # a whole push must arrive within this …
+SYNC_MIN_RATE = 4096        # … plus its size at this many bytes per second
+
+
+def _authentic(c: County, blob: bytes) -> None:
+    """The envelope's shape and its station's signature, before it may take a sync slot."""
+    p = envelope.parse(blob)
+    keys = c.station_keys(p.header["from"])        # UnknownStation / RevokedStation
+    if p.header["from_key"] != keys.sign_id:
+        raise BadSignature("envelope is signed with a key that is not the station's current key")
+    verify(keys.sign, p.signature, p.signed)
+
+
 async def sync_exchange(request: Request) -> Response:
+    """Read the whole push within a deadline and check its signature, and only then take one of the
+    ``max_concurrent_syncs`` slots: a connection that trickles bytes, or sends junk, holds none."""
     peer = request.client.host if request.client else "?"
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isdigit() else envelope.MAX_ENVELOPE
+    c = county(request)
+    try:
+        blob = await asyncio.wait_for(read_limited(request, envelope.MAX_ENVELOPE),
+                                      SYNC_READ_S + min(size, envelope.MAX_ENVELOPE) / SYNC_MIN_RATE)
+        await run_in_threadpool(_authentic, c, blob)
+    except ClientDisconnect:
+        # A power cut or a dropped link mid-upload: routine at a village station, nothing stored.
+        logger.info("sync from %s: the station went away mid-request", peer)
+        return Response(status_code=400)
+    except asyncio.TimeoutError:
+        logger.warning("sync from %s: the push did not arrive in time", peer)
+        return api_error(408, "too_slow", "the push did not arrive in time; nothing was stored")
+    except (CryptoError, SyncError) as exc:
+        return _sync_refusal(peer, exc)
     slots = request.app.state.sync_slots
     if not slots.acquire(blocking=False):
         # Too many stations at once (say, 300 reconnecting after an outage): ask this one to come
@@ -62,58 +95,79 @@ async def sync_exchange(request: Request) -> Response:
         return JSONResponse({"error": "busy", "message": "the county centre is busy; retry later",
                              "details": {"retry_after": wait}}, 503, headers={"retry-after": str(wait)})
     try:
-        blob = await read_limited(request, envelope.MAX_ENVELOPE)
-        sealed = await run_in_threadpool(county(request).answer, blob)
-    except ClientDisconnect:
-        # A power cut or a dropped link mid-upload: routine at a village station, nothing stored.
-        logger.info("sync from %s: the station went away mid-request", peer)
-        return Response(status_code=400)
+        sealed = await run_in_threadpool(c.answer, blob)
     except (CryptoError, SyncError) as exc:
-        status = next(s for t, s in STATUS_OF_ERROR if isinstance(exc, t))
-        code = getattr(exc, "code", "refused")
-        logger.warning("sync refused from %s: %s %s: %s", peer, status, code, exc)
-        return api_error(status, code, str(exc))
+        return _sync_refusal(peer, exc)
     finally:
         slots.release()
     return Response(sealed, media_type="application/octet-stream")
 
 
-def _scan_headers(request: Request) -> tuple[str, str, int, str]:
-    sha = request.path_params["sha"]
-    station = request.headers.get("lastmile-station", "")
-    total = request.headers.get("upload-length", "")
-    signature = request.headers.get("lastmile-signature", "")
-    if not blobs.SHA.fullmatch(sha) or not station or not total.isdigit() or not signature:
-        raise CountyError(400, "bad_request", "scan requests need a SHA-256 path, Lastmile-Station, "
-                                              "Upload-Length and Lastmile-Signature")
-    return sha, station, int(total), signature
+def _sync_refusal(peer: str, exc: Exception) -> Response:
+    status = next(s for t, s in STATUS_OF_ERROR if isinstance(exc, t))
+    code = getattr(exc, "code", "refused")
+    logger.warning("sync refused from %s: %s %s: %s", peer, status, code, exc)
+    return api_error(status, code, str(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRequest:
+    sha: str
+    station: str
+    total: int
+    signature: str
+    expires: int
+    nonce: str
+
+
+def _scan_headers(request: Request) -> ScanRequest:
+    h = request.headers
+    sha, station, total = request.path_params["sha"], h.get("lastmile-station", ""), h.get("upload-length", "")
+    signature, expires, nonce = h.get("lastmile-signature", ""), h.get("lastmile-expires", ""), h.get("lastmile-nonce", "")
+    if not blobs.SHA.fullmatch(sha) or not station or not total.isdigit() or not signature \
+            or not expires.isdigit() or len(expires) > 12 or not blobs.NONCE.fullmatch(nonce):
+        raise CountyError(400, "bad_request", "scan requests need a SHA-256 path, Lastmile-Station, Upload-Length, "
+                                              "Lastmile-Expires, Lastmile-Nonce and Lastmile-Signature")
+    return ScanRequest(sha, station, int(total), signature, int(expires), nonce)
+
+
+def _signed_answer(c: County, r: ScanRequest, status: int, offset: int, state: str) -> Response:
+    """A HEAD/PATCH answer the station can trust: the county signs offset and state over the
+    request's nonce."""
+    return Response(status_code=status, headers={
+        "upload-offset": str(offset), "upload-length": str(r.total), "lastmile-scan-state": state,
+        "lastmile-answer-signature": c.sign_scan_answer(r.station, r.sha, offset, r.total, state, r.nonce),
+        "cache-control": "no-store"})
 
 
 async def scan_head(request: Request) -> Response:
+    c = county(request)
     try:
-        sha, station, total, signature = _scan_headers(request)
-        offset = await run_in_threadpool(county(request).scan_offset, station, sha, total, signature)
+        r = _scan_headers(request)
+        offset, state = await run_in_threadpool(c.scan_offset, r.station, r.sha, r.total, r.signature,
+                                                r.expires, r.nonce)
     except CountyError as exc:
         return Response(status_code=exc.status, headers={"lastmile-error": exc.code})
     except (CryptoError, SyncError) as exc:
         status = next(s for t, s in STATUS_OF_ERROR if isinstance(exc, t))
         return Response(status_code=status, headers={"lastmile-error": getattr(exc, "code", "refused")})
-    return Response(status_code=200, headers={"upload-offset": str(offset), "upload-length": str(total),
-                                              "cache-control": "no-store"})
+    return await run_in_threadpool(_signed_answer, c, r, 200, offset, state)
 
 
 async def scan_patch(request: Request) -> Response:
     peer = request.client.host if request.client else "?"
+    c = county(request)
     try:
-        sha, station, total, signature = _scan_headers(request)
+        r = _scan_headers(request)
         offset_text = request.headers.get("upload-offset", "")
         if not offset_text.isdigit():
             raise CountyError(400, "bad_request", "Upload-Offset is missing")
-        c, offset = county(request), int(offset_text)
-        await run_in_threadpool(c.scan_request, station, sha, offset, total, signature)
-        new = await _stream_scan(request, c, station, sha, offset, total)
-    except blobs.OffsetMismatch as exc:
-        return Response(status_code=409, headers={"upload-offset": str(exc.offset)})
+        offset = int(offset_text)
+        await run_in_threadpool(c.scan_request, r.station, r.sha, offset, r.total, r.signature, r.expires, r.nonce)
+        new = await _stream_scan(request, c, r.station, r.sha, offset, r.total)
+    except blobs.OffsetMismatch:
+        held, state = await run_in_threadpool(c.scan_state, r.station, r.sha)
+        return await run_in_threadpool(_signed_answer, c, r, 409, held, state)
     except CountyError as exc:
         logger.warning("scan refused from %s: %s", peer, exc)
         return api_error(exc.status, exc.code, str(exc))
@@ -121,7 +175,8 @@ async def scan_patch(request: Request) -> Response:
         status = next(s for t, s in STATUS_OF_ERROR if isinstance(exc, t))
         logger.warning("scan refused from %s: %s %s", peer, status, exc)
         return api_error(status, getattr(exc, "code", "refused"), str(exc))
-    return Response(status_code=204, headers={"upload-offset": str(new)})
+    return await run_in_threadpool(_signed_answer, c, r, 204, new,
+                                   blobs.VERIFIED if new == r.total else blobs.PARTIAL)
 
 
 async def _stream_scan(request: Request, c: County, station: str, sha: str, offset: int, total: int) -> int:
@@ -274,6 +329,10 @@ async def scan_view(request: Request) -> Response:
     if found is None:
         raise HTTPException(404, N_("This scan has not arrived yet."))
     data, mime = found
+    if mime is None:        # judged from the decrypted bytes, never from what the station declared
+        logger.warning("scan %s of case %s is neither JPEG nor PDF; not served", request.path_params["sha"][:12],
+                       request.path_params["id"])
+        raise HTTPException(415, N_("This scan is neither a JPEG image nor a PDF, so it is not shown."))
     return Response(data, media_type=mime, headers={"cache-control": "private, no-store",
                                                     "content-security-policy": "default-src 'none'; img-src 'self'",
                                                     "x-content-type-options": "nosniff"})

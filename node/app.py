@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 from node import views
 from node.station import Settings, Station
 from templates import static_dir
+from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
 logger = logging.getLogger("lastmile.node")
@@ -33,6 +34,12 @@ ROUTES = [
     Route("/api/v1/applications/{id}", views.api_application),
     Route("/api/v1/sync", views.api_sync, methods=["POST"]),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
+]
+
+# Every route reads at most 64 KiB of body, except intake with scans (templates/limits.py).
+BODY_LIMITS = [
+    Rule("POST", "/apply/[^/]+", 64 * MiB),
+    Rule("POST", "/api/v1/applications", 64 * MiB),
 ]
 
 
@@ -55,6 +62,7 @@ def create_app(settings: Settings, *, background_sync: bool = True) -> Starlette
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: error_handler(("/api/",))},
                     middleware=[Middleware(SecureCookies), Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
                                            session_cookie="lastmile_node", same_site="strict"),
-                                Middleware(SessionGuard, accounts=views.accounts)])
+                                Middleware(SessionGuard, accounts=views.accounts),
+                                Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS)])
     app.state.station = station
     return app

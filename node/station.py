@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,10 +129,12 @@ class Station:
         return self.settings.data / "blobs"
 
     def _seal_scan(self, scan: Scan) -> int:
-        """Write the scan sealed to the county (unreadable at the station); return its sealed size."""
+        """Write the scan sealed to the county (unreadable at the station); return its sealed size.
+        The file and its directory entry are fsynced before the application that lists it is
+        recorded."""
         path = self.blob_dir / f"{scan.sha256}.sealed"
         if not path.exists():
-            private_dir(self.blob_dir)          # 0700, whatever the umask
+            self.blob_dir.mkdir(parents=True, exist_ok=True)
             data = envelope.seal_blob(scan.data, recipient=self.county.keys, digest=scan.sha256)
             tmp = path.with_suffix(".tmp")
             with open(tmp, "wb") as f:
@@ -139,14 +142,24 @@ class Station:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+            blobs.fsync_dir(self.blob_dir)
         return path.stat().st_size
 
     def upload_scans(self, http: httpx.Client) -> int:
-        """Send the scans of applications the county already holds; resume where it stopped."""
+        """Send the scans of applications the county already holds; resume where it stopped.
+
+        A scan is done only when the county's signed answer says it is verified. A scan the county
+        refuses (4xx) keeps its error (``scans_failed`` in the sync state) and the next one goes on;
+        only a link failure stops the pass."""
         with self.store.transaction() as db:
             acked = log.acked(db, log.up(self.code))
             budget = client.link_budget(db, floor=blobs.MIN_CHUNK, ceiling=blobs.MAX_CHUNK)
             chunk = min(int(log.get_status(db, "chunk_size") or blobs.START_CHUNK), budget)
+        skew = int(self.store.sync_status("clock_skew_s") or 0)       # our clock minus the county's
+
+        def county_clock() -> float:
+            return time.time() - skew
+
         sent = 0
         for pending in self.store.pending_scans(acked):
             sha = pending["sha256"]
@@ -161,10 +174,20 @@ class Station:
                         log.set_status(db, "link_bps", str(bps))
 
             sealed = (self.blob_dir / f"{sha}.sealed").read_bytes()
-            offset = blobs.upload(http, self.county.url, me=self.me, station=self.code, sha=sha, sealed=sealed,
-                                  chunk=chunk, max_chunk=budget, progress=progress)
-            self.store.scan_progress(sha, offset, offset == len(sealed))
-            sent += 1
+            try:
+                offset, verified = blobs.upload(http, self.county.url, me=self.me, county=self.county.keys,
+                                                station=self.code, sha=sha, sealed=sealed, chunk=chunk,
+                                                max_chunk=budget, progress=progress, clock=county_clock)
+            except blobs.ScanRefused as exc:
+                logger.warning("scan %s refused by the county: %s", sha[:12], exc)
+                with self.store.transaction() as db:
+                    log.set_status(db, f"{blobs.SCAN_ERROR}{sha}", f"{exc.code}: {exc}"[:500])
+                continue
+            self.store.scan_progress(sha, offset, verified)
+            with self.store.transaction() as db:
+                if log.get_status(db, f"{blobs.SCAN_ERROR}{sha}"):
+                    log.set_status(db, f"{blobs.SCAN_ERROR}{sha}", "")
+            sent += verified
         return sent
 
     def hand_out(self, app_id: str, by: str) -> bool:

@@ -20,6 +20,7 @@ import sqlite_utils
 from crypto import canonical, passwords
 from crypto.keys import PublicKeys, private_dir, private_file
 from sync import log, schema
+from sync.blobs import SCAN_ERROR
 from sync.client import SKEW_LIMIT_S
 from sync.log import Event
 
@@ -252,6 +253,8 @@ class Store:
                 "batch_limit": int(status["batch_limit"]) if status.get("batch_limit") else None,
                 "last_progress": status.get("last_progress") or None,
                 "scans_waiting": scans[0], "scans_waiting_bytes": scans[1],
+                "scans_failed": [{"sha256": k[len(SCAN_ERROR):], "error": v} for k, v in sorted(status.items())
+                                 if k.startswith(SCAN_ERROR) and v],
                 "stalled": _stalled(high - acked, status.get("last_contact"), status.get("last_progress"))}
 
 

@@ -9,6 +9,7 @@ API, sync and enrolment paths get the JSON error shape; pages a plain translated
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -84,13 +85,14 @@ class BodyLimit:
             await self.refuse(scope, receive, send, limit, code, f"declared {declared}")
             return
         seen = 0
-        started = False
+        started = finished = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, finished
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                finished = not message.get("more_body")
                 if seen > limit:
                     raise BodyTooLarge(f"body exceeds {limit} bytes")
             return message
@@ -106,24 +108,45 @@ class BodyLimit:
         except BodyTooLarge:
             if started:
                 raise
-            await self.refuse(scope, receive, send, limit, code, f"more than {limit} streamed")
+            await self.refuse(scope, receive, send, limit, code, f"more than {limit} streamed", drain=not finished)
 
-    async def refuse(self, scope: Scope, receive: Receive, send: Send, limit: int, code: str, why: str) -> None:
+    async def refuse(self, scope: Scope, receive: Receive, send: Send, limit: int, code: str, why: str,
+                     drain: bool = True) -> None:
+        """Answer 413, then read and drop what the client is still sending (at most DRAIN_BYTES or
+        DRAIN_S) before closing, so that its kernel does not reset the connection and throw away
+        the answer before the client has read it."""
         client = scope.get("client") or ("?", 0)
         logger.warning("body too large from %s: %s %s (%s, limit %d)", client[0], scope["method"], scope["path"],
                        why, limit)
-        request = Request(scope, receive)
         if scope["path"].startswith(self.json_prefixes):
             body = json.dumps({"error": code, "message": f"the request body exceeds {limit} bytes",
                                "details": {"limit": limit}}).encode()
-            await send({"type": "http.response.start", "status": 413,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                    (b"connection", b"close")]})
-            await send({"type": "http.response.body", "body": body})
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        else:
+            request = Request(scope, receive)
+            page = render(request, "error.html", 413, message=gettext_for(locale_of(request))(TOO_LARGE))
+            body, headers = bytes(page.body), list(page.raw_headers)
+        await send({"type": "http.response.start", "status": 413, "headers": [*headers, (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        if drain:
+            await _drain(receive)
+        await send({"type": "http.response.body", "body": b""})
+
+
+DRAIN_BYTES, DRAIN_S = 16 * MiB, 1.0
+
+
+async def _drain(receive: Receive) -> None:
+    loop = asyncio.get_running_loop()
+    deadline, dropped = loop.time() + DRAIN_S, 0
+    while dropped < DRAIN_BYTES:
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
             return
-        response = render(request, "error.html", 413, message=gettext_for(locale_of(request))(TOO_LARGE))
-        response.headers["connection"] = "close"
-        await response(scope, receive, send)
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
+        dropped += len(message.get("body", b""))
 
 
 CSP = "default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import os
+import time
 
 import httpx
 from PIL import Image
@@ -26,6 +27,15 @@ def photo(w: int = 3000, h: int = 2000) -> bytes:
 
 
 PDF = b"%PDF-1.4\n" + os.urandom(150_000) + b"\n%%EOF\n"
+
+
+def signed_headers(signer: Identity, sha: str, offset, total: int, *, expires: int | None = None,
+                   station: str = "V1") -> dict[str, str]:
+    """The signed headers of a scan request, as a station sends them."""
+    expires = int(time.time()) + 60 if expires is None else expires
+    nonce = os.urandom(16).hex()
+    return {"lastmile-expires": str(expires), "lastmile-nonce": nonce,
+            "lastmile-signature": blobs.sign_request(signer, station, sha, offset, total, expires, nonce)}
 
 
 def county(system) -> County:
@@ -125,9 +135,10 @@ def test_bad_scan_requests_are_refused_and_harm_nothing(system, station, http):
     c = http(system.central_url)
 
     def patch(body: bytes, *, offset=0, length=total, signer=station.me, digest=sha, sign=True):
-        headers = {"lastmile-station": "V1", "upload-offset": str(offset), "upload-length": str(length)}
-        if sign:
-            headers["lastmile-signature"] = blobs.sign_request(signer, "V1", digest, offset, length)
+        headers = {"lastmile-station": "V1", "upload-offset": str(offset), "upload-length": str(length),
+                   **signed_headers(signer, digest, offset, length)}
+        if not sign:
+            del headers["lastmile-signature"]
         return c.patch(system.central_url + blobs.BLOB_PATH + digest, content=body, headers=headers)
 
     assert patch(b"x" * 10, sign=False).status_code == 400
@@ -137,7 +148,7 @@ def test_bad_scan_requests_are_refused_and_harm_nothing(system, station, http):
     junk = patch(os.urandom(total))                                  # right size, wrong content
     assert junk.status_code == 422 and junk.json()["error"] == "bad_scan"
     head = c.head(url, headers={"lastmile-station": "V1", "upload-length": str(total),
-                                "lastmile-signature": blobs.sign_request(station.me, "V1", sha, "head", total)})
+                                **signed_headers(station.me, sha, "head", total)})
     assert head.status_code == 200 and head.headers["upload-offset"] == "0"      # junk was discarded
     station.sync()
     assert http(system.central_url, system.central_token).get(f"/api/v1/cases/{app['id']}").json()["scans_complete"]
@@ -169,8 +180,9 @@ def test_the_county_keeps_the_part_of_a_chunk_that_came_before_a_cut(system, sta
     # them pile up in socket buffers that a reset throws away.
     with FaultProxy((host, int(port)), rate_bps=4_000_000, cut_after_bytes=len(sealed) // 3) as proxy, \
             httpx.Client(timeout=30) as h:
-        offset = blobs.upload(h, proxy.url, me=station.me, station="V1", sha=scan["sha256"], sealed=sealed,
-                              chunk=len(sealed), sleep=lambda s: None)
+        offset, verified = blobs.upload(h, proxy.url, me=station.me, county=station.county.keys, station="V1",
+                                        sha=scan["sha256"], sealed=sealed, chunk=len(sealed), sleep=lambda s: None)
+        assert verified
         assert offset == len(sealed) and proxy.stats.cuts >= 2
         assert proxy.stats.bytes_up < 1.15 * len(sealed)          # each cut cost only what was in flight
     c = county(system)
@@ -178,3 +190,130 @@ def test_the_county_keeps_the_part_of_a_chunk_that_came_before_a_cut(system, sta
         assert c.store.scans_of(app["id"])[[s["sha256"] for s in c.store.scans_of(app["id"])].index(scan["sha256"])]["received_at"]
     finally:
         c.store.close()
+
+
+def events_only(station: Station) -> None:
+    with httpx.Client(timeout=30) as h:
+        client.sync_once(station.store.transaction, h, me=station.me, station="V1", county=station.county,
+                         apply=station.apply_down)
+
+
+class FakeProgress(httpx.BaseTransport):
+    """Someone on the link answers every HEAD itself: 'the county holds all of it'."""
+
+    def __init__(self) -> None:
+        self.inner, self.faked = httpx.HTTPTransport(), 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "HEAD":
+            self.faked += 1
+            total = request.headers["upload-length"]
+            return httpx.Response(200, headers={"upload-offset": total, "upload-length": total,
+                                                "lastmile-scan-state": "verified"})
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_faked_scan_progress_is_not_believed(system, station, http):
+    app = application_with_scans(station, http, system)
+    events_only(station)
+    with httpx.Client(transport=FakeProgress(), timeout=30) as h:
+        try:
+            station.upload_scans(h)
+        except Exception:  # noqa: BLE001 - an unsigned answer is a broken link: the pass stops
+            pass
+    assert station.sync_state()["scans_waiting"] == 2                # nothing counted as sent
+    station.sync()                                                   # the honest link finishes the job
+    assert station.sync_state()["scans_waiting"] == 0
+    assert http(system.central_url, system.central_token).get(f"/api/v1/cases/{app['id']}").json()["scans_complete"]
+
+
+def test_a_captured_scan_request_cannot_be_replayed_or_kept_for_later(system, station, http):
+    app = application_with_scans(station, http, system)
+    events_only(station)
+    scan = app["scans"][1]
+    sha, total = scan["sha256"], scan["size"] + 48
+    c = http(system.central_url)
+    url = system.central_url + blobs.BLOB_PATH + sha
+    base = {"lastmile-station": "V1", "upload-offset": "0", "upload-length": str(total),
+            "content-type": "application/offset+octet-stream"}
+    captured = {**base, **signed_headers(station.me, sha, 0, total)}
+    sealed = (station.blob_dir / f"{sha}.sealed").read_bytes()
+    first = c.patch(url, content=sealed[:100], headers=captured)            # the station's own first chunk
+    assert first.status_code == 204 and first.headers["lastmile-scan-state"] == "partial"
+    c.patch(url, content=b"y" * 50, headers={**captured, "upload-offset": "100"})            # other offset: signature fails
+    replay = c.patch(url, content=b"z" * 100, headers=captured)
+    assert replay.status_code == 401 and replay.json()["error"] == "replayed_request"
+    for expires in (int(time.time()) - 5, int(time.time()) + 3600):
+        old = c.patch(url, content=b"z", headers={**base, "upload-offset": "100",
+                                                 **signed_headers(station.me, sha, 100, total, expires=expires)})
+        assert old.status_code == 401 and old.json()["error"] == "expired_request"
+    station.sync()                                   # the station's own requests are fresh: it resumes at 100
+    assert http(system.central_url, system.central_token).get(f"/api/v1/cases/{app['id']}").json()["scans_complete"]
+
+
+def test_a_refused_scan_does_not_block_the_ones_behind_it(system, station, http):
+    app = application_with_scans(station, http, system)
+    events_only(station)
+    first = station.store.pending_scans(1)[0]["sha256"]
+    path = station.blob_dir / f"{first}.sealed"
+    damaged = bytearray(path.read_bytes())
+    damaged[100:110] = bytes(10)                                     # a bad disk sector at the station
+    path.write_bytes(bytes(damaged))
+    station.sync()                                                   # no exception: the pass goes on
+    state = station.sync_state()
+    assert state["scans_waiting"] == 1
+    assert [f["sha256"] for f in state["scans_failed"]] == [first] and "bad_scan" in state["scans_failed"][0]["error"]
+    case = http(system.central_url, system.central_token).get(f"/api/v1/cases/{app['id']}").json()
+    assert case["scans_missing"] == [first]                          # the other scan arrived
+
+
+def test_a_scan_whose_file_is_in_place_is_counted_even_if_the_database_was_busy(system, station, http):
+    import sqlite3
+    import threading
+    app = application_with_scans(station, http, system)
+    events_only(station)
+    blocker = sqlite3.connect(system.data / "central" / "central.db", isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN EXCLUSIVE")                               # the county's database is busy for 6 s
+    timer = threading.Timer(6.0, lambda: blocker.execute("ROLLBACK"))
+    timer.start()
+    try:
+        with httpx.Client(timeout=30) as h:
+            for _ in range(3):
+                try:
+                    station.upload_scans(h)
+                    break
+                except Exception:  # noqa: BLE001 - the county said busy: try again as the loop would
+                    continue
+    finally:
+        timer.join()
+        blocker.close()
+    assert station.sync_state()["scans_waiting"] == 0
+    case = http(system.central_url, system.central_token).get(f"/api/v1/cases/{app['id']}").json()
+    assert case["scans_complete"], case["scans_missing"]
+
+
+def test_scans_are_served_only_as_jpeg_or_pdf_judged_from_their_bytes(system, station, http):
+    from node.scans import Scan
+    from tests import conftest
+    item = next(i for i in station.items() if len(i["materials"]) >= 2)
+    html = b"<html><script>alert(document.cookie)</script></html>"
+    jpeg = photo(200, 100)
+    a, b = item["materials"][0]["code"], item["materials"][1]["code"]
+    # A station (with its real key) declares what it likes: HTML as HTML, HTML as a PDF, a JPEG as a PDF.
+    declared_html = [Scan(a, "page.html", "text/html", html + b"1")]
+    disguised = [Scan(a, "page.pdf", "application/pdf", html), Scan(b, "photo.pdf", "application/pdf", jpeg)]
+    apps = [station.take(item["code"], form_for(item, n), "accept", "测试", scans)
+            for n, scans in ((3, declared_html), (4, disguised))]
+    station.sync()
+    page, _ = conftest.log_in(http, system.central_url, "boss", conftest.PASSWORD)
+    for app, scans in zip(apps, (declared_html, disguised)):
+        for scan in scans:
+            r = page.get(f"/cases/{app['id']}/scans/{scan.sha256}")
+            assert not (r.status_code == 200 and "html" in r.headers["content-type"]) and html not in r.content
+            if scan.data is jpeg:
+                assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content == jpeg
+            elif scan in disguised:
+                assert r.status_code == 415                          # decrypted, sniffed, refused
