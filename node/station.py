@@ -134,7 +134,7 @@ class Station:
         recorded."""
         path = self.blob_dir / f"{scan.sha256}.sealed"
         if not path.exists():
-            self.blob_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.blob_dir)          # 0700, whatever the umask
             data = envelope.seal_blob(scan.data, recipient=self.county.keys, digest=scan.sha256)
             tmp = path.with_suffix(".tmp")
             with open(tmp, "wb") as f:
