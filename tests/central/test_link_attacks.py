@@ -217,6 +217,7 @@ def test_huge_bodies_get_413_at_once_and_nothing_is_held_in_memory(system, http,
         assert r.json()["error"] in ("too_large", "envelope_too_large") and r.json()["message"]
     else:
         assert "text/html" in r.headers["content-type"] and "过大" in r.text       # a plain sentence, in Chinese
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
 
 
 def test_the_station_refuses_huge_bodies_too(system, http):

@@ -145,6 +145,8 @@ def test_bad_scan_requests_are_refused_and_harm_nothing(system, station, http):
     assert patch(b"x" * 10, signer=Identity.generate()).status_code == 401
     assert patch(b"x" * 10, digest="ab" * 32).status_code == 404
     assert patch(b"x" * 10, length=total + 1).status_code == 400
+    over = patch(b"x" * (total + 1))                                 # longer than Upload-Length allows
+    assert over.status_code == 413 and over.json()["error"] == "too_large"
     junk = patch(os.urandom(total))                                  # right size, wrong content
     assert junk.status_code == 422 and junk.json()["error"] == "bad_scan"
     head = c.head(url, headers={"lastmile-station": "V1", "upload-length": str(total),
