@@ -270,6 +270,9 @@ def test_a_refused_scan_does_not_block_the_ones_behind_it(system, station, http)
     assert [f["sha256"] for f in state["scans_failed"]] == [first] and "bad_scan" in state["scans_failed"][0]["error"]
     case = http(system.central_url, system.central_token).get(f"/api/v1/cases/{app['id']}").json()
     assert case["scans_missing"] == [first]                          # the other scan arrived
+    from tests import conftest
+    page, home = conftest.log_in(http, system.stations["V1"]["url"], "agent", conftest.PASSWORD)
+    assert 'id="scans-failed"' in home.text and first[:12] in home.text    # the agent sees which one
 
 
 def test_a_scan_whose_file_is_in_place_is_counted_even_if_the_database_was_busy(system, station, http):
