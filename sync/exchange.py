@@ -95,6 +95,9 @@ def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, coun
                " WHERE bundle IS NULL ORDER BY at DESC LIMIT ?)", (KEEP_SENT,))
     if bundle is None:
         log.set_status(db, "last_push", push_id)
+    # The USB bundle exported last, with no network push since: its answers are the newest word of
+    # the county, so they may move the cursor back (a county restored, a USB-only station).
+    log.set_status(db, "last_export", bundle or "")
     return Push(blob, first, last, push_id)
 
 
@@ -160,9 +163,11 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
         if ack > high:
             raise CursorAhead(f"county confirms {ack} events but this station wrote only {high}")
         now_acked = log.acked(db, up_stream)
-        if fresh and ack < now_acked:
-            # The county answering this very push holds less than it once confirmed: it was restored
-            # from a backup. Send the rest again (the county takes repeats as no-ops).
+        latest_export = bundle is not None and bundle == log.get_status(db, "last_export")
+        if (fresh or latest_export) and ack < now_acked:
+            # The county answering this very push (or the last bundle exported, with no network push
+            # since) holds less than it once confirmed: it was restored from a backup. Send the rest
+            # again (the county takes repeats as no-ops).
             log.rewind_acked(db, up_stream, ack)
             log.set_status(db, "county_rewound", f"{now_acked}->{ack} at {log.utcnow()}")
         log.set_acked(db, up_stream, ack)

@@ -534,3 +534,38 @@ def test_an_envelope_signed_with_a_key_never_announced_is_refused(pair):
                                    county_name=st.county.name)
     with pytest.raises(Exception, match="current key|signature"):
         county.answer(push.blob)
+
+
+def test_a_usb_only_station_sends_again_what_a_restored_county_lost(pair):
+    """Before, only an answer over HTTP could move the cursor back: a station that syncs only by USB
+    stick never resent what a county restored from its backup had lost."""
+    county, st, root = pair
+    csettings = county.settings
+    county.store.close()
+    copy_db(csettings.data, root / "county-backup")
+    county = County(csettings)
+    first = take(st, 2)
+
+    def usb_round(name: str) -> None:
+        st.export(root / f"{name}.bundle")
+        county.import_bundle(root / f"{name}.bundle", root / f"{name}.answer")
+        st.import_answers(root / f"{name}.answer")
+
+    usb_round("a")
+    assert acked(st) == 2
+    county.store.close()
+    copy_db(root / "county-backup", csettings.data)          # the county's disk died: restore the backup
+    county = County(csettings)
+    second = take(st, 1)
+    st.export(root / "old.bundle")                          # exported, but its answer comes back late
+    usb_round("b")                                          # the county lacks #1, #2: the cursor goes back
+    assert acked(st) == 0
+    county.import_bundle(root / "old.bundle", root / "old.answer")
+    st.import_answers(root / "old.answer")                  # an older export's answer never rewinds
+    usb_round("c")
+    try:
+        assert sorted(county_cases(county).values()) == sorted(a["id"] for a in first + second)
+        assert acked(st) == 3
+    finally:
+        county.store.close()
+        county = County(csettings)
