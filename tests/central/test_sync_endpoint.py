@@ -207,3 +207,19 @@ def test_malformed_enrolment_bodies_get_400(system, http):
         assert r.status_code == 400 and r.json()["error"] == "bad_request" and r.json()["message"]
     r = c.post("/enroll/v2", content=b"[" * 5000 + b"]" * 5000)
     assert r.status_code == 400 and r.json()["error"] == "bad_request"
+
+
+def test_the_enrolment_test_vector_in_the_protocol_is_what_the_code_computes():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    block = doc.split("code           1a2b-3c4d-5e6f-7a8b")[1].split("```")[0]
+    field = {line[:15].strip(): line[15:].split() for line in block.splitlines() if line.strip()}
+    sk = {"sign": field["station_keys"][1], "enc": field["station_keys"][3]}
+    ck = {"sign": field["county_keys"][1], "enc": field["county_keys"][3]}
+    key = enrolment.mac_key("1a2b-3c4d-5e6f-7a8b", "V001")
+    assert key.hex() == field["K"][0]
+    assert enrolment.request_mac(key, station="V001", station_keys=sk, county_name="county",
+                                 county_keys=ck) == field["request MAC"][0]
+    assert enrolment.answer_mac(key, station="V001", station_keys=sk, county_name="county", county_keys=ck,
+                                station_name=field["station_name"][0],
+                                station_level=field["station_level"][0]) == field["answer MAC"][0]
