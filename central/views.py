@@ -60,7 +60,7 @@ SYNC_MIN_RATE = 4096        # … plus its size at this many bytes per second
 def _authentic(c: County, blob: bytes) -> None:
     """The envelope's shape and its station's signature, before it may take a sync slot."""
     p = envelope.parse(blob)
-    keys = c.station_keys(p.header["from"])        # UnknownStation / RevokedStation
+    keys = c.station_keys_for(p.header["from"], p.header["from_key"])   # current, or announced (rotation)
     if p.header["from_key"] != keys.sign_id:
         raise BadSignature("envelope is signed with a key that is not the station's current key")
     verify(keys.sign, p.signature, p.signed)
