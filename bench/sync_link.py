@@ -38,7 +38,7 @@ from crypto import canonical, envelope  # noqa: E402
 from node.cases import valid_id_for_demo  # noqa: E402
 from node.scans import Scan  # noqa: E402
 from node.station import Station  # noqa: E402
-from sync import client, exchange  # noqa: E402
+from sync import client, exchange, log  # noqa: E402
 from sync.errors import SyncError  # noqa: E402
 from tests.conftest import serve  # noqa: E402
 from tests.faultproxy import FaultProxy  # noqa: E402
@@ -218,6 +218,11 @@ def outage(args: argparse.Namespace, root: Path) -> dict:
                 st.sync()
             except (SyncError, OSError):
                 pass
+        for _ in range(2):                               # idle runs of the background loop: pulls
+            try:
+                st.sync()
+            except (SyncError, OSError):
+                pass
         proxy.set(down=True)                             # the county is unreachable
         bodies, _ = backlog(st, args.apps, 0, args.seed)
         failed_runs = 0
@@ -229,6 +234,8 @@ def outage(args: argparse.Namespace, root: Path) -> dict:
                 except SyncError:
                     failed_runs += 1
         limit_before = st.sync_state()["batch_limit"]
+        with st.store.transaction() as db:
+            measured = {k: log.get_status(db, k) for k in ("link_bps", "rtt_s", "wire_per_event")}
         pushes = Pushes()
         proxy.set(down=False)                            # the link is up: the clock starts
         up0, down0, cuts0 = proxy.stats.bytes_up, proxy.stats.bytes_down, proxy.stats.cuts
@@ -248,7 +255,7 @@ def outage(args: argparse.Namespace, root: Path) -> dict:
     county.store.close()
     st.store.close()
     return {"apps": len(bodies), "delivered": delivered - 40, "wall_s": wall, "wire_up": wire_up,
-            "wire_down": wire_down, "failed_runs": failed_runs, "limit_before": limit_before,
+            "wire_down": wire_down, "failed_runs": failed_runs, "limit_before": limit_before, "measured": measured,
             "carried": pushes.carried, "cuts": cuts, "interrupted": errors}
 
 
@@ -257,7 +264,8 @@ def print_outage(args: argparse.Namespace, o: dict) -> None:
     wire = o["wire_up"] + o["wire_down"]
     pushes = [n for n in o["carried"] if n]
     print(f"\noutage: {o['apps']} applications taken while the county was unreachable; "
-          f"{o['failed_runs']} sync runs failed meanwhile; batch limit when the link came up: {o['limit_before']}")
+          f"{o['failed_runs']} sync runs failed meanwhile; batch limit when the link came up: {o['limit_before']}; "
+          f"measured before the outage: {o['measured']}")
     print(f"delivered: {o['delivered']}/{o['apps']}; events per push: {pushes[:8]}{' …' if len(pushes) > 8 else ''} "
           f"({len(o['carried'])} requests, {len(pushes)} pushes, {o['cuts']} cuts, {o['interrupted']} interrupted runs)")
     print(f"wire bytes: {wire:,} (up {o['wire_up']:,}, down {o['wire_down']:,}); at {args.rate / 1000:.0f} kbit/s "

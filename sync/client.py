@@ -20,7 +20,7 @@ import tenacity
 
 from crypto.errors import CryptoError
 from crypto.keys import Identity, PublicKeys
-from sync import exchange, log
+from sync import exchange, log, recovery
 from sync.errors import Rejected, Retryable, SyncError
 from sync.inbox import Apply
 from sync.log import Conn
@@ -181,17 +181,25 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
     # link, so the link does not wait for the CPU between rounds. It is used only if the answer acked
     # exactly the current push and changed nothing else the push depends on.
     builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lastmile-push")
-    ahead: Future[tuple[exchange.Push, int] | None] | None = None
+    ahead: Future[tuple[exchange.Push, Any] | None] | None = None
 
-    def build_ahead(after: int, n: int, max_bytes: int) -> tuple[exchange.Push, int] | None:
+    def push_state(db: Conn) -> Any:
+        """What a push carries besides the events; a push sealed ahead is sent only if it is unchanged."""
+        try:
+            return (log.head(db, log.down(station))[0], recovery.heal_from(db), recovery.to_confirm(db),
+                    [e.seq for e in recovery.to_return(db, log.down(station), max_bytes=1 << 20)])
+        except Exception:  # noqa: BLE001 - unknown state: never equal, so never sent ahead
+            return object()
+
+    def build_ahead(after: int, n: int, max_bytes: int) -> tuple[exchange.Push, Any] | None:
         with transaction() as db:
             if log.head(db, log.up(station))[0] <= after:
                 return None
             push = exchange.build_push(db, me=me, station=station, county=county.keys, county_name=county.name,
                                        limit=n, max_bytes=max_bytes, after=after)
-            return push, log.head(db, log.down(station))[0]
+            return push, push_state(db)
 
-    def wait_ahead() -> tuple[exchange.Push, int] | None:
+    def wait_ahead() -> tuple[exchange.Push, Any] | None:
         """The push sealed ahead, once its builder is done (call outside a transaction: it takes one)."""
         nonlocal ahead
         future, ahead = ahead, None
@@ -201,12 +209,12 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
             logger.exception("sealing the next push ahead failed; sealing it now")
             return None
 
-    def take_ahead(db: Conn, built: tuple[exchange.Push, int] | None, n: int) -> exchange.Push | None:
+    def take_ahead(db: Conn, built: tuple[exchange.Push, Any] | None, n: int) -> exchange.Push | None:
         if built is None or unsure:
             return None
-        push, down_have = built
+        push, state = built
         if (push.first != log.acked(db, log.up(station)) + 1 or push.last - push.first + 1 > n
-                or log.head(db, log.down(station))[0] != down_have):
+                or push_state(db) != state):
             return None
         log.set_status(db, "last_push", push.id)
         return push
@@ -235,8 +243,11 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
                 max_bytes=max_bytes)
             carried = (push.last - push.first + 1) if push.last else 0
             log.set_status(db, "push_in_flight", str(carried))
+            acked_before = log.acked(db, log.up(station))
         if push.last and n:
             ahead = builder.submit(build_ahead, push.last, n, max_bytes)
+        elif unsure and not push.last:           # asking after a cut: seal the likely next push meanwhile
+            ahead = builder.submit(build_ahead, acked_before, min(limit, fit or limit), max_bytes)
         was_unsure, unsure = unsure, True
         started = time.monotonic()
         try:
@@ -260,8 +271,7 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
             log.set_status(db, "push_in_flight", "")
             if on_ack:
                 on_ack(db, log.acked(db, log.up(station)))
-            stale = got.received or got.more or got.repairs or got.forks or \
-                log.acked(db, log.up(station)) != push.last
+            stale = got.received or got.more or got.repairs or got.forks   # (take_ahead checks the ack)
         if stale:
             wait_ahead()                         # sealed on a state this answer changed: build anew
         unsure = False
@@ -320,7 +330,12 @@ def _record_contact(db: Conn, station: str, got: exchange.StationResult, size: i
     log.set_status(db, "last_error_code", "")
     if size < SMALL_EXCHANGE:
         _average(db, "rtt_s", elapsed)
+        big = log.get_status(db, "link_sample")      # the round trip changed: re-derive the throughput
+        if big:
+            size, elapsed = int(big.split()[0]), float(big.split()[1])
     else:
+        log.set_status(db, "link_sample", f"{size} {elapsed:.4f}")
+    if size >= SMALL_EXCHANGE:
         # Throughput: the bytes over the time they took, less the round trip a small exchange takes.
         rtt = float(log.get_status(db, "rtt_s") or 0.0)
         log.set_status(db, "link_bps", str(int(size * 8 / max(elapsed - rtt, elapsed / 2))))
