@@ -75,6 +75,24 @@ def sealed_lengths(header: dict[str, Any], payload: dict[str, Any], level: int) 
     return hb, len(hb), clen, 13 + len(hb) + clen + envelope.SIG_LEN
 
 
+def county_answer(push_blob: bytes, station: Identity, county: Identity) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(header, payload) of the answer the real county code gives this push, on a scratch database
+    that holds down/V001 seq 1 (the catalogue): so the example has every key the code sends."""
+    import sqlite3
+
+    from sync import exchange, schema
+    db = sqlite3.connect(":memory:")
+    schema.create(db)
+    catalog = json.loads((ROOT / "central" / "catalog_demo.json").read_text(encoding="utf-8"))
+    log.append(db, county, stream="down/V001", author="county", kind="catalog.published",
+               body={"catalog": catalog}, at="2026-11-22T09:00:00.000Z")
+    sealed, _ = exchange.answer_push(db, push_blob, me=county, county_name="county",
+                                     station_keys=lambda name: station.public, apply=lambda conn, ev: None)
+    header, payload = envelope.open_sealed(sealed, recipient=station, recipient_name="V001", sender=county.public)
+    db.close()
+    return header, payload
+
+
 def build() -> dict[str, Any]:
     station, county = identity("station"), identity("county")
     ev = event(station)
@@ -82,13 +100,12 @@ def build() -> dict[str, Any]:
     push_header = {"v": 1, "kind": "push", "from": "V001", "to": "county", "from_key": station.public.sign_id,
                    "to_key": county.public.enc_id, "comp": "zstd", "id": push_id, "first": 1, "last": 1}
     push = {"events": [ev], "down_have": 1, "up_high": 1, "station_time": "2026-11-22T12:18:16.107Z"}
-    answer_header = {"v": 1, "kind": "answer", "from": "county", "to": "V001", "from_key": county.public.sign_id,
-                     "to_key": station.public.enc_id, "comp": "zstd", "id": answer_id, "ack": 1, "first": 0,
-                     "last": 0, "in_reply_to": push_id}
-    answer = {"ack": 1, "events": [], "down_high": 1, "forks": [], "repairs": [],
-              "server_time": "2026-11-22T12:18:16.111Z", "more": False, "in_reply_to": push_id,
-              "up_high": 1, "up_hash": ev["hash"]}
     phb, phlen, pclen, ptotal = sealed_lengths(push_header, push, 19)
+    compressed = zstandard.ZstdCompressor(level=19).compress(canonical.dumps(push))
+    real_header, real_answer = county_answer(envelope.seal_parts(phb, compressed, sender=station,
+                                                                 recipient=county.public), station, county)
+    answer_header = dict(real_header, id=answer_id)                      # only the random id and the
+    answer = dict(real_answer, server_time="2026-11-22T12:18:16.111Z")   # clock are fixed here
     ahb, ahlen, aclen, atotal = sealed_lengths(answer_header, answer, 9)
     content = {k: v for k, v in ev.items() if k not in ("hash", "sig")}
     return {"station": station, "county": county, "event": ev, "content": canonical.dumps(content).decode(),
