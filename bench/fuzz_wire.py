@@ -121,6 +121,9 @@ def hostile_json(rng: random.Random, base: bytes) -> bytes:
         return rng.choice([b'{"a":1.0}', b'{"a":1e3}', b'{"a":NaN}', b'{"a":-0}', b'{"a":1,"a":2}',
                            b'{"a":"\\ud800"}', b'{"a":"\\u00e9"}', b'{"a":"\\u001F"}', b'\xef\xbb\xbf{}',
                            b'"' + b"\\" * 1001 + b'"', b'{"a":01}', b'{"b":1,"a":1}'])
+    if kind == 5:                             # strings that never end: a scan must stay linear
+        n = 200_000 if big else rng.choice([10, 1000])
+        return rng.choice([b'["' + b'\\"' * n, b'["' + b'\\"' * n + b"\\", b'"' * n, b'["a\\' * n])
     if kind == 4:
         return b'"' + b"x" * (rng.choice([10**6, 8 * 10**6]) if big else rng.choice([0, 10, 1000])) + b'"'
     return mutate_bytes(rng, base)
@@ -315,10 +318,12 @@ def run(n: int, seed: int, report_every: int = 50_000, harness: Harness | None =
     outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
     unexpected: list[tuple[int, str, str]] = []
     start = time.perf_counter()
+    slowest = (0.0, 0, "")
     try:
         for i in range(n):
             input_seed = seed * 10**9 + i
             target, call = harness.one(input_seed)
+            began = time.perf_counter()
             try:
                 call()
                 outcomes[target, "ok"] += 1
@@ -332,6 +337,9 @@ def run(n: int, seed: int, report_every: int = 50_000, harness: Harness | None =
             except Exception as exc:  # noqa: BLE001 - that is what we are looking for
                 unexpected.append((input_seed, target, "".join(traceback.format_exception_only(exc)).strip()[:300]))
                 outcomes[target, "UNEXPECTED"] += 1
+            took = time.perf_counter() - began
+            if took > slowest[0]:
+                slowest = (took, input_seed, target)
             if report_every and (i + 1) % report_every == 0:
                 rate = (i + 1) / (time.perf_counter() - start)
                 out(f"  {i + 1:,} inputs, {rate:,.0f}/s, peak RSS {peak_rss_mb():.0f} MB, "
@@ -343,6 +351,7 @@ def run(n: int, seed: int, report_every: int = 50_000, harness: Harness | None =
             tmp.cleanup()
     elapsed = time.perf_counter() - start
     return {"inputs": n, "seconds": elapsed, "per_second": n / elapsed, "peak_rss_mb": peak_rss_mb(),
+            "slowest_s": slowest[0], "slowest_seed": slowest[1], "slowest_target": slowest[2],
             "outcomes": {f"{t}:{o}": c for (t, o), c in sorted(outcomes.items())}, "unexpected": unexpected}
 
 
@@ -363,7 +372,8 @@ def main() -> None:
         return
     res = run(args.n, args.seed)
     print(f"\n{res['inputs']:,} inputs in {res['seconds']:.0f} s = {res['per_second']:,.0f}/s; "
-          f"peak RSS {res['peak_rss_mb']:.0f} MB")
+          f"peak RSS {res['peak_rss_mb']:.0f} MB; slowest input {res['slowest_s']:.3f} s "
+          f"({res['slowest_target']}, seed {res['slowest_seed']})")
     for key, count in res["outcomes"].items():
         print(f"  {key:40s} {count:>9,}")
     for s, target, what in res["unexpected"][:20]:

@@ -17,7 +17,9 @@ from crypto.errors import BadEncoding
 MAX_DEPTH = 32              # no value deeper than this below the top-level value
 MAX_INT_CHARS = 17          # "-9007199254740991": longer integer literals are refused unparsed
 MAX_ITEMS = 500_000         # "[", "{" and "," outside strings: bounds the objects a decode builds
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# A JSON string, or an unterminated one running to the end: a match never fails once started, so the
+# scan is linear (a pattern that could fail would retry from every later quote: quadratic).
+_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.S)
 
 
 _LIMIT = 2**53

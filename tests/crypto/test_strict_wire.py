@@ -152,3 +152,12 @@ def test_the_county_refuses_hostile_payloads_with_a_clear_4xx_and_stores_nothing
     assert stored(system) == before
     v1.sync()                                        # the real station is not harmed either
     assert stored(system)[1] == before[1] + 1
+
+
+def test_an_unterminated_string_of_escaped_quotes_is_refused_in_linear_time():
+    import time
+    started = time.perf_counter()
+    for data in (b'["' + b'\\"' * 200_000, b'["' + b'\\"' * 200_000 + b"\\", b'"' * 400_000):
+        with pytest.raises(BadEncoding):
+            canonical.loads(data)
+    assert time.perf_counter() - started < 2.0      # quadratic scanning took minutes for these
