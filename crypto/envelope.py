@@ -18,7 +18,6 @@ signature before it spends anything on decryption or decompression.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import struct
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ MAX_PAYLOAD = 16 * 1024 * 1024      # bytes after decompression
 MAX_HEADER = 4096
 MAX_WINDOW = 1 << 23                # zstd window a receiver allocates at most (windowLog 23, level <= 19)
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+FEED = 512                          # compressed bytes per decompression step (<= 16 MiB out per step)
 REQUIRED_HEADER = {"v": int, "kind": str, "from": str, "to": str, "from_key": str, "to_key": str,
                    "comp": str, "id": str}
 
@@ -137,49 +137,34 @@ def open_sealed(blob: bytes, *, recipient: Identity, recipient_name: str, sender
         raise MalformedEnvelope(f"payload is not canonical JSON: {exc}") from exc
 
 
-def zstd_frame_length(data: bytes) -> int:
-    """Length of the zstd frame at the start of ``data`` (RFC 8878 §3.1.1), read from its block
-    headers without decompressing anything. Raises MalformedEnvelope if it is not a whole frame."""
-    if data[:4] != ZSTD_MAGIC or len(data) < 6:
-        raise MalformedEnvelope("payload is not a zstd frame")
-    fhd = data[4]
-    if fhd & 0x08:
-        raise MalformedEnvelope("zstd frame header has its reserved bit set")
-    single_segment = bool(fhd & 0x20)
-    fcs_size = (1 if single_segment else 0, 2, 4, 8)[fhd >> 6]
-    pos = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[fhd & 0x03] + fcs_size
-    while True:
-        if pos + 3 > len(data):
-            raise MalformedEnvelope("zstd frame is truncated")
-        block = int.from_bytes(data[pos:pos + 3], "little")
-        last, kind, size = block & 1, (block >> 1) & 3, block >> 3
-        if kind == 3:
-            raise MalformedEnvelope("zstd block of the reserved type")
-        pos += 3 + (1 if kind == 1 else size)
-        if last:
-            break
-    pos += 4 if fhd & 0x04 else 0
-    if pos > len(data):
-        raise MalformedEnvelope("zstd frame is truncated")
-    return pos
-
-
 def decompress(data: bytes, limit: int) -> bytes:
     """zstd-decompress exactly one frame to at most ``limit`` bytes; more is a compression bomb.
 
-    Anything after the frame (a second frame, a skippable frame, stray bytes) is refused, and the
-    frame's window may not exceed MAX_WINDOW, so a hostile frame cannot make us allocate more."""
-    if zstd_frame_length(data) != len(data):
-        raise MalformedEnvelope("compressed payload is not exactly one zstd frame (bytes after the frame)")
+    The frame is fed in small pieces so no single step can expand past the limit by much (a 4-byte
+    block may stand for 128 KiB). Anything after the frame (a second frame, a skippable frame,
+    stray bytes) is refused, and the frame's window may not exceed MAX_WINDOW, so a hostile frame
+    cannot make us allocate more. Linear in ``len(data)`` whatever the frame holds."""
+    if data[:4] != ZSTD_MAGIC:
+        raise MalformedEnvelope("payload is not a zstd frame")
+    dobj = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompressobj()
+    out, size = [], 0
     try:
-        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
-        with dctx.stream_reader(io.BytesIO(data), read_across_frames=False) as reader:
-            out = reader.read(limit + 1)
+        for at in range(0, len(data), FEED):
+            piece = dobj.decompress(data[at:at + FEED])
+            size += len(piece)
+            if size > limit:
+                raise EnvelopeTooLarge(f"payload decompresses to more than {limit} bytes")
+            out.append(piece)
+            if dobj.eof:
+                if dobj.unused_data or at + FEED < len(data):
+                    raise MalformedEnvelope("compressed payload is not exactly one zstd frame "
+                                            "(bytes after the frame)")
+                break
     except zstandard.ZstdError as exc:
         raise MalformedEnvelope(f"payload does not decompress: {exc}") from exc
-    if len(out) > limit:
-        raise EnvelopeTooLarge(f"payload decompresses to more than {limit} bytes")
-    return out
+    if not dobj.eof:
+        raise MalformedEnvelope("zstd frame is truncated")
+    return b"".join(out)
 
 
 BLOB_INFO = b"lastmile-blob/1|"
