@@ -171,10 +171,13 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
             log.rewind_acked(db, up_stream, ack)
             log.set_status(db, "county_rewound", f"{now_acked}->{ack} at {log.utcnow()}")
         log.set_acked(db, up_stream, ack)
+    # The county's events that do not extend ours are not a fork: a county restored from a backup
+    # wrote new ones at numbers we hold; we give ours back from there and it re-appends its own (§8.5).
     got = inbox.accept(db, stream=log.down(station), author=county_name, author_sign_key=county.sign,
-                       events=events, apply=apply)
+                       events=events, apply=apply, diverge="stop")
     down_high = payload.get("down_high", 0)
-    recovery.note_county_down(db, log.down(station), down_high)
+    recovery.note_county_down(db, log.down(station), down_high, payload.get("down_from"), payload.get("down_hash"),
+                              got.diverged_at)
     # Every report the station has not confirmed yet comes in every answer: record and confirm them.
     repairs = recovery.record_reports(db, up_stream, payload.get("repairs"), payload.get("forks"))
     # Only the answer to the push just sent says what the county's clock reads now.
@@ -208,8 +211,8 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
         raise BadEvent("push lacks events or down_have")
     # Downstream events the station gives back (the county lost them in a restore) come first:
     # they carry decisions that the upstream events behind them (hand-outs) build on.
-    returned = recovery.take_back(db, log.down(station), county_name, me.public.sign,
-                                  payload.get("down_return"), take_back)
+    returned, down_from = recovery.take_back(db, log.down(station), county_name, me.public.sign,
+                                             payload.get("down_return"), take_back, me)
     history = key_history(station) if key_history else {keys.sign_id: keys.sign}
     # A push that does not extend our copy of its log is a station restored from a backup (or a
     # twin): nothing of it is stored from there; the answer gives the station our copy to heal.
@@ -229,7 +232,7 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     recovery.take_confirm(db, log.up(station), payload.get("confirm"))
     repairs, forks = recovery.open_reports(db, log.up(station))
     down_stream = log.down(station)
-    down_high, _ = log.head(db, down_stream)
+    down_high, down_hash = log.head(db, down_stream)
     # A station holding more than the county wrote: the county was restored from an old backup.
     # Not an error: the answer's down_high tells the station to give the rest back (down_return).
     log.set_acked(db, down_stream, min(down_have, down_high))
@@ -237,7 +240,9 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     answer = {"ack": got.high, "events": [e.to_wire() for e in out], "down_high": down_high,
               "forks": forks, "repairs": repairs, "server_time": log.utcnow(),
               "more": (bool(out) and out[-1].seq < down_high) or (bool(returned_up) and returned_up[-1].seq < up_high_c),
-              "in_reply_to": header["id"], "up_high": up_high_c, "up_hash": up_hash_c}
+              "in_reply_to": header["id"], "up_high": up_high_c, "up_hash": up_hash_c, "down_hash": down_hash}
+    if down_from is not None:
+        answer["down_from"] = down_from        # send your copy of down/<station> from here (§8.5)
     if returned_up:
         answer["up_return"] = [e.to_wire() for e in returned_up]
         answer["up_keys"] = history

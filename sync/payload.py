@@ -36,6 +36,8 @@ ANSWER_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "up_hash": (str, False),         # ... and that event's hash
     "up_return": (list, False),      # the county's copies of up/<station> events the station lacks (§8.5)
     "up_keys": (dict, False),        # the station's key history: key id -> sign key, to verify up_return
+    "down_hash": (str, False),       # the hash of the county's event at down_high
+    "down_from": (int, False),       # a restored county asks for the station's copy of down/<station> from here
 }
 
 FIELDS = {"push": PUSH_FIELDS, "answer": ANSWER_FIELDS}

@@ -105,12 +105,28 @@ def to_confirm(db: Conn) -> list[list[Any]]:
 MAX_RETURN = 500
 
 
-def note_county_down(db: Conn, stream: str, county_high: Any) -> None:
-    """Station: remember from which seq the county lacks its own downstream events (or that it lacks none)."""
-    if type(county_high) is not int:
-        return
+def note_county_down(db: Conn, stream: str, county_high: Any, county_from: Any = None, county_hash: Any = None,
+                     diverged_at: int | None = None) -> None:
+    """Station: remember from which seq the county lacks its own downstream events, or holds others
+    (restored from a backup, it wrote new ones at those numbers), or that it lacks none.
+
+    ``county_from`` (the answer's ``down_from``): the county asks from there. ``diverged_at``: the
+    county's events did not extend ours from there. ``county_hash``: its hash at ``county_high``."""
     mine, _ = log.head(db, stream)
-    log.set_status(db, "down_return_from", str(county_high + 1) if county_high < mine else "")
+    if type(county_from) is int and county_from >= 1:
+        start: int | None = county_from
+    elif diverged_at is not None:
+        start = max(1, min(diverged_at, mine))
+    elif type(county_high) is not int:
+        return
+    elif county_high < mine:
+        start = county_high + 1
+    elif county_high >= 1 and county_high <= mine and isinstance(county_hash, str) \
+            and not _holds(db, stream, county_high, county_hash):
+        start = county_high
+    else:
+        start = None
+    log.set_status(db, "down_return_from", str(start) if start else "")
 
 
 def to_return(db: Conn, stream: str, max_bytes: int) -> list[Event]:
@@ -122,24 +138,61 @@ def to_return(db: Conn, stream: str, max_bytes: int) -> list[Event]:
 
 
 def take_back(db: Conn, stream: str, county_name: str, county_sign_key: str, events: Any,
-              reproject: Apply | None) -> int:
+              reproject: Apply | None, me: Identity | None = None) -> tuple[int, int | None]:
     """County: store again its own events a station gives back, after checking its own signature on
-    each (BadEvent, nothing stored, otherwise), and re-project them. Returns how many were stored."""
+    each (BadEvent, nothing stored, otherwise), and re-project them. Returns (how many were stored,
+    the seq to ask the station for next, or None).
+
+    A county restored from an old backup may have written *new* events for the station since, at
+    numbers the returned ones hold: those of its own are taken out, the returned ones stored in their
+    place, and its own appended again after them, re-signed with the same kind and body (``me``), so
+    the station gets them as new events. If the first returned event does not chain onto the county's
+    event before it, the county asks for the station's copy from further back (``down_from``)."""
     if events is None:
-        return 0
+        return 0, None
     if not isinstance(events, list) or len(events) > MAX_RETURN * 2:
         raise BadEvent("down_return must be a list of events")
     if not events:
-        return 0
+        return 0, None
+    parsed = sorted((Event.from_wire(e) for e in events), key=lambda e: e.seq)
+    for ev in parsed:
+        if ev.stream != stream or ev.author != county_name:
+            raise BadEvent(f"event {ev.stream}#{ev.seq} in down_return is not this county's for this station")
+        ev.check(county_sign_key)
+    if any(b.seq != a.seq + 1 or b.prev != a.hash for a, b in zip(parsed, parsed[1:])):
+        raise BadEvent("down_return is not one contiguous chain")
     before, _ = log.head(db, stream)
+    first = parsed[0]
+    if first.seq > before + 1:
+        return 0, before + 1                      # they start beyond our head: ask from it
+    if not _chains(db, stream, first):
+        return 0, max(1, first.seq - 50)          # ours differ before them too: ask from further back
+    ours: list[Event] = []
+    for ev in parsed:
+        mine = log.get(db, stream, ev.seq)
+        if mine is not None and mine.hash != ev.hash:
+            ours = log.remove_from(db, stream, ev.seq)     # written after the restore: re-appended below
+            logger.warning("%s: %d events the county wrote after its restore are re-appended after the"
+                           " %d the station gave back", stream, len(ours), len(parsed))
+            break
     got = inbox.accept(db, stream=stream, author=county_name, author_sign_key=county_sign_key, events=events,
                        apply=reproject or (lambda _db, _ev: None))
     if got.stored:
         logger.warning("%s: the station gave back %d downstream events the county had lost (%d..%d);"
-                       " restored from an old backup?", stream, got.stored, before + 1, got.high)
-        db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
-                   (stream, log.utcnow(), "down_returned", before + 1, got.high))
-    return got.stored
+                       " restored from an old backup?", stream, got.stored, got.high - got.stored + 1, got.high)
+        _note(db, stream, "down_returned", got.high - got.stored + 1, got.high)
+    again: list[tuple[int, int]] = []
+    for old in ours:
+        if me is None:
+            raise BadEvent("cannot re-append the county's own events without its key")
+        if db.execute("SELECT 1 FROM _sync_events WHERE stream = ? AND kind = ? AND body = ?",
+                      (stream, old.kind, canonical.dumps(old.body).decode())).fetchone():
+            continue
+        new = log.append(db, me, stream=stream, author=county_name, kind=old.kind, body=old.body)
+        again.append((old.seq, new.seq))
+    if again:
+        _note(db, stream, "down_resequenced", again[0][1], again[-1][1])
+    return got.stored, None
 
 
 # a station restored from a backup, or a new PC: self-heal from the county's copy ------------

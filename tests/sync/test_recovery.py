@@ -569,3 +569,47 @@ def test_a_usb_only_station_sends_again_what_a_restored_county_lost(pair):
     finally:
         county.store.close()
         county = County(csettings)
+
+
+def test_a_restored_county_that_decided_before_the_station_gave_back_re_appends_its_new_decision(pair):
+    """The county, restored from last night's backup, decides a case before the station's next sync:
+    its new decision takes a number the station holds with a decision the county lost. Before, the
+    station's given-back events forked there and never got in; now the county takes them back and
+    appends its new decision after them, and the station gets it as a new event."""
+    county, st, root = pair
+    csettings = county.settings
+    first, second = take(st, 2)
+    with serve(central_app(csettings)) as url:
+        sync_until_quiet(st, url)
+        county.store.close()
+        copy_db(csettings.data, root / "county-backup")      # the backup: both cases received, none decided
+        county = County(csettings)
+        county.decide(first["id"], "approve", "", CLERK)
+        sync_until_quiet(st, url)                            # the station holds the decision (down #2)
+    county.store.close()
+    copy_db(root / "county-backup", csettings.data)          # the county's disk died: restore the backup
+    county = County(csettings)
+    county.decide(second["id"], "reject", "材料不全", CLERK)  # a new decision at down #2, before any sync
+    with serve(central_app(csettings)) as url:
+        sync_until_quiet(st, url)
+    county.store.close()
+    county = County(csettings)
+    try:
+        assert stream(county.store.conn, "down/S1") == stream(st.store.conn, "down/S1")
+        assert county.store.case(first["id"])["decision"] == "approve"
+        assert county.store.case(second["id"])["decision"] == "reject"
+        assert st.store.application(first["id"])["status"] == "approved"
+        assert st.store.application(second["id"])["status"] == "rejected"
+        for conn in (county.store.conn, st.store.conn):
+            assert conn.execute("SELECT count(*) FROM _sync_forks").fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM _sync_repairs").fetchone()[0] == 0
+        assert {"down_returned", "down_resequenced"} <= {r["what"] for r in county.store.recoveries()}
+        import httpx
+        from tests.conftest import PASSWORD, csrf_of
+        county.add_user("boss", "督办", PASSWORD, "supervisor", None)
+        with serve(central_app(csettings)) as url, httpx.Client(base_url=url, follow_redirects=True, timeout=30,
+                                                                headers={"accept-language": "zh-CN"}) as page:
+            page.post("/login", data={"username": "boss", "password": PASSWORD, "csrf": csrf_of(page)})
+            assert "已改用其后的新编号" in page.get("/stations").text
+    finally:
+        county.store.close()

@@ -41,7 +41,8 @@ class Trial:
         self.backups: list[tuple[Path, set[str]]] = []
         self.county_backups: list[tuple[Path, set[str]]] = []
         self.figures = {"taken": 0, "station_restores": 0, "replaced": 0, "county_restores": 0, "settles": 0,
-                        "decided": 0, "handed_out": 0}
+                        "decided": 0, "decided_fresh_county": 0, "handed_out": 0}
+        self.decided: set[str] = set()
         self.fresh_county = False        # restored and not yet synced: the county decides nothing then
         self.n = 0
 
@@ -72,11 +73,16 @@ class Trial:
             self.figures["taken"] += 1
 
     def decide(self) -> None:
-        open_cases = self.county.store.cases(status="received")
-        if open_cases and not self.fresh_county:
+        """Also right after a county restore, before any sync (its new decisions then take numbers
+        the station holds): only a case never decided before, as two different decisions on one
+        case are a real conflict for a person (set aside for repair, PROTOCOL.md §8.5)."""
+        open_cases = [c for c in self.county.store.cases(status="received") if c["id"] not in self.decided]
+        if open_cases:
             case = self.rng.choice(open_cases)
             self.county.decide(case["id"], self.rng.choice(["approve", "reject"]), "材料不全", CLERK)
+            self.decided.add(case["id"])
             self.figures["decided"] += 1
+            self.figures["decided_fresh_county"] += self.fresh_county
 
     def hand_out(self) -> None:
         done = self.st.store.applications("status IN ('approved', 'rejected')")
