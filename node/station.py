@@ -137,7 +137,7 @@ class Station:
             private_dir(self.blob_dir)          # 0700, whatever the umask
             data = envelope.seal_blob(scan.data, recipient=self.county.keys, digest=scan.sha256)
             tmp = path.with_suffix(".tmp")
-            with open(tmp, "wb") as f:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())

@@ -99,7 +99,7 @@ def append(folder: Path, sha: str, offset: int, chunk: bytes, total: int) -> int
         raise OffsetMismatch(have)
     if offset + len(chunk) > total:
         raise Rejected("chunk goes past the declared length")
-    with open(part, "ab") as f:
+    with os.fdopen(os.open(part, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as f:
         f.write(chunk)
         f.flush()
         os.fsync(f.fileno())

@@ -40,10 +40,10 @@ def mode(path: Path) -> int:
 
 def loose(data: Path) -> list[str]:
     """Everything under ``data`` that someone else could read: directories not 0700, and databases
-    (with -wal, -shm), keys and session.key not 0600. Empty when all is private."""
+    (with -wal, -shm), keys, session.key and sealed scans not 0600. Empty when all is private."""
     found = [] if mode(data) == 0o700 else [f"{data} {oct(mode(data))}"]
     for path in sorted(data.rglob("*")):
-        private_file = path.suffix == ".pem" or path.name == "session.key" or re.search(r"\.db(-wal|-shm)?$", path.name)
+        private_file = path.suffix == ".pem" or path.name == "session.key" or path.suffix in (".sealed", ".part") or re.search(r"\.db(-wal|-shm)?$", path.name)
         if (path.is_dir() and mode(path) != 0o700) or (path.is_file() and private_file and mode(path) != 0o600):
             found.append(f"{path.relative_to(data)} {oct(mode(path))}")
     return found
@@ -75,6 +75,7 @@ def test_both_apps_keep_everything_private_under_umask_022(tmp_path, http):
     county_files = {p.name for p in (tmp_path / "central").rglob("*")}
     assert {"node.db", "session.key", "sign.pem", "enc.pem", "blobs"} <= station_files
     assert {"central.db", "session.key", "sign.pem", "enc.pem", "blobs", "V1"} <= county_files
+    assert any(n.endswith(".sealed") for n in station_files) and any(n.endswith(".sealed") for n in county_files)
     assert loose(tmp_path / "V1") == []
     assert loose(tmp_path / "central") == []
 
