@@ -676,17 +676,14 @@ class County:
         """The user (with its ``session_key``) if the password is right; an old kind of hash is
         replaced by an argon2id one on the way."""
         u = self.store.user("username", username)
-        if u is None:
-            passwords.spend_time(password)
+        ok, rehashed = passwords.verify(password, u.pop("password") if u else None)
+        if not ok or u is None:
             return None
-        stored = u.pop("password")
-        if not passwords.check_password(password, stored):
-            return None
-        if passwords.needs_rehash(stored) or not u["session_key"]:
+        if rehashed or not u["session_key"]:
             u["session_key"] = u["session_key"] or passwords.new_session_key()
             with self.store.transaction() as db:
-                self.store.update_user(db, username, password=passwords.hash_password(password),
-                                       session_key=u["session_key"])
+                self.store.update_user(db, username, session_key=u["session_key"],
+                                       **({"password": rehashed} if rehashed else {}))
             logger.info("password hash of %s upgraded to argon2id", username)
         return u
 

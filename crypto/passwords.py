@@ -51,6 +51,17 @@ def needs_rehash(stored: str) -> bool:
 
 
 @functools.cache
+def verify(password: str, stored: str | None) -> tuple[bool, str | None]:
+    """Check a login: (right password?, the hash to store instead, if ``stored`` is of an old
+    kind). ``stored`` None (no such user) spends the same time, so timing tells no user names."""
+    if stored is None:
+        spend_time(password)
+        return False, None
+    if not check_password(password, stored):
+        return False, None
+    return True, hash_password(password) if needs_rehash(stored) else None
+
+
 def _dummy_hash() -> str:
     return _HASHER.hash(secrets.token_hex(16))
 

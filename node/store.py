@@ -141,17 +141,15 @@ class Store:
         """The agent (with its ``session_key``) if the password is right; an old kind of hash is
         replaced by an argon2id one on the way."""
         u = self._user("username", username)
-        if u is None:
-            passwords.spend_time(password)
+        ok, rehashed = passwords.verify(password, u.pop("password") if u else None)
+        if not ok or u is None:
             return None
-        stored = u.pop("password")
-        if not passwords.check_password(password, stored):
-            return None
-        if passwords.needs_rehash(stored) or not u["session_key"]:
+        if rehashed or not u["session_key"]:
             u["session_key"] = u["session_key"] or passwords.new_session_key()
             with self.transaction() as db:
-                db.execute("UPDATE users SET password = ?, session_key = ? WHERE username = ?",
-                           (passwords.hash_password(password), u["session_key"], username))
+                db.execute("UPDATE users SET session_key = ? WHERE username = ?", (u["session_key"], username))
+                if rehashed:
+                    db.execute("UPDATE users SET password = ? WHERE username = ?", (rehashed, username))
         return u
 
     def session_user(self, username: str) -> dict[str, Any] | None:
