@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -107,6 +108,16 @@ def http() -> Iterator[Any]:
     yield make
     for c in clients:
         c.close()
+
+
+def stored(system: System) -> tuple[int, int]:
+    """(events, cases) the county of ``system`` holds, read straight from its database file."""
+    conn = sqlite3.connect(system.data / "central" / "central.db")
+    try:
+        return (conn.execute("SELECT count(*) FROM _sync_events").fetchone()[0],
+                conn.execute("SELECT count(*) FROM cases").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def csrf_of(page: Any) -> str:

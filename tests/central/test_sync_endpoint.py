@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 
@@ -11,18 +10,10 @@ from central.county import County, Settings as CentralSettings
 from crypto import envelope
 from crypto.keys import Identity
 from node.station import Station
+from tests.conftest import stored
 from sync import enrolment, exchange
 
 ITEM = {"name": "赵大", "id_number": "11010519491231002X", "phone": "", "address": "村东头"}
-
-
-def stored(system) -> tuple[int, int]:
-    conn = sqlite3.connect(system.data / "central" / "central.db")
-    try:
-        return (conn.execute("SELECT count(*) FROM _sync_events").fetchone()[0],
-                conn.execute("SELECT count(*) FROM cases").fetchone()[0])
-    finally:
-        conn.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ never a 500, and stores nothing. Real county server, real SQLite, real envelopes
 
 from __future__ import annotations
 
-import sqlite3
 
 import pytest
 import zstandard
@@ -13,6 +12,7 @@ from crypto import canonical, envelope
 from crypto.errors import BadEncoding, MalformedEnvelope
 from crypto.keys import Identity
 from node.station import Station
+from tests.conftest import stored
 from tests.sync.test_protocol_machine import form_for
 
 STATION, COUNTY = Identity.generate(), Identity.generate()
@@ -83,15 +83,6 @@ def test_a_non_canonical_header_is_refused_even_when_signed():
 
 
 # -- the county, over HTTP -------------------------------------------------------------------
-
-def stored(system) -> tuple[int, int]:
-    conn = sqlite3.connect(system.data / "central" / "central.db")
-    try:
-        return (conn.execute("SELECT count(*) FROM _sync_events").fetchone()[0],
-                conn.execute("SELECT count(*) FROM cases").fetchone()[0])
-    finally:
-        conn.close()
-
 
 @pytest.fixture
 def v1(system):
