@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import secrets
+import shutil
 import sqlite3
 import threading
 import time
@@ -20,7 +22,7 @@ from typing import Any
 from central import permissions
 from central.store import Store
 from crypto import canonical, passwords
-from crypto.keys import Identity, PublicKeys
+from crypto.keys import Identity, PublicKeys, load_retired, save_retired
 from crypto import envelope
 from crypto.errors import CryptoError
 from sync import blobs, bundle, enrolment, exchange, log
@@ -137,9 +139,13 @@ class County:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store or Store(settings.db_path)
+        self._finish_rotation(settings, self.store)
         if not (settings.key_dir / "sign.pem").exists():
             raise FileNotFoundError(f"{settings.data} has no county keys; run `lastmile central init` first")
         self.me = Identity.load(settings.key_dir)
+        # Old keys after a rotation (PROTOCOL.md §10): they still open what was sealed to them, and
+        # sign for a station until it holds the county.keys_rotated event that names the new ones.
+        self.retired = load_retired(settings.data / "keys.retired")
         self.name = self.store.meta("county_name") or settings.name
         self._blob_lock = threading.Lock()
         self._nonces: dict[str, float] = {}     # scan request nonces seen, until they expire
@@ -173,7 +179,100 @@ class County:
         return json.loads(latest[1]) if latest else {"version": 0, "items": [], "departments": []}
 
     def _send_down(self, db: Any, station: str, kind: str, body: dict[str, Any]) -> Event:
-        return log.append(db, self.me, stream=log.down(station), author=self.name, kind=kind, body=body)
+        return log.append(db, self._signer(db, station), stream=log.down(station), author=self.name, kind=kind,
+                          body=body)
+
+    # the county's own keys (PROTOCOL.md §3, §10) ------------------------------------------------
+    def _signer(self, db: Any, station: str, down_have: int | None = None) -> Identity:
+        """Who signs for ``station``: the key it trusted before our last rotation, until it holds the
+        ``county.keys_rotated`` event sent to it (``down_have`` of the push being answered, or else
+        what it confirmed), then the current key."""
+        row = db.execute("SELECT value FROM meta WHERE name = ?", (f"county_rotation:{station}",)).fetchone()
+        if not row or not row[0]:
+            return self.me
+        pending = json.loads(row[0])
+        have = log.acked(db, log.down(station)) if down_have is None else down_have
+        if have >= int(pending["seq"]):
+            return self.me
+        return self.retired.get(pending["key"], self.me)
+
+    def held_identities(self) -> list[Identity]:
+        """Every identity whose X25519 key still opens pushes and scans: current first."""
+        return [self.me, *self.retired.values()]
+
+    def own_keys(self) -> dict[str, str]:
+        """The county's sign keys by key id, current and retired: its old events verify with them."""
+        return {i.public.sign_id: i.public.sign for i in self.held_identities()}
+
+    def county_key_history(self) -> list[dict[str, Any]]:
+        """The county's key sets, oldest first: ``sign_id``, ``enc_id``, ``fingerprint``, ``from`` and
+        ``until`` (UTC, empty while current), for the stations page."""
+        raw = self.store.meta("county_key_history")
+        history = json.loads(raw) if raw else []
+        if not any(k["sign_id"] == self.me.public.sign_id for k in history):
+            history.append({"sign_id": self.me.public.sign_id, "enc_id": self.me.public.enc_id,
+                            "fingerprint": self.me.public.fingerprint(), "from": "", "until": ""})
+        return history
+
+    @staticmethod
+    def _finish_rotation(settings: Settings, store: Store) -> None:
+        """A rotation cut short between its database commit and the key files' move: finish it (the
+        database names the new key), or drop new keys it never announced."""
+        nxt = settings.data / "keys.next"
+        if not (nxt / "sign.pem").exists():
+            return
+        if store.meta("county_sign_id") == Identity.load(nxt).public.sign_id:
+            old = settings.data / "keys.old"
+            if settings.key_dir.exists():
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(settings.key_dir, old)
+            os.replace(nxt, settings.key_dir)
+            if old.exists():
+                shutil.rmtree(old)
+        else:
+            shutil.rmtree(nxt)
+
+    def rotate_keys(self) -> dict[str, Any]:
+        """New county keys (PROTOCOL.md §10). The old private keys are kept (keys.retired/<key id>/);
+        every active station gets ``county.keys_rotated`` (body: the new ``sign``, ``enc``) signed by
+        the key it trusts now; each goes on getting events and answers signed by that key until it
+        holds the event, then by the new one. Stations enrolled from now on get the new keys."""
+        data = self.settings.data
+        old, new = self.me, Identity.generate()
+        save_retired(old, data / "keys.retired")           # before anything names the new key
+        nxt = data / "keys.next"
+        if nxt.exists():
+            shutil.rmtree(nxt)
+        new.save(nxt)
+        now, sent = log.utcnow(), []
+        with self.store.transaction() as db:
+            raw = self.store.meta("county_key_history")
+            history = json.loads(raw) if raw else []
+            if not any(k["sign_id"] == old.public.sign_id for k in history):
+                history.append({"sign_id": old.public.sign_id, "enc_id": old.public.enc_id,
+                                "fingerprint": old.public.fingerprint(), "from": "", "until": ""})
+            for k in history:
+                if k["sign_id"] == old.public.sign_id:
+                    k["until"] = now
+            history.append({"sign_id": new.public.sign_id, "enc_id": new.public.enc_id,
+                            "fingerprint": new.public.fingerprint(), "from": now, "until": ""})
+            self.store.set_meta(db, "county_key_history", json.dumps(history))
+            self.retired[old.public.sign_id] = old
+            for code in self.store.active_station_codes(db):
+                signer = self._signer(db, code)
+                ev = log.append(db, signer, stream=log.down(code), author=self.name, kind=exchange.ROTATED,
+                                body=new.public.to_dict())
+                self.store.set_meta(db, f"county_rotation:{code}",
+                                    json.dumps({"seq": ev.seq, "key": signer.public.sign_id}))
+                sent.append(code)
+            self.store.set_meta(db, "county_sign_id", new.public.sign_id)
+        self._finish_rotation(self.settings, self.store)
+        self.me = Identity.load(self.settings.key_dir)
+        logger.warning("county keys rotated from %s to %s; announced to %d stations", old.public.sign_id,
+                       new.public.sign_id, len(sent))
+        return {"old_key": old.public.sign_id, "new_key": new.public.sign_id,
+                "fingerprint": new.public.fingerprint(), "stations": sent}
 
     # stations ------------------------------------------------------------------
     def add_station(self, code: str, name: str, level: str, *, replace: bool = False) -> str:
@@ -255,6 +354,8 @@ class County:
                 self.store.update_station(db, code, status="active", sign_key=keys.sign, enc_key=keys.enc,
                                           enroll_code_hash=None, enroll_expires=None, enrolled_at=now)
                 self.store.set_meta(db, f"enroll_failures:{code}", "0")
+                # It got our current keys in this answer: sign for it with them from now on (§10).
+                self.store.set_meta(db, f"county_rotation:{code}", "")
                 latest = self.store.latest_catalog(db)
                 if latest:
                     self._send_down(db, code, "catalog.published", {"catalog": json.loads(latest[1])})
@@ -342,7 +443,9 @@ class County:
             sealed, summary = exchange.answer_push(db, blob, me=self.me, county_name=self.name,
                                                    station_keys=lambda code: self.station_keys_for(code, from_key),
                                                    apply=self.apply_up_recovering,
-                                                   take_back=self.reproject_down, key_history=self.key_history)
+                                                   take_back=self.reproject_down, key_history=self.key_history,
+                                                   held=list(self.retired.values()), own_keys=self.own_keys(),
+                                                   signer=self._signer)
             self._promote_keys(db, summary["station"], from_key)
             now = log.utcnow()
             skew = clock_skew(summary.get("station_time"), now)
@@ -365,7 +468,9 @@ class County:
                 sealed, summary = exchange.answer_push(db, blob, me=self.me, county_name=self.name,
                                                        station_keys=lambda code: self.station_keys_for(code, from_key),
                                                        apply=self.apply_up_recovering,
-                                                       take_back=self.reproject_down, key_history=self.key_history)
+                                                       take_back=self.reproject_down, key_history=self.key_history,
+                                                       held=list(self.retired.values()),
+                                                       own_keys=self.own_keys(), signer=self._signer)
                 self._promote_keys(db, summary["station"], from_key)
             answers.append(sealed)
             stored += summary["stored"]
@@ -513,7 +618,8 @@ class County:
 
     def _verify_and_complete(self, folder: Path, sha: str) -> None:
         try:
-            envelope.open_blob((folder / f"{sha}.part").read_bytes(), recipient=self.me, digest=sha)
+            envelope.open_blob((folder / f"{sha}.part").read_bytes(), recipient=self.held_identities(),
+                               digest=sha)
         except CryptoError as exc:
             blobs.discard(folder, sha)
             raise CountyError(422, "bad_scan", f"the scan does not match its hash: {exc}") from exc
@@ -535,7 +641,9 @@ class County:
         return blobs.held(folder, sha), state
 
     def sign_scan_answer(self, station: str, sha: str, offset: int, total: int, state: str, nonce: str) -> str:
-        return blobs.sign_answer(self.me, station, sha, offset, total, state, nonce)
+        with self.store.lock:
+            signer = self._signer(self.store.conn, station)
+        return blobs.sign_answer(signer, station, sha, offset, total, state, nonce)
 
     def scan_offset(self, station: str, sha: str, total: int, signature: str, expires: int,
                     nonce: str) -> tuple[int, str]:
@@ -559,7 +667,7 @@ class County:
         for scan in self.store.scans_of(case["id"]):
             if scan["sha256"] == sha and scan["received_at"]:
                 sealed = (self.blob_dir(case["station"]) / f"{sha}.sealed").read_bytes()
-                data = envelope.open_blob(sealed, recipient=self.me, digest=sha)
+                data = envelope.open_blob(sealed, recipient=self.held_identities(), digest=sha)
                 return data, sniff(data)
         return None
 
@@ -625,7 +733,25 @@ class County:
         mismatches = record_mismatches(case, body, scans) if body else []
         shown = {**case, **signed_columns(body)} if body and signature == "valid" else dict(case)
         return {"case": shown, "body": body, "signature": signature, "scans": scans, "mismatches": mismatches,
-                "signed_by": key}
+                "signed_by": key, "decision_key": self.decision_key(case)}
+
+    def decision_key(self, case: dict[str, Any]) -> dict[str, Any] | None:
+        """The county key that signed the case's latest decision (``sign_id``, ``current``) and whether
+        that signature verifies now with the county's key history (``valid``); None if undecided."""
+        stream = log.down(case["station"])
+        with self.store.lock:
+            row = self.store.conn.execute(
+                "SELECT seq FROM _sync_events WHERE stream = ? AND kind = 'case.decided'"
+                " AND json_extract(body, '$.id') = ? ORDER BY seq DESC LIMIT 1", (stream, case["id"])).fetchone()
+            ev = log.get(self.store.conn, stream, int(row[0])) if row else None
+        if ev is None:
+            return None
+        try:
+            ev.check(self.own_keys())
+            valid = True
+        except BadEvent:
+            valid = False
+        return {"sign_id": ev.key, "valid": valid, "current": ev.key == self.me.public.sign_id, "seq": ev.seq}
 
     # users ---------------------------------------------------------------------
     def add_user(self, username: str, name: str, password: str, role: str, department: str | None) -> str:

@@ -381,7 +381,8 @@ def case_json(c: County, case: dict[str, Any]) -> dict[str, Any]:
     view = c.signed_case(case)
     scans = view["scans"]
     missing = [s["sha256"] for s in scans if not s["received_at"]]
-    return {**view["case"], "signature": view["signature"], "record_matches_signature": not view["mismatches"],
+    return {**view["case"], "signature": view["signature"], "decision_key": view["decision_key"],
+            "record_matches_signature": not view["mismatches"],
             "record_mismatches": view["mismatches"], "scans": scans, "scans_complete": not missing,
             "scans_missing": missing}
 

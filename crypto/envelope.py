@@ -21,7 +21,7 @@ import hashlib
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -117,17 +117,33 @@ def parse(blob: bytes, *, max_size: int = MAX_ENVELOPE) -> Parsed:
     return Parsed(header, blob[:end], header_bytes, blob[13 + hlen:end], blob[end:])
 
 
-def open_sealed(blob: bytes, *, recipient: Identity, recipient_name: str, sender: PublicKeys,
-                max_size: int = MAX_ENVELOPE, max_payload: int = MAX_PAYLOAD) -> tuple[dict[str, Any], Any]:
-    """Verify, decrypt and decompress; return (header, payload). Raises an EnvelopeError subclass."""
+def open_sealed(blob: bytes, *, recipient: Identity | Sequence[Identity], recipient_name: str,
+                sender: PublicKeys | Mapping[str, str], max_size: int = MAX_ENVELOPE,
+                max_payload: int = MAX_PAYLOAD) -> tuple[dict[str, Any], Any]:
+    """Verify, decrypt and decompress; return (header, payload). Raises an EnvelopeError subclass.
+
+    ``recipient``: our identity, or every identity we still hold (current and retired keys): the one
+    whose X25519 key id is the header's ``to_key`` opens it (WrongRecipient if none).
+    ``sender``: the sender's one key set, or its sign keys by key id (its key history): the header's
+    ``from_key`` must name one of them (BadSignature otherwise)."""
     p = parse(blob, max_size=max_size)
-    if p.header["to"] != recipient_name or p.header["to_key"] != recipient.public.enc_id:
-        raise WrongRecipient(f"envelope is for {p.header['to']!r}, not {recipient_name!r}")
-    if p.header["from_key"] != sender.sign_id:
-        raise BadSignature("envelope is signed with a key that is not the sender's current key")
-    verify(sender.sign, p.signature, p.signed)
+    mine = [recipient] if isinstance(recipient, Identity) else list(recipient)
+    me = next((i for i in mine if i.public.enc_id == p.header["to_key"]), None)
+    if p.header["to"] != recipient_name or me is None:
+        raise WrongRecipient(f"envelope is for {p.header['to']!r} key {p.header['to_key']!r},"
+                             f" not {recipient_name!r} or a key it holds")
+    if isinstance(sender, PublicKeys):
+        if p.header["from_key"] != sender.sign_id:
+            raise BadSignature("envelope is signed with a key that is not the sender's current key")
+        sign_key = sender.sign
+    else:
+        found = sender.get(p.header["from_key"])
+        if found is None:
+            raise BadSignature("envelope is signed with a key the sender never announced")
+        sign_key = found
+    verify(sign_key, p.signature, p.signed)
     try:
-        compressed = SUITE.decrypt(p.ciphertext, recipient.enc_key, info=INFO_PREFIX + p.header_bytes)
+        compressed = SUITE.decrypt(p.ciphertext, me.enc_key, info=INFO_PREFIX + p.header_bytes)
     except (InvalidTag, ValueError) as exc:
         raise DecryptionFailed("envelope failed authentication") from exc
     raw = decompress(compressed, max_payload)
@@ -177,12 +193,20 @@ def seal_blob(data: bytes, *, recipient: PublicKeys, digest: str) -> bytes:
     return SUITE.encrypt(data, pub, info=BLOB_INFO + digest.encode())
 
 
-def open_blob(sealed: bytes, *, recipient: Identity, digest: str) -> bytes:
-    """Decrypt a scan and check it is the one its hash names; raise DecryptionFailed otherwise."""
-    try:
-        data = SUITE.decrypt(sealed, recipient.enc_key, info=BLOB_INFO + digest.encode())
-    except (InvalidTag, ValueError) as exc:
-        raise DecryptionFailed("scan failed authentication") from exc
+def open_blob(sealed: bytes, *, recipient: Identity | Sequence[Identity], digest: str) -> bytes:
+    """Decrypt a scan and check it is the one its hash names; raise DecryptionFailed otherwise.
+
+    A sealed scan names no key: with several identities (current and retired keys) each is tried,
+    current first; only the right one authenticates (ChaCha20-Poly1305)."""
+    data = None
+    for me in [recipient] if isinstance(recipient, Identity) else list(recipient):
+        try:
+            data = SUITE.decrypt(sealed, me.enc_key, info=BLOB_INFO + digest.encode())
+            break
+        except (InvalidTag, ValueError):
+            continue
+    if data is None:
+        raise DecryptionFailed("scan failed authentication")
     if hashlib.sha256(data).hexdigest() != digest:
         raise DecryptionFailed("scan does not match its hash")
     return data

@@ -152,6 +152,31 @@ class Identity:
         return cls(sign, enc)
 
 
+def save_retired(identity: Identity, folder: Path) -> Path:
+    """Keep a party's old private keys after a rotation, in ``folder/<sign key id>/`` (0700 / 0600):
+    the old X25519 key still opens what was sealed to it, the old Ed25519 key signs only for a peer
+    that has not learnt the new one yet. An existing copy is left as it is."""
+    target = folder / identity.public.sign_id
+    if not (target / "sign.pem").exists():
+        private_dir(folder)
+        if target.exists():                 # a copy cut short: write it again
+            for name in ("sign.pem", "enc.pem"):
+                (target / name).unlink(missing_ok=True)
+        identity.save(target)
+    return target
+
+
+def load_retired(folder: Path) -> dict[str, Identity]:
+    """The retired identities ``save_retired`` kept under ``folder``, by sign key id."""
+    out: dict[str, Identity] = {}
+    if folder.is_dir():
+        for sub in sorted(folder.iterdir()):
+            if (sub / "sign.pem").exists() and (sub / "enc.pem").exists():
+                ident = Identity.load(sub)
+                out[ident.public.sign_id] = ident
+    return out
+
+
 def verify(public_sign_key: str, signature: bytes, data: bytes) -> None:
     """Raise BadSignature unless ``signature`` is the Ed25519 signature of ``data``."""
     try:

@@ -68,6 +68,13 @@ def _central(args: argparse.Namespace) -> int:
             src = Path(args.path)
             out = Path(args.answer) if args.answer else src.with_name(src.name + ".answer")
             print(json.dumps(county.import_bundle(src, out), ensure_ascii=False))
+        elif args.cmd == "rotate-keys":
+            done = county.rotate_keys()
+            print(f"new county keys made (key {done['new_key']}); new key fingerprint {done['fingerprint']}")
+            print(f"announced to {len(done['stations'])} active stations, each in a record signed by the key it "
+                  f"trusts now (old key {done['old_key']}, kept in keys.retired/: it still opens what was sealed "
+                  "to it, and signs for a station until that station has the record). Stations enrolled from now "
+                  "on get the new keys: give them the new fingerprint.")
         elif args.cmd == "catalog":
             catalog = json.loads(Path(args.file or DEMO_CATALOG).read_text(encoding="utf-8"))
             print(f"catalogue version {county.publish_catalog(catalog)} published to all stations")
@@ -215,6 +222,8 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("path", help="bundle written by `lastmile node export`")
     x.add_argument("--data", required=True)
     x.add_argument("--answer", help="where to write the answer (default: PATH.answer)")
+    x = c.add_parser("rotate-keys", help="make new county keys and announce them to every active station")
+    x.add_argument("--data", required=True)
     k = c.add_parser("catalog", help="publish a catalogue version to all stations")
     k.add_argument("action", choices=["publish"])
     k.add_argument("--data", required=True)

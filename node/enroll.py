@@ -12,7 +12,7 @@ from crypto.errors import BadEncoding
 from crypto.keys import Identity, PublicKeys
 from node.station import Settings
 from node.store import Store
-from sync import enrolment
+from sync import enrolment, exchange
 
 
 class EnrolmentFailed(Exception):
@@ -115,4 +115,7 @@ def record(store: Store, *, station: str, central_url: str, answer: dict[str, An
                             ("county_name", answer["county_name"]),
                             ("county_keys", json.dumps(county.to_dict()))):
             store.set_meta(db, name, value)
+        # The first entry of the county's key history (PROTOCOL.md §10): later keys come only from a
+        # county.keys_rotated event verified under a key already held.
+        exchange.add_county_keys(db, county, 1)
     return county

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from crypto.keys import Identity, private_dir
+from crypto.keys import Identity, PublicKeys, private_dir
 from node import cases
 from node.store import Store
 from crypto import envelope
@@ -61,8 +61,11 @@ class Station:
         self.code = str(self.store.meta("station_code"))
         self.name = str(self.store.meta("station_name"))
         self.level = str(self.store.meta("station_level"))
+        self.enrolled_county = self.store.county_keys()
+        with self.store.transaction() as db:
+            exchange.add_county_keys(db, self.enrolled_county, 1)    # enrolled before the key history: seed it
         self.county = client.Peer(url=str(self.store.meta("county_url")), name=str(self.store.meta("county_name")),
-                                  keys=self.store.county_keys())
+                                  keys=self._county_keys())
         self._sync_lock = threading.Lock()
         self.http_options: dict[str, Any] = {}     # extra httpx.Client options (event hooks in the benchmark)
 
@@ -272,6 +275,37 @@ class Station:
             self._sync_lock.release()
 
     # key rotation (PROTOCOL.md §10) -------------------------------------------------------------
+    def _county_keys(self) -> PublicKeys:
+        """The county's newest X25519 key we hold (pushes and scans are sealed to it) and the sign key
+        it signed its last answer with (scan answers are checked with it)."""
+        with self.store.lock:
+            return exchange.county_signing(self.store.conn, self.enrolled_county)
+
+    def _refresh_county(self) -> None:
+        self.county = client.Peer(url=self.county.url, name=self.county.name, keys=self._county_keys())
+
+    def decision_keys(self) -> dict[str, str]:
+        """Application id -> the id of the county key that signed its latest decision (verified by
+        that key when it came), for the pages."""
+        with self.store.lock:
+            rows = self.store.conn.execute(
+                "SELECT json_extract(body, '$.id'), key_id FROM _sync_events WHERE stream = ?"
+                " AND kind = 'case.decided' ORDER BY seq", (log.down(self.code),)).fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def decision_key(self, app_id: str) -> str | None:
+        """The id of the county key that signed the application's latest decision, or None."""
+        with self.store.lock:
+            row = self.store.conn.execute(
+                "SELECT key_id FROM _sync_events WHERE stream = ? AND kind = 'case.decided'"
+                " AND json_extract(body, '$.id') = ? ORDER BY seq DESC LIMIT 1", (log.down(self.code), app_id)).fetchone()
+        return str(row[0]) if row else None
+
+    def county_key_history(self) -> list[dict[str, Any]]:
+        """The county's key sets this station holds, oldest first (shown on the sync page)."""
+        with self.store.lock:
+            return exchange.county_keys(self.store.conn, self.enrolled_county)
+
     def rotate_keys(self) -> dict[str, Any]:
         """Make new keys and announce them in ``station.keys_rotated`` (signed by the current key). The
         station keeps signing with the old key until the county has stored that event (its ack covers
@@ -317,10 +351,12 @@ class Station:
 
     def _sync(self) -> client.SyncResult:
         self._switch_keys()
+        self._refresh_county()
         with httpx.Client(timeout=self.settings.http_timeout, **self.http_options) as http:
             result = client.sync_once(self.store.transaction, http, me=self.me, station=self.code,
                                       county=self.county, apply=self.apply_down, on_ack=self.mark_received,
                                       hooks=self.heal_hooks())
+            self._refresh_county()          # a county.keys_rotated just stored: seal to its new key
             try:
                 result.scans = self.upload_scans(http)
             except (SyncError, CryptoError) as exc:
@@ -335,6 +371,7 @@ class Station:
 
         Always includes at least one envelope, so the answer also brings down what waits for us."""
         self._switch_keys()
+        self._refresh_county()          # sealed to the county's newest key we hold (§10)
         envelopes, after, bundle_id = [], None, bundle.new_id()
         with self.store.transaction() as db:
             while True:
@@ -369,6 +406,7 @@ class Station:
                 self.mark_received(db, log.acked(db, log.up(self.code)))
             acked += got.acked
             received += got.received
+        self._refresh_county()
         return {"acked": acked, "received": received, "state": self.sync_state()}
 
     def set_central(self, url: str) -> str:

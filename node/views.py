@@ -125,7 +125,8 @@ async def application_of(request: Request) -> tuple[Station, dict[str, Any]]:
 
 async def application_page(request: Request) -> Response:
     st, app = await application_of(request)
-    return render(request, "node/application.html", st=st, app=app)
+    key = await run_in_threadpool(st.decision_key, app["id"]) if app["decision"] else None
+    return render(request, "node/application.html", st=st, app=app, decision_key=key)
 
 
 def _document_parts(st: Station, app: dict[str, Any]) -> tuple[str, dict[str, dict[str, str]]]:
@@ -200,7 +201,7 @@ def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:
             "promised_date": app["promised_date"] or None, "missing": body.get("missing", []),
             "county_received_at": app["county_received_at"],
             "decision": ({"decision": app["decision"], "note": app["decision_note"], "by": app["decided_by"],
-                          "at": app["decided_at"]} if app["decision"] else None),
+                          "at": app["decided_at"], "county_key": st.decision_key(app["id"])} if app["decision"] else None),
             "handed_out_at": app["handed_out_at"],
             "scans": [{"sha256": x["sha256"], "material": x["material"], "name": x["name"], "size": x["size"],
                        "uploaded": bool(x["done"])} for x in st.store.scans_of(app["id"])]}

@@ -8,16 +8,19 @@ upstream log and the downstream events beyond what the station holds. Both are e
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from crypto import envelope
+from crypto.errors import CryptoError
 from crypto.keys import Identity, PublicKeys
 from sync import inbox, log, recovery
 from sync import payload as payload_fields
 from sync.errors import BadEvent, CursorAhead, StaleAnswer
 from sync.inbox import Apply
+from sync.rules import N_, RuleError
 from sync.log import Conn
 
 logger = logging.getLogger("lastmile.sync")
@@ -57,6 +60,84 @@ class HealHooks:
 
 
 NO_HOOKS = HealHooks(lambda _db, _ev: None, lambda _db, _ev: None, lambda _db, _old, _new: None)
+
+
+# the county's key history, as a station holds it (PROTOCOL.md §3, §10) ------------------------
+
+COUNTY_KEYS = "county_keys"          # _sync_status: JSON list, oldest first
+ROTATED = "county.keys_rotated"
+
+
+def county_keys(db: Conn, enrolled: PublicKeys | None = None) -> list[dict[str, Any]]:
+    """Station: every county key set it holds, oldest first: ``sign``, ``enc``, ``sign_id``,
+    ``enc_id``, ``valid_from`` (the first down/<station> seq it may sign) and ``added_at``.
+    ``enrolled`` (the key set exchanged at enrolment) is first if the record predates the history."""
+    raw = log.get_status(db, COUNTY_KEYS)
+    history: list[dict[str, Any]] = json.loads(raw) if raw else []
+    if enrolled is not None and not any(k["sign_id"] == enrolled.sign_id for k in history):
+        history.insert(0, _entry(enrolled, 1, ""))
+    return history
+
+
+def _entry(keys: PublicKeys, valid_from: int, at: str) -> dict[str, Any]:
+    return {"sign": keys.sign, "enc": keys.enc, "sign_id": keys.sign_id, "enc_id": keys.enc_id,
+            "valid_from": valid_from, "added_at": at}
+
+
+def add_county_keys(db: Conn, keys: PublicKeys, valid_from: int, enrolled: PublicKeys | None = None) -> None:
+    """Station: put a county key set on record (at enrolment, or from a verified county.keys_rotated)."""
+    history = county_keys(db, enrolled)
+    if any(k["sign_id"] == keys.sign_id for k in history):
+        return
+    history.append(_entry(keys, valid_from, log.utcnow()))
+    log.set_status(db, COUNTY_KEYS, json.dumps(history))
+
+
+def county_sign_keys(db: Conn, enrolled: PublicKeys) -> dict[str, str]:
+    """Station: the county's sign keys by key id, to verify its envelopes and events by the id they name."""
+    return {k["sign_id"]: k["sign"] for k in county_keys(db, enrolled)}
+
+
+def county_newest(db: Conn, enrolled: PublicKeys) -> PublicKeys:
+    """Station: the county's newest key set: pushes and scans are sealed to its ``enc`` key."""
+    k = county_keys(db, enrolled)[-1]
+    return PublicKeys(sign=k["sign"], enc=k["enc"])
+
+
+def county_signing(db: Conn, enrolled: PublicKeys) -> PublicKeys:
+    """Station: the newest ``enc`` key, and the sign key the county signed its last answer with (what
+    it signs a scan answer with too): the old one until it has seen us hold its rotation event."""
+    newest, signs = county_newest(db, enrolled), county_sign_keys(db, enrolled)
+    used = log.get_status(db, "county_from_key")
+    return PublicKeys(sign=signs.get(used or "", enrolled.sign), enc=newest.enc)
+
+
+def rotated_keys(ev: log.Event) -> PublicKeys:
+    """The new keys a ``county.keys_rotated`` (or ``station.keys_rotated``) event announces: its body
+    is exactly ``sign`` and ``enc``, two 32-byte public keys. Raises ValueError otherwise."""
+    if set(ev.body) != {"sign", "enc"}:
+        raise ValueError("the body must be exactly sign and enc")
+    try:
+        return PublicKeys.from_dict(ev.body)
+    except CryptoError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _learn_in_order(events: list[Any], stream: str, county_name: str, keys: dict[str, str]) -> None:
+    """Verify the county's events in seq order, each with the keys known at that point: a
+    ``county.keys_rotated`` verified under a key we trust makes its new key known for the events
+    after it (it is put on record only when stored). Raises BadEvent at the first that fails."""
+    parsed = sorted((log.Event.from_wire(e) for e in events), key=lambda e: e.seq)
+    for ev in parsed:
+        if ev.stream != stream or ev.author != county_name:
+            raise BadEvent(f"event {ev.stream}#{ev.seq} does not belong to stream {stream}")
+        ev.check(keys)
+        if ev.kind == ROTATED:
+            try:
+                new = rotated_keys(ev)
+            except ValueError:
+                continue                     # set aside when stored (inbox), teaches no key
+            keys.setdefault(new.sign_id, new.sign)
 
 
 def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, county_name: str,
@@ -126,7 +207,9 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
     ``last_push``), and only then may it move the cursor back or set the clock offset. Any other
     answer must name a push this station sent (of ``bundle``, when given) and is applied only in
     the never-rewinding way. Raises StaleAnswer, changing nothing, otherwise."""
-    header, payload = envelope.open_sealed(blob, recipient=me, recipient_name=station, sender=county)
+    # Signed by any county key we hold (the one its from_key names); refused (BadSignature) otherwise.
+    county_signs = county_sign_keys(db, county)
+    header, payload = envelope.open_sealed(blob, recipient=me, recipient_name=station, sender=county_signs)
     if header["kind"] != "answer" or header["from"] != county_name or not isinstance(payload, dict):
         raise BadEvent("not an answer from our county")
     payload_fields.check("answer", payload)      # only known top-level keys (sync/payload.py)
@@ -173,8 +256,28 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
         log.set_acked(db, up_stream, ack)
     # The county's events that do not extend ours are not a fork: a county restored from a backup
     # wrote new ones at numbers we hold; we give ours back from there and it re-appends its own (§8.5).
-    got = inbox.accept(db, stream=log.down(station), author=county_name, author_sign_key=county.sign,
-                       events=events, apply=apply, diverge="stop")
+    # Each by the key its ``key`` names, among those known before it in seq order (§10). The county's
+    # older sign keys it vouches for in this answer (signed by a key we hold) verify older events
+    # (a new PC enrolled after a county rotation); they are never sealed to nor trusted for envelopes.
+    vouched = payload.get("down_keys") or {}
+    verify_with = {k: v for k, v in vouched.items() if isinstance(k, str) and isinstance(v, str)}
+    verify_with.update(county_signs)
+    _learn_in_order(events, log.down(station), county_name, verify_with)
+
+    def take(db: Conn, ev: log.Event) -> None:
+        if ev.kind != ROTATED:
+            apply(db, ev)
+            return
+        try:
+            new = rotated_keys(ev)
+        except ValueError:
+            raise RuleError(N_("The keys the county announced are not two valid public keys.")) from None
+        add_county_keys(db, new, ev.seq + 1, county)
+        logger.warning("the county announced new keys %s at %s#%d", new.sign_id, ev.stream, ev.seq)
+
+    got = inbox.accept(db, stream=log.down(station), author=county_name, author_sign_key=verify_with,
+                       events=events, apply=take, diverge="stop")
+    log.set_status(db, "county_from_key", header["from_key"])
     down_high = payload.get("down_high", 0)
     recovery.note_county_down(db, log.down(station), down_high, payload.get("down_from"), payload.get("down_hash"),
                               got.diverged_at)
@@ -193,15 +296,23 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                 station_keys: Callable[[str], PublicKeys], apply: Apply,
                 limit: int = BATCH_EVENTS, max_size: int = envelope.MAX_ENVELOPE,
                 take_back: Apply | None = None,
-                key_history: Callable[[str], dict[str, str]] | None = None) -> tuple[bytes, dict[str, Any]]:
+                key_history: Callable[[str], dict[str, str]] | None = None,
+                held: Sequence[Identity] = (), own_keys: Mapping[str, str] | None = None,
+                signer: Callable[[Conn, str, int | None], Identity] | None = None) -> tuple[bytes, dict[str, Any]]:
     """County side: verify and take a push, return (sealed answer, summary for logs and status).
+
+    After the county rotated its keys (PROTOCOL.md §10): ``held`` are its retired identities (a push
+    sealed to any X25519 key it still holds opens), ``own_keys`` its sign keys by id (events a station
+    gives back verify by the key they name), and ``signer(db, station, down_have)`` the identity that
+    signs for this station: the old one until the station holds the rotation event (``down_have``;
+    None: by what it confirmed before), then ``me``.
 
     Raises EnvelopeError or a sync Rejected before anything is stored if the push is not
     well-formed, not for us, or not from a known, active station."""
     parsed = envelope.parse(blob, max_size=max_size)
     station = parsed.header["from"]
     keys = station_keys(station)           # raises UnknownStation / RevokedStation
-    header, payload = envelope.open_sealed(blob, recipient=me, recipient_name=county_name, sender=keys,
+    header, payload = envelope.open_sealed(blob, recipient=[me, *held], recipient_name=county_name, sender=keys,
                                            max_size=max_size)
     if header["kind"] != "push" or not isinstance(payload, dict):
         raise BadEvent("not a push")
@@ -211,8 +322,10 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
         raise BadEvent("push lacks events or down_have")
     # Downstream events the station gives back (the county lost them in a restore) come first:
     # they carry decisions that the upstream events behind them (hand-outs) build on.
-    returned, down_from = recovery.take_back(db, log.down(station), county_name, me.public.sign,
-                                             payload.get("down_return"), take_back, me)
+    returned, down_from = recovery.take_back(db, log.down(station), county_name,
+                                             dict(own_keys) if own_keys else me.public.sign,
+                                             payload.get("down_return"), take_back,
+                                             signer(db, station, None) if signer else me)
     history = key_history(station) if key_history else {keys.sign_id: keys.sign}
     # A push that does not extend our copy of its log is a station restored from a backup (or a
     # twin): nothing of it is stored from there; the answer gives the station our copy to heal.
@@ -246,7 +359,13 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     if returned_up:
         answer["up_return"] = [e.to_wire() for e in returned_up]
         answer["up_keys"] = history
-    sealed = envelope.seal(answer, sender=me, sender_name=county_name, recipient=keys,
+    answer_signer = signer(db, station, down_have) if signer else me
+    if own_keys and any(e.key != answer_signer.public.sign_id for e in out):
+        # Events signed by another of our keys: name them, so a station that never held that key
+        # (a new PC enrolled after a rotation) can verify them (§10).
+        answer["down_keys"] = {e.key: own_keys[e.key] for e in out if e.key in own_keys}
+    sealed = envelope.seal(answer, sender=answer_signer,
+                           sender_name=county_name, recipient=keys,
                            recipient_name=station, kind="answer",
                            extra={"ack": got.high, "first": out[0].seq if out else 0,
                                   "last": out[-1].seq if out else 0, "in_reply_to": header["id"]})

@@ -36,6 +36,7 @@ ANSWER_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "up_hash": (str, False),         # ... and that event's hash
     "up_return": (list, False),      # the county's copies of up/<station> events the station lacks (§8.5)
     "up_keys": (dict, False),        # the station's key history: key id -> sign key, to verify up_return
+    "down_keys": (dict, False),      # the county's sign keys by id, for events signed before a key it holds (§10)
     "down_hash": (str, False),       # the hash of the county's event at down_high
     "down_from": (int, False),       # a restored county asks for the station's copy of down/<station> from here
 }
