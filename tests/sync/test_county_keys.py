@@ -13,6 +13,7 @@ from PIL import Image
 
 from central.app import create_app as central_app
 from central.county import County
+from central.store import Store as CentralStore
 from crypto import envelope
 from crypto.errors import BadSignature
 from crypto.keys import Identity
@@ -182,3 +183,114 @@ def test_a_push_sealed_to_a_key_the_county_never_had_is_refused(pair):
                                    county_name=st.county.name)
     with pytest.raises(Exception, match="key it holds"):
         county.answer(push.blob)
+
+
+def test_two_rotations_before_a_station_syncs_are_both_taken_in_order(pair):
+    county, st, _ = pair
+    k0 = county.me.public
+    county, _ = rotate(county)
+    k1 = county.me.public
+    county, _ = rotate(county)
+    k2 = county.me.public
+    with serve(central_app(county.settings)) as url:
+        settle(st, url)
+        rotated = [e for e in down_events(st) if e.kind == "county.keys_rotated"]
+        assert [(e.key, e.body["sign"]) for e in rotated] == [(k0.sign_id, k1.sign), (k0.sign_id, k2.sign)]
+        assert [k["sign_id"] for k in st.county_key_history()] == [k0.sign_id, k1.sign_id, k2.sign_id]
+        taken = take(st, 1)
+        settle(st, url)
+        county.decide(taken[0]["id"], "approve", "", CLERK)
+        settle(st, url)
+    assert st.decision_keys()[taken[0]["id"]] == k2.sign_id
+    assert st.county.keys.enc == k2.enc
+    assert {a["id"]: a["status"] for a in st.store.applications(limit=10)} == {taken[0]["id"]: "approved"}
+
+
+def test_a_county_keys_rotated_with_a_bad_body_is_set_aside_and_teaches_no_key(pair):
+    county, st, _ = pair
+    with county.store.transaction() as db:
+        ev = log.append(db, county.me, stream=log.down(st.code), author=county.name, kind="county.keys_rotated",
+                        body={"sign": county.me.public.sign, "enc": "short", "extra": 1})
+    round_trip(county, st)
+    assert ev.seq in [e.seq for e in down_events(st)]                  # stored and acknowledged ...
+    with st.store.lock:
+        reasons = [r for r in __import__("sync.inbox", fromlist=["repairs"]).repairs(st.store.conn)]
+    assert [r["seq"] for r in reasons] == [ev.seq]                      # ... set aside for repair
+    assert [k["sign_id"] for k in st.county_key_history()] == [county.me.public.sign_id]
+
+
+def test_a_rotation_cut_short_is_finished_or_dropped_when_the_county_starts(pair):
+    county, st, root = pair
+    data, settings = county.settings.data, county.settings
+    before = county.me.public.sign_id
+    county.store.close()
+    Identity.generate().save(data / "keys.next")             # new keys written, never announced
+    county = County(settings)
+    assert county.me.public.sign_id == before and not (data / "keys.next").exists()
+    county.store.close()
+    announced = Identity.generate()
+    announced.save(data / "keys.next")                       # announced, but the key files not moved yet
+    store = CentralStore(settings.db_path)
+    with store.transaction() as db:
+        store.set_meta(db, "county_sign_id", announced.public.sign_id)
+    store.close()
+    county = County(settings)
+    try:
+        assert county.me.public.sign_id == announced.public.sign_id and not (data / "keys.next").exists()
+    finally:
+        county.store.close()
+    county.store = type(county.store)(settings.db_path)
+
+
+def test_a_station_restored_or_replaced_after_a_county_rotation_gets_every_old_decision(pair):
+    """A station restored from a backup taken before the rotation still opens the county's answers
+    (signed by the key it holds) and learns the new key in order; a new PC enrolled after the
+    rotation knows only the new key, and the older events come with the keys the county vouches for."""
+    import shutil
+    from node.enroll import enroll
+    county, st, root = pair
+    old = county.me.public
+    taken = take(st, 2)
+    round_trip(county, st)
+    county.decide(taken[0]["id"], "approve", "", CLERK)
+    round_trip(county, st)
+    st.store.close()
+    shutil.copytree(st.settings.data, root / "S1-backup")          # before the rotation
+    st.store = type(st.store)(st.settings.db_path)
+    county, _ = rotate(county)
+    with serve(central_app(county.settings)) as url:
+        settle(st, url)
+        county.decide(taken[1]["id"], "reject", "不符合条件", CLERK)   # signed by the new key
+        settle(st, url)
+        st.store.close()
+        shutil.rmtree(st.settings.data)
+        shutil.copytree(root / "S1-backup", st.settings.data)       # restored: knows only the old key
+        st = Station(NodeSettings(data=st.settings.data))
+        settle(st, url)
+        mine = {a["id"]: a["status"] for a in st.store.applications(limit=100)}
+        assert mine == {taken[0]["id"]: "approved", taken[1]["id"]: "rejected"}
+        assert [k["sign_id"] for k in st.county_key_history()] == [old.sign_id, county.me.public.sign_id]
+
+        data = str(county.settings.data)
+        county.store.close()
+        added = cli("central", "station", "add", "--code", "S1", "--replace", "--data", data)
+        assert added.returncode == 0, added.stderr
+        otp = added.stdout.split("code (valid 72 h, one use, 5 wrong tries void it): ")[1].split()[0]
+        county = County(county.settings)
+        new_data = root / "S1-new"
+        enroll(NodeSettings(data=new_data), central_url=url, station="S1", code=otp,
+               fingerprint=county.me.public.fingerprint())
+        new = Station(NodeSettings(data=new_data))
+        try:
+            assert [k["sign_id"] for k in new.county_key_history()] == [county.me.public.sign_id]
+            settle(new, url)
+            mine = {a["id"]: a["status"] for a in new.store.applications(limit=100)}
+            assert mine == {taken[0]["id"]: "approved", taken[1]["id"]: "rejected"}
+            shown = new.decision_keys()
+            assert shown[taken[0]["id"]] == old.sign_id and shown[taken[1]["id"]] == county.me.public.sign_id
+            # It never took the old key as one to seal to or take envelopes from.
+            assert [k["sign_id"] for k in new.county_key_history()] == [county.me.public.sign_id]
+        finally:
+            new.store.close()
+    st.store.close()
+    st.store = type(st.store)(st.settings.db_path)     # for the fixture's teardown
