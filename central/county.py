@@ -196,6 +196,13 @@ class County:
             return self.me
         return self.retired.get(pending["key"], self.me)
 
+    def on_old_key(self) -> list[str]:
+        """The stations the county still signs for with an old key: they do not hold its latest
+        ``county.keys_rotated`` yet (their next sync or USB round takes it)."""
+        with self.store.lock:
+            return sorted(code for code in self.store.active_station_codes(self.store.conn)
+                          if self._signer(self.store.conn, code) is not self.me)
+
     def held_identities(self) -> list[Identity]:
         """Every identity whose X25519 key still opens pushes and scans: current first."""
         return [self.me, *self.retired.values()]

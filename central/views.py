@@ -366,7 +366,8 @@ def _stations_context(c: County) -> dict[str, Any]:
         down = counts.get(f"down/{st['code']}", {"high": 0, "acked": 0})
         rows.append({**st, "received": up["high"], "down_waiting": down["high"] - down["acked"],
                      "scans_missing": scans_missing.get(st["code"], 0)})
-    return {"stations": rows, "problems": c.store.sync_problems(), "recoveries": c.store.recoveries()}
+    return {"stations": rows, "problems": c.store.sync_problems(), "recoveries": c.store.recoveries(),
+            "county_keys": c.county_key_history(), "on_old_key": c.on_old_key()}
 
 
 # JSON API ----------------------------------------------------------------------

@@ -294,3 +294,20 @@ def test_a_station_restored_or_replaced_after_a_county_rotation_gets_every_old_d
             new.store.close()
     st.store.close()
     st.store = type(st.store)(st.settings.db_path)     # for the fixture's teardown
+
+
+def test_the_stations_page_lists_the_county_keys_and_who_is_still_on_the_old_one(pair, http):
+    from tests.conftest import PASSWORD, log_in
+    county, st, _ = pair
+    old = county.me.public
+    county, _ = rotate(county)
+    county.add_user("boss", "督办", PASSWORD, "supervisor", None)
+    with serve(central_app(county.settings)) as url:
+        web, _ = log_in(http, url, "boss")
+        page = web.get("/stations").text
+        assert 'id="county-keys"' in page and old.fingerprint() in page
+        assert county.me.public.fingerprint() in page and 'id="on-old-key"' in page and "S1" in page
+        settle(st, url)                              # takes the announcement ...
+        settle(st, url)                              # ... and the county sees it holds it
+        page = web.get("/stations").text
+        assert 'id="county-keys"' in page and 'id="on-old-key"' not in page
