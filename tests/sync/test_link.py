@@ -169,6 +169,7 @@ def test_the_county_sees_what_waits_at_each_station(system, station, http):
     page, _ = log_in(http, system.central_url, "boss")
     row = page.get("/stations").text.split("<td>V1</td>")[1].split("</tr>")[0]
     assert "<td>5</td>" in row          # 10 written, 5 confirmed: 5 still at the station
+    assert "<td>村级</td><td>已注册</td>" in row      # level and enrolment in the clerk's language
 
 
 def test_a_station_clock_found_wrong_dates_receipts_by_the_county_clock(system, station):
