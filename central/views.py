@@ -22,7 +22,7 @@ from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFai
                            WrongRecipient)
 from crypto.keys import PublicKeys, verify
 from sync import blobs
-from sync.errors import CursorAhead, RevokedStation, SyncError, UnknownStation
+from sync.errors import RevokedStation, SyncError, UnknownStation
 from templates import N_, gettext_for, locale_of, render
 from templates.web import api_error, bearer_user, checked_form, json_object, session_user
 
@@ -30,7 +30,7 @@ logger = logging.getLogger("lastmile.central")
 
 STATUS_OF_ERROR: list[tuple[type[Exception], int]] = [
     (EnvelopeTooLarge, 413), (UnknownStation, 403), (RevokedStation, 403),
-    (BadSignature, 401), (WrongRecipient, 421), (DecryptionFailed, 400), (CursorAhead, 409),
+    (BadSignature, 401), (WrongRecipient, 421), (DecryptionFailed, 400),
     (CryptoError, 400), (SyncError, 422),
 ]
 

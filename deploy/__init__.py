@@ -1,4 +1,4 @@
-"""Installer tooling: the `lastmile` command, the demo, systemd and Litestream configs.
+"""Installer tooling: the `lastmile` command, the demo and the translation catalogue tool.
 
 Imports node/, central/ and crypto/; nothing imports deploy/.
 """

@@ -141,7 +141,7 @@ def _node(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
-            print(f"county address changed from {before} to {args.url}; the next sync uses it")
+            print(f"county address changed from {before} to {args.url}; the next sync uses it, also in a running node")
         elif args.cmd in ("export", "import"):
             try:
                 out = station.export(Path(args.to)) if args.cmd == "export" else station.import_answers(Path(args.path))

@@ -282,7 +282,10 @@ class Station:
             return exchange.county_signing(self.store.conn, self.enrolled_county)
 
     def _refresh_county(self) -> None:
-        self.county = client.Peer(url=self.county.url, name=self.county.name, keys=self._county_keys())
+        """The county as the database says now: its newest keys, and its address (which
+        `lastmile node set-central` may have changed while this node was running)."""
+        url = str(self.store.meta("county_url") or self.county.url)
+        self.county = client.Peer(url=url, name=self.county.name, keys=self._county_keys())
 
     def decision_keys(self) -> dict[str, str]:
         """Application id -> the id of the county key that signed its latest decision (verified by

@@ -299,19 +299,19 @@ def test_set_central_changes_the_county_address_and_refuses_a_bad_one(pair):
                               timeout=60)
     bad = cli("set-central", "ftp://county.example", "--data", data)
     assert bad.returncode == 2 and "not an http:// or https:// address" in bad.stderr
-    again = Station(NodeSettings(data=st.settings.data))
-    take(again, 1)
-    again.store.close()
-    with serve(central_app(county.settings)) as url:
-        done = cli("set-central", url + "/", "--data", data)
-        assert done.returncode == 0, done.stderr
-        moved = Station(NodeSettings(data=st.settings.data))
-        try:
+    running = Station(NodeSettings(data=st.settings.data))      # a node that keeps running meanwhile
+    take(running, 1)
+    try:
+        with serve(central_app(county.settings)) as url:
+            done = cli("set-central", url + "/", "--data", data)
+            assert done.returncode == 0, done.stderr
+            moved = Station(NodeSettings(data=st.settings.data))
             assert moved.county.url == url
-            moved.sync()
-            assert moved.sync_state()["up_waiting"] == 0
-        finally:
             moved.store.close()
+            running.sync()                  # the running node follows without a restart
+            assert running.county.url == url and running.sync_state()["up_waiting"] == 0
+    finally:
+        running.store.close()
 
 
 # 4. a receipt number never names two applications --------------------------------------------------
