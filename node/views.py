@@ -115,7 +115,7 @@ async def _apply(request: Request, user: dict[str, Any], st: Station, form: Any,
                 except scans.ScanError as exc:
                     raise cases.IntakeError({key: str(exc)}) from exc
         app = await run_in_threadpool(st.take, code, data, str(form.get("decision", "")), user["name"], attached,
-                                      idem.claimer(FORM + user["username"], token, "form"))
+                                      within=idem.claimer(FORM + user["username"], token, "form"))
     except idem.Replay as first:    # the same form sent twice at once: the other request recorded it
         return RedirectResponse(f"/applications/{first.row['app_id']}/document", 303)
     except cases.IntakeError as exc:
@@ -274,7 +274,7 @@ async def api_create(request: Request) -> Response:
         scope, key, fingerprint, lambda app_id: app_json(st, st.store.application(app_id) or {}))
     try:
         app = await run_in_threadpool(st.take, str(payload.get("item", "")), form, str(payload.get("decision", "")),
-                                      user["name"], attached, remember)
+                                      user["name"], attached, within=remember)
     except idem.Replay as exc:      # the same key at the same moment: the other request recorded its case
         return await run_in_threadpool(_replayed, request, st, exc.row, fingerprint)
     except cases.IntakeError as exc:

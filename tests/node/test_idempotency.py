@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from node.app import create_app as node_app
 from node.store import Store as NodeStore
-from tests.conftest import PASSWORD, log_in, stored
+from tests.conftest import PASSWORD, log_in, serve, stored
 from tests.sync.test_protocol_machine import form_for
 
 
@@ -111,6 +112,16 @@ def test_an_api_repeat_with_the_same_key_returns_the_first_answer_and_one_case_r
     assert later.json()["id"] == first.json()["id"] and later.json()["receipt_no"] == first.json()["receipt_no"]
     assert api.post("/api/v1/sync").status_code == 200
     assert cases_at(v1["settings"]) == 1 and stored(system)[1] == 1
+
+
+def test_keys_are_remembered_on_disk_not_in_memory(v1, http):
+    body, key = payload_of(v1["item"], v1["form"]), {"idempotency-key": "kept-over-a-restart"}
+    first = v1["api"].post("/api/v1/applications", json=body, headers=key)
+    assert first.status_code == 201
+    with serve(node_app(v1["settings"], background_sync=False)) as restarted:     # a fresh process's view
+        again = http(restarted, v1["token"]).post("/api/v1/applications", json=body, headers=key)
+    assert again.status_code == 201 and again.json() == first.json()
+    assert cases_at(v1["settings"]) == 1
 
 
 def test_the_same_key_with_another_body_is_refused_and_keys_belong_to_one_api_user(v1, http):
