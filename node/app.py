@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node import views
+from node import idem, views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
@@ -45,6 +45,7 @@ BODY_LIMITS = [
 
 def create_app(settings: Settings, *, background_sync: bool = True) -> Starlette:
     station = Station(settings)
+    idem.create(station.store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
@@ -81,8 +81,11 @@ class Station:
         return {d["code"]: d for d in self.store.catalog().get("departments", [])}
 
     def take(self, item_code: str, form: dict[str, Any], decision: str, agent: str,
-             attached: list[Scan] | tuple[Scan, ...] = ()) -> dict[str, Any]:
+             attached: list[Scan] | tuple[Scan, ...] = (),
+             within: Callable[[sqlite3.Connection, str], None] | None = None) -> dict[str, Any]:
         """Record the agent's decision on an application; raises cases.IntakeError with field errors.
+        ``within(db, app_id)``, if given, runs last in the transaction that records it (node/idem.py
+        remembers the submission's key there); whatever it raises undoes the whole intake.
 
         Scans are sealed to the county and written to disk (fsync) before the transaction that
         records the application, whose signed body lists each scan's hash and size."""
@@ -107,6 +110,8 @@ class Station:
             for scan in listed:
                 self.store.db["scans"].insert({**scan, "app_id": body["id"], "sealed_size": sealed[scan["sha256"]],
                                                "sent": 0, "done": 0, "created_at": now.isoformat()}, ignore=True)
+            if within is not None:
+                within(db, body["id"])
         return self.store.application(intake.body["id"]) or {}
 
     def _receipt_no(self, db: sqlite3.Connection, now: dt.datetime) -> str:

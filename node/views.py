@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import threading
 from typing import Any
@@ -15,11 +16,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from node import cases, scans
+from node import cases, idem, scans
 from node.station import Station
 from sync.errors import Retryable, SyncError
 from crypto.errors import CryptoError
-from templates import N_, check_csrf, gettext_for, locale_of, render
+from templates import N_, check_csrf, csrf_token, gettext_for, locale_of, render
 from templates.web import api_error, bearer_user, checked_form, json_object, session_user
 
 logger = logging.getLogger("lastmile.node")
@@ -77,7 +78,8 @@ async def apply_form(request: Request) -> Response:
     item, departments = await run_in_threadpool(_item_form, st, request.path_params["code"])
     if item is None:
         raise HTTPException(404, N_("This service item is not in the station's catalogue."))
-    return render(request, "node/apply.html", st=st, item=item, form={}, errors={}, departments=departments)
+    return render(request, "node/apply.html", st=st, item=item, form={}, errors={}, departments=departments,
+                  submit_token=idem.new_form_token(csrf_token(request)))
 
 
 async def apply_submit(request: Request) -> Response:
@@ -86,10 +88,20 @@ async def apply_submit(request: Request) -> Response:
     async with request.form(max_files=50, max_fields=500) as form:   # closes the uploaded files
         if not check_csrf(request, form):
             raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
-        return await _apply(request, user, st, form)
+        token = str(form.get("submit_token", ""))
+        if not idem.form_token_ok(csrf_token(request), token):
+            raise HTTPException(400, N_("This form was not issued to you in this session; open it again from "
+                                        "the start page."))
+        first = await run_in_threadpool(idem.find, st.store, FORM + user["username"], token)
+        if first is not None:       # a double click, the back button: the receipt of the first submission
+            return RedirectResponse(f"/applications/{first['app_id']}/document", 303)
+        return await _apply(request, user, st, form, token)
 
 
-async def _apply(request: Request, user: dict[str, Any], st: Station, form: Any) -> Response:
+FORM = "form:"      # scope of the intake form's tokens in idempotency_keys, per agent; the API's is "api:"
+
+
+async def _apply(request: Request, user: dict[str, Any], st: Station, form: Any, token: str) -> Response:
     data: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str) and k != "materials"}
     data["materials"] = form.getlist("materials")
     code = request.path_params["code"]
@@ -102,14 +114,17 @@ async def _apply(request: Request, user: dict[str, Any], st: Station, form: Any)
                     attached.append(await run_in_threadpool(scans.prepare, key[5:], value.filename, raw))
                 except scans.ScanError as exc:
                     raise cases.IntakeError({key: str(exc)}) from exc
-        app = await run_in_threadpool(st.take, code, data, str(form.get("decision", "")), user["name"], attached)
+        app = await run_in_threadpool(st.take, code, data, str(form.get("decision", "")), user["name"], attached,
+                                      within=idem.claimer(FORM + user["username"], token, "form"))
+    except idem.Replay as first:    # the same form sent twice at once: the other request recorded it
+        return RedirectResponse(f"/applications/{first.row['app_id']}/document", 303)
     except cases.IntakeError as exc:
         item = await run_in_threadpool(st.item, code)
         if item is None:
             raise HTTPException(404, N_("This service item is not in the station's catalogue.")) from exc
         departments = await run_in_threadpool(st.department_names)
         return render(request, "node/apply.html", 422, st=st, item=item, form=data, errors=exc.errors,
-                      departments=departments)
+                      departments=departments, submit_token=token)
     return RedirectResponse(f"/applications/{app['id']}/document", 303)
 
 
@@ -214,9 +229,31 @@ async def api_catalog(request: Request) -> Response:
     return JSONResponse({"version": version, "level": st.level, "items": items})
 
 
+def _replayed(request: Request, st: Station, first: dict[str, Any], fingerprint: str) -> Response:
+    """The answer to a repeat of an Idempotency-Key: the first answer, or 422 if the request differs."""
+    if first["fingerprint"] != fingerprint:
+        return api_error(422, "idempotency_key_reused", gettext_for(locale_of(request))(N_(
+            "This Idempotency-Key was already used for a different application; use a new key for a new one.")),
+            {"id": first["app_id"]})
+    app = st.store.application(first["app_id"])
+    body = json.loads(first["response"]) if first["response"] else app_json(st, app) if app else None
+    if body is None:
+        return api_error(404, "not_found", "No such application at this station.")
+    return JSONResponse(body, 201, headers={"idempotent-replayed": "true"})
+
+
 async def api_create(request: Request) -> Response:
     user = await api_user(request)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not idem.valid_api_key(key):
+        return api_error(400, "invalid_idempotency_key", gettext_for(locale_of(request))(N_(
+            "An Idempotency-Key is 1 to 100 printable ASCII characters.")))
     payload = await json_object(request)
+    st = station(request)
+    scope, fingerprint = "api:" + user["username"], idem.fingerprint(payload)
+    first = await run_in_threadpool(idem.find, st.store, scope, key) if key is not None else None
+    if first is not None:
+        return await run_in_threadpool(_replayed, request, st, first, fingerprint)
     applicant = payload.get("applicant") if isinstance(payload.get("applicant"), dict) else {}
     fields = payload.get("fields") if isinstance(payload.get("fields"), dict) else {}
     materials = payload.get("materials") if isinstance(payload.get("materials"), list) else []
@@ -233,10 +270,13 @@ async def api_create(request: Request) -> Response:
     form: dict[str, Any] = {**{k: applicant.get(k, "") for k in ("name", "id_number", "phone", "address")},
                             **{"f_" + k: v for k, v in fields.items()},
                             "materials": [str(m) for m in materials], "reason": payload.get("reason", "")}
-    st = station(request)
+    remember = None if key is None else idem.claimer(
+        scope, key, fingerprint, lambda app_id: app_json(st, st.store.application(app_id) or {}))
     try:
         app = await run_in_threadpool(st.take, str(payload.get("item", "")), form, str(payload.get("decision", "")),
-                                      user["name"], attached)
+                                      user["name"], attached, within=remember)
+    except idem.Replay as exc:      # the same key at the same moment: the other request recorded its case
+        return await run_in_threadpool(_replayed, request, st, exc.row, fingerprint)
     except cases.IntakeError as exc:
         _ = gettext_for(locale_of(request))
         details = {k: _(v) for k, v in exc.errors.items()}
