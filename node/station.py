@@ -63,7 +63,8 @@ class Station:
         self.enrolled_county = self.store.county_keys()
         with self.store.transaction() as db:
             exchange.add_county_keys(db, self.enrolled_county, 1)    # enrolled before the key history: seed it
-        self.county = client.Peer(url=str(self.store.meta("county_url")), name=str(self.store.meta("county_name")),
+        self._county_url_read = str(self.store.meta("county_url"))    # to notice a later set-central
+        self.county = client.Peer(url=self._county_url_read, name=str(self.store.meta("county_name")),
                                   keys=self._county_keys())
         self._sync_lock = threading.Lock()
         self.http_options: dict[str, Any] = {}     # extra httpx.Client options (event hooks in the benchmark)
@@ -278,9 +279,13 @@ class Station:
             return exchange.county_signing(self.store.conn, self.enrolled_county)
 
     def _refresh_county(self) -> None:
-        """The county as the database says now: its newest keys, and its address (which
-        `lastmile node set-central` may have changed while this node was running)."""
-        url = str(self.store.meta("county_url") or self.county.url)
+        """The county with its newest keys, and at a new address if `lastmile node set-central`
+        changed it in the database while this node was running (an address set on this object
+        alone, such as a test's proxy, stays until then)."""
+        url = self.county.url
+        in_db = str(self.store.meta("county_url") or "")
+        if in_db and in_db != self._county_url_read:
+            self._county_url_read = url = in_db
         self.county = client.Peer(url=url, name=self.county.name, keys=self._county_keys())
 
     def decision_keys(self) -> dict[str, str]:
@@ -416,6 +421,7 @@ class Station:
         before = str(self.store.meta("county_url"))
         with self.store.transaction() as db:
             self.store.set_meta(db, "county_url", url.rstrip("/"))
+        self._county_url_read = url.rstrip("/")
         self.county = client.Peer(url=url.rstrip("/"), name=self.county.name, keys=self.county.keys)
         logger.warning("county address changed from %s to %s", before, url)
         return before
