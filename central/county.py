@@ -19,20 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from central import permissions
+from central import permissions, projections
 from central.store import Store
 from crypto import canonical, passwords
 from crypto.keys import Identity, PublicKeys, load_retired, save_retired
 from crypto import envelope
 from crypto.errors import CryptoError
-from sync import blobs, bundle, enrolment, exchange, log
+from sync import blobs, bundle, enrolment, exchange, facts, log
 from sync import rules
 from sync.errors import BadEvent, RevokedStation, UnknownStation
 from sync.log import Event
 
 logger = logging.getLogger("lastmile.central")
 LEVELS = ("village", "township", "county")
-DECISIONS = {"approve": "approved", "reject": "rejected", "correction": "correction_requested"}
+DECISIONS = facts.DECISIONS
 ENROL_HOURS = 72
 
 
@@ -171,7 +171,7 @@ class County:
             body = {**catalog, "version": version}
             self.store.insert_catalog(db, version, log.utcnow(), canonical.dumps(body).decode())
             for code in self.store.active_station_codes(db):
-                self._send_down(db, code, "catalog.published", {"catalog": body})
+                self.record(db, code, facts.Fact(facts.CATALOG_PUBLISHED, {"catalog": body}))
         return version
 
     def catalog(self) -> dict[str, Any]:
@@ -181,6 +181,20 @@ class County:
     def _send_down(self, db: Any, station: str, kind: str, body: dict[str, Any]) -> Event:
         return log.append(db, self._signer(db, station), stream=log.down(station), author=self.name, kind=kind,
                           body=body)
+
+    # the one write path -------------------------------------------------------------
+    def record(self, db: Any, station: str, fact: facts.Fact) -> Event:
+        """Validate one of the county's facts by the shared spec, append it to ``station``'s downstream
+        log and project it with the same function that re-projects it after a restore, all inside
+        the caller's transaction."""
+        if fact.spec.author != facts.COUNTY:
+            raise ValueError(f"{fact.kind} is not a county's fact")
+        fact.validate()
+        ev = self._send_down(db, station, fact.kind, fact.body)
+        project = projections.DOWN.get(fact.kind)
+        if project is not None:
+            project(self, db, ev)
+        return ev
 
     # the county's own keys (PROTOCOL.md §3, §10) ------------------------------------------------
     def _signer(self, db: Any, station: str, down_have: int | None = None) -> Identity:
@@ -365,7 +379,7 @@ class County:
                 self.store.set_meta(db, f"county_rotation:{code}", "")
                 latest = self.store.latest_catalog(db)
                 if latest:
-                    self._send_down(db, code, "catalog.published", {"catalog": json.loads(latest[1])})
+                    self.record(db, code, facts.Fact(facts.CATALOG_PUBLISHED, {"catalog": json.loads(latest[1])}))
         if failure:
             raise failure
         answer = {"station_name": st["name"], "station_level": st["level"], "county_name": self.name,
@@ -419,21 +433,6 @@ class County:
         db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
                    (log.up(code), now, "keys_rotated", seq, seq))
         logger.warning("station %s now signs with its new key %s (rotated at #%d)", code, new.sign_id, seq)
-
-    def _rotated(self, db: Any, ev: Event) -> None:
-        """``station.keys_rotated`` (signed by the old key): put the new keys on record; envelopes
-        signed by them are accepted from now on, and make them current (``_promote_keys``)."""
-        b = ev.body
-        try:
-            if set(b) != {"sign", "enc"}:
-                raise ValueError("fields")
-            new = PublicKeys.from_dict(b)
-        except (ValueError, CryptoError):
-            raise rules.RuleError(N_("The keys a station announced are not two valid public keys.")) from None
-        self.store.add_station_key(db, ev.author, new.sign, new.enc, new.sign_id, new.enc_id, "rotated",
-                                   log.utcnow(), ev.seq + 1)
-        self.store.set_meta(db, f"next_keys:{ev.author}", json.dumps(new.to_dict()))
-        self.store.set_meta(db, f"next_keys_seq:{ev.author}", str(ev.seq))
 
     def key_history(self, code: str) -> dict[str, str]:
         """Every sign key the station ever had on record, by key id: its old events verify with them."""
@@ -490,25 +489,10 @@ class County:
         """Re-project one of the county's own downstream events that a station gave back after the
         county was restored from an old backup: the catalogue version, the decision. A decision on
         a case the county has not got back yet waits for it (``recovery_pending``)."""
-        b, station = ev.body, ev.stream.split("/", 1)[1]
-        if ev.kind == "catalog.published":
-            self.store.restore_catalog(db, int(b["catalog"]["version"]), ev.at, canonical.dumps(b["catalog"]).decode())
-        elif ev.kind == "case.decided":
-            case = self.store.case(b["id"], db)
-            if case is None:
-                self.store.add_pending_decision(db, station, b["id"], canonical.dumps(b).decode())
-            else:
-                self._restore_decision(db, case, b)
-        else:
+        project = projections.DOWN.get(ev.kind)
+        if project is None:
             raise ValueError(f"unknown event kind {ev.kind!r}")
-
-    def _restore_decision(self, db: Any, case: dict[str, Any], b: dict[str, Any]) -> None:
-        if case["decision"] == b["decision"] and case["decided_at"] == b.get("at"):
-            return
-        if case["status"] != "received":
-            raise ValueError(f"case {case['id']} was decided again after the restore; a person must look")
-        self.store.update_case(db, case["id"], status=DECISIONS[b["decision"]], decision=b["decision"],
-                               decision_note=b.get("note", ""), decided_by=b.get("by", ""), decided_at=b.get("at"))
+        project(self, db, ev)
 
     def apply_up_recovering(self, db: Any, ev: Event) -> None:
         """``apply_up``, plus the decisions given back before their case came back (a restore)."""
@@ -523,7 +507,7 @@ class County:
         body = self.store.take_pending_decision(db, case_id)
         case = self.store.case(case_id, db) if body else None
         if body and case:
-            self._restore_decision(db, case, json.loads(body))
+            projections.decide_case(self, db, case, json.loads(body))
 
     def apply_up(self, db: Any, ev: Event) -> None:
         """Project one station event into cases (inside the sync transaction).
@@ -532,44 +516,18 @@ class County:
         the station's own rules (sync/rules.py), against the catalogue version it names and the
         station's level, and must name a case its author owns in a state that allows it. A
         broken rule raises rules.RuleError; the inbox sets the event aside with that reason."""
-        b, station = ev.body, ev.author
-        if ev.kind == "station.keys_rotated":
-            self._rotated(db, ev)
-        elif ev.kind in rules.APPLICATION_KINDS:
-            self._check_application(db, ev)
-            existing = self.store.case(b["id"], db)
-            status = rules.next_state(existing["status"] if existing else rules.NEW, ev.kind, case_id=b["id"])
-            now = log.utcnow()
-            self.store.insert_case(db, {
-                "id": b["id"], "station": station, "seq": ev.seq, "kind": ev.kind, "status": status,
-                "receipt_no": b["receipt_no"], "item_code": b["item_code"], "item_name": b["item_name"],
-                "department": b["department"], "applicant_name": b["applicant"]["name"],
-                "id_number": b["applicant"]["id_number"], "accepted_at": b["at"],
-                "promised_date": b.get("promised_date"), "received_at": now})
-            for scan in b.get("scans", []):
-                self.store.insert_scan(db, {"case_id": b["id"], "station": station, "sha256": scan["sha256"],
-                                            "material": scan["material"], "name": scan["name"],
-                                            "mime": scan["mime"], "size": int(scan["size"])})
-                if (self.blob_dir(station) / f"{scan['sha256']}.sealed").exists():   # sent with an earlier case
-                    self.store.mark_scan_received(db, station, scan["sha256"], now)
-        elif ev.kind == rules.HAND_OUT:
-            case_id = rules.check_hand_out(b)
-            case = self.store.case(case_id, db)
-            if case is not None and case["station"] != station:
-                raise rules.RuleError(N_("Station %(author)s handed out case %(id)s, which belongs to station "
-                                         "%(owner)s."), author=station, id=case_id, owner=case["station"])
-            status = rules.next_state(case["status"] if case else rules.NEW, ev.kind, case_id=case_id)
-            self.store.update_case(db, case_id, status=status, handed_out_at=b["at"])
-        else:
+        project = projections.UP.get(ev.kind)
+        if project is None:
             raise rules.RuleError(N_("Unknown event kind %(kind)s."), kind=ev.kind)
+        facts.spec(ev.kind).validate(ev.body, self._context(db, ev))
+        project(self, db, ev)
 
-    def _check_application(self, db: Any, ev: Event) -> None:
-        """The station's intake rules, again, against the catalogue version the body names."""
+    def _context(self, db: Any, ev: Event) -> facts.Context:
+        """What the station knew: its level, and the catalogue version the body names."""
         version = ev.body.get("catalog_version") if isinstance(ev.body, dict) else None
         catalog = self._catalog_version(db, version) if type(version) is int else None
         st = self.store.station(ev.author)
-        rules.check_application(ev.kind, ev.body, author=ev.author, level=st["level"] if st else None,
-                                catalog=catalog)
+        return facts.Context(author=ev.author, level=st["level"] if st else None, catalog=catalog)
 
     def _catalog_version(self, db: Any, version: int) -> dict[str, Any] | None:
         """A published catalogue version (versions never change once published, so they are cached)."""
@@ -695,12 +653,9 @@ class County:
                 raise CountyError(403, "other_department", N_("This case belongs to another department."))
             if case["status"] != "received":
                 raise CountyError(409, "not_open", N_("This case has already been decided."))
-            at = log.utcnow()
-            self.store.update_case(db, case_id, status=DECISIONS[decision], decision=decision, decision_note=note,
-                                   decided_by=user["name"], decided_at=at)
-            self._send_down(db, case["station"], "case.decided",
-                            {"id": case_id, "decision": decision, "note": note, "by": user["name"],
-                             "department": case["department"], "at": at})
+            self.record(db, case["station"], facts.Fact(facts.CASE_DECIDED, facts.SPECS[facts.CASE_DECIDED].to_body(
+                id=case_id, decision=decision, note=note, by=user["name"], department=case["department"],
+                at=log.utcnow())))
             return self.store.case(case_id, db) or {}
 
     def signed_application(self, case: dict[str, Any]) -> tuple[dict[str, Any], str]:
