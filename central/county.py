@@ -1,4 +1,7 @@
-"""The county's services: enrolment, the sync answer, applying station events, decisions.
+"""The county as one facade over its nouns: cases (central/cases.py), the catalogue
+(central/catalogue.py), stations (central/stations.py) and permissions (central/permissions.py);
+here the orchestration they share: the one write path ``record``, the county's own keys, the sync
+answer, scans and staff accounts.
 
 Each method is one transaction: a processing fact and the downstream event that carries it
 to the station are written together.
@@ -10,7 +13,6 @@ import datetime as dt
 import json
 import logging
 import os
-import secrets
 import shutil
 import sqlite3
 import threading
@@ -19,28 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from central import permissions
+from central import permissions, projections
+from central.cases import DECISIONS, SCAN_KEYS, SIGNED_COLUMNS, Cases, record_mismatches, signed_columns  # noqa: F401
+from central.catalogue import Catalogue
+from central.errors import CountyError, N_  # noqa: F401 - re-exported: views and the CLI import them from here
+from central.stations import ENROL_HOURS, LEVELS, Stations  # noqa: F401
 from central.store import Store
-from crypto import canonical, passwords
-from crypto.keys import Identity, PublicKeys, load_retired, save_retired
+from crypto import passwords
+from crypto.keys import Identity, load_retired, save_retired
 from crypto import envelope
 from crypto.errors import CryptoError
-from sync import blobs, bundle, enrolment, exchange, log
-from sync import rules
-from sync.errors import BadEvent, RevokedStation, UnknownStation
+from sync import blobs, bundle, exchange, facts, log
+from sync.errors import BadEvent
 from sync.log import Event
 
 logger = logging.getLogger("lastmile.central")
-LEVELS = ("village", "township", "county")
-DECISIONS = {"approve": "approved", "reject": "rejected", "correction": "correction_requested"}
-ENROL_HOURS = 72
-
-
-def N_(message: str) -> str:
-    """Mark a message id for translation; the web layer translates it."""
-    return message
-
-
 SKEW_LIMIT_S = 300
 
 
@@ -57,14 +52,6 @@ class Settings:
     @property
     def key_dir(self) -> Path:
         return self.data / "keys"
-
-
-class CountyError(Exception):
-    """A request the county refuses; ``status`` is the HTTP status, the message a message id."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
 
 
 def clock_skew(station_time: object, county_time: str) -> int | None:
@@ -84,48 +71,6 @@ def clock_skew(station_time: object, county_time: str) -> int | None:
     return int((a - b).total_seconds())
 
 
-# The columns of a case row copied from the station's signed application, and where in the signed
-# body each comes from. Anything else in the row (status, decision, times at the county) is the
-# county's own.
-SIGNED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "station": ("station",), "receipt_no": ("receipt_no",), "item_code": ("item_code",),
-    "item_name": ("item_name",), "department": ("department",), "applicant_name": ("applicant", "name"),
-    "id_number": ("applicant", "id_number"), "accepted_at": ("at",), "promised_date": ("promised_date",)}
-SCAN_KEYS = ("sha256", "material", "name", "mime", "size")
-
-
-def signed_columns(body: dict[str, Any]) -> dict[str, Any]:
-    """The values the case row's copied columns must hold, taken from the signed body."""
-    out: dict[str, Any] = {}
-    for column, path in SIGNED_COLUMNS.items():
-        value: Any = body
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        out[column] = value
-    return out
-
-
-def record_mismatches(case: dict[str, Any], body: dict[str, Any],
-                      scans: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Every copied column of the stored row (and the stored scan list) that differs from the
-    signed application: ``[{"field", "stored", "signed"}]``, empty when they agree."""
-    out = [{"field": column, "stored": case.get(column), "signed": value}
-           for column, value in signed_columns(body).items()
-           if (case.get(column) or None) != (value or None)]
-    if scans is not None:
-        def listed(rows: list[Any]) -> list[tuple[str, ...]]:   # one per SHA-256, as the county stores them
-            first = {}
-            for r in rows:
-                if isinstance(r, dict):
-                    first.setdefault(str(r.get("sha256")), tuple(str(r.get(k)) for k in SCAN_KEYS))
-            return sorted(first.values())
-        stored, signed = listed(scans), listed(body.get("scans") or [])
-        if stored != signed:
-            out.append({"field": "scans", "stored": [dict(zip(SCAN_KEYS, s)) for s in stored],
-                        "signed": [dict(zip(SCAN_KEYS, s)) for s in signed]})
-    return out
-
-
 def sniff(data: bytes) -> str | None:
     """The type a scan is served as, from its first bytes: JPEG or PDF, nothing else."""
     if data[:3] == b"\xff\xd8\xff":
@@ -135,7 +80,7 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-class County:
+class County(Cases, Catalogue, Stations):
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store or Store(settings.db_path)
@@ -162,25 +107,23 @@ class County:
                 store.set_meta(db, "county_name", settings.name)
         store.close()
 
-    # catalogue -----------------------------------------------------------------
-    def publish_catalog(self, catalog: dict[str, Any]) -> int:
-        """Store a new catalogue version and send it down to every active station."""
-        with self.store.transaction() as db:
-            latest = self.store.latest_catalog(db)
-            version = (latest[0] if latest else 0) + 1
-            body = {**catalog, "version": version}
-            self.store.insert_catalog(db, version, log.utcnow(), canonical.dumps(body).decode())
-            for code in self.store.active_station_codes(db):
-                self._send_down(db, code, "catalog.published", {"catalog": body})
-        return version
-
-    def catalog(self) -> dict[str, Any]:
-        latest = self.store.latest_catalog()
-        return json.loads(latest[1]) if latest else {"version": 0, "items": [], "departments": []}
-
     def _send_down(self, db: Any, station: str, kind: str, body: dict[str, Any]) -> Event:
         return log.append(db, self._signer(db, station), stream=log.down(station), author=self.name, kind=kind,
                           body=body)
+
+    # the one write path -------------------------------------------------------------
+    def record(self, db: Any, station: str, fact: facts.Fact) -> Event:
+        """Validate one of the county's facts by the shared spec, append it to ``station``'s downstream
+        log and project it with the same function that re-projects it after a restore, all inside
+        the caller's transaction."""
+        if fact.spec.author != facts.COUNTY:
+            raise ValueError(f"{fact.kind} is not a county's fact")
+        fact.validate()
+        ev = self._send_down(db, station, fact.kind, fact.body)
+        project = projections.DOWN.get(fact.kind)
+        if project is not None:
+            project(self, db, ev)
+        return ev
 
     # the county's own keys (PROTOCOL.md §3, §10) ------------------------------------------------
     def _signer(self, db: Any, station: str, down_have: int | None = None) -> Identity:
@@ -281,168 +224,6 @@ class County:
         return {"old_key": old.public.sign_id, "new_key": new.public.sign_id,
                 "fingerprint": new.public.fingerprint(), "stations": sent}
 
-    # stations ------------------------------------------------------------------
-    def add_station(self, code: str, name: str, level: str, *, replace: bool = False) -> str:
-        """Register a station; return its one-time enrolment code (valid 72 hours, single use).
-
-        Only the code's scrypt-derived MAC key is stored (sync/enrolment.py): the code itself never
-        travels at enrolment, and the county can check a station's MAC without it.
-
-        ``replace``: the station is enrolled and its PC is being replaced. Enrolment opens again (the
-        old PC's syncs are refused from now on); the new PC enrols with new keys, the old keys stay
-        on record so its old events still verify, and it rebuilds everything from the county's copy."""
-        if replace and not level:                     # a new computer: same station, same level
-            level = (self.store.station(code) or {}).get("level") or ""
-        if level not in LEVELS:
-            raise CountyError(400, "bad_level", f"level must be one of {', '.join(LEVELS)}")
-        if not code or not code.isascii() or not code.replace("-", "").isalnum() or len(code) > 32:
-            raise CountyError(400, "bad_code", N_("station code must be 1-32 letters, digits or '-'"))
-        otp = "-".join(secrets.token_hex(2).upper() for _ in range(4))
-        key = enrolment.mac_key(otp, code).hex()
-        expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=ENROL_HOURS)).isoformat()
-        with self.store.transaction() as db:
-            existing = self.store.station(code)
-            if existing and existing["status"] == "active" and not replace:
-                raise CountyError(409, "exists", f"station {code} is already enrolled; to replace its computer,"
-                                                 " run `lastmile central station add --replace`")
-            if replace and (not existing or existing["status"] != "active"):
-                raise CountyError(409, "not_active", f"station {code} is not enrolled: add it without --replace")
-            if replace:
-                logger.warning("station %s: enrolment re-opened to replace its computer", code)
-            if existing:
-                name = name or existing["name"]
-                self.store.update_station(db, code, name=name, level=level, status="pending",
-                                          enroll_code_hash=key, enroll_expires=expires)
-            else:
-                self.store.insert_station(db, {"code": code, "name": name, "level": level, "status": "pending",
-                                               "enroll_code_hash": key, "enroll_expires": expires,
-                                               "created_at": log.utcnow()})
-            self.store.set_meta(db, f"enroll_failures:{code}", "0")
-        return otp
-
-    def enrolment_info(self) -> dict[str, Any]:
-        """What a station fetches first, to check against the fingerprint its installer typed."""
-        return {"county_name": self.name, "county_keys": self.me.public.to_dict(),
-                "fingerprint": self.me.public.fingerprint()}
-
-    def enroll(self, code: str, keys: PublicKeys, mac: str) -> dict[str, Any]:
-        """Enrol a pending station whose MAC proves it knows the one-time code; answer with the
-        county's MAC over both key sets. Wrong MACs are counted: the fifth voids the code."""
-        county_keys = self.me.public.to_dict()
-        failure: CountyError | None = None
-        with self.store.transaction() as db:
-            st = self.store.station(code)
-            if st is None or st["status"] != "pending" or not st["enroll_code_hash"]:
-                raise CountyError(403, "not_pending", N_("no enrolment is open for this station"))
-            if dt.datetime.fromisoformat(st["enroll_expires"]) < dt.datetime.now(dt.timezone.utc):
-                raise CountyError(403, "expired", N_("the enrolment code has expired; ask the county for a new one"))
-            key = bytes.fromhex(st["enroll_code_hash"])
-            expected = enrolment.request_mac(key, station=code, station_keys=keys.to_dict(), county_name=self.name,
-                                             county_keys=county_keys)
-            if not enrolment.same(expected, mac):
-                failures = int(self.store.meta(f"enroll_failures:{code}") or 0) + 1
-                self.store.set_meta(db, f"enroll_failures:{code}", str(failures))
-                if failures >= enrolment.MAX_ATTEMPTS:
-                    self.store.update_station(db, code, enroll_code_hash=None, enroll_expires=None)
-                    failure = CountyError(403, "code_void", N_(
-                        "too many wrong enrolment attempts: this code is now void; the county must run "
-                        "`lastmile central station add` again for a new code"))
-                else:
-                    failure = CountyError(403, "bad_mac", N_(
-                        "the enrolment proof is wrong: a mistyped code, or someone changed the request on the way"))
-            else:
-                now, (head, _) = log.utcnow(), log.head(db, log.up(code))
-                if st["sign_key"] and st["sign_key"] != keys.sign:      # a replacement PC: new keys from here
-                    self.store.retire_station_keys(db, code, now, head)
-                    db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
-                               (log.up(code), now, "replaced", head + 1, head))
-                self.store.add_station_key(db, code, keys.sign, keys.enc, keys.sign_id, keys.enc_id,
-                                           "replaced" if st["sign_key"] else "enrolled", now, head + 1)
-                self.store.update_station(db, code, status="active", sign_key=keys.sign, enc_key=keys.enc,
-                                          enroll_code_hash=None, enroll_expires=None, enrolled_at=now)
-                self.store.set_meta(db, f"enroll_failures:{code}", "0")
-                # It got our current keys in this answer: sign for it with them from now on (§10).
-                self.store.set_meta(db, f"county_rotation:{code}", "")
-                latest = self.store.latest_catalog(db)
-                if latest:
-                    self._send_down(db, code, "catalog.published", {"catalog": json.loads(latest[1])})
-        if failure:
-            raise failure
-        answer = {"station_name": st["name"], "station_level": st["level"], "county_name": self.name,
-                  "county_keys": county_keys}
-        answer["mac"] = enrolment.answer_mac(key, station=code, station_keys=keys.to_dict(), county_name=self.name,
-                                             county_keys=county_keys, station_name=st["name"],
-                                             station_level=st["level"])
-        return answer
-
-    def revoke(self, code: str) -> None:
-        with self.store.transaction() as db:
-            if not self.store.station(code):
-                raise CountyError(404, "unknown_station", f"no station {code}")
-            self.store.update_station(db, code, status="revoked")
-            # Events stored before now stay valid (their keys were good when they came); none after.
-            self.store.revoke_station_keys(db, code, log.utcnow())
-
-    def station_keys(self, code: str) -> PublicKeys:
-        st = self.store.station(code)
-        if st is None or st["status"] == "pending":
-            raise UnknownStation(f"station {code!r} is not enrolled at this county")
-        if st["status"] == "revoked":
-            raise RevokedStation(f"station {code!r} has been revoked")
-        return PublicKeys(sign=st["sign_key"], enc=st["enc_key"])
-
-    def station_keys_for(self, code: str, key_id: object) -> PublicKeys:
-        """The station's key set that signs with ``key_id``: its current one, or the one it announced
-        in a ``station.keys_rotated`` event the county has stored (accepted only from then on).
-        Anything else gets the current set, which the envelope check then refuses."""
-        keys = self.station_keys(code)          # UnknownStation / RevokedStation
-        announced = self.store.meta(f"next_keys:{code}")
-        if key_id != keys.sign_id and announced:
-            new = PublicKeys.from_dict(json.loads(announced))
-            if new.sign_id == key_id:
-                return new
-        return keys
-
-    def _promote_keys(self, db: Any, code: str, key_id: object) -> None:
-        """A push signed with the key the station announced: that key is now its current one; the old
-        one stays on record (retired at the rotation event's seq)."""
-        announced = self.store.meta(f"next_keys:{code}")
-        if not announced:
-            return
-        new = PublicKeys.from_dict(json.loads(announced))
-        if new.sign_id != key_id:
-            return
-        seq, now = int(self.store.meta(f"next_keys_seq:{code}") or 0), log.utcnow()
-        self.store.retire_station_keys(db, code, now, seq, keep=new.sign_id)
-        self.store.update_station(db, code, sign_key=new.sign, enc_key=new.enc)
-        self.store.set_meta(db, f"next_keys:{code}", "")
-        db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
-                   (log.up(code), now, "keys_rotated", seq, seq))
-        logger.warning("station %s now signs with its new key %s (rotated at #%d)", code, new.sign_id, seq)
-
-    def _rotated(self, db: Any, ev: Event) -> None:
-        """``station.keys_rotated`` (signed by the old key): put the new keys on record; envelopes
-        signed by them are accepted from now on, and make them current (``_promote_keys``)."""
-        b = ev.body
-        try:
-            if set(b) != {"sign", "enc"}:
-                raise ValueError("fields")
-            new = PublicKeys.from_dict(b)
-        except (ValueError, CryptoError):
-            raise rules.RuleError(N_("The keys a station announced are not two valid public keys.")) from None
-        self.store.add_station_key(db, ev.author, new.sign, new.enc, new.sign_id, new.enc_id, "rotated",
-                                   log.utcnow(), ev.seq + 1)
-        self.store.set_meta(db, f"next_keys:{ev.author}", json.dumps(new.to_dict()))
-        self.store.set_meta(db, f"next_keys_seq:{ev.author}", str(ev.seq))
-
-    def key_history(self, code: str) -> dict[str, str]:
-        """Every sign key the station ever had on record, by key id: its old events verify with them."""
-        keys = {k["sign_id"]: k["sign_key"] for k in self.store.station_key_history(code)}
-        st = self.store.station(code)
-        if st and st["sign_key"]:
-            keys[PublicKeys(sign=st["sign_key"], enc=st["enc_key"]).sign_id] = st["sign_key"]
-        return keys
-
     # sync ----------------------------------------------------------------------
     def answer(self, blob: bytes) -> bytes:
         from_key = envelope.parse(blob).header.get("from_key")
@@ -484,101 +265,6 @@ class County:
             stations.add(summary["station"])
         bundle.write(answer_to, answers, kind="answer", in_reply_to=pushes.id)
         return {"stations": sorted(stations), "stored": stored, "answers": len(answers), "answer_file": str(answer_to)}
-
-    # recovery after a restore from an old backup -----------------------------------------------
-    def reproject_down(self, db: Any, ev: Event) -> None:
-        """Re-project one of the county's own downstream events that a station gave back after the
-        county was restored from an old backup: the catalogue version, the decision. A decision on
-        a case the county has not got back yet waits for it (``recovery_pending``)."""
-        b, station = ev.body, ev.stream.split("/", 1)[1]
-        if ev.kind == "catalog.published":
-            self.store.restore_catalog(db, int(b["catalog"]["version"]), ev.at, canonical.dumps(b["catalog"]).decode())
-        elif ev.kind == "case.decided":
-            case = self.store.case(b["id"], db)
-            if case is None:
-                self.store.add_pending_decision(db, station, b["id"], canonical.dumps(b).decode())
-            else:
-                self._restore_decision(db, case, b)
-        else:
-            raise ValueError(f"unknown event kind {ev.kind!r}")
-
-    def _restore_decision(self, db: Any, case: dict[str, Any], b: dict[str, Any]) -> None:
-        if case["decision"] == b["decision"] and case["decided_at"] == b.get("at"):
-            return
-        if case["status"] != "received":
-            raise ValueError(f"case {case['id']} was decided again after the restore; a person must look")
-        self.store.update_case(db, case["id"], status=DECISIONS[b["decision"]], decision=b["decision"],
-                               decision_note=b.get("note", ""), decided_by=b.get("by", ""), decided_at=b.get("at"))
-
-    def apply_up_recovering(self, db: Any, ev: Event) -> None:
-        """``apply_up``, plus the decisions given back before their case came back (a restore)."""
-        case_id = ev.body.get("id") if isinstance(ev.body, dict) else None
-        if ev.kind == "application.handed_out" and isinstance(case_id, str):
-            self._apply_pending(db, case_id)
-        self.apply_up(db, ev)
-        if ev.kind != "application.handed_out" and isinstance(case_id, str):
-            self._apply_pending(db, case_id)
-
-    def _apply_pending(self, db: Any, case_id: str) -> None:
-        body = self.store.take_pending_decision(db, case_id)
-        case = self.store.case(case_id, db) if body else None
-        if body and case:
-            self._restore_decision(db, case, json.loads(body))
-
-    def apply_up(self, db: Any, ev: Event) -> None:
-        """Project one station event into cases (inside the sync transaction).
-
-        A valid signature proves only who wrote the event: every fact is checked again here with
-        the station's own rules (sync/rules.py), against the catalogue version it names and the
-        station's level, and must name a case its author owns in a state that allows it. A
-        broken rule raises rules.RuleError; the inbox sets the event aside with that reason."""
-        b, station = ev.body, ev.author
-        if ev.kind == "station.keys_rotated":
-            self._rotated(db, ev)
-        elif ev.kind in rules.APPLICATION_KINDS:
-            self._check_application(db, ev)
-            existing = self.store.case(b["id"], db)
-            status = rules.next_state(existing["status"] if existing else rules.NEW, ev.kind, case_id=b["id"])
-            now = log.utcnow()
-            self.store.insert_case(db, {
-                "id": b["id"], "station": station, "seq": ev.seq, "kind": ev.kind, "status": status,
-                "receipt_no": b["receipt_no"], "item_code": b["item_code"], "item_name": b["item_name"],
-                "department": b["department"], "applicant_name": b["applicant"]["name"],
-                "id_number": b["applicant"]["id_number"], "accepted_at": b["at"],
-                "promised_date": b.get("promised_date"), "received_at": now})
-            for scan in b.get("scans", []):
-                self.store.insert_scan(db, {"case_id": b["id"], "station": station, "sha256": scan["sha256"],
-                                            "material": scan["material"], "name": scan["name"],
-                                            "mime": scan["mime"], "size": int(scan["size"])})
-                if (self.blob_dir(station) / f"{scan['sha256']}.sealed").exists():   # sent with an earlier case
-                    self.store.mark_scan_received(db, station, scan["sha256"], now)
-        elif ev.kind == rules.HAND_OUT:
-            case_id = rules.check_hand_out(b)
-            case = self.store.case(case_id, db)
-            if case is not None and case["station"] != station:
-                raise rules.RuleError(N_("Station %(author)s handed out case %(id)s, which belongs to station "
-                                         "%(owner)s."), author=station, id=case_id, owner=case["station"])
-            status = rules.next_state(case["status"] if case else rules.NEW, ev.kind, case_id=case_id)
-            self.store.update_case(db, case_id, status=status, handed_out_at=b["at"])
-        else:
-            raise rules.RuleError(N_("Unknown event kind %(kind)s."), kind=ev.kind)
-
-    def _check_application(self, db: Any, ev: Event) -> None:
-        """The station's intake rules, again, against the catalogue version the body names."""
-        version = ev.body.get("catalog_version") if isinstance(ev.body, dict) else None
-        catalog = self._catalog_version(db, version) if type(version) is int else None
-        st = self.store.station(ev.author)
-        rules.check_application(ev.kind, ev.body, author=ev.author, level=st["level"] if st else None,
-                                catalog=catalog)
-
-    def _catalog_version(self, db: Any, version: int) -> dict[str, Any] | None:
-        """A published catalogue version (versions never change once published, so they are cached)."""
-        if version not in self._catalogs:
-            body = self.store.catalog_version(db, version)
-            if body is None:
-                return None
-            self._catalogs[version] = json.loads(body)
-        return self._catalogs[version]
 
     # scans ---------------------------------------------------------------------
     def blob_dir(self, station: str) -> Path:
@@ -677,88 +363,6 @@ class County:
                 data = envelope.open_blob(sealed, recipient=self.held_identities(), digest=sha)
                 return data, sniff(data)
         return None
-
-    # cases ---------------------------------------------------------------------
-    def decide(self, case_id: str, decision: str, note: str, user: dict[str, Any]) -> dict[str, Any]:
-        if decision not in DECISIONS:
-            raise CountyError(422, "bad_decision", N_("Choose approve, reject or correction."))
-        note = note.strip()
-        if decision != "approve" and not note:
-            raise CountyError(422, "note_required", N_("A rejection or a correction request needs a note for the citizen."))
-        if len(note) > 2000:
-            raise CountyError(422, "note_too_long", N_("The note is too long."))
-        with self.store.transaction() as db:
-            case = self.store.case(case_id, db)
-            if case is None:
-                raise CountyError(404, "not_found", N_("No such case."))
-            if not permissions.may_decide(user, case):
-                raise CountyError(403, "other_department", N_("This case belongs to another department."))
-            if case["status"] != "received":
-                raise CountyError(409, "not_open", N_("This case has already been decided."))
-            at = log.utcnow()
-            self.store.update_case(db, case_id, status=DECISIONS[decision], decision=decision, decision_note=note,
-                                   decided_by=user["name"], decided_at=at)
-            self._send_down(db, case["station"], "case.decided",
-                            {"id": case_id, "decision": decision, "note": note, "by": user["name"],
-                             "department": case["department"], "at": at})
-            return self.store.case(case_id, db) or {}
-
-    def signed_application(self, case: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        """The application as the station signed it, and its signature re-verified now with the
-        key its ``key`` id names in the station's key history: ``valid``, ``invalid`` or ``missing``.
-        A key revoked after the event was stored still verifies it; one revoked before does not."""
-        body, signature, _ = self.signed_application_key(case)
-        return body, signature
-
-    def signed_application_key(self, case: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
-        """``signed_application`` and the key-history entry of the key that signed it (None if unknown)."""
-        stream = log.up(case["station"])
-        with self.store.lock:
-            ev = log.get(self.store.conn, stream, int(case["seq"]))
-        history = self.store.station_key_history(case["station"])
-        if ev is None or not history:
-            return (ev.body if ev else {}), "missing", None
-        key = next((k for k in history if k["sign_id"] == ev.key), None)
-        if key is None:
-            return ev.body, "invalid", None
-        try:
-            ev.check(key["sign_key"])
-        except BadEvent:
-            return ev.body, "invalid", key
-        stored = self.store.stored_at(stream, ev.seq) or ""
-        if key["revoked_at"] and stored >= key["revoked_at"]:
-            return ev.body, "invalid", key
-        return ev.body, ("valid" if ev.body.get("id") == case["id"] else "invalid"), key
-
-    def signed_case(self, case: dict[str, Any]) -> dict[str, Any]:
-        """What the case page and API show: the case row with every column it copies from the
-        application replaced by the signed value (when the signature verifies), the signed body,
-        the signature's state, the scans, and ``mismatches``: each place where the stored row (or
-        its scans) differs from what the station signed. Blocking: call it in a worker thread."""
-        body, signature, key = self.signed_application_key(case)
-        scans = self.store.scans_of(case["id"])
-        mismatches = record_mismatches(case, body, scans) if body else []
-        shown = {**case, **signed_columns(body)} if body and signature == "valid" else dict(case)
-        return {"case": shown, "body": body, "signature": signature, "scans": scans, "mismatches": mismatches,
-                "signed_by": key, "decision_key": self.decision_key(case)}
-
-    def decision_key(self, case: dict[str, Any]) -> dict[str, Any] | None:
-        """The county key that signed the case's latest decision (``sign_id``, ``current``) and whether
-        that signature verifies now with the county's key history (``valid``); None if undecided."""
-        stream = log.down(case["station"])
-        with self.store.lock:
-            row = self.store.conn.execute(
-                "SELECT seq FROM _sync_events WHERE stream = ? AND kind = 'case.decided'"
-                " AND json_extract(body, '$.id') = ? ORDER BY seq DESC LIMIT 1", (stream, case["id"])).fetchone()
-            ev = log.get(self.store.conn, stream, int(row[0])) if row else None
-        if ev is None:
-            return None
-        try:
-            ev.check(self.own_keys())
-            valid = True
-        except BadEvent:
-            valid = False
-        return {"sign_id": ev.key, "valid": valid, "current": ev.key == self.me.public.sign_id, "seq": ev.seq}
 
     # users ---------------------------------------------------------------------
     def add_user(self, username: str, name: str, password: str, role: str, department: str | None) -> str:

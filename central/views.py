@@ -22,6 +22,7 @@ from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFai
                            WrongRecipient)
 from crypto.keys import PublicKeys, verify
 from sync import blobs
+from sync.rules import Status
 from sync.errors import RevokedStation, SyncError, UnknownStation
 from templates import N_, gettext_for, locale_of, render
 from templates.web import api_error, bearer_user, checked_form, json_object, session_user
@@ -251,8 +252,8 @@ def departments(c: County) -> dict[str, dict[str, str]]:
     return {d["code"]: d for d in c.catalog().get("departments", [])}
 
 
-CASE_STATUSES = ("received", "correction_notice", "refused", "approved", "rejected", "correction_requested",
-                 "handed_out")
+CASE_STATUSES = (Status.RECEIVED, Status.CORRECTION_NOTICE, Status.REFUSED, Status.APPROVED, Status.REJECTED,
+                 Status.CORRECTION_REQUESTED, Status.HANDED_OUT)
 QUEUE_PAGE = 50                   # cases per page of the queue
 API_LIMIT, API_MAX_LIMIT = 50, 500
 

@@ -18,7 +18,8 @@ from sync.rules import N_, add_working_days, id_number_error, is_workday, valid_
 DECISIONS = ("accept", "correction", "refuse")
 KIND_OF = {"accept": "application.accepted", "correction": "application.correction_notice",
            "refuse": "application.refused"}
-STATUS_OF = {"accept": "accepted", "correction": "correction_notice", "refuse": "refused"}
+STATUS_OF = {"accept": rules.Status.ACCEPTED, "correction": rules.Status.CORRECTION_NOTICE,
+             "refuse": rules.Status.REFUSED}
 PHONE = rules.PHONE
 logger = logging.getLogger("lastmile.node")
 

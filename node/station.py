@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import shutil
@@ -17,12 +16,12 @@ from typing import Any, Callable
 import httpx
 
 from crypto.keys import Identity, PublicKeys, private_dir
-from node import cases
+from node import cases, projections
 from node.store import Store
 from crypto import envelope
 from crypto.errors import CryptoError
 from node.scans import Scan
-from sync import blobs, bundle, client, exchange, log, recovery, rules
+from sync import blobs, bundle, client, exchange, facts, log, rules
 from sync.errors import StaleAnswer, SyncError
 from sync.log import Event
 
@@ -105,8 +104,8 @@ class Station:
                                 catalog_version=int(self.store.catalog()["version"]), now=now,
                                 receipt_no=receipt_no, level=self.level)
             body = {**intake.body, "scans": listed} if listed else intake.body
-            ev = log.append(db, self.me, stream=log.up(self.code), author=self.code, kind=intake.kind, body=body)
-            self.store.insert_application(db, ev, intake.status)
+            # The scans themselves were checked at intake (node/scans.py); the body is checked as before.
+            self.record(db, facts.Fact(intake.kind, body), check=facts.Fact(intake.kind, intake.body))
             for scan in listed:
                 self.store.db["scans"].insert({**scan, "app_id": body["id"], "sealed_size": sealed[scan["sha256"]],
                                                "sent": 0, "done": 0, "created_at": now.isoformat()}, ignore=True)
@@ -200,35 +199,36 @@ class Station:
         return sent
 
     def hand_out(self, app_id: str, by: str) -> bool:
+        """Record the hand-out of a decided case's result; False if the transition table forbids it."""
         app = self.store.application(app_id)
-        if app is None or app["status"] not in ("approved", "rejected", "correction_requested"):
+        if app is None or not projections.may_hand_out(app["status"]):
             return False
         now = self.now().isoformat(timespec="seconds")
         with self.store.transaction() as db:
-            log.append(db, self.me, stream=log.up(self.code), author=self.code, kind="application.handed_out",
-                       body={"id": app_id, "by": by, "at": now, "identity_checked": True})
-            self.store.update_application(db, app_id, status="handed_out", handed_out_at=now, handed_out_by=by)
+            self.record(db, facts.Fact(facts.HAND_OUT, facts.SPECS[facts.HAND_OUT].to_body(
+                id=app_id, by=by, at=now, identity_checked=True)))
         return True
+
+    # the one write path --------------------------------------------------------
+    def record(self, db: sqlite3.Connection, fact: facts.Fact, *, check: facts.Fact | None = None) -> Event:
+        """Validate a fact by the shared spec (the county checks it again on arrival with the same
+        code), append it to our upstream log and project it, inside the caller's transaction.
+        ``check``: the form of the fact to validate when it differs (an application before its
+        scan list is added: scans are checked at intake, and their list again at the county)."""
+        if fact.spec.author != facts.STATION:
+            raise ValueError(f"{fact.kind} is not a station's fact")
+        (check or fact).validate(facts.Context(author=self.code, level=self.level, catalog=self.store.catalog()))
+        ev = log.append(db, self.me, stream=log.up(self.code), author=self.code, kind=fact.kind, body=fact.body)
+        projections.UP[fact.kind](self.store, db, ev)
+        return ev
 
     # downstream ------------------------------------------------------------
     def apply_down(self, db: sqlite3.Connection, ev: Event) -> None:
         """Apply one county event to the station's projections (called inside the sync transaction)."""
-        b = ev.body
-        if ev.kind == "catalog.published":
-            self.store.set_meta(db, "catalog", json.dumps(b["catalog"], ensure_ascii=False))
-        elif ev.kind == "case.decided":
-            status = {"approve": "approved", "reject": "rejected", "correction": "correction_requested"}[b["decision"]]
-            held = db.execute("SELECT status FROM applications WHERE id = ?", (b["id"],)).fetchone()
-            if held and held[0] == "handed_out":
-                status = "handed_out"   # rebuilt from the county's copy: the hand-out came back first
-            if not self.store.update_application(db, b["id"], status=status, decision=b["decision"],
-                                                 decision_note=b.get("note", ""), decided_by=b.get("by", ""),
-                                                 decided_at=b.get("at", "")):
-                if recovery.healing(db):
-                    return      # its application comes back from the county's copy, and the decision with it
-                raise LookupError(f"no application {b['id']} at this station")
-        else:
+        project = projections.DOWN.get(ev.kind)
+        if project is None:
             raise ValueError(f"unknown event kind {ev.kind!r}")
+        project(self.store, db, ev)
 
     # self-heal: our own events from the county's copy (PROTOCOL.md §8.5) --------------------
     def heal_hooks(self) -> exchange.HealHooks:
@@ -251,8 +251,7 @@ class Station:
                 if decided:
                     self.apply_down(db, log.get(db, log.down(self.code), int(decided[0])))  # type: ignore[arg-type]
         elif ev.kind == rules.HAND_OUT:
-            self.store.update_application(db, b["id"], status="handed_out", handed_out_at=b.get("at", ""),
-                                          handed_out_by=b.get("by", ""))
+            projections.handed_out(self.store, db, ev)      # the same projection as when it was written
 
     def _displace_own(self, db: sqlite3.Connection, ev: Event) -> None:
         """Set aside: the county holds another event at its number. Its application stays, off the
@@ -331,9 +330,7 @@ class Station:
                 shutil.rmtree(nxt)            # left by a rotation cut short before its event was written
             new = Identity.generate()
             new.save(nxt)
-            ev = log.append(db, self.me, stream=log.up(self.code), author=self.code, kind="station.keys_rotated",
-                            body=new.public.to_dict())
-            log.set_status(db, "rotation_seq", str(ev.seq))
+            ev = self.record(db, facts.Fact(facts.STATION_KEYS_ROTATED, new.public.to_dict()))
         logger.warning("new station keys %s announced at #%d; used once the county has stored it",
                        new.public.sign_id, ev.seq)
         return {"seq": ev.seq, "old_key": self.me.public.sign_id, "new_key": new.public.sign_id}

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from node import cases, idem, scans
 from node.station import Station
 from sync.errors import Retryable, SyncError
+from sync.rules import Status
 from crypto.errors import CryptoError
 from templates import N_, check_csrf, csrf_token, gettext_for, locale_of, render
 from templates.web import api_error, bearer_user, checked_form, json_object, session_user
@@ -46,7 +47,7 @@ def accounts(request: Request) -> Any:
 def _home_context(st: Station) -> dict[str, Any]:
     """Everything the home page shows, read from the store (in a worker thread, never on the loop)."""
     return {"sync": st.sync_state(),
-            "results": st.store.applications("status IN ('approved', 'rejected', 'correction_requested')"),
+            "results": st.store.applications("status IN (" + ", ".join(f"'{s}'" for s in Status.DECIDED) + ")"),
             "recent": st.store.applications(limit=20), "items": st.items()}
 
 

@@ -98,35 +98,79 @@ def add_working_days(start: dt.date, days: int) -> dt.date:
     return day
 
 
-# --- a case's life: state x upstream fact -> new state ---------------------------------------------
+# --- a case's life: statuses, fact kinds, and the one transition table ----------------------------
+# (The per-kind specs, with body fields and checks, are in sync/facts.py; this is the vocabulary
+# they and both apps share.)
 
-APPLICATION_KINDS = ("application.accepted", "application.correction_notice", "application.refused")
+class Status:
+    """A case's status, as both apps store it and the pages label it: defined once, here."""
+    ACCEPTED = "accepted"                          # station only: taken, not yet stored by the county
+    RECEIVED = "received"                          # stored by the county, waiting for a decision
+    CORRECTION_NOTICE = "correction_notice"        # the station asked the citizen for corrections
+    REFUSED = "refused"                            # the station refused the application
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CORRECTION_REQUESTED = "correction_requested"  # the county asks for corrections
+    HANDED_OUT = "handed_out"
+
+    ALL = (ACCEPTED, RECEIVED, CORRECTION_NOTICE, REFUSED, APPROVED, REJECTED, CORRECTION_REQUESTED, HANDED_OUT)
+    #: decided by the county: the result waits at the station to be handed out
+    DECIDED = (APPROVED, REJECTED, CORRECTION_REQUESTED)
+
+
+# The fact kinds, by name (their specs: sync/facts.py).
+ACCEPTED = "application.accepted"
+CORRECTION_NOTICE = "application.correction_notice"
+REFUSED = "application.refused"
 HAND_OUT = "application.handed_out"
+STATION_KEYS_ROTATED = "station.keys_rotated"
+CATALOG_PUBLISHED = "catalog.published"
+CASE_DECIDED = "case.decided"
+COUNTY_KEYS_ROTATED = "county.keys_rotated"
+
+APPLICATION_KINDS = (ACCEPTED, CORRECTION_NOTICE, REFUSED)
 NEW = None           # the state of a case id nobody holds yet
 
-#: The one table of what an upstream fact may do to a case (states as the county names them).
+#: ``case.decided``'s ``decision`` -> the status it gives the case.
+DECISIONS: dict[str, str] = {"approve": Status.APPROVED, "reject": Status.REJECTED,
+                             "correction": Status.CORRECTION_REQUESTED}
+
+
+def decided(decision: str) -> str:
+    """The transition-table name of a ``case.decided`` with this decision."""
+    return f"{CASE_DECIDED}:{decision}"
+
+
+#: The one table of what a fact may do to a case (states as the county names them; the station
+#: holds ``accepted`` where the county has ``received``, see ``county_state``).
 TRANSITIONS: dict[tuple[str | None, str], str] = {
-    (NEW, "application.accepted"): "received",
-    (NEW, "application.correction_notice"): "correction_notice",
-    (NEW, "application.refused"): "refused",
-    ("approved", HAND_OUT): "handed_out",
-    ("rejected", HAND_OUT): "handed_out",
-    ("correction_requested", HAND_OUT): "handed_out",
+    (NEW, ACCEPTED): Status.RECEIVED,
+    (NEW, CORRECTION_NOTICE): Status.CORRECTION_NOTICE,
+    (NEW, REFUSED): Status.REFUSED,
+    **{(Status.RECEIVED, decided(d)): s for d, s in DECISIONS.items()},
+    **{(s, HAND_OUT): Status.HANDED_OUT for s in Status.DECIDED},
 }
 
 STATE_LABELS = {
-    "received": N_("Waiting for decision"), "approved": N_("Approved"), "rejected": N_("Rejected"),
-    "correction_requested": N_("Correction requested"), "handed_out": N_("Handed out"),
-    "correction_notice": N_("Correction notice issued"), "refused": N_("Refused"),
+    Status.RECEIVED: N_("Waiting for decision"), Status.APPROVED: N_("Approved"), Status.REJECTED: N_("Rejected"),
+    Status.CORRECTION_REQUESTED: N_("Correction requested"), Status.HANDED_OUT: N_("Handed out"),
+    Status.CORRECTION_NOTICE: N_("Correction notice issued"), Status.REFUSED: N_("Refused"),
 }
 FACT_LABELS = {
-    "application.accepted": N_("an acceptance"), "application.correction_notice": N_("a correction notice"),
-    "application.refused": N_("a refusal"), HAND_OUT: N_("a hand-out"),
+    ACCEPTED: N_("an acceptance"), CORRECTION_NOTICE: N_("a correction notice"),
+    REFUSED: N_("a refusal"), HAND_OUT: N_("a hand-out"),
+    **{decided(d): N_("a decision") for d in DECISIONS},
 }
+
+
+def county_state(station_status: str | None) -> str | None:
+    """A station's status as the transition table names it (``accepted`` is ``received`` not yet acked)."""
+    return Status.RECEIVED if station_status == Status.ACCEPTED else station_status
 
 
 def next_state(state: str | None, kind: str, *, case_id: str = "") -> str:
-    """The state a case moves to when fact ``kind`` arrives; RuleError if the table forbids it."""
+    """The state a case moves to when fact ``kind`` arrives (for a decision: ``decided(decision)``);
+    RuleError, naming the rule in words, if the table forbids it."""
     if kind not in FACT_LABELS:
         raise RuleError(N_("Unknown event kind %(kind)s."), kind=kind)
     new = TRANSITIONS.get((state, kind))

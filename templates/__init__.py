@@ -22,6 +22,8 @@ from babel.messages.pofile import read_po
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from sync.rules import Status  # the one definition of the case statuses, for the status labels
+
 HERE = Path(__file__).parent
 LOCALES = ("zh_CN", "en")
 DEFAULT = "zh_CN"
@@ -60,6 +62,7 @@ def environment(locale: str) -> jinja2.Environment:
                              extensions=["jinja2.ext.i18n"], undefined=jinja2.StrictUndefined)
     env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
     env.globals["locale"] = locale
+    env.globals["Status"] = Status          # the case statuses, defined once (sync/rules.py)
     env.filters["local"] = local_time
     env.filters["reason"] = functools.partial(reason_text, locale=locale)
     return env

@@ -1,0 +1,190 @@
+"""The county's cases: applying station facts (checked again, then projected), decisions, the
+re-projection of its own facts given back after a restore, and the signed view of a case."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from central import permissions, projections
+from central.errors import CountyError, N_
+from sync import facts, log, rules
+from sync.errors import BadEvent
+from sync.log import Event
+
+if TYPE_CHECKING:
+    from central.store import Store
+    from crypto.keys import Identity
+
+logger = logging.getLogger("lastmile.central")
+DECISIONS = facts.DECISIONS
+
+
+# The columns of a case row copied from the station's signed application, and where in the signed
+# body each comes from. Anything else in the row (status, decision, times at the county) is the
+# county's own.
+SIGNED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "station": ("station",), "receipt_no": ("receipt_no",), "item_code": ("item_code",),
+    "item_name": ("item_name",), "department": ("department",), "applicant_name": ("applicant", "name"),
+    "id_number": ("applicant", "id_number"), "accepted_at": ("at",), "promised_date": ("promised_date",)}
+SCAN_KEYS = ("sha256", "material", "name", "mime", "size")
+
+
+def signed_columns(body: dict[str, Any]) -> dict[str, Any]:
+    """The values the case row's copied columns must hold, taken from the signed body."""
+    out: dict[str, Any] = {}
+    for column, path in SIGNED_COLUMNS.items():
+        value: Any = body
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        out[column] = value
+    return out
+
+def record_mismatches(case: dict[str, Any], body: dict[str, Any],
+                      scans: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every copied column of the stored row (and the stored scan list) that differs from the
+    signed application: ``[{"field", "stored", "signed"}]``, empty when they agree."""
+    out = [{"field": column, "stored": case.get(column), "signed": value}
+           for column, value in signed_columns(body).items()
+           if (case.get(column) or None) != (value or None)]
+    if scans is not None:
+        def listed(rows: list[Any]) -> list[tuple[str, ...]]:   # one per SHA-256, as the county stores them
+            first = {}
+            for r in rows:
+                if isinstance(r, dict):
+                    first.setdefault(str(r.get("sha256")), tuple(str(r.get(k)) for k in SCAN_KEYS))
+            return sorted(first.values())
+        stored, signed = listed(scans), listed(body.get("scans") or [])
+        if stored != signed:
+            out.append({"field": "scans", "stored": [dict(zip(SCAN_KEYS, s)) for s in stored],
+                        "signed": [dict(zip(SCAN_KEYS, s)) for s in signed]})
+    return out
+
+
+class Cases:
+    """Mixed into County (central/county.py)."""
+    store: Store
+    me: Identity
+
+    def reproject_down(self, db: Any, ev: Event) -> None:
+        """Re-project one of the county's own downstream events that a station gave back after the
+        county was restored from an old backup: the catalogue version, the decision. A decision on
+        a case the county has not got back yet waits for it (``recovery_pending``)."""
+        project = projections.DOWN.get(ev.kind)
+        if project is None:
+            raise ValueError(f"unknown event kind {ev.kind!r}")
+        project(self, db, ev)
+
+    def apply_up_recovering(self, db: Any, ev: Event) -> None:
+        """``apply_up``, plus the decisions given back before their case came back (a restore)."""
+        case_id = ev.body.get("id") if isinstance(ev.body, dict) else None
+        if ev.kind == "application.handed_out" and isinstance(case_id, str):
+            self._apply_pending(db, case_id)
+        self.apply_up(db, ev)
+        if ev.kind != "application.handed_out" and isinstance(case_id, str):
+            self._apply_pending(db, case_id)
+
+    def _apply_pending(self, db: Any, case_id: str) -> None:
+        body = self.store.take_pending_decision(db, case_id)
+        case = self.store.case(case_id, db) if body else None
+        if body and case:
+            projections.decide_case(self, db, case, json.loads(body))
+
+    def apply_up(self, db: Any, ev: Event) -> None:
+        """Project one station event into cases (inside the sync transaction).
+
+        A valid signature proves only who wrote the event: every fact is checked again here with
+        the station's own rules (sync/rules.py), against the catalogue version it names and the
+        station's level, and must name a case its author owns in a state that allows it. A
+        broken rule raises rules.RuleError; the inbox sets the event aside with that reason."""
+        project = projections.UP.get(ev.kind)
+        if project is None:
+            raise rules.RuleError(N_("Unknown event kind %(kind)s."), kind=ev.kind)
+        facts.spec(ev.kind).validate(ev.body, self._context(db, ev))
+        project(self, db, ev)
+
+    def _context(self, db: Any, ev: Event) -> facts.Context:
+        """What the station knew: its level, and the catalogue version the body names."""
+        version = ev.body.get("catalog_version") if isinstance(ev.body, dict) else None
+        catalog = self._catalog_version(db, version) if type(version) is int else None
+        st = self.store.station(ev.author)
+        return facts.Context(author=ev.author, level=st["level"] if st else None, catalog=catalog)
+
+    def decide(self, case_id: str, decision: str, note: str, user: dict[str, Any]) -> dict[str, Any]:
+        if decision not in DECISIONS:
+            raise CountyError(422, "bad_decision", N_("Choose approve, reject or correction."))
+        note = note.strip()
+        if decision != "approve" and not note:
+            raise CountyError(422, "note_required", N_("A rejection or a correction request needs a note for the citizen."))
+        if len(note) > 2000:
+            raise CountyError(422, "note_too_long", N_("The note is too long."))
+        with self.store.transaction() as db:
+            case = self.store.case(case_id, db)
+            if case is None:
+                raise CountyError(404, "not_found", N_("No such case."))
+            if not permissions.may_decide(user, case):
+                raise CountyError(403, "other_department", N_("This case belongs to another department."))
+            if case["status"] != "received":
+                raise CountyError(409, "not_open", N_("This case has already been decided."))
+            self.record(db, case["station"], facts.Fact(facts.CASE_DECIDED, facts.SPECS[facts.CASE_DECIDED].to_body(
+                id=case_id, decision=decision, note=note, by=user["name"], department=case["department"],
+                at=log.utcnow())))
+            return self.store.case(case_id, db) or {}
+
+    def signed_application(self, case: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The application as the station signed it, and its signature re-verified now with the
+        key its ``key`` id names in the station's key history: ``valid``, ``invalid`` or ``missing``.
+        A key revoked after the event was stored still verifies it; one revoked before does not."""
+        body, signature, _ = self.signed_application_key(case)
+        return body, signature
+
+    def signed_application_key(self, case: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+        """``signed_application`` and the key-history entry of the key that signed it (None if unknown)."""
+        stream = log.up(case["station"])
+        with self.store.lock:
+            ev = log.get(self.store.conn, stream, int(case["seq"]))
+        history = self.store.station_key_history(case["station"])
+        if ev is None or not history:
+            return (ev.body if ev else {}), "missing", None
+        key = next((k for k in history if k["sign_id"] == ev.key), None)
+        if key is None:
+            return ev.body, "invalid", None
+        try:
+            ev.check(key["sign_key"])
+        except BadEvent:
+            return ev.body, "invalid", key
+        stored = self.store.stored_at(stream, ev.seq) or ""
+        if key["revoked_at"] and stored >= key["revoked_at"]:
+            return ev.body, "invalid", key
+        return ev.body, ("valid" if ev.body.get("id") == case["id"] else "invalid"), key
+
+    def signed_case(self, case: dict[str, Any]) -> dict[str, Any]:
+        """What the case page and API show: the case row with every column it copies from the
+        application replaced by the signed value (when the signature verifies), the signed body,
+        the signature's state, the scans, and ``mismatches``: each place where the stored row (or
+        its scans) differs from what the station signed. Blocking: call it in a worker thread."""
+        body, signature, key = self.signed_application_key(case)
+        scans = self.store.scans_of(case["id"])
+        mismatches = record_mismatches(case, body, scans) if body else []
+        shown = {**case, **signed_columns(body)} if body and signature == "valid" else dict(case)
+        return {"case": shown, "body": body, "signature": signature, "scans": scans, "mismatches": mismatches,
+                "signed_by": key, "decision_key": self.decision_key(case)}
+
+    def decision_key(self, case: dict[str, Any]) -> dict[str, Any] | None:
+        """The county key that signed the case's latest decision (``sign_id``, ``current``) and whether
+        that signature verifies now with the county's key history (``valid``); None if undecided."""
+        stream = log.down(case["station"])
+        with self.store.lock:
+            row = self.store.conn.execute(
+                "SELECT seq FROM _sync_events WHERE stream = ? AND kind = 'case.decided'"
+                " AND json_extract(body, '$.id') = ? ORDER BY seq DESC LIMIT 1", (stream, case["id"])).fetchone()
+            ev = log.get(self.store.conn, stream, int(row[0])) if row else None
+        if ev is None:
+            return None
+        try:
+            ev.check(self.own_keys())
+            valid = True
+        except BadEvent:
+            valid = False
+        return {"sign_id": ev.key, "valid": valid, "current": ev.key == self.me.public.sign_id, "seq": ev.seq}

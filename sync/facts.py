@@ -1,0 +1,126 @@
+"""Every fact (event kind) as a typed value: who writes it, its body fields, its check, its wire form.
+
+The one home of what the station and the county both need to know about a fact (PROTOCOL.md §4):
+``SPECS[kind]`` gives its author side, its body fields and ``validate(body, context)``; the case
+statuses (``Status``), the kind names and the transition table (``TRANSITIONS`` / ``next_state``)
+are defined once in sync/rules.py, next to the intake rules, and re-exported here. Both apps import this module; node/
+and central/ never import each other.
+
+Wire form: a fact's body is the event body exactly as before (``to_body`` only checks the field
+names), so nothing on the wire changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from sync import rules
+from sync.rules import (  # noqa: F401 - the shared vocabulary, re-exported: import it from here
+    ACCEPTED, APPLICATION_KINDS, CASE_DECIDED, CATALOG_PUBLISHED, CORRECTION_NOTICE, COUNTY_KEYS_ROTATED,
+    DECISIONS, HAND_OUT, NEW, REFUSED, STATION_KEYS_ROTATED, TRANSITIONS, N_, RuleError, Status, county_state,
+    decided, next_state)
+
+STATION, COUNTY = "station", "county"
+HANDED_OUT = HAND_OUT
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a check needs beyond the body: the event's author, the author station's level, and the
+    catalogue version the body names (None if never published)."""
+    author: str = ""
+    level: str | None = None
+    catalog: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FactSpec:
+    kind: str
+    author: str                                  # STATION (upstream) or COUNTY (downstream)
+    fields: tuple[str, ...]                      # required body fields
+    optional: tuple[str, ...] = ()
+    check: Callable[[Any, Context], Any] | None = field(default=None, repr=False)
+
+    def validate(self, body: Any, context: Context = Context()) -> Any:
+        """Raise RuleError naming the first broken rule; returns what the check found (the catalogue
+        item of an application, the case id of a hand-out …)."""
+        if self.check is not None:
+            return self.check(body, context)
+        if not isinstance(body, dict):
+            raise RuleError(N_("The application is not an object."))
+        for name in self.fields:
+            if name not in body:
+                raise RuleError(N_("The application lacks the field %(field)s."), field=name)
+        return None
+
+    def to_body(self, **values: Any) -> dict[str, Any]:
+        """The wire body: exactly the values given, which must name every required field and no other."""
+        missing = [f for f in self.fields if f not in values]
+        unknown = [f for f in values if f not in self.fields and f not in self.optional]
+        if missing or unknown:
+            raise ValueError(f"{self.kind}: missing {missing}, unknown {unknown}")
+        return dict(values)
+
+
+def _check_application(kind: str) -> Callable[[Any, Context], Any]:
+    def check(body: Any, ctx: Context) -> Any:
+        return rules.check_application(kind, body, author=ctx.author, level=ctx.level,
+                                       catalog=dict(ctx.catalog) if ctx.catalog is not None else None)
+    return check
+
+
+def _check_hand_out(body: Any, ctx: Context) -> str:
+    return rules.check_hand_out(body)
+
+
+def _check_keys(body: Any, ctx: Context) -> Any:
+    from crypto.errors import CryptoError
+    from crypto.keys import PublicKeys
+    try:
+        if not isinstance(body, dict) or set(body) != {"sign", "enc"}:
+            raise ValueError("fields")
+        return PublicKeys.from_dict(body)
+    except (ValueError, CryptoError):
+        raise RuleError(N_("The keys a station announced are not two valid public keys.")) from None
+
+
+_APPLICATION_FIELDS = ("id", "receipt_no", "station", "agent", "item_code", "item_name", "department",
+                       "catalog_version", "applicant", "fields", "materials", "missing", "reason", "at")
+
+SPECS: dict[str, FactSpec] = {s.kind: s for s in (
+    FactSpec(ACCEPTED, STATION, _APPLICATION_FIELDS, ("time_limit_days", "promised_date", "scans"),
+             _check_application(ACCEPTED)),
+    FactSpec(CORRECTION_NOTICE, STATION, _APPLICATION_FIELDS, ("scans",), _check_application(CORRECTION_NOTICE)),
+    FactSpec(REFUSED, STATION, _APPLICATION_FIELDS, ("scans",), _check_application(REFUSED)),
+    FactSpec(HANDED_OUT, STATION, ("id", "by", "at", "identity_checked"), (), _check_hand_out),
+    FactSpec(STATION_KEYS_ROTATED, STATION, ("sign", "enc"), (), _check_keys),
+    FactSpec(CATALOG_PUBLISHED, COUNTY, ("catalog",)),
+    FactSpec(CASE_DECIDED, COUNTY, ("id", "decision", "note", "by", "department", "at")),
+    FactSpec(COUNTY_KEYS_ROTATED, COUNTY, ("sign", "enc")),
+)}
+
+UPSTREAM = tuple(k for k, s in SPECS.items() if s.author == STATION)
+DOWNSTREAM = tuple(k for k, s in SPECS.items() if s.author == COUNTY)
+
+
+def spec(kind: str) -> FactSpec:
+    """The spec of ``kind``; RuleError (the repair reason) for a kind nobody defined."""
+    try:
+        return SPECS[kind]
+    except KeyError:
+        raise RuleError(N_("Unknown event kind %(kind)s."), kind=kind) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """A fact about to be recorded: its kind and wire body."""
+    kind: str
+    body: dict[str, Any]
+
+    @property
+    def spec(self) -> FactSpec:
+        return spec(self.kind)
+
+    def validate(self, context: Context = Context()) -> Any:
+        return self.spec.validate(self.body, context)
