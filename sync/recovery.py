@@ -105,6 +105,19 @@ def to_confirm(db: Conn) -> list[list[Any]]:
 MAX_RETURN = 500
 
 
+def returned_chain(events: list[Any], what: str, *, stream: str, author: str, keys: Any) -> list[Event]:
+    """Events the other side gives back (``what``: ``down_return`` or ``up_return``), in seq order:
+    each of ``stream`` by ``author`` and signed by a key of ``keys``, all one contiguous chain;
+    else BadEvent, and nothing is stored."""
+    parsed = sorted((Event.from_wire(e) for e in events), key=lambda e: e.seq)
+    for ev in parsed:
+        if ev.stream != stream or ev.author != author:
+            raise BadEvent(f"event {ev.stream}#{ev.seq} in {what} is not {author}'s on {stream}")
+        ev.check(keys)
+    if any(b.seq != a.seq + 1 or b.prev != a.hash for a, b in zip(parsed, parsed[1:])):
+        raise BadEvent(f"{what} is not one contiguous chain")
+    return parsed
+
 def note_county_down(db: Conn, stream: str, county_high: Any, county_from: Any = None, county_hash: Any = None,
                      diverged_at: int | None = None) -> None:
     """Station: remember from which seq the county lacks its own downstream events, or holds others
@@ -154,13 +167,7 @@ def take_back(db: Conn, stream: str, county_name: str, county_sign_key: str, eve
         raise BadEvent("down_return must be a list of events")
     if not events:
         return 0, None
-    parsed = sorted((Event.from_wire(e) for e in events), key=lambda e: e.seq)
-    for ev in parsed:
-        if ev.stream != stream or ev.author != county_name:
-            raise BadEvent(f"event {ev.stream}#{ev.seq} in down_return is not this county's for this station")
-        ev.check(county_sign_key)
-    if any(b.seq != a.seq + 1 or b.prev != a.hash for a, b in zip(parsed, parsed[1:])):
-        raise BadEvent("down_return is not one contiguous chain")
+    parsed = returned_chain(events, "down_return", stream=stream, author=county_name, keys=county_sign_key)
     before, _ = log.head(db, stream)
     first = parsed[0]
     if first.seq > before + 1:
@@ -245,13 +252,7 @@ def heal(db: Conn, *, me: Identity, station: str, county_high: Any, county_hash:
         events = returned if isinstance(returned, list) else []
         if len(events) > 2 * MAX_RETURN:
             raise BadEvent("up_return must be a list of at most 1000 events")
-        parsed = sorted((Event.from_wire(e) for e in events), key=lambda e: e.seq)
-        for ev in parsed:
-            if ev.stream != stream or ev.author != station:
-                raise BadEvent(f"event {ev.stream}#{ev.seq} in up_return is not this station's")
-            ev.check(keys)
-        if any(b.seq != a.seq + 1 or b.prev != a.hash for a, b in zip(parsed, parsed[1:])):
-            raise BadEvent("up_return is not one contiguous chain")
+        parsed = returned_chain(events, "up_return", stream=stream, author=station, keys=keys)
         if parsed and not _chains(db, stream, parsed[0]):
             # Our event before the batch differs too: ask from further back (what we once had
             # confirmed, or the start).

@@ -5,8 +5,6 @@ verifies, and keys never announced are refused. Real SQLite files, a real server
 from __future__ import annotations
 
 import io
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 from PIL import Image
@@ -22,17 +20,8 @@ from node.station import Settings as NodeSettings, Station
 from sync import exchange, log
 from sync.errors import BadEvent
 from tests.conftest import serve
-from tests.sync.test_protocol_machine import form_for, make_pair
-from tests.sync.test_recovery import CLERK, cli, round_trip, settle, take
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[County, Station, Path]]:
-    county, station = make_pair(tmp_path)
-    round_trip(county, station)                      # the first contact brings the catalogue
-    yield county, station, tmp_path
-    county.store.close()
-    station.store.close()
+from tests.sync.test_protocol_machine import form_for
+from tests.sync.test_recovery import CLERK, cli, pair, round_trip, settle, take  # noqa: F401 (pair is a fixture)
 
 
 def down_events(st: Station) -> list[log.Event]:

@@ -96,10 +96,14 @@ class CutFirst(httpx.BaseTransport):
     """A link that drops the first ``n`` requests mid-way, then works."""
 
     def __init__(self, n: int) -> None:
-        self.left, self.inner, self.sizes = n, httpx.HTTPTransport(), []
+        self.left, self.inner, self.bodies = n, httpx.HTTPTransport(), []
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(b) for b in self.bodies]
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.sizes.append(len(request.read()))
+        self.bodies.append(request.read())
         if self.left:
             self.left -= 1
             raise httpx.ReadError("connection reset by peer")

@@ -14,7 +14,7 @@ from crypto import envelope
 from sync import client, log
 from sync.errors import Retryable
 from tests.faultproxy import FaultProxy
-from tests.sync.test_link import accept, county_cases
+from tests.sync.test_link import CutFirst, accept, county_cases
 
 RATE = 64_000          # bit/s: slow enough that ~4 s of link is a few dozen events
 
@@ -63,30 +63,13 @@ def test_the_first_push_after_an_outage_fills_the_link(system, station):
     assert len(county_cases(system)) == 30 + carried[0]
 
 
-class CutMidway(httpx.BaseTransport):
-    """Resets the first ``n`` requests after their body went out; counts events per push."""
-
-    def __init__(self, n: int) -> None:
-        self.left, self.inner, self.bodies = n, httpx.HTTPTransport(), []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.bodies.append(request.read())
-        if self.left:
-            self.left -= 1
-            raise httpx.ReadError("connection reset by peer")
-        return self.inner.handle_request(request)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def test_only_a_request_cut_after_sending_shrinks_the_batch_from_what_it_carried(system, station):
     accept(station, 40)
     with station.store.transaction() as db:
         log.set_status(db, "batch_limit", "1000")          # grown on a good day
         log.set_status(db, "link_bps", "64000")
         log.set_status(db, "wire_per_event", "800")        # 64 kbit/s x 4 s / 800 B = 40 events fit
-    link = CutMidway(1)
+    link = CutFirst(1)
     with httpx.Client(transport=link, timeout=10) as http:
         client.sync_once(station.store.transaction, http, me=station.me, station="V1", county=station.county,
                          apply=station.apply_down, sleep=lambda s: None, max_rounds=1)
