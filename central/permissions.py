@@ -29,6 +29,14 @@ class Forbidden(HTTPException):
         self.code = code
 
 
+class NotFound(HTTPException):
+    """404 with the same error code pages and API use for a case that is not there: ``not_found``."""
+
+    def __init__(self, message: str = N_("No such case.")) -> None:
+        super().__init__(404, message)
+        self.code = "not_found"
+
+
 def visible_departments(user: dict[str, Any]) -> frozenset[str] | None:
     """The departments whose cases ``user`` may read; None means all of them."""
     if user.get("role") == "supervisor":

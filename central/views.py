@@ -262,7 +262,7 @@ def readable_case(c: County, user: dict[str, Any], case_id: str) -> dict[str, An
     """The case, if it exists (404) and ``user`` may read it (403). Blocking: call in a thread."""
     case = c.store.case(case_id)
     if case is None:
-        raise HTTPException(404, N_("No such case."))
+        raise permissions.NotFound()
     return permissions.check_read(user, case)
 
 

@@ -152,3 +152,12 @@ def test_the_case_list_is_paged_with_a_total_and_never_cut_short(system, http, s
     assert "第 451–480 件" in last.text and 'rel="prev"' in last.text and 'rel="next"' not in last.text
     assert last.text.count("/cases/") == 30
     assert page.get("/?offset=abc").status_code == 422
+
+
+def test_a_case_that_is_not_there_has_one_error_code_for_reading_and_deciding(system, http):
+    api = http(system.central_url, system.central_token)
+    missing = "00000000-0000-4000-8000-000000000000"
+    read = api.get(f"/api/v1/cases/{missing}")
+    decide = api.post(f"/api/v1/cases/{missing}/decision", json={"decision": "approve"})
+    assert (read.status_code, read.json()["error"]) == (404, "not_found")
+    assert (decide.status_code, decide.json()["error"]) == (404, "not_found")
