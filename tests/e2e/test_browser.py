@@ -93,6 +93,7 @@ def test_agent_and_clerk_walk_one_case_in_the_browser(system, browser, tmp_path)
     expect(county.locator("#scans-state")).to_contain_text("全部1份扫描件已到达并校验无误")
     with county.expect_popup() as popup:
         county.locator("#scans a").first.click()
+    popup.value.wait_for_load_state()          # the popup navigates to the scan before it can be read
     assert popup.value.evaluate("document.images[0].naturalWidth") == 1600
     shot(county, "3-case")
     county.fill("textarea[name=note]", "经审核符合低保条件，予以批准")
