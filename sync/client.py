@@ -265,7 +265,7 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
                                         county_name=county.name, apply=apply, fresh=True,
                                         **{"expect": push.id,   # the next push may be sealed already
                                            **answer_options})   # hooks, own_keys (self-heal)
-            _record_contact(db, station, got, len(push.blob) + len(answer), elapsed)
+            _record_contact(db, got, len(push.blob) + len(answer), elapsed)
             if carried >= MIN_BATCH:
                 _average(db, "wire_per_event", len(push.blob) / carried)
             log.set_status(db, "push_in_flight", "")
@@ -323,7 +323,7 @@ def _average(db: Conn, name: str, value: float, weight: float = 0.5) -> None:
     log.set_status(db, name, f"{value if not old else (1 - weight) * float(old) + weight * value:.6g}")
 
 
-def _record_contact(db: Conn, station: str, got: exchange.StationResult, size: int, elapsed: float) -> None:
+def _record_contact(db: Conn, got: exchange.StationResult, size: int, elapsed: float) -> None:
     now = log.utcnow()
     log.set_status(db, "last_contact", now)
     log.set_status(db, "last_error", "")
@@ -346,12 +346,6 @@ def _record_contact(db: Conn, station: str, got: exchange.StationResult, size: i
         # The county stamped its answer about half the round trip ago.
         mine = datetime.now(timezone.utc) - timedelta(seconds=elapsed / 2)
         log.set_status(db, "clock_skew_s", str(int((mine - county_time).total_seconds())))
-    for item in got.repairs:
-        if isinstance(item, list) and len(item) == 2 and isinstance(item[0], int):
-            if not db.execute("SELECT 1 FROM _sync_reported WHERE stream = ? AND seq = ?",
-                              (log.up(station), item[0])).fetchone():
-                db.execute("INSERT INTO _sync_reported (stream, seq, reason, at) VALUES (?, ?, ?, ?)",
-                           (log.up(station), item[0], str(item[1])[:1000], now))
 
 
 class SyncLoop:
