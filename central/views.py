@@ -343,12 +343,15 @@ async def decide_page(request: Request) -> Response:
     user = clerk(request)
     form = await form_of(request)
     c = county(request)
+    materials = [{"code": key[4:], "problem": str(value), "text": str(form.get("fix_text_" + key[4:], ""))}
+                 for key, value in form.multi_items() if key.startswith("fix_") and not key.startswith("fix_text_")
+                 and value]
     try:
         await run_in_threadpool(c.decide, request.path_params["id"], str(form.get("decision", "")),
-                                str(form.get("note", "")), user)
+                                str(form.get("note", "")), user, materials)
     except CountyError as exc:
         case = await run_in_threadpool(readable_case, c, user, request.path_params["id"])
-        return await render_case(request, c, case, exc.status, gettext_for(locale_of(request))(str(exc)))
+        return await render_case(request, c, case, exc.status, exc.text(gettext_for(locale_of(request))))
     return RedirectResponse("/?m=decided", 303)
 
 
@@ -383,7 +386,9 @@ def case_json(c: County, case: dict[str, Any]) -> dict[str, Any]:
     view = c.signed_case(case)
     scans = view["scans"]
     missing = [s["sha256"] for s in scans if not s["received_at"]]
-    return {**view["case"], "signature": view["signature"], "decision_key": view["decision_key"],
+    raw = ("suspensions", "correction", "supplement", "collector")
+    return {**{k: v for k, v in view["case"].items() if k not in raw}, **view["life"],
+            "signature": view["signature"], "decision_key": view["decision_key"],
             "record_matches_signature": not view["mismatches"],
             "record_mismatches": view["mismatches"], "scans": scans, "scans_complete": not missing,
             "scans_missing": missing}
@@ -443,9 +448,12 @@ async def api_decide(request: Request) -> Response:
     user = await api_user(request)
     body = await json_object(request)
     c = county(request)
+    materials = body.get("materials")
+    if materials is not None and not isinstance(materials, list):
+        return api_error(422, "bad_materials", "materials is a list of {code, problem, text}")
     try:
         case = await run_in_threadpool(c.decide, request.path_params["id"], str(body.get("decision", "")),
-                                       str(body.get("note", "")), user)
+                                       str(body.get("note", "")), user, materials)
     except CountyError as exc:
-        return api_error(exc.status, exc.code, str(exc))
+        return api_error(exc.status, exc.code, exc.text(gettext_for(locale_of(request))))
     return JSONResponse(await run_in_threadpool(case_json, c, case))

@@ -106,6 +106,18 @@ def _node(args: argparse.Namespace) -> int:
         print(f"station {info['station']} ({info['name']}, {info['level']}) enrolled; "
               f"county key fingerprint {info['county_fingerprint']}")
         return 0
+    if args.cmd == "restore":
+        from node.restore import RestoreError, restore
+        try:
+            moved = restore(Path(args.backup), Path(args.data), replace=args.replace)
+        except (RestoreError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(("the old data folder was moved to %s; " % moved if moved else "")
+              + f"backup restored to {args.data}. Start the node and sync: the county gives back what it holds "
+              "since the backup. The first receipt number jumps to the next block of "
+              "1000; the numbers skipped are put on record for the county.")
+        return 0
     if args.cmd == "serve":
         import uvicorn
 
@@ -244,6 +256,10 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--host", default="127.0.0.1")
     x.add_argument("--port", type=int, default=8701)
     x.add_argument("--sync-interval", type=float, default=15.0)
+    x = n.add_parser("restore", help="put a backup of the data folder back in place (stop the node first)")
+    x.add_argument("--from", dest="backup", required=True, help="the backup folder (node.db, keys/, blobs/)")
+    x.add_argument("--data", required=True)
+    x.add_argument("--replace", action="store_true", help="move a data folder in the way aside")
     x = n.add_parser("set-central", help="change the county centre's address (same county, same keys)")
     x.add_argument("url", help="the county centre's new URL, e.g. https://county.example:8700")
     x.add_argument("--data", required=True)

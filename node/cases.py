@@ -40,8 +40,10 @@ class Intake:
 
 
 def take(item: dict[str, Any], form: dict[str, Any], *, decision: str, station: str, agent: str,
-         catalog_version: int, now: dt.datetime, receipt_no: str, level: str) -> Intake:
-    """Validate an application and turn the agent's decision into the event body to record."""
+         catalog_version: int, now: dt.datetime, receipt_no: str, level: str, case_id: str | None = None) -> Intake:
+    """Validate an application and turn the agent's decision into the event body to record.
+    ``case_id``: the case a correction notice left waiting for the citizen, now completed (the same
+    id; its time limit starts now, from completeness)."""
     errors: dict[str, str] = {}
     if decision not in DECISIONS:
         raise IntakeError({"decision": N_("Choose accept, correction notice or refusal.")})
@@ -67,7 +69,7 @@ def take(item: dict[str, Any], form: dict[str, Any], *, decision: str, station: 
 
     today = now.date()
     body: dict[str, Any] = {
-        "id": str(uuid.uuid4()), "receipt_no": receipt_no, "station": station, "agent": agent,
+        "id": case_id or str(uuid.uuid4()), "receipt_no": receipt_no, "station": station, "agent": agent,
         "item_code": item["code"], "item_name": item["name"], "department": item["department"],
         "catalog_version": catalog_version, "applicant": applicant, "fields": fields,
         "materials": materials, "missing": missing, "reason": reason,
