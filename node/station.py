@@ -22,6 +22,7 @@ from crypto import envelope
 from crypto.errors import CryptoError
 from node.scans import Scan
 from sync import blobs, bundle, client, exchange, facts, log, rules
+from sync import workdays
 from sync.errors import StaleAnswer, SyncError
 from sync.log import Event
 
@@ -102,7 +103,7 @@ class Station:
             receipt_no = self._receipt_no(db, now)
             intake = cases.take(item, form, decision=decision, station=self.code, agent=agent,
                                 catalog_version=int(self.store.catalog()["version"]), now=now,
-                                receipt_no=receipt_no, level=self.level)
+                                receipt_no=receipt_no, level=self.level, calendar=workdays.calendar_from(db))
             body = {**intake.body, "scans": listed} if listed else intake.body
             # The scans themselves were checked at intake (node/scans.py); the body is checked as before.
             self.record(db, facts.Fact(intake.kind, body), check=facts.Fact(intake.kind, intake.body))
@@ -112,6 +113,11 @@ class Station:
             if within is not None:
                 within(db, body["id"])
         return self.store.application(intake.body["id"]) or {}
+
+    def calendar(self) -> workdays.WorkCalendar:
+        """The working days this station counts: the county's published years, then the library."""
+        with self.store.lock:
+            return workdays.calendar_from(self.store.conn)
 
     def _receipt_no(self, db: sqlite3.Connection, now: dt.datetime) -> str:
         """``<station>-<YYYYMMDD>-<8 digits>``: the digits are the China-time milliseconds since
