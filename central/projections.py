@@ -77,6 +77,7 @@ def catalog_published(county: County, db: Any, ev: Event) -> None:
 def calendar_published(county: County, db: Any, ev: Event) -> None:
     """A year's schedule is on record (a later publication of the year replaces it; the same one
     sent to each station, or given back after a restore, is stored once)."""
+    facts.SPECS[facts.CALENDAR_PUBLISHED].validate(ev.body)
     workdays.store_year(db, ev.body)
 
 

@@ -459,8 +459,10 @@ async def api_calendar(request: Request) -> Response:
     user = await api_user(request)
     c = county(request)
     text = request.path_params["year"]
-    if not text.isdigit() or len(text) != 4:
-        return api_error(422, "invalid_schedule", "The year must be a whole number of four digits.", {"field": "year"})
+    if not text.isdigit() or len(text) != 4 or not calendar.workdays.MIN_YEAR <= int(text) <= calendar.workdays.MAX_YEAR:
+        logger.info("calendar of %r refused for %s: not a year", text[:20], user["username"])
+        return api_error(422, "invalid_schedule", f"The year must be a whole number from {calendar.workdays.MIN_YEAR} "
+                         f"to {calendar.workdays.MAX_YEAR}.", {"field": "year"})
     year = int(text)
     if request.method == "GET":
         return JSONResponse(await run_in_threadpool(calendar.effective, c, year))

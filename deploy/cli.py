@@ -104,11 +104,22 @@ def _calendar(county: Any, args: argparse.Namespace) -> int:
         except ScheduleError as exc:
             print(f"error: {args.file}: {exc}", file=sys.stderr)
             return 2
-        body = calendar.publish(county, args.year, holidays, days, f"cli:{getpass.getuser()}")
+        try:
+            who = getpass.getuser()
+        except (OSError, KeyError):      # no user name in this container
+            who = "unknown"
+        body = calendar.publish(county, args.year, holidays, days, f"cli:{who}")
         print(f"working-day calendar of {body['year']} published to all stations: {len(body['holidays'])} "
               f"holidays, {len(body['workdays'])} make-up working days")
         return 0
-    today = dt.date.fromisoformat(args.today) if args.today else calendar.china_today()
+    if args.year is not None and not calendar.workdays.MIN_YEAR <= args.year <= calendar.workdays.MAX_YEAR:
+        print(f"error: the year must be from {calendar.workdays.MIN_YEAR} to {calendar.workdays.MAX_YEAR}", file=sys.stderr)
+        return 2
+    try:
+        today = dt.date.fromisoformat(args.today) if args.today else calendar.china_today()
+    except ValueError:
+        print(f"error: --today {args.today} is not a date written YYYY-MM-DD", file=sys.stderr)
+        return 2
     years = [args.year] if args.year else sorted({today.year, today.year + 1,
                                                   *calendar.workdays.stored_years(county.store.conn)})
     for year in years:

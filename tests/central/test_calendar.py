@@ -50,6 +50,9 @@ def test_only_a_supervisor_enters_a_schedule_and_bad_ones_are_refused(system, ht
     r = boss.put("/api/v1/calendar/2041", json={"holidays": []})
     assert r.status_code == 422 and r.json()["details"]["missing"] == ["workdays"]
     assert boss.put("/api/v1/calendar/20x1", json=EMPTY).status_code == 422
+    for path in ("/api/v1/calendar/0000", "/api/v1/calendar/9999", "/api/v1/calendar/12345"):
+        r = boss.get(path)
+        assert r.status_code == 422 and r.json()["details"] == {"field": "year"}, path
     assert boss.get("/api/v1/calendar/2041").json() == before                # nothing stored
     assert _held(system.data / "central" / "central.db", 2041) is None
 
@@ -79,6 +82,10 @@ def test_the_cli_sets_from_json_or_text_and_shows_the_warning(tmp_path, capsys):
     junk.write_text("2039-01-03 feast\n", encoding="utf-8")
     assert cli(["central", "calendar", "set", "2039", str(junk), "--data", data]) == 2
     assert "Line 1" in capsys.readouterr().err
+    assert cli(["central", "calendar", "show", "0", "--data", data]) == 2
+    assert cli(["central", "calendar", "show", "--data", data, "--today", "1 Nov"]) == 2
+    assert cli(["central", "calendar", "set", "--data", data]) == 2
+    capsys.readouterr()
 
     assert cli(["central", "calendar", "show", "2039", "--data", data, "--today", "2039-10-31"]) == 0
     out = capsys.readouterr()
