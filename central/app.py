@@ -19,6 +19,8 @@ from crypto import envelope
 from sync import blobs
 from templates import static_dir
 from templates.limits import KiB, MiB, BodyLimit, Rule, SecurityHeaders, upload_bound
+from central import calendar
+from templates.workcal import WorkCalendarState
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
 ROUTES = [
@@ -34,6 +36,7 @@ ROUTES = [
     Route("/stations", views.stations_page),
     Route("/api/v1/cases", views.api_cases), Route("/api/v1/cases/{id}", views.api_case),
     Route("/api/v1/cases/{id}/decision", views.api_decide, methods=["POST"]),
+    Route("/api/v1/calendar/{year}", views.api_calendar, methods=["GET", "PUT"]),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 
@@ -59,7 +62,9 @@ def create_app(settings: Settings) -> Starlette:
                     middleware=[Middleware(SecureCookies), Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
                                            session_cookie="lastmile_central", same_site="strict"),
                                 Middleware(SessionGuard, accounts=views.accounts),
-                                Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS)])
+                                Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS),
+                                Middleware(WorkCalendarState, load=lambda: calendar.calendar_of(county),
+                                           today=settings.calendar_today, warn_roles=("supervisor",))])
     app.state.county = county
     app.state.sync_slots = threading.BoundedSemaphore(settings.max_concurrent_syncs)
     return app

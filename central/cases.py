@@ -191,10 +191,13 @@ class Cases:
         and left, suspended while waiting on the citizen), the materials the last correction request
         listed, the last supplement, and who collected the result."""
         import datetime as dt
+
+        from central.calendar import calendar_of
         clock = rules.case_clock(time_limit_days=case.get("time_limit_days"), accepted_at=case.get("accepted_at"),
                                  suspensions=case.get("suspensions"), status=case.get("status"),
                                  decided_at=case.get("decided_at"),
-                                 today=today or dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date())
+                                 today=today or dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date(),
+                                 workday=calendar_of(self).is_workday)
         return {"time_limit_days": case.get("time_limit_days"),
                 "days_used": clock["days_used"] if clock else None,
                 "days_left": clock["days_left"] if clock else None,

@@ -14,7 +14,7 @@ import json
 from typing import TYPE_CHECKING, Any, Callable
 
 from crypto import canonical
-from sync import facts, log, rules
+from sync import facts, log, rules, workdays
 from sync.facts import N_, RuleError, Status
 from sync.log import Event
 
@@ -106,6 +106,13 @@ def catalog_published(county: County, db: Any, ev: Event) -> None:
     county.store.restore_catalog(db, int(b["catalog"]["version"]), ev.at, canonical.dumps(b["catalog"]).decode())
 
 
+def calendar_published(county: County, db: Any, ev: Event) -> None:
+    """A year's schedule is on record (a later publication of the year replaces it; the same one
+    sent to each station, or given back after a restore, is stored once)."""
+    facts.SPECS[facts.CALENDAR_PUBLISHED].validate(ev.body)
+    workdays.store_year(db, ev.body)
+
+
 def case_decided(county: County, db: Any, ev: Event) -> None:
     """A decision on a case; one given back before its case came back (a restore) waits for it."""
     b, station = ev.body, ev.stream.split("/", 1)[1]
@@ -138,6 +145,7 @@ UP: dict[str, Projection] = {
 }
 DOWN: dict[str, Projection] = {
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
+    facts.CALENDAR_PUBLISHED: calendar_published,
 }
 #: Downstream kinds with no projection: ``County.rotate_keys`` writes them and keeps the key
 #: history itself; one given back after a restore is not re-projected (the keys are on disk).

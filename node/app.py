@@ -17,6 +17,7 @@ from node import idem, views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
+from templates.workcal import WorkCalendarState
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
 logger = logging.getLogger("lastmile.node")
@@ -70,6 +71,7 @@ def create_app(settings: Settings, *, background_sync: bool = True) -> Starlette
                     middleware=[Middleware(SecureCookies), Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
                                            session_cookie="lastmile_node", same_site="strict"),
                                 Middleware(SessionGuard, accounts=views.accounts),
-                                Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS)])
+                                Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS),
+                                Middleware(WorkCalendarState, load=station.calendar)])
     app.state.station = station
     return app

@@ -14,7 +14,7 @@ import sqlite3
 from typing import Any, Callable
 
 from node.store import Store
-from sync import facts, recovery, rules
+from sync import facts, recovery, rules, workdays
 from sync.facts import Status
 from sync.log import Event
 
@@ -87,6 +87,12 @@ def receipts_voided(store: Store, db: sqlite3.Connection, ev: Event) -> None:
     (Station._receipt_no); the fact tells the county (and an auditor) why the numbers jump."""
 
 
+def calendar_published(store: Store, db: sqlite3.Connection, ev: Event) -> None:
+    """The county's schedule of a year: intake counts working days by it from now on (sync/workdays.py)."""
+    facts.SPECS[facts.CALENDAR_PUBLISHED].validate(ev.body)
+    workdays.store_year(db, ev.body)
+
+
 def county_keys_rotated(store: Store, db: sqlite3.Connection, ev: Event) -> None:
     """Nothing to project: sync/exchange.py stores the county's new keys before the event is applied."""
 
@@ -99,6 +105,7 @@ UP: dict[str, Projection] = {
 DOWN: dict[str, Projection] = {
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
     facts.COUNTY_KEYS_ROTATED: county_keys_rotated,
+    facts.CALENDAR_PUBLISHED: calendar_published,
 }
 
 

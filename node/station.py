@@ -23,6 +23,7 @@ from crypto import envelope
 from crypto.errors import CryptoError
 from node.scans import Scan
 from sync import blobs, bundle, client, exchange, facts, log, rules
+from sync import workdays
 from sync.errors import StaleAnswer, SyncError
 from sync.log import Event
 from sync.rules import Status
@@ -111,7 +112,8 @@ class Station:
             receipt_no = self._receipt_no(db, now)
             intake = cases.take(item, form, decision=decision, station=self.code, agent=agent,
                                 catalog_version=int(self.store.catalog()["version"]), now=now,
-                                receipt_no=receipt_no, level=self.level, case_id=case_id)
+                                receipt_no=receipt_no, level=self.level, case_id=case_id,
+                                calendar=workdays.calendar_from(db))
             body = {**intake.body, "scans": listed} if listed else intake.body
             # The scans themselves were checked at intake (node/scans.py); the body is checked as before.
             self.record(db, facts.Fact(intake.kind, body), check=facts.Fact(intake.kind, intake.body))
@@ -124,7 +126,7 @@ class Station:
 
     def life(self, app: dict[str, Any]) -> dict[str, Any]:
         """The case's time limit, correction list and collector (node/life.py), by the station's clock."""
-        return life.life(app, self.now().date())
+        return life.life(app, self.now().date(), self.calendar())
 
     def _waiting_case(self, db: sqlite3.Connection, case_id: str, item_code: str) -> list[dict[str, Any]]:
         """The scans of a case waiting for the citizen after our correction notice; IntakeError if
@@ -136,6 +138,11 @@ class Station:
             raise cases.IntakeError({"application": cases.N_(
                 "This case is not waiting for the citizen to complete it.")})
         return list(json.loads(row[2]).get("scans", []))
+
+    def calendar(self) -> workdays.WorkCalendar:
+        """The working days this station counts: the county's published years, then the library."""
+        with self.store.lock:
+            return workdays.calendar_from(self.store.conn)
 
     def _receipt_no(self, db: sqlite3.Connection, now: dt.datetime) -> str:
         """``<station>-<YYYYMMDD>-<5 digits>``: one counter per day, raised in the transaction that

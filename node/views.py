@@ -286,6 +286,7 @@ def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:
     return {"id": app["id"], "receipt_no": app["receipt_no"], "status": app["status"], "item_code": app["item_code"],
             "item_name": app["item_name"], "applicant_name": app["applicant_name"], "created_at": app["created_at"],
             "promised_date": app["promised_date"] or None, "missing": body.get("missing", []),
+            "promised_provisional": st.calendar().promised_provisional(app["created_at"], app["promised_date"]),
             "county_received_at": app["county_received_at"],
             "decision": ({"decision": app["decision"], "note": app["decision_note"], "by": app["decided_by"],
                           "at": app["decided_at"], "county_key": st.decision_key(app["id"])} if app["decision"] else None),

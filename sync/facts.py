@@ -114,6 +114,14 @@ def case_item(application_body: Any) -> dict[str, Any] | None:
                           and isinstance(m.get("code"), str) and isinstance(m.get("name"), str)]}
 
 
+def _check_calendar(body: Any, ctx: Context) -> Any:
+    from sync import workdays
+    try:
+        return workdays.check_body(body)
+    except workdays.ScheduleError as exc:
+        raise RuleError(exc.message, **exc.params) from None
+
+
 def _check_keys(body: Any, ctx: Context) -> Any:
     from crypto.errors import CryptoError
     from crypto.keys import PublicKeys
@@ -141,7 +149,9 @@ SPECS: dict[str, FactSpec] = {s.kind: s for s in (
     FactSpec(CASE_DECIDED, COUNTY, ("id", "decision", "note", "by", "department", "at"), ("materials",),
              _check_decision),
     FactSpec(COUNTY_KEYS_ROTATED, COUNTY, ("sign", "enc")),
+    FactSpec(rules.CALENDAR_PUBLISHED, COUNTY, ("year", "holidays", "workdays", "at", "by"), (), _check_calendar),
 )}
+CALENDAR_PUBLISHED = rules.CALENDAR_PUBLISHED
 
 UPSTREAM = tuple(k for k, s in SPECS.items() if s.author == STATION)
 DOWNSTREAM = tuple(k for k, s in SPECS.items() if s.author == COUNTY)

@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any
 
-import chinese_calendar
+from sync import workdays
 
 
 def N_(message: str) -> str:
@@ -77,25 +77,15 @@ def valid_id_for_demo(prefix17: str) -> str:
 
 
 def is_workday(day: dt.date) -> bool:
-    """Chinese working day, counting public holidays and make-up working days.
-
-    chinese_calendar knows the State Council's schedule only up to the years it ships;
-    past them we count Monday to Friday, and the county can correct later."""
-    try:
-        return bool(chinese_calendar.is_workday(day))
-    except NotImplementedError:
-        return day.weekday() < 5
+    """Chinese working day by the library's schedule, Monday to Friday past it (provisional).
+    A thin wrapper: the county's entered years are in ``sync.workdays.WorkCalendar``."""
+    return workdays.LIBRARY_ONLY.is_workday(day)
 
 
-def add_working_days(start: dt.date, days: int) -> dt.date:
-    """The date by which ``days`` working days after ``start`` have passed (the day itself not counted)."""
-    day = start
-    left = days
-    while left > 0:
-        day += dt.timedelta(days=1)
-        if is_workday(day):
-            left -= 1
-    return day
+def add_working_days(start: dt.date, days: int, calendar: workdays.WorkCalendar | None = None) -> dt.date:
+    """The date by which ``days`` working days after ``start`` have passed (the day itself not counted),
+    by ``calendar`` (the station's: the county's entered years first), else the library's."""
+    return (calendar or workdays.LIBRARY_ONLY).add_working_days(start, days)
 
 
 # --- a case's life: statuses, fact kinds, and the one transition table ----------------------------
@@ -132,6 +122,7 @@ RECEIPTS_VOIDED = "station.receipts_voided"
 STATION_KEYS_ROTATED = "station.keys_rotated"
 CATALOG_PUBLISHED = "catalog.published"
 CASE_DECIDED = "case.decided"
+CALENDAR_PUBLISHED = "calendar.published"
 COUNTY_KEYS_ROTATED = "county.keys_rotated"
 
 APPLICATION_KINDS = (ACCEPTED, CORRECTION_NOTICE, REFUSED)
