@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import threading
@@ -46,10 +47,38 @@ def accounts(request: Request) -> Any:
 
 def _home_context(st: Station) -> dict[str, Any]:
     """Everything the home page shows, read from the store (in a worker thread, never on the loop)."""
-    def having(statuses: tuple[str, ...]) -> list[dict[str, Any]]:
-        return st.store.applications("status IN (" + ", ".join("?" for _ in statuses) + ")", statuses)
-    return {"sync": st.sync_state(), "results": having(Status.RESULTS), "waiting": having(Status.WAITING),
+    return {"sync": st.sync_state(), **_today(st),
             "recent": st.store.applications(limit=20), "items": st.items()}
+
+
+DUE_WITHIN = 3      # working days: a case this close to its promised date is listed on the start page
+
+
+def _today(st: Station) -> dict[str, Any]:
+    """What needs the agent today: results to hand out, cases waiting for the citizen, and open cases
+    near or past their promised date (by the station's calendar, suspensions counted)."""
+    def having(statuses: tuple[str, ...], limit: int = 100) -> list[dict[str, Any]]:
+        return st.store.applications("status IN (" + ", ".join("?" for _ in statuses) + ")", statuses, limit=limit)
+    due = []
+    for app in having((Status.ACCEPTED, Status.RECEIVED), limit=2000):
+        life = st.life(app)
+        if life["days_left"] is not None and life["days_left"] <= DUE_WITHIN:
+            due.append((app, life))
+    due.sort(key=lambda pair: pair[1]["days_left"])
+    return {"results": having(Status.RESULTS), "waiting": having(Status.WAITING), "due": due}
+
+
+async def today(request: Request) -> Response:
+    """The start page's "today" lists as an HTML fragment with a stamp: the page's script asks every
+    few seconds and swaps the lists in when the stamp changes, so results that sync brings down
+    appear without a reload (everything is local: no internet needed)."""
+    agent(request)
+    st = station(request)
+    context = await run_in_threadpool(_today, st)
+    response = render(request, "node/_today.html", st=st, **context)
+    html = bytes(response.body).decode()
+    return JSONResponse({"stamp": hashlib.sha256(html.encode()).hexdigest()[:16], "html": html},
+                        headers={"cache-control": "no-store"})
 
 
 SYNC_REFRESH_S = 2   # while a sync runs, the home page reloads itself this often (no JavaScript)

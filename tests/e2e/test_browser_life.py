@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+import httpx
+
 from playwright.sync_api import expect
 
 from node.cases import valid_id_for_demo
@@ -106,12 +108,19 @@ def one_life(system, browser, n: int) -> None:  # noqa: F811
     county.click(f"text={receipt_no}")
     expect(county.locator("#supplement")).to_contain_text("已补交清晰件")
     shot(county, f"life{n}-5-county-review")
+    station.goto(v1["url"] + "/")                    # the agent leaves the start page open
     county.fill("textarea[name=note]", "同意救助")
     county.click("button[value=approve]")
     expect(county.locator(".ok")).to_contain_text("审批结果已保存")
 
+    # the background sync brings the result down; the open start page shows it without a reload
+    assert httpx.post(v1["url"] + "/api/v1/sync", headers={"authorization": f"Bearer {v1['token']}"},
+                      timeout=30).status_code == 200
+    expect(station.locator("#today #results")).to_contain_text(receipt_no, timeout=20000)
+    assert station.locator("#today").get_attribute("data-updated")
+    shot(station, f"life{n}-5b-today-updated")
+
     # hand-out to a proxy
-    station.click("text=立即同步")
     station.locator("#results").locator(f"text={receipt_no}").click()
     station.check("input[value=proxy]")
     station.fill("input[name=proxy_name]", "孙建国")
