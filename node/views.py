@@ -103,6 +103,18 @@ def _item_form(st: Station, code: str) -> tuple[dict[str, Any] | None, dict[str,
     return (item if item is not None and item in st.items() else None), st.department_names()
 
 
+async def guide(request: Request) -> Response:
+    """办事指南: what to bring (original or copy, how many), who decides, how long, the fee; printable,
+    for the citizen to take home or for the agent to read out on the phone before the first trip."""
+    agent(request)
+    st = station(request)
+    item, departments = await run_in_threadpool(_item_form, st, request.path_params["code"])
+    if item is None:
+        raise HTTPException(404, N_("This service item is not in the station's catalogue."))
+    version = await run_in_threadpool(lambda: st.store.catalog()["version"])
+    return render(request, "node/guide.html", st=st, item=item, departments=departments, version=version)
+
+
 async def apply_form(request: Request) -> Response:
     agent(request)
     st = station(request)

@@ -64,3 +64,21 @@ def test_find_a_service_by_name_keyword_or_pinyin_initials(system, http):
     assert len(everything) == len([i for i in CATALOG["items"] if "village" in i["levels"]])
     page, _ = log_in(http, v1["url"], "agent")
     assert "最低生活保障申请" in page.get("/search", params={"q": "dbsq"}).text
+
+
+def test_the_service_guide_says_what_to_bring_who_decides_how_long_and_the_fee(system, http):
+    v1 = system.stations["V1"]
+    sync(http(v1["url"], v1["token"]))
+    page, home = log_in(http, v1["url"], "agent")
+    assert 'href="/guide/MZ-001"' in home.text
+    guide = page.get("/guide/MZ-001")
+    item = next(i for i in CATALOG["items"] if i["code"] == "MZ-001")
+    assert guide.status_code == 200 and "办事指南" in guide.text and "县民政局" in guide.text
+    assert "材料齐全受理之日起30个工作日" in guide.text and "不收费" in guide.text
+    table = guide.text.split('id="guide-materials"')[1].split("</table>")[0]
+    for m in item["materials"]:
+        assert m["name"] in table
+    assert table.count("原件") == sum(m["form"] == "original" for m in item["materials"]) + 1    # + the header
+    assert "data-print" in guide.text
+    assert page.get("/guide/NOPE-1").status_code == 404
+    assert page.get("/guide/ZJ-001").status_code == 200
