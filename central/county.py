@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from central import permissions, projections
+from central.reports import Reports
 from central.cases import DECISIONS, SCAN_KEYS, SIGNED_COLUMNS, Cases, record_mismatches, signed_columns  # noqa: F401
 from central.catalogue import Catalogue
 from central.errors import CountyError, N_  # noqa: F401 - re-exported: views and the CLI import them from here
@@ -81,7 +82,7 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-class County(Cases, Catalogue, Stations):
+class County(Cases, Catalogue, Stations, Reports):
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store or Store(settings.db_path)

@@ -14,7 +14,8 @@ import json
 from typing import TYPE_CHECKING, Any, Callable
 
 from crypto import canonical
-from sync import facts, log, rules, workdays
+from central import reports as county_reports
+from sync import facts, log, reports, rules, workdays
 from sync.facts import N_, RuleError, Status
 from sync.log import Event
 
@@ -141,9 +142,10 @@ def decide_case(county: County, db: Any, case: dict[str, Any], b: dict[str, Any]
 UP: dict[str, Projection] = {
     facts.ACCEPTED: application, facts.CORRECTION_NOTICE: application, facts.REFUSED: application,
     facts.HAND_OUT: handed_out, facts.STATION_KEYS_ROTATED: station_keys_rotated,
-    facts.SUPPLEMENTED: supplemented, facts.RECEIPTS_VOIDED: receipts_voided,
+    facts.SUPPLEMENTED: supplemented, facts.RECEIPTS_VOIDED: receipts_voided, reports.FILED: county_reports.filed,
 }
 DOWN: dict[str, Projection] = {
+    reports.TAKEN: county_reports.taken, reports.ANSWERED: county_reports.answered,
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
     facts.CALENDAR_PUBLISHED: calendar_published,
 }

@@ -51,6 +51,11 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS voided_receipts (
         station TEXT NOT NULL, day TEXT NOT NULL, first_no INTEGER NOT NULL, last_no INTEGER NOT NULL,
         reason TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (station, day, first_no))""",
+    # 办不成事 reports from stations (sync/reports.py): who took each (首问负责) and the answer.
+    """CREATE TABLE IF NOT EXISTS reports (
+        id TEXT PRIMARY KEY, station TEXT NOT NULL, seq BIGINT NOT NULL, receipt_no TEXT NOT NULL,
+        status TEXT NOT NULL, body TEXT NOT NULL, filed_at TEXT NOT NULL, received_at TEXT NOT NULL,
+        taken_by TEXT, taken_department TEXT, taken_at TEXT, answer TEXT, answered_by TEXT, answered_at TEXT)""",
     """CREATE INDEX IF NOT EXISTS scans_by_hash ON scans (station, sha256)""",
     """CREATE INDEX IF NOT EXISTS cases_queue ON cases (department, status)""",
     """CREATE INDEX IF NOT EXISTS cases_station ON cases (station, status)""",
@@ -259,6 +264,30 @@ class Store:
         cols = ("station", "day", "first_no", "last_no", "reason", "at")
         return [dict(zip(cols, r)) for r in self._all(f"SELECT {', '.join(cols)} FROM voided_receipts"
                                                       " ORDER BY day DESC, station")]
+
+    # 办不成事 reports ----------------------------------------------------------
+    REPORT_COLS = ("id", "station", "seq", "receipt_no", "status", "body", "filed_at", "received_at", "taken_by",
+                   "taken_department", "taken_at", "answer", "answered_by", "answered_at")
+
+    def insert_report(self, db: Any, row: dict[str, Any]) -> None:
+        cols = [c for c in self.REPORT_COLS if c in row]
+        db.execute(f"INSERT INTO reports ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                   tuple(row[c] for c in cols))
+
+    def update_report(self, db: Any, report_id: str, **values: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in values)
+        db.execute(f"UPDATE reports SET {sets} WHERE id = ?", (*values.values(), report_id))
+
+    def report(self, report_id: str, db: Any | None = None) -> dict[str, Any] | None:
+        sql = f"SELECT {', '.join(self.REPORT_COLS)} FROM reports WHERE id = ?"
+        rows = db.execute(sql, (report_id,)).fetchall() if db is not None else self._all(sql, (report_id,))
+        return dict(zip(self.REPORT_COLS, rows[0])) if rows else None
+
+    def reports(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Open reports first (oldest first), then answered ones, newest first."""
+        rows = self._all(f"SELECT {', '.join(self.REPORT_COLS)} FROM reports ORDER BY status = 'answered',"
+                         f" CASE WHEN status = 'answered' THEN '' ELSE filed_at END, filed_at DESC LIMIT ?", (limit,))
+        return [dict(zip(self.REPORT_COLS, r)) for r in rows]
 
     # cases -------------------------------------------------------------------
     def insert_case(self, db: Any, row: dict[str, Any]) -> None:

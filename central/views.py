@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from central import calendar, permissions
+from central import reports as county_reports
 from central.county import County, CountyError
 from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
@@ -488,3 +489,51 @@ async def api_calendar(request: Request) -> Response:
     except calendar.ScheduleRefused as exc:
         return api_error(exc.status, exc.code, str(exc), exc.details)
     return JSONResponse(await run_in_threadpool(calendar.effective, c, year))
+
+
+# 办不成事 reports ---------------------------------------------------------------------------------
+
+async def reports_page(request: Request, status: int = 200, error: str | None = None) -> Response:
+    """Every staff member sees the stations' reports, open ones first; whoever takes one answers for it."""
+    clerk(request)
+    c = county(request)
+    rows = await run_in_threadpool(lambda: [county_reports.as_json(r) for r in c.store.reports()])
+    stations = {s["code"]: s["name"] for s in await run_in_threadpool(c.store.stations)}
+    return render(request, "central/reports.html", status, reports=rows, stations=stations, error=error)
+
+
+async def report_action(request: Request) -> Response:
+    """``POST /reports/{id}/take`` and ``/answer`` from the page."""
+    user = clerk(request)
+    form = await form_of(request)
+    c = county(request)
+    try:
+        if request.path_params["action"] == "take":
+            await run_in_threadpool(c.take_report, request.path_params["id"], user)
+        else:
+            await run_in_threadpool(c.answer_report, request.path_params["id"], str(form.get("answer", "")), user)
+    except CountyError as exc:
+        return await reports_page(request, exc.status, exc.text(gettext_for(locale_of(request))))
+    return RedirectResponse("/reports", 303)
+
+
+async def api_reports(request: Request) -> Response:
+    await api_user(request)
+    c = county(request)
+    rows = await run_in_threadpool(lambda: [county_reports.as_json(r) for r in c.store.reports()])
+    return JSONResponse({"reports": rows})
+
+
+async def api_report_action(request: Request) -> Response:
+    """``POST /api/v1/reports/{id}/take`` and ``POST /api/v1/reports/{id}/answer`` ``{"answer"}``."""
+    user = await api_user(request)
+    body = await json_object(request) if request.path_params["action"] == "answer" else {}
+    c = county(request)
+    try:
+        if request.path_params["action"] == "take":
+            r = await run_in_threadpool(c.take_report, request.path_params["id"], user)
+        else:
+            r = await run_in_threadpool(c.answer_report, request.path_params["id"], str(body.get("answer", "")), user)
+    except CountyError as exc:
+        return api_error(exc.status, exc.code, exc.text(gettext_for(locale_of(request))))
+    return JSONResponse(county_reports.as_json(r))

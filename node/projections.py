@@ -13,8 +13,9 @@ import json
 import sqlite3
 from typing import Any, Callable
 
+from node import reports as node_reports
 from node.store import Store
-from sync import facts, recovery, rules, workdays
+from sync import facts, recovery, reports, rules, workdays
 from sync.facts import Status
 from sync.log import Event
 
@@ -100,9 +101,10 @@ def county_keys_rotated(store: Store, db: sqlite3.Connection, ev: Event) -> None
 UP: dict[str, Projection] = {
     facts.ACCEPTED: application_taken, facts.CORRECTION_NOTICE: application_taken,
     facts.REFUSED: application_taken, facts.HAND_OUT: handed_out, facts.STATION_KEYS_ROTATED: keys_announced,
-    facts.SUPPLEMENTED: supplemented, facts.RECEIPTS_VOIDED: receipts_voided,
+    facts.SUPPLEMENTED: supplemented, facts.RECEIPTS_VOIDED: receipts_voided, reports.FILED: node_reports.filed,
 }
 DOWN: dict[str, Projection] = {
+    reports.TAKEN: node_reports.taken, reports.ANSWERED: node_reports.answered,
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
     facts.COUNTY_KEYS_ROTATED: county_keys_rotated,
     facts.CALENDAR_PUBLISHED: calendar_published,

@@ -46,6 +46,10 @@ TABLES = {
                "sealed_size": int, "sent": int, "done": int, "created_at": str,
                "seq": int},            # the event that lists it (a supplement's); NULL: the application's
               ("app_id", "sha256")),
+    # 办不成事 reports filed here (sync/reports.py), with who at the county took each and the answer.
+    "reports": ({"id": str, "seq": int, "receipt_no": str, "status": str, "citizen_name": str, "body": str,
+                 "agent": str, "created_at": str, "taken_by": str, "taken_department": str, "taken_at": str,
+                 "answer": str, "answered_by": str, "answered_at": str}, "id"),
     # Receipt numbers: one counter per day, raised in the transaction that records the document.
     "receipt_numbers": ({"day": str, "last": int}, "day"),
 }
@@ -193,6 +197,10 @@ class Store:
         sets = ", ".join(f"{k} = ?" for k in values)
         cur = db.execute(f"UPDATE applications SET {sets} WHERE id = ?", (*values.values(), app_id))
         return cur.rowcount == 1
+
+    def update_report(self, db: sqlite3.Connection, report_id: str, **values: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in values)
+        db.execute(f"UPDATE reports SET {sets} WHERE id = ?", (*values.values(), report_id))
 
     def application(self, app_id: str) -> dict[str, Any] | None:
         with self.lock:

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from node import cases, idem, scans, search
+from node import cases, idem, reports, scans, search
 from node.station import Station
 from sync.errors import Retryable, SyncError
 from sync.rules import Status
@@ -65,7 +65,8 @@ def _today(st: Station) -> dict[str, Any]:
         if life["days_left"] is not None and life["days_left"] <= DUE_WITHIN:
             due.append((app, life))
     due.sort(key=lambda pair: pair[1]["days_left"])
-    return {"results": having(Status.RESULTS), "waiting": having(Status.WAITING), "due": due}
+    return {"results": having(Status.RESULTS), "waiting": having(Status.WAITING), "due": due,
+            "open_reports": reports.open_reports(st.store)}
 
 
 async def today(request: Request) -> Response:
@@ -516,3 +517,61 @@ async def api_applications(request: Request) -> Response:
     def found() -> list[dict[str, Any]]:
         return [app_json(st, st.store.application(a["id"]) or {}) for a in search.applications(st.store, q)]
     return JSONResponse({"q": q, "applications": await run_in_threadpool(found)})
+
+
+# 办不成事 reports ---------------------------------------------------------------------------------
+
+async def report_form(request: Request) -> Response:
+    agent(request)
+    st = station(request)
+    items = await run_in_threadpool(st.items)
+    return render(request, "node/report_form.html", st=st, items=items, form={}, errors={})
+
+
+async def report_submit(request: Request) -> Response:
+    user = agent(request)
+    form = dict(await form_of(request))
+    st = station(request)
+    try:
+        r = await run_in_threadpool(reports.file, st, form, user["name"])
+    except cases.IntakeError as exc:
+        items = await run_in_threadpool(st.items)
+        return render(request, "node/report_form.html", 422, st=st, items=items, form=form, errors=exc.errors)
+    return RedirectResponse(f"/reports/{r['id']}", 303)
+
+
+async def report_page(request: Request) -> Response:
+    agent(request)
+    st = station(request)
+    r = await run_in_threadpool(reports.report, st.store, request.path_params["id"])
+    if r is None:
+        raise HTTPException(404, N_("No such report at this station."))
+    return render(request, "node/report.html", st=st, r=r, items={i["code"]: i for i in st.store.catalog()["items"]})
+
+
+async def api_report_create(request: Request) -> Response:
+    """``POST /api/v1/reports``: a 办不成事 report (``name``, ``phone``, ``id_number``, ``tried``, ``where``,
+    ``item_code``, ``contact``) → 201 with its receipt number."""
+    user = await api_user(request)
+    payload = await json_object(request)
+    st = station(request)
+    form = {k: payload.get(k, "") for k in ("name", "phone", "id_number", *reports.FIELDS)}
+    if not all(isinstance(v, str) for v in form.values()):
+        return api_error(422, "invalid", "every field of a report is a string")
+    try:
+        r = await run_in_threadpool(reports.file, st, form, user["name"])
+    except cases.IntakeError as exc:
+        _ = gettext_for(locale_of(request))
+        details = {k: _(v) for k, v in exc.errors.items()}
+        return api_error(422, "invalid", " ".join(details.values()), details)
+    return JSONResponse(reports.as_json(r), 201)
+
+
+async def api_report(request: Request) -> Response:
+    """``GET /api/v1/reports/{id}``: the report, who at the county took it (``owner``) and the ``answer``."""
+    await api_user(request)
+    st = station(request)
+    r = await run_in_threadpool(reports.report, st.store, request.path_params["id"])
+    if r is None:
+        return api_error(404, "not_found", "No such report at this station.")
+    return JSONResponse(reports.as_json(r))

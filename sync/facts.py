@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from sync import rules
+from sync import reports, rules
 from sync.rules import (  # noqa: F401 - the shared vocabulary, re-exported: import it from here
     ACCEPTED, APPLICATION_KINDS, CASE_DECIDED, CATALOG_PUBLISHED, CORRECTION_NOTICE, COUNTY_KEYS_ROTATED,
     DECISIONS, HAND_OUT, NEW, RECEIPTS_VOIDED, REFUSED, STATION_KEYS_ROTATED, SUPPLEMENTED, TRANSITIONS, N_, RuleError, Status,
@@ -105,6 +105,17 @@ def _check_voided(body: Any, ctx: Context) -> None:
     rules.check_voided(body, ctx.author)
 
 
+def _check_report(body: Any, ctx: Context) -> str:
+    return reports.check_filed(body, author=ctx.author,
+                               items=list(ctx.catalog.get("items", [])) if ctx.catalog is not None else None)
+
+
+def _check_report_down(kind: str) -> Callable[[Any, Context], Any]:
+    def check(body: Any, ctx: Context) -> str:
+        return reports.check_county(kind, body)
+    return check
+
+
 def case_item(application_body: Any) -> dict[str, Any] | None:
     """The item of a case as its signed application lists it: what a correction or a supplement
     may name, the same at both ends whatever the catalogue has become since."""
@@ -145,6 +156,11 @@ SPECS: dict[str, FactSpec] = {s.kind: s for s in (
     FactSpec(SUPPLEMENTED, STATION, ("id", "by", "at", "materials", "note"), ("scans",), _check_supplement),
     FactSpec(STATION_KEYS_ROTATED, STATION, ("sign", "enc"), (), _check_keys),
     FactSpec(RECEIPTS_VOIDED, STATION, ("day", "first", "last", "reason", "at"), (), _check_voided),
+    FactSpec(reports.FILED, STATION, ("id", "receipt_no", "station", "agent", "at", "citizen", "tried", "where",
+                                       "item_code", "contact"), (), _check_report),
+    FactSpec(reports.TAKEN, COUNTY, ("id", "by", "department", "at"), (), _check_report_down(reports.TAKEN)),
+    FactSpec(reports.ANSWERED, COUNTY, ("id", "by", "department", "at", "answer"), (),
+             _check_report_down(reports.ANSWERED)),
     FactSpec(CATALOG_PUBLISHED, COUNTY, ("catalog",)),
     FactSpec(CASE_DECIDED, COUNTY, ("id", "decision", "note", "by", "department", "at"), ("materials",),
              _check_decision),
