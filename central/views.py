@@ -286,7 +286,8 @@ async def queue(request: Request) -> Response:
     if offset and offset >= total:
         raise HTTPException(404, N_("This list has no such page."))
     page_link = {"status": status, **({"department": dept} if permissions.is_supervisor(user) and dept else {})}
-    return render(request, "central/queue.html", cases=cases, status=status, department=dept,
+    lives = await run_in_threadpool(lambda: {case["id"]: c.life(case) for case in cases})
+    return render(request, "central/queue.html", cases=cases, lives=lives, status=status, department=dept,
                   departments=await run_in_threadpool(departments, c), flash=q.get("m"), total=total,
                   first=offset + 1, last=offset + len(cases),
                   prev_url=("/?" + urlencode({**page_link, "offset": max(0, offset - QUEUE_PAGE)})) if offset else None,

@@ -47,8 +47,9 @@ def accounts(request: Request) -> Any:
 
 def _home_context(st: Station) -> dict[str, Any]:
     """Everything the home page shows, read from the store (in a worker thread, never on the loop)."""
-    return {"sync": st.sync_state(), **_today(st),
-            "recent": st.store.applications(limit=20), "items": st.items()}
+    recent = st.store.applications(limit=20)
+    return {"sync": st.sync_state(), **_today(st), "recent": recent, "lives": {a["id"]: st.life(a) for a in recent},
+            "items": st.items()}
 
 
 DUE_WITHIN = 3      # working days: a case this close to its promised date is listed on the start page
