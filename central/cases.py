@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
-from central import permissions, projections
+from central import documents, permissions, projections
 from central.errors import CountyError, N_
 from sync import facts, log, rules
 from sync.errors import BadEvent
@@ -111,14 +111,19 @@ class Cases:
         st = self.store.station(ev.author)
         return facts.Context(author=ev.author, level=st["level"] if st else None, catalog=catalog)
 
-    def decide(self, case_id: str, decision: str, note: str, user: dict[str, Any]) -> dict[str, Any]:
+    def decide(self, case_id: str, decision: str, note: str, user: dict[str, Any], *, reason: str = "",
+               basis: str = "", attachments: Sequence[tuple[str, bytes]] = ()) -> dict[str, Any]:
+        """Record a decision. A rejection needs ``reason`` and ``basis`` (the appeal block is copied
+        from the catalogue); an approval may carry result documents (``attachments``: (name, bytes)),
+        checked and sealed to the station before the decision is recorded (central/documents.py)."""
         if decision not in DECISIONS:
             raise CountyError(422, "bad_decision", N_("Choose approve, reject or correction."))
         note = note.strip()
-        if decision != "approve" and not note:
+        if decision == "correction" and not note:
             raise CountyError(422, "note_required", N_("A rejection or a correction request needs a note for the citizen."))
         if len(note) > 2000:
             raise CountyError(422, "note_too_long", N_("The note is too long."))
+        written = documents.written(self, case_id, decision, reason, basis, attachments, user)
         with self.store.transaction() as db:
             case = self.store.case(case_id, db)
             if case is None:
@@ -129,7 +134,7 @@ class Cases:
                 raise CountyError(409, "not_open", N_("This case has already been decided."))
             self.record(db, case["station"], facts.Fact(facts.CASE_DECIDED, facts.SPECS[facts.CASE_DECIDED].to_body(
                 id=case_id, decision=decision, note=note, by=user["name"], department=case["department"],
-                at=log.utcnow())))
+                at=log.utcnow(), **written)))
             return self.store.case(case_id, db) or {}
 
     def signed_application(self, case: dict[str, Any]) -> tuple[dict[str, Any], str]:

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import permissions
+from central import docviews, permissions
 from central.county import County, CountyError
 from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
@@ -344,8 +344,9 @@ async def decide_page(request: Request) -> Response:
     form = await form_of(request)
     c = county(request)
     try:
-        await run_in_threadpool(c.decide, request.path_params["id"], str(form.get("decision", "")),
-                                str(form.get("note", "")), user)
+        await run_in_threadpool(lambda written: c.decide(request.path_params["id"], str(form.get("decision", "")),
+                                                         str(form.get("note", "")), user, **written),
+                                await docviews.form_fields(form))
     except CountyError as exc:
         case = await run_in_threadpool(readable_case, c, user, request.path_params["id"])
         return await render_case(request, c, case, exc.status, gettext_for(locale_of(request))(str(exc)))
@@ -444,8 +445,9 @@ async def api_decide(request: Request) -> Response:
     body = await json_object(request)
     c = county(request)
     try:
-        case = await run_in_threadpool(c.decide, request.path_params["id"], str(body.get("decision", "")),
-                                       str(body.get("note", "")), user)
+        case = await run_in_threadpool(lambda: c.decide(request.path_params["id"], str(body.get("decision", "")),
+                                                        str(body.get("note", "")), user,
+                                                        **docviews.written_fields(body)))
     except CountyError as exc:
         return api_error(exc.status, exc.code, str(exc))
     return JSONResponse(await run_in_threadpool(case_json, c, case))

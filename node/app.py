@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node import idem, views
+from node import docviews, idem, views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
@@ -28,6 +28,8 @@ ROUTES = [
     Route("/apply/{code}", views.apply_submit, methods=["POST"]),
     Route("/applications/{id}", views.application_page), Route("/applications/{id}/document", views.document),
     Route("/applications/{id}/handout", views.hand_out, methods=["POST"]),
+    Route("/applications/{id}/decision-document", docviews.decision_document),
+    Route("/applications/{id}/attachments/{sha}", docviews.attachment),
     Route("/sync", views.sync_now, methods=["POST"]),
     Route("/api/v1/catalog", views.api_catalog), Route("/api/v1/status", views.api_status),
     Route("/api/v1/applications", views.api_create, methods=["POST"]),

@@ -47,6 +47,7 @@ def catalog_published(store: Store, db: sqlite3.Connection, ev: Event) -> None:
 
 def case_decided(store: Store, db: sqlite3.Connection, ev: Event) -> None:
     b = ev.body
+    facts.SPECS[facts.CASE_DECIDED].validate(b)     # the same check the county ran (reason, basis, documents)
     status = facts.DECISIONS[b["decision"]]
     held = db.execute("SELECT status FROM applications WHERE id = ?", (b["id"],)).fetchone()
     if held and held[0] == Status.HANDED_OUT:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import httpx
 
 from crypto.keys import Identity, PublicKeys, private_dir
-from node import cases, projections
+from node import cases, documents, projections
 from node.store import Store
 from crypto import envelope
 from crypto.errors import CryptoError
@@ -369,6 +369,7 @@ class Station:
             self._refresh_county()          # a county.keys_rotated just stored: seal to its new key
             try:
                 result.scans = self.upload_scans(http)
+                documents.fetch_pending(self, http)      # the decisions' result documents, resumably
             except (SyncError, CryptoError) as exc:
                 with self.store.transaction() as db:
                     log.set_status(db, "last_error", f"scans: {exc}"[:500])

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from node import cases, idem, scans
+from node import cases, documents, idem, scans
 from node.station import Station
 from sync.errors import Retryable, SyncError
 from sync.rules import Status
@@ -142,7 +142,8 @@ async def application_of(request: Request) -> tuple[Station, dict[str, Any]]:
 async def application_page(request: Request) -> Response:
     st, app = await application_of(request)
     key = await run_in_threadpool(st.decision_key, app["id"]) if app["decision"] else None
-    return render(request, "node/application.html", st=st, app=app, decision_key=key)
+    docs = await run_in_threadpool(documents.listing, st, app)
+    return render(request, "node/application.html", st=st, app=app, decision_key=key, documents=docs)
 
 
 def _document_parts(st: Station, app: dict[str, Any]) -> tuple[str, dict[str, dict[str, str]]]:
@@ -152,7 +153,8 @@ def _document_parts(st: Station, app: dict[str, Any]) -> tuple[str, dict[str, di
 async def document(request: Request) -> Response:
     st, app = await application_of(request)
     qr, departments = await run_in_threadpool(_document_parts, st, app)
-    return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr, departments=departments)
+    return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr, departments=departments,
+                  appeal=await run_in_threadpool(lambda: st.store.catalog().get("appeal")))
 
 
 async def hand_out(request: Request) -> Response:
@@ -216,8 +218,7 @@ def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:
             "item_name": app["item_name"], "applicant_name": app["applicant_name"], "created_at": app["created_at"],
             "promised_date": app["promised_date"] or None, "missing": body.get("missing", []),
             "county_received_at": app["county_received_at"],
-            "decision": ({"decision": app["decision"], "note": app["decision_note"], "by": app["decided_by"],
-                          "at": app["decided_at"], "county_key": st.decision_key(app["id"])} if app["decision"] else None),
+            "decision": documents.decision_json(st, app), "documents": documents.listing(st, app),
             "handed_out_at": app["handed_out_at"],
             "scans": [{"sha256": x["sha256"], "material": x["material"], "name": x["name"], "size": x["size"],
                        "uploaded": bool(x["done"])} for x in st.store.scans_of(app["id"])]}

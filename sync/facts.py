@@ -85,6 +85,11 @@ def _check_keys(body: Any, ctx: Context) -> Any:
         raise RuleError(N_("The keys a station announced are not two valid public keys.")) from None
 
 
+def _check_decided(body: Any, ctx: Context) -> Any:
+    from sync import docs        # the written decision's fields (reason, basis, appeal, attachments)
+    return docs.check_decided(body, tuple(DECISIONS))
+
+
 _APPLICATION_FIELDS = ("id", "receipt_no", "station", "agent", "item_code", "item_name", "department",
                        "catalog_version", "applicant", "fields", "materials", "missing", "reason", "at")
 
@@ -96,7 +101,8 @@ SPECS: dict[str, FactSpec] = {s.kind: s for s in (
     FactSpec(HANDED_OUT, STATION, ("id", "by", "at", "identity_checked"), (), _check_hand_out),
     FactSpec(STATION_KEYS_ROTATED, STATION, ("sign", "enc"), (), _check_keys),
     FactSpec(CATALOG_PUBLISHED, COUNTY, ("catalog",)),
-    FactSpec(CASE_DECIDED, COUNTY, ("id", "decision", "note", "by", "department", "at")),
+    FactSpec(CASE_DECIDED, COUNTY, ("id", "decision", "note", "by", "department", "at"),
+             ("reason", "basis", "appeal", "attachments"), _check_decided),
     FactSpec(COUNTY_KEYS_ROTATED, COUNTY, ("sign", "enc")),
 )}
 
