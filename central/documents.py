@@ -181,3 +181,18 @@ def written(county: County, case_id: str, decision: str, reason: str, basis: str
     if attachments:
         raise CountyError(422, "bad_attachment", N_("Only an approval carries result documents."))
     return {}
+
+
+def decision_body(county: County, case: dict[str, Any]) -> dict[str, Any] | None:
+    """The body of the case's latest decision as the county signed it (its written fields), or None."""
+    import json
+
+    from sync import log
+    if not case.get("decision"):
+        return None
+    with county.store.lock:
+        row = county.store.conn.execute(
+            "SELECT body FROM _sync_events WHERE stream = ? AND kind = 'case.decided'"
+            " AND json_extract(body, '$.id') = ? ORDER BY seq DESC LIMIT 1",
+            (log.down(case["station"]), case["id"])).fetchone()
+    return json.loads(row[0]) if row else None

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import docviews, permissions
+from central import documents, docviews, permissions
 from central.county import County, CountyError
 from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
@@ -308,7 +308,7 @@ def _case_context(c: County, case: dict[str, Any]) -> dict[str, Any]:
         logger.error("case %s: the stored record differs from what station %s signed in: %s", case["id"],
                      case["station"], ", ".join(m["field"] for m in view["mismatches"]))
     return {**view, "departments": departments(c), "station": c.store.station(case["station"]),
-            "item": catalog_item(c, view["case"]["item_code"])}
+            "item": catalog_item(c, view["case"]["item_code"]), "written": documents.decision_body(c, case)}
 
 
 async def render_case(request: Request, c: County, case: dict[str, Any], status: int = 200,

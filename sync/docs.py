@@ -188,12 +188,13 @@ def download(http: httpx.Client, url: str, *, me: Identity, held: Sequence[Ident
                     raise Retryable(f"county answered {resp.status_code}")
                 if resp.status_code != 206 or resp.headers.get("content-range", "") != f"bytes {offset}-{total - 1}/{total}":
                     resp.read()
-                    code = "rejected"
+                    code = "bad_document" if resp.status_code == 206 else "rejected"
                     try:
-                        code = str(resp.json().get("error") or code)
+                        code = str(resp.json().get("error") or code) if resp.status_code != 206 else code
                     except (ValueError, AttributeError):
                         pass
-                    err = DocRefused(f"county refused the document ({resp.status_code}): {code}")
+                    err = DocRefused(f"county refused the document ({resp.status_code}): {code}" if code != "bad_document"
+                                     else "the county's answer does not have the length the decision lists")
                     err.code = code
                     raise err
                 with open(part, "ab") as f:

@@ -94,6 +94,9 @@ def test_a_rejection_prints_its_reason_basis_and_rights_of_appeal(system, statio
     assert ("如不服本决定，可自收到本决定书之日起60日内向示范县人民政府申请行政复议，"
             "或者在6个月内向示范县人民法院提起行政诉讼。") in text
     assert "决定机关：县人力资源和社会保障局" in text
+    county_page, _ = conftest.log_in(http, system.central_url, app["department"])
+    case = county_page.get(f"/cases/{app['id']}").text                   # the clerk sees what was sent
+    assert 'id="decision-written"' in case and "《社会保险法》第二十条" in case and "示范县人民法院" in case
 
 
 def test_the_station_refusal_names_the_review_body_or_says_it_cannot(system, station, http):
@@ -172,7 +175,12 @@ def test_a_forged_or_foreign_result_document_is_refused_and_stays_still_coming(s
     assert second["complete"] and page.get(second["url"]).status_code == 200        # the other one came
     big.write_bytes(small.read_bytes())                              # a real sealed document, but another one
     station.sync()
-    assert not documents.received(station, doc["sha256"])
+    assert not documents.received(station, doc["sha256"]) and "bad_document" in documents.errors(station)[doc["sha256"]]
+    from crypto import envelope
+    foreign = envelope.seal_blob(os.urandom(len(PDF)), recipient=station.me.public, digest=doc["sha256"])
+    big.write_bytes(foreign)                                         # the right length, sealed to us, wrong bytes
+    station.sync()
+    assert not documents.received(station, doc["sha256"]) and "bad_document" in documents.errors(station)[doc["sha256"]]
     big.write_bytes(original)                                        # the county's file repaired: it comes
     station.sync()
     assert page.get(doc["url"]).content == PDF and documents.errors(station) == {}
