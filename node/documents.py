@@ -161,3 +161,15 @@ def decision_json(st: Station, app: dict[str, Any]) -> dict[str, Any] | None:
             "basis": body.get("basis"), "appeal": body.get("appeal"), "by": app["decided_by"], "at": app["decided_at"],
             "county_key": st.decision_key(app["id"]),
             "attachments": [{**a, "complete": received(st, a["sha256"])} for a in body.get("attachments") or []]}
+
+
+def waiting(st: Station) -> list[dict[str, Any]]:
+    """The result documents still coming, for the sync panel and ``/api/v1/status``: ``app_id``,
+    ``receipt_no``, ``name``, ``sha256``, ``size`` and ``error`` (the last refusal, or "")."""
+    errs = errors(st)
+    out = []
+    for a in pending(st):
+        app = st.store.application(a["app_id"]) or {}
+        out.append({"app_id": a["app_id"], "receipt_no": app.get("receipt_no", ""), "name": a["name"],
+                    "sha256": a["sha256"], "size": a["size"], "error": errs.get(a["sha256"], "")})
+    return out

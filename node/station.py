@@ -438,6 +438,7 @@ class Station:
     def sync_state(self) -> dict[str, Any]:
         state = self.store.sync_state(log.up(self.code), log.down(self.code))
         state.update(self.store.recovery_state(log.up(self.code)))
+        state["docs_waiting"] = documents.waiting(self)
         return state
 
     def sync_loop(self) -> client.SyncLoop:

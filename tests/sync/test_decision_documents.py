@@ -169,6 +169,9 @@ def test_a_forged_or_foreign_result_document_is_refused_and_stays_still_coming(s
     page, _ = conftest.log_in(http, system.stations["V1"]["url"], "agent")
     assert page.get(doc["url"]).status_code == 404
     assert "尚在从县里传送中" in page.get(f"/applications/{app['id']}").text
+    home = page.get("/").text                                        # the sync panel names it, with why
+    assert 'id="docs-waiting"' in home and "结果.pdf" in home and "bad_document" in home and "另一份.png" not in home
+    assert [d["name"] for d in station.sync_state()["docs_waiting"]] == ["结果.pdf"]
     errors = documents.errors(station)
     assert list(errors) == [doc["sha256"]] and "bad_document" in errors[doc["sha256"]]
     second = next(d for d in api_st.get(f"/api/v1/applications/{other['id']}").json()["documents"] if d["kind"] == "attachment")
@@ -205,7 +208,7 @@ def test_a_cut_download_resumes_where_it_stopped(system, station, http):
                 continue
         assert proxy.stats.cuts >= 2
         assert proxy.stats.bytes_down < 2 * len(big)                 # each cut cost only what was in flight
-    assert documents.pending(station) == []
+    assert documents.pending(station) == [] and station.sync_state()["docs_waiting"] == []
     page, _ = conftest.log_in(http, system.stations["V1"]["url"], "agent")
     got = http(system.stations["V1"]["url"], system.stations["V1"]["token"]).get(f"/api/v1/applications/{app['id']}").json()
     assert page.get(got["documents"][-1]["url"]).content == big
