@@ -173,3 +173,12 @@ def waiting(st: Station) -> list[dict[str, Any]]:
         out.append({"app_id": a["app_id"], "receipt_no": app.get("receipt_no", ""), "name": a["name"],
                     "sha256": a["sha256"], "size": a["size"], "error": errs.get(a["sha256"], "")})
     return out
+
+
+def catalog_appeal(st: Station) -> dict[str, Any] | None:
+    """The appeal block of the station's catalogue if it is a valid one; None for an older catalogue
+    without one (or a malformed one): the documents then print the generic wording and say so."""
+    try:
+        return docs.check_appeal(st.store.catalog().get("appeal"))
+    except docs.RuleError:
+        return None

@@ -154,7 +154,7 @@ async def document(request: Request) -> Response:
     st, app = await application_of(request)
     qr, departments = await run_in_threadpool(_document_parts, st, app)
     return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr, departments=departments,
-                  appeal=await run_in_threadpool(lambda: st.store.catalog().get("appeal")))
+                  appeal=await run_in_threadpool(documents.catalog_appeal, st))
 
 
 async def hand_out(request: Request) -> Response:

@@ -112,6 +112,12 @@ def test_the_station_refusal_names_the_review_body_or_says_it_cannot(system, sta
         station.store.set_meta(db, "catalog", __import__("json").dumps(catalog, ensure_ascii=False))
     text = page.get(f"/applications/{refused['id']}/document").text
     assert 'id="appeal-generic"' in text and "示范县人民政府" not in text and "60日" in text
+    with station.store.transaction() as db:             # a malformed block is not printed as if it were right
+        station.store.set_meta(db, "catalog", __import__("json").dumps(
+            {**catalog, "appeal": {"review_body": "示范县人民政府", "review_days": "六十", "court": "x"}},
+            ensure_ascii=False))
+    text = page.get(f"/applications/{refused['id']}/document").text
+    assert 'id="appeal-generic"' in text and "六十" not in text
 
 
 def test_a_rejection_without_its_basis_is_refused_and_nothing_is_decided(system, station, http):
@@ -276,5 +282,21 @@ def test_a_catalogue_without_the_appeal_block_is_not_published(tmp_path):
         assert county.publish_catalog(conftest.CATALOG) == 1
     finally:
         county.store.close()
-    conn = sqlite3.connect(settings.db_path)
-    conn.close()
+
+
+def test_the_catalog_command_refuses_a_catalogue_without_appeal_and_says_why(tmp_path, capsys):
+    import json
+    from deploy import cli
+    data = tmp_path / "county"
+    assert cli.main(["central", "init", "--data", str(data)]) == 0
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({k: v for k, v in conftest.CATALOG.items() if k != "appeal"}, ensure_ascii=False),
+                   encoding="utf-8")
+    assert cli.main(["central", "catalog", "publish", "--data", str(data), "--file", str(old)]) == 2
+    assert 'no "appeal" block' in capsys.readouterr().err
+    conn = sqlite3.connect(data / "central.db")
+    try:
+        assert conn.execute("SELECT count(*) FROM _sync_events").fetchone()[0] == 0     # nothing published
+    finally:
+        conn.close()
+    assert cli.main(["central", "catalog", "publish", "--data", str(data)]) == 0         # the demo one has it
