@@ -348,6 +348,7 @@ async def decide_page(request: Request) -> Response:
                                                          str(form.get("note", "")), user, **written),
                                 await docviews.form_fields(form))
     except CountyError as exc:
+        logger.info("decision on %s by %s refused: %s %s", request.path_params["id"], user["username"], exc.code, exc)
         case = await run_in_threadpool(readable_case, c, user, request.path_params["id"])
         return await render_case(request, c, case, exc.status, gettext_for(locale_of(request))(str(exc)))
     return RedirectResponse("/?m=decided", 303)
@@ -449,5 +450,6 @@ async def api_decide(request: Request) -> Response:
                                                         str(body.get("note", "")), user,
                                                         **docviews.written_fields(body)))
     except CountyError as exc:
+        logger.info("decision on %s by %s refused: %s %s", request.path_params["id"], user["username"], exc.code, exc)
         return api_error(exc.status, exc.code, str(exc))
     return JSONResponse(await run_in_threadpool(case_json, c, case))

@@ -120,12 +120,14 @@ def test_the_station_refusal_names_the_review_body_or_says_it_cannot(system, sta
     assert 'id="appeal-generic"' in text and "六十" not in text
 
 
-def test_a_rejection_without_its_basis_is_refused_and_nothing_is_decided(system, station, http):
+def test_a_rejection_without_its_basis_is_refused_and_nothing_is_decided(system, station, http, caplog):
+    caplog.set_level("INFO", logger="lastmile.central")
     app = taken(station)
     api = county_api(system, http, app)
     url = f"/api/v1/cases/{app['id']}/decision"
     r = api.post(url, json={"decision": "reject", "reason": "不符合条件"})
     assert r.status_code == 422 and r.json()["error"] == "basis_required" and r.json()["message"]
+    assert any("basis_required" in m for m in caplog.messages)        # refusals are logged
     r = api.post(url, json={"decision": "reject", "note": "材料不全"})                    # the old note-only shape
     assert r.status_code == 422 and r.json()["error"] == "reason_required"
     r = api.post(url, json={"decision": "approve", "attachments": [{"name": "x.exe", "data_base64": b64(b"MZ" * 50)}]})
