@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from central import views
+from central import docviews, views
 from central.county import County, Settings
 from crypto import envelope
 from sync import blobs
@@ -27,6 +27,7 @@ ROUTES = [
     Route("/sync/v1/exchange", views.sync_exchange, methods=["POST"]),
     Route("/sync/v1/blobs/{sha}", views.scan_head, methods=["HEAD"]),
     Route("/sync/v1/blobs/{sha}", views.scan_patch, methods=["PATCH"]),
+    Route("/sync/v1/docs/{sha}", docviews.doc_get),
     Route("/enroll/v2/county", views.enroll_county),
     Route("/enroll/v2", views.enroll, methods=["POST"]),
     *session_routes("login.html", views.authenticate, accounts=views.accounts),
@@ -49,6 +50,8 @@ BODY_LIMITS = [
     Rule("POST", "/sync/v1/exchange", envelope.MAX_ENVELOPE, code="envelope_too_large"),
     Rule("PATCH", "/sync/v1/blobs/[0-9a-f]{64}", upload_bound(blobs.MAX_SEALED)),
     Rule("POST", "/enroll/v2", 16 * KiB),
+    Rule("POST", "/cases/[^/]+/decision", 96 * MiB),              # result documents: 10 × 8 MiB
+    Rule("POST", "/api/v1/cases/[^/]+/decision", 112 * MiB),       # … as base64
 ]
 
 

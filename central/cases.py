@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
-from central import permissions, projections
+from central import documents, permissions, projections
 from central.errors import CountyError, N_
 from sync import facts, log, rules
 from sync.errors import BadEvent
@@ -123,22 +123,25 @@ class Cases:
         return ev.body if ev is not None and isinstance(ev.body, dict) else {}
 
     def decide(self, case_id: str, decision: str, note: str, user: dict[str, Any],
-               materials: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+               materials: list[dict[str, Any]] | None = None, *, reason: str = "", basis: str = "",
+               attachments: Sequence[tuple[str, bytes]] = ()) -> dict[str, Any]:
         """Decide a case waiting for a decision. A correction request (退回补正) lists each material
         that is missing or defective, with the problem (``materials``: ``[{"code", "problem", "text"}]``),
-        and/or a note; the case then waits for the citizen and its time limit is suspended."""
+        and/or a note; the case then waits for the citizen and its time limit is suspended. A rejection
+        needs ``reason`` and ``basis`` (the appeal block is copied from the catalogue); an approval may
+        carry result documents (``attachments``: (name, bytes)), checked and sealed to the station
+        before the decision is recorded (central/documents.py)."""
         if decision not in DECISIONS:
             raise CountyError(422, "bad_decision", N_("Choose approve, reject or correction."))
         note = note.strip()
         if materials and decision != "correction":
             raise CountyError(422, "bad_materials", N_("Only a correction request lists materials to correct."))
-        if decision == "reject" and not note:
-            raise CountyError(422, "note_required", N_("A rejection or a correction request needs a note for the citizen."))
         if decision == "correction" and not note and not materials:
             raise CountyError(422, "note_required", N_(
                 "A correction request names the materials to correct, or says in the note what to bring."))
         if len(note) > 2000:
             raise CountyError(422, "note_too_long", N_("The note is too long."))
+        written = documents.written(self, case_id, decision, reason, basis, attachments, user)
         with self.store.transaction() as db:
             case = self.store.case(case_id, db)
             if case is None:
@@ -156,7 +159,7 @@ class Cases:
                     raise CountyError(422, "bad_materials", exc.message, exc.params) from exc
             self.record(db, case["station"], facts.Fact(facts.CASE_DECIDED, facts.SPECS[facts.CASE_DECIDED].to_body(
                 id=case_id, decision=decision, note=note, by=user["name"], department=case["department"],
-                at=log.utcnow(), **values)))
+                at=log.utcnow(), **written, **values)))
             return self.store.case(case_id, db) or {}
 
     def signed_application(self, case: dict[str, Any]) -> tuple[dict[str, Any], str]:

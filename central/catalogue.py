@@ -22,7 +22,10 @@ class Catalogue:
     _catalogs: dict[int, dict[str, Any]]
 
     def publish_catalog(self, catalog: dict[str, Any]) -> int:
-        """Store a new catalogue version and send it down to every active station."""
+        """Store a new catalogue version and send it down to every active station. Its ``appeal``
+        block (the review body and court a rejection names, PROTOCOL.md §4) is required."""
+        from central.documents import check_catalog_appeal
+        check_catalog_appeal(catalog)
         with self.store.transaction() as db:
             latest = self.store.latest_catalog(db)
             version = (latest[0] if latest else 0) + 1

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import calendar, permissions
+from central import calendar, documents, docviews, permissions
 from central import reports as county_reports
 from central.county import County, CountyError
 from crypto import envelope
@@ -310,7 +310,7 @@ def _case_context(c: County, case: dict[str, Any]) -> dict[str, Any]:
         logger.error("case %s: the stored record differs from what station %s signed in: %s", case["id"],
                      case["station"], ", ".join(m["field"] for m in view["mismatches"]))
     return {**view, "departments": departments(c), "station": c.store.station(case["station"]),
-            "item": catalog_item(c, view["case"]["item_code"])}
+            "item": catalog_item(c, view["case"]["item_code"]), "written": documents.decision_body(c, case)}
 
 
 async def render_case(request: Request, c: County, case: dict[str, Any], status: int = 200,
@@ -349,9 +349,11 @@ async def decide_page(request: Request) -> Response:
                  for key, value in form.multi_items() if key.startswith("fix_") and not key.startswith("fix_text_")
                  and value]
     try:
-        await run_in_threadpool(c.decide, request.path_params["id"], str(form.get("decision", "")),
-                                str(form.get("note", "")), user, materials)
+        await run_in_threadpool(lambda written: c.decide(request.path_params["id"], str(form.get("decision", "")),
+                                                         str(form.get("note", "")), user, materials, **written),
+                                await docviews.form_fields(form))
     except CountyError as exc:
+        logger.info("decision on %s by %s refused: %s %s", request.path_params["id"], user["username"], exc.code, exc)
         case = await run_in_threadpool(readable_case, c, user, request.path_params["id"])
         return await render_case(request, c, case, exc.status, exc.text(gettext_for(locale_of(request))))
     return RedirectResponse("/?m=decided", 303)
@@ -456,9 +458,11 @@ async def api_decide(request: Request) -> Response:
     if materials is not None and not isinstance(materials, list):
         return api_error(422, "bad_materials", "materials is a list of {code, problem, text}")
     try:
-        case = await run_in_threadpool(c.decide, request.path_params["id"], str(body.get("decision", "")),
-                                       str(body.get("note", "")), user, materials)
+        case = await run_in_threadpool(lambda: c.decide(request.path_params["id"], str(body.get("decision", "")),
+                                                        str(body.get("note", "")), user, materials,
+                                                        **docviews.written_fields(body)))
     except CountyError as exc:
+        logger.info("decision on %s by %s refused: %s %s", request.path_params["id"], user["username"], exc.code, exc)
         return api_error(exc.status, exc.code, exc.text(gettext_for(locale_of(request))))
     return JSONResponse(await run_in_threadpool(case_json, c, case))
 

@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node import idem, views
+from node import docviews, idem, views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
@@ -33,6 +33,8 @@ ROUTES = [
     Route("/applications/{id}/complete", views.apply_submit, methods=["POST"]),
     Route("/applications/{id}/supplement", views.supplement, methods=["POST"]),
     Route("/applications/{id}/correction-notice", views.correction_document),
+    Route("/applications/{id}/decision-document", docviews.decision_document),
+    Route("/applications/{id}/attachments/{sha}", docviews.attachment),
     Route("/sync", views.sync_now, methods=["POST"]),
     Route("/api/v1/catalog", views.api_catalog), Route("/api/v1/status", views.api_status),
     Route("/api/v1/applications", views.api_create, methods=["POST"]),

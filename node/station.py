@@ -17,7 +17,7 @@ from typing import Any, Callable
 import httpx
 
 from crypto.keys import Identity, PublicKeys, private_dir
-from node import cases, life, projections
+from node import cases, documents, life, projections
 from node.store import Store
 from crypto import envelope
 from crypto.errors import CryptoError
@@ -492,6 +492,7 @@ class Station:
             self._refresh_county()          # a county.keys_rotated just stored: seal to its new key
             try:
                 result.scans = self.upload_scans(http)
+                documents.fetch_pending(self, http)      # the decisions' result documents, resumably
             except (SyncError, CryptoError) as exc:
                 with self.store.transaction() as db:
                     log.set_status(db, "last_error", f"scans: {exc}"[:500])
@@ -560,6 +561,7 @@ class Station:
     def sync_state(self) -> dict[str, Any]:
         state = self.store.sync_state(log.up(self.code), log.down(self.code))
         state.update(self.store.recovery_state(log.up(self.code)))
+        state["docs_waiting"] = documents.waiting(self)
         return state
 
     def sync_loop(self) -> client.SyncLoop:

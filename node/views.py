@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from node import cases, idem, reports, scans, search
+from node import cases, documents, idem, reports, scans, search
 from node.station import Station
 from sync.errors import Retryable, SyncError
 from sync.rules import Status
@@ -208,8 +208,9 @@ async def application_page(request: Request, status: int = 200, errors: dict[str
     st, app = await application_of(request)
     key = await run_in_threadpool(st.decision_key, app["id"]) if app["decision"] else None
     life = await run_in_threadpool(st.life, app)
+    docs = await run_in_threadpool(documents.listing, st, app)
     return render(request, "node/application.html", status, st=st, app=app, decision_key=key, life=life,
-                  errors=errors or {}, form=form or {})
+                  errors=errors or {}, form=form or {}, documents=docs)
 
 
 def _document_parts(st: Station, app: dict[str, Any]) -> tuple[str, dict[str, dict[str, str]]]:
@@ -219,7 +220,8 @@ def _document_parts(st: Station, app: dict[str, Any]) -> tuple[str, dict[str, di
 async def document(request: Request) -> Response:
     st, app = await application_of(request)
     qr, departments = await run_in_threadpool(_document_parts, st, app)
-    return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr, departments=departments)
+    return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr, departments=departments,
+                  appeal=await run_in_threadpool(documents.catalog_appeal, st))
 
 
 async def hand_out(request: Request) -> Response:
@@ -331,8 +333,7 @@ def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:
             "promised_date": app["promised_date"] or None, "missing": body.get("missing", []),
             "promised_provisional": st.calendar().promised_provisional(app["created_at"], app["promised_date"]),
             "county_received_at": app["county_received_at"],
-            "decision": ({"decision": app["decision"], "note": app["decision_note"], "by": app["decided_by"],
-                          "at": app["decided_at"], "county_key": st.decision_key(app["id"])} if app["decision"] else None),
+            "decision": documents.decision_json(st, app), "documents": documents.listing(st, app),
             "handed_out_at": app["handed_out_at"],
             "scans": [{"sha256": x["sha256"], "material": x["material"], "name": x["name"], "size": x["size"],
                        "uploaded": bool(x["done"])} for x in st.store.scans_of(app["id"])],

@@ -84,13 +84,7 @@ def _check_supplement(body: Any, ctx: Context) -> str:
 def _check_decision(body: Any, ctx: Context) -> str:
     """A county decision: its fields, and for a correction request the materials it lists, which
     must be the case's own (checked where the case is known)."""
-    if not isinstance(body, dict):
-        raise RuleError(N_("%(fact)s is not an object."), fact=N_("a decision"))
-    for name in ("id", "decision", "note", "by", "department", "at"):
-        if not isinstance(body.get(name), str):
-            raise RuleError(N_("The decision lacks the field %(field)s."), field=name)
-    if body["decision"] not in DECISIONS:
-        raise RuleError(N_("Unknown decision %(decision)s."), decision=body["decision"])
+    _check_decided(body, ctx)          # the six fields, and a written decision's (sync/docs.py)
     if "materials" in body:
         if body["decision"] != "correction":
             raise RuleError(N_("Only a correction request lists materials to correct."))
@@ -144,6 +138,11 @@ def _check_keys(body: Any, ctx: Context) -> Any:
         raise RuleError(N_("The keys a station announced are not two valid public keys.")) from None
 
 
+def _check_decided(body: Any, ctx: Context) -> Any:
+    from sync import docs        # the written decision's fields (reason, basis, appeal, attachments)
+    return docs.check_decided(body, tuple(DECISIONS))
+
+
 _APPLICATION_FIELDS = ("id", "receipt_no", "station", "agent", "item_code", "item_name", "department",
                        "catalog_version", "applicant", "fields", "materials", "missing", "reason", "at")
 
@@ -162,8 +161,8 @@ SPECS: dict[str, FactSpec] = {s.kind: s for s in (
     FactSpec(reports.ANSWERED, COUNTY, ("id", "by", "department", "at", "answer"), (),
              _check_report_down(reports.ANSWERED)),
     FactSpec(CATALOG_PUBLISHED, COUNTY, ("catalog",)),
-    FactSpec(CASE_DECIDED, COUNTY, ("id", "decision", "note", "by", "department", "at"), ("materials",),
-             _check_decision),
+    FactSpec(CASE_DECIDED, COUNTY, ("id", "decision", "note", "by", "department", "at"),
+             ("materials", "reason", "basis", "appeal", "attachments"), _check_decision),
     FactSpec(COUNTY_KEYS_ROTATED, COUNTY, ("sign", "enc")),
     FactSpec(rules.CALENDAR_PUBLISHED, COUNTY, ("year", "holidays", "workdays", "at", "by"), (), _check_calendar),
 )}

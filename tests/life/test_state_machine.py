@@ -81,7 +81,8 @@ def test_any_sequence_of_facts_leaves_both_ends_agreeing(ops):
             elif op in ("approve", "reject", "correction") and case_id:
                 before_county = county_status(county, case_id)
                 try:
-                    county.decide(case_id, op, "说明", CLERK)
+                    county.decide(case_id, op, "说明", CLERK,
+                                  **({"reason": "不符合条件", "basis": "《办法》第五条"} if op == "reject" else {}))
                     assert allowed(before_county, facts.decided(op))
                 except CountyError as exc:
                     assert exc.status == (404 if before_county is None else 409)

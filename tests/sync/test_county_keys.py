@@ -94,7 +94,7 @@ def test_county_rotation_with_cases_in_flight_everything_arrives_and_verifies(pa
 
     with serve(central_app(county.settings)) as url:
         settle(st, url)                                  # the county sees the station holds the event
-        county.decide(exported[0]["id"], "reject", "材料不全", CLERK)
+        county.decide(exported[0]["id"], "reject", "材料不全", CLERK, reason="不符合条件", basis="《示范条例》第三条")
         county.decide(with_scan["id"], "approve", "", CLERK)
         after = take(st, 1)
         settle(st, url)
@@ -249,7 +249,7 @@ def test_a_station_restored_or_replaced_after_a_county_rotation_gets_every_old_d
     county, _ = rotate(county)
     with serve(central_app(county.settings)) as url:
         settle(st, url)
-        county.decide(taken[1]["id"], "reject", "不符合条件", CLERK)   # signed by the new key
+        county.decide(taken[1]["id"], "reject", "不符合条件", CLERK, reason="不符合条件", basis="《示范条例》第三条")   # signed by the new key
         settle(st, url)
         st.store.close()
         shutil.rmtree(st.settings.data)

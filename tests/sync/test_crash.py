@@ -380,7 +380,8 @@ def test_kill_during_sync(site: Site) -> None:
             open_cases = [c["id"] for c in county.store.cases(station="V1", status="received")]
             for case_id in rng.sample(open_cases, min(len(open_cases), rng.randint(0, 4))):
                 decision = rng.choice(["approve", "reject", "correction"])
-                county.decide(case_id, decision, "" if decision == "approve" else "材料不全", supervisor)
+                county.decide(case_id, decision, "" if decision == "approve" else "材料不全", supervisor,
+                              reason="材料不全", basis="《示范条例》第三条")
                 decided[case_id] = {"approve": "approved", "reject": "rejected",
                                     "correction": "correction_requested"}[decision]
         site.link.delay = 0.0

@@ -629,7 +629,7 @@ def test_a_restored_county_that_decided_before_the_station_gave_back_re_appends_
     county.store.close()
     copy_db(root / "county-backup", csettings.data)          # the county's disk died: restore the backup
     county = County(csettings)
-    county.decide(second["id"], "reject", "材料不全", CLERK)  # a new decision at down #2, before any sync
+    county.decide(second["id"], "reject", "材料不全", CLERK, reason="材料不全", basis="《示范条例》第三条")  # a new decision at down #2, before any sync
     with serve(central_app(csettings)) as url:
         sync_until_quiet(st, url)
     county.store.close()

@@ -79,7 +79,8 @@ class Trial:
         open_cases = [c for c in self.county.store.cases(status="received") if c["id"] not in self.decided]
         if open_cases:
             case = self.rng.choice(open_cases)
-            self.county.decide(case["id"], self.rng.choice(["approve", "reject"]), "材料不全", CLERK)
+            self.county.decide(case["id"], self.rng.choice(["approve", "reject"]), "材料不全", CLERK,
+                               reason="材料不全", basis="《示范条例》第三条")
             self.decided.add(case["id"])
             self.figures["decided"] += 1
             self.figures["decided_fresh_county"] += self.fresh_county
