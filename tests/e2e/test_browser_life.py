@@ -37,7 +37,7 @@ def fits_a4(page, name: str) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
-def one_life(system, browser, n: int) -> None:  # noqa: F811
+def one_life(system, browser, n: int, result_doc) -> None:  # noqa: F811
     v1 = system.stations["V1"]
     station = browser.new_page(locale="zh-CN")
     login(station, v1["url"], "agent", PASSWORD)
@@ -110,6 +110,7 @@ def one_life(system, browser, n: int) -> None:  # noqa: F811
     shot(county, f"life{n}-5-county-review")
     station.goto(v1["url"] + "/")                    # the agent leaves the start page open
     county.fill("textarea[name=note]", "同意救助")
+    county.set_input_files("input[name=attachments]", str(result_doc))
     county.click("button[value=approve]")
     expect(county.locator(".ok")).to_contain_text("审批结果已保存")
 
@@ -120,8 +121,17 @@ def one_life(system, browser, n: int) -> None:  # noqa: F811
     assert station.locator("#today").get_attribute("data-updated")
     shot(station, f"life{n}-5b-today-updated")
 
-    # hand-out to a proxy
+    # the written decision and its result document, printed at the station
     station.locator("#results").locator(f"text={receipt_no}").click()
+    expect(station.locator("#documents")).to_contain_text("救助金核定通知.jpg")
+    expect(station.locator("#documents .still-coming")).to_have_count(0)
+    station.click("#documents a >> nth=0")
+    expect(station.locator("article")).to_contain_text("同意救助")
+    shot(station, f"life{n}-5c-approval-notice")
+    fits_a4(station, "approval notice")
+    station.go_back()
+
+    # hand-out to a proxy
     station.check("input[value=proxy]")
     station.fill("input[name=proxy_name]", "孙建国")
     station.fill("input[name=proxy_id_number]", valid_id_for_demo("41152619850705001"))
@@ -143,6 +153,9 @@ def one_life(system, browser, n: int) -> None:  # noqa: F811
     county.close()
 
 
-def test_a_case_lives_its_whole_life_in_the_browser_twice(system, browser):  # noqa: F811
+def test_a_case_lives_its_whole_life_in_the_browser_twice(system, browser, tmp_path):  # noqa: F811
+    from PIL import Image
+    result_doc = tmp_path / "救助金核定通知.jpg"
+    Image.new("RGB", (800, 600), "white").save(result_doc, "JPEG")
     for n in range(2):
-        one_life(system, browser, n)
+        one_life(system, browser, n, result_doc)
