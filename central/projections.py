@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Callable
 
+from central import ratings
 from crypto import canonical
 from sync import facts, log
 from sync.facts import N_, RuleError, Status
@@ -96,10 +97,11 @@ def decide_case(county: County, db: Any, case: dict[str, Any], b: dict[str, Any]
 
 UP: dict[str, Projection] = {
     facts.ACCEPTED: application, facts.CORRECTION_NOTICE: application, facts.REFUSED: application,
-    facts.HAND_OUT: handed_out, facts.STATION_KEYS_ROTATED: station_keys_rotated,
+    facts.HAND_OUT: handed_out, facts.STATION_KEYS_ROTATED: station_keys_rotated, facts.RATED: ratings.rated,
 }
 DOWN: dict[str, Projection] = {
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
+    facts.RATING_ANSWERED: ratings.answered,
 }
 #: Downstream kinds with no projection: ``County.rotate_keys`` writes them and keeps the key
 #: history itself; one given back after a restore is not re-projected (the keys are on disk).

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+from central import ratings
 from crypto.keys import private_dir, private_file
 from sync import inbox, schema
 
@@ -73,6 +74,7 @@ class Store:
                 db.execute(sql)
             self._upgrade_users(db)
             self._upgrade_keys(db)
+            ratings.create(db)          # central/ratings.py: ratings and their follow-ups
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say
                 side.chmod(0o600)

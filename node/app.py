@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node import idem, views
+from node import idem, rating_views, views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
@@ -28,6 +28,9 @@ ROUTES = [
     Route("/apply/{code}", views.apply_submit, methods=["POST"]),
     Route("/applications/{id}", views.application_page), Route("/applications/{id}/document", views.document),
     Route("/applications/{id}/handout", views.hand_out, methods=["POST"]),
+    Route("/applications/{id}/rate", rating_views.rate_form),
+    Route("/applications/{id}/rate", rating_views.rate_submit, methods=["POST"]),
+    Route("/api/v1/applications/{id}/rating", rating_views.api_rate, methods=["POST"]),
     Route("/sync", views.sync_now, methods=["POST"]),
     Route("/api/v1/catalog", views.api_catalog), Route("/api/v1/status", views.api_status),
     Route("/api/v1/applications", views.api_create, methods=["POST"]),

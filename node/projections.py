@@ -13,6 +13,7 @@ import json
 import sqlite3
 from typing import Any, Callable
 
+from node import ratings
 from node.store import Store
 from sync import facts, recovery
 from sync.facts import Status
@@ -66,10 +67,11 @@ def county_keys_rotated(store: Store, db: sqlite3.Connection, ev: Event) -> None
 UP: dict[str, Projection] = {
     facts.ACCEPTED: application_taken, facts.CORRECTION_NOTICE: application_taken,
     facts.REFUSED: application_taken, facts.HAND_OUT: handed_out, facts.STATION_KEYS_ROTATED: keys_announced,
+    facts.RATED: ratings.rated,
 }
 DOWN: dict[str, Projection] = {
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
-    facts.COUNTY_KEYS_ROTATED: county_keys_rotated,
+    facts.COUNTY_KEYS_ROTATED: county_keys_rotated, facts.RATING_ANSWERED: ratings.answered,
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import httpx
 
 from crypto.keys import Identity, PublicKeys, private_dir
-from node import cases, projections
+from node import cases, projections, ratings
 from node.store import Store
 from crypto import envelope
 from crypto.errors import CryptoError
@@ -252,6 +252,8 @@ class Station:
                     self.apply_down(db, log.get(db, log.down(self.code), int(decided[0])))  # type: ignore[arg-type]
         elif ev.kind == rules.HAND_OUT:
             projections.handed_out(self.store, db, ev)      # the same projection as when it was written
+        elif ev.kind == rules.RATED:
+            ratings.project_own(self, db, ev)
 
     def _displace_own(self, db: sqlite3.Connection, ev: Event) -> None:
         """Set aside: the county holds another event at its number. Its application stays, off the

@@ -16,12 +16,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from node import cases, idem, scans
+from node import cases, idem, ratings, scans
 from node.station import Station
 from sync.errors import Retryable, SyncError
 from sync.rules import Status
 from crypto.errors import CryptoError
-from templates import N_, check_csrf, csrf_token, gettext_for, locale_of, render
+from templates import N_, check_csrf, csrf_token, gettext_for, locale_of, reason_text, render
 from templates.web import api_error, bearer_user, checked_form, json_object, session_user
 
 logger = logging.getLogger("lastmile.node")
@@ -142,7 +142,15 @@ async def application_of(request: Request) -> tuple[Station, dict[str, Any]]:
 async def application_page(request: Request) -> Response:
     st, app = await application_of(request)
     key = await run_in_threadpool(st.decision_key, app["id"]) if app["decision"] else None
-    return render(request, "node/application.html", st=st, app=app, decision_key=key)
+    extra = await run_in_threadpool(_history_and_rating, request, st, app)
+    return render(request, "node/application.html", st=st, app=app, decision_key=key, **extra)
+
+
+def _history_and_rating(request: Request, st: Station, app: dict[str, Any]) -> dict[str, Any]:
+    """``history``, ``rating`` and ``may_rate`` of a case (node/ratings.py), in the reader's language."""
+    locale = locale_of(request)
+    return {**ratings.page_json(st, app, gettext_for(locale), lambda r: reason_text(r, locale)),
+            "may_rate": ratings.may_rate(st, app)}
 
 
 def _document_parts(st: Station, app: dict[str, Any]) -> tuple[str, dict[str, dict[str, str]]]:
@@ -285,15 +293,18 @@ async def api_create(request: Request) -> Response:
     return JSONResponse(await run_in_threadpool(app_json, st, app), 201)
 
 
-def _application_json(st: Station, app_id: str) -> dict[str, Any] | None:
+def _application_json(st: Station, app_id: str, request: Request | None = None) -> dict[str, Any] | None:
     app = st.store.application(app_id)
-    return app_json(st, app) if app is not None else None
+    if app is None or request is None:
+        return app_json(st, app) if app is not None else None
+    locale = locale_of(request)
+    return {**app_json(st, app), **ratings.page_json(st, app, gettext_for(locale), lambda r: reason_text(r, locale))}
 
 
 async def api_application(request: Request) -> Response:
     await api_user(request)
     st = station(request)
-    found = await run_in_threadpool(_application_json, st, request.path_params["id"])
+    found = await run_in_threadpool(_application_json, st, request.path_params["id"], request)
     if found is None:
         return api_error(404, "not_found", "No such application at this station.")
     return JSONResponse(found)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 from sync import rules
 from sync.rules import (  # noqa: F401 - the shared vocabulary, re-exported: import it from here
     ACCEPTED, APPLICATION_KINDS, CASE_DECIDED, CATALOG_PUBLISHED, CORRECTION_NOTICE, COUNTY_KEYS_ROTATED,
-    DECISIONS, HAND_OUT, NEW, REFUSED, STATION_KEYS_ROTATED, TRANSITIONS, N_, RuleError, Status, county_state,
+    DECISIONS, HAND_OUT, NEW, RATED, RATING_ANSWERED, REFUSED, STATION_KEYS_ROTATED, TRANSITIONS, N_, RuleError, Status, county_state,
     decided, next_state)
 
 STATION, COUNTY = "station", "county"
@@ -85,6 +85,14 @@ def _check_keys(body: Any, ctx: Context) -> Any:
         raise RuleError(N_("The keys a station announced are not two valid public keys.")) from None
 
 
+def _check_rating(body: Any, ctx: Context) -> str:
+    return rules.check_rating(body)
+
+
+def _check_rating_answer(body: Any, ctx: Context) -> str:
+    return rules.check_rating_answer(body)
+
+
 _APPLICATION_FIELDS = ("id", "receipt_no", "station", "agent", "item_code", "item_name", "department",
                        "catalog_version", "applicant", "fields", "materials", "missing", "reason", "at")
 
@@ -98,6 +106,8 @@ SPECS: dict[str, FactSpec] = {s.kind: s for s in (
     FactSpec(CATALOG_PUBLISHED, COUNTY, ("catalog",)),
     FactSpec(CASE_DECIDED, COUNTY, ("id", "decision", "note", "by", "department", "at")),
     FactSpec(COUNTY_KEYS_ROTATED, COUNTY, ("sign", "enc")),
+    FactSpec(RATED, STATION, ("id", "score", "comment", "by", "at"), (), _check_rating),
+    FactSpec(RATING_ANSWERED, COUNTY, ("id", "answer", "by", "department", "at"), (), _check_rating_answer),
 )}
 
 UPSTREAM = tuple(k for k, s in SPECS.items() if s.author == STATION)
