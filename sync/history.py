@@ -12,6 +12,7 @@ exact check of ``body.id`` in Python). Blocking: call it in a worker thread.
 
 from __future__ import annotations
 
+import heapq
 from typing import Any, Callable, Iterable, Mapping
 
 from crypto import canonical
@@ -50,12 +51,14 @@ def label_of(kind: str, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def events_naming(db: log.Conn, streams: Iterable[str], case_id: str) -> list[log.Event]:
-    """Every stored event of ``streams`` whose body's ``id`` is ``case_id``, oldest first within a
-    stream (by seq), the streams merged by the author's time of writing."""
+    """Every stored event of ``streams`` whose body's ``id`` is ``case_id``: in seq order within a
+    stream, the streams interleaved by the events' UTC times of writing."""
     needle = canonical.dumps({"id": case_id}).decode()[1:-1]          # "id":"<case id>", as stored
     pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    found: list[log.Event] = []
+    per_stream: list[list[log.Event]] = []
     for stream in streams:
+        found: list[log.Event] = []
+        per_stream.append(found)
         rows = db.execute("SELECT stream, seq, prev, hash, author, kind, at, body, sig, key_id FROM _sync_events"
                           " WHERE stream = ? AND body LIKE ? ESCAPE '\\' ORDER BY seq", (stream, pattern)).fetchall()
         for r in rows:
@@ -66,7 +69,9 @@ def events_naming(db: log.Conn, streams: Iterable[str], case_id: str) -> list[lo
             if isinstance(body, dict) and body.get("id") == case_id:
                 found.append(log.Event(stream=r[0], seq=int(r[1]), prev=r[2], hash=r[3], author=r[4], kind=r[5],
                                        at=r[6], body=body, sig=r[8], key=r[9]))
-    return sorted(found, key=lambda e: (e.at, 0 if e.stream.startswith("up/") else 1, e.seq))
+    # Each stream stays in seq order (a wrong clock reorders nothing within it); the streams are
+    # interleaved by the events' UTC times of writing.
+    return list(heapq.merge(*per_stream, key=lambda e: e.at))
 
 
 def signature_state(ev: log.Event, keys: Mapping[str, str], revoked: Callable[[log.Event], bool] | None = None) -> str:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 
+import pytest
 from hypothesis import given, settings, strategies as st
+
+from tests.sync.test_recovery import pair  # noqa: F401 - a county and a station in this process
 
 from node.station import Station
 from sync import facts, log, rules
@@ -194,9 +197,8 @@ def test_a_second_rating_from_a_hostile_station_is_set_aside_at_the_county(syste
 
 # the check itself: any body is either valid or a RuleError, never a crash ------------------------
 
-JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
-                       lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                       max_leaves=10)
+LEAF = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30)
+JSONISH = LEAF | st.lists(LEAF, max_size=4) | st.dictionaries(st.text(max_size=8), LEAF, max_size=4)
 RATING_FIELDS = st.fixed_dictionaries({}, optional={
     "id": st.sampled_from(["0f5b2a9e-3c4d-4e8f-9a1b-2c3d4e5f6a7b", "x", ""]) | JSONISH,
     "score": st.integers(-2, 8) | JSONISH, "comment": st.text(max_size=600) | JSONISH,
@@ -229,3 +231,41 @@ def test_ratings_keep_the_state_and_are_allowed_only_after_the_case_is_done():
             else:
                 assert new == state and state in (rules.Status.HANDED_OUT, rules.Status.REFUSED,
                                                   rules.Status.CORRECTION_NOTICE)
+
+
+def test_a_station_restored_from_a_backup_gets_its_rating_and_the_answer_back(pair):
+    """The rating went up and was answered after the station's last backup; the disk dies, the
+    backup is restored, and the station heals from the county's copy: rating and answer included."""
+    from central.app import create_app as central_app
+    from central import ratings as county_ratings
+    from node import ratings as station_ratings
+    from node.station import Settings as NodeSettings
+    from tests.conftest import serve
+    from tests.sync.test_recovery import CLERK, copy_db, settle
+    from tests.sync.test_protocol_machine import form_for
+
+    county, st, root = pair
+    item = st.items()[0]
+    refused = st.take(item["code"], {**form_for(item, 1), "reason": "不符合条件"}, "refuse", "代办员")
+    with serve(central_app(county.settings)) as url:
+        settle(st, url)
+        st.store.close()
+        copy_db(st.settings.data, root / "station-backup")             # the nightly backup
+        st = Station(NodeSettings(data=st.settings.data))
+        station_ratings.rate(st, refused["id"], 1, "太慢", "代办员")
+        settle(st, url)
+        county_ratings.answer(county, refused["id"], "已整改", CLERK)
+        settle(st, url)
+        assert station_ratings.rating_of(st, refused["id"])["answer"] == "已整改"
+        st.store.close()
+        copy_db(root / "station-backup", st.settings.data)             # the disk dies: restore
+        st = Station(NodeSettings(data=st.settings.data))
+        assert station_ratings.rating_of(st, refused["id"]) is None
+        settle(st, url)
+    try:
+        rating = station_ratings.rating_of(st, refused["id"])
+        assert rating is not None and rating["score"] == 1 and rating["answer"] == "已整改"
+        with pytest.raises(station_ratings.Refused):                  # still once
+            station_ratings.rate(st, refused["id"], 5, "", "代办员")
+    finally:
+        st.store.close()
