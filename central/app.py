@@ -19,6 +19,8 @@ from crypto import envelope
 from sync import blobs
 from templates import static_dir
 from templates.limits import KiB, MiB, BodyLimit, Rule, SecurityHeaders, upload_bound
+from central import calendar
+from templates.workcal import WorkCalendarState
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
 ROUTES = [
@@ -38,6 +40,7 @@ ROUTES = [
     Route("/ratings/{case_id}/answer", rating_views.answer_page, methods=["POST"]),
     Route("/api/v1/ratings", rating_views.api_ratings),
     Route("/api/v1/ratings/{case_id}/answer", rating_views.api_answer, methods=["POST"]),
+    Route("/api/v1/calendar/{year}", views.api_calendar, methods=["GET", "PUT"]),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 
@@ -64,7 +67,9 @@ def create_app(settings: Settings) -> Starlette:
                                            session_cookie="lastmile_central", same_site="strict"),
                                 Middleware(SessionGuard, accounts=views.accounts),
                                 Middleware(ratings.OpenFollowUps, county=lambda: county),
-                                Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS)])
+                                Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS),
+                                Middleware(WorkCalendarState, load=lambda: calendar.calendar_of(county),
+                                           today=settings.calendar_today, warn_roles=("supervisor",))])
     app.state.county = county
     app.state.sync_slots = threading.BoundedSemaphore(settings.max_concurrent_syncs)
     return app

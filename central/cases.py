@@ -105,18 +105,38 @@ class Cases:
         project(self, db, ev)
 
     def _context(self, db: Any, ev: Event) -> facts.Context:
-        """What the station knew: its level, and the catalogue version the body names."""
+        """What the station knew: its level, the catalogue version the body names, and for a fact
+        about a case held already, the case's item as its signed application lists it."""
         version = ev.body.get("catalog_version") if isinstance(ev.body, dict) else None
         catalog = self._catalog_version(db, version) if type(version) is int else None
         st = self.store.station(ev.author)
-        return facts.Context(author=ev.author, level=st["level"] if st else None, catalog=catalog)
+        item = None
+        case_id = ev.body.get("id") if isinstance(ev.body, dict) else None
+        if ev.kind == facts.SUPPLEMENTED and isinstance(case_id, str):
+            case = self.store.case(case_id, db)
+            item = facts.case_item(self.application_body(db, case)) if case else None
+        return facts.Context(author=ev.author, level=st["level"] if st else None, catalog=catalog, item=item)
 
-    def decide(self, case_id: str, decision: str, note: str, user: dict[str, Any]) -> dict[str, Any]:
+    def application_body(self, db: Any, case: dict[str, Any]) -> dict[str, Any]:
+        """The body of the application event a case row was made from (as the station signed it)."""
+        ev = log.get(db, log.up(case["station"]), int(case["seq"]))
+        return ev.body if ev is not None and isinstance(ev.body, dict) else {}
+
+    def decide(self, case_id: str, decision: str, note: str, user: dict[str, Any],
+               materials: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Decide a case waiting for a decision. A correction request (退回补正) lists each material
+        that is missing or defective, with the problem (``materials``: ``[{"code", "problem", "text"}]``),
+        and/or a note; the case then waits for the citizen and its time limit is suspended."""
         if decision not in DECISIONS:
             raise CountyError(422, "bad_decision", N_("Choose approve, reject or correction."))
         note = note.strip()
-        if decision != "approve" and not note:
+        if materials and decision != "correction":
+            raise CountyError(422, "bad_materials", N_("Only a correction request lists materials to correct."))
+        if decision == "reject" and not note:
             raise CountyError(422, "note_required", N_("A rejection or a correction request needs a note for the citizen."))
+        if decision == "correction" and not note and not materials:
+            raise CountyError(422, "note_required", N_(
+                "A correction request names the materials to correct, or says in the note what to bring."))
         if len(note) > 2000:
             raise CountyError(422, "note_too_long", N_("The note is too long."))
         with self.store.transaction() as db:
@@ -126,10 +146,17 @@ class Cases:
             if not permissions.may_decide(user, case):
                 raise CountyError(403, "other_department", N_("This case belongs to another department."))
             if case["status"] != "received":
-                raise CountyError(409, "not_open", N_("This case has already been decided."))
+                raise CountyError(409, "not_open", N_("This case is not waiting for a decision."))
+            values: dict[str, Any] = {}
+            if decision == "correction":
+                try:
+                    values["materials"] = rules.check_correction(
+                        materials or [], facts.case_item(self.application_body(db, case)) or {"materials": []})
+                except rules.RuleError as exc:
+                    raise CountyError(422, "bad_materials", exc.message, exc.params) from exc
             self.record(db, case["station"], facts.Fact(facts.CASE_DECIDED, facts.SPECS[facts.CASE_DECIDED].to_body(
                 id=case_id, decision=decision, note=note, by=user["name"], department=case["department"],
-                at=log.utcnow())))
+                at=log.utcnow(), **values)))
             return self.store.case(case_id, db) or {}
 
     def signed_application(self, case: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -159,6 +186,27 @@ class Cases:
             return ev.body, "invalid", key
         return ev.body, ("valid" if ev.body.get("id") == case["id"] else "invalid"), key
 
+    def life(self, case: dict[str, Any], today: Any = None) -> dict[str, Any]:
+        """A case's life beyond its row, decoded for the page and the API: the time limit (days used
+        and left, suspended while waiting on the citizen), the materials the last correction request
+        listed, the last supplement, and who collected the result."""
+        import datetime as dt
+
+        from central.calendar import calendar_of
+        clock = rules.case_clock(time_limit_days=case.get("time_limit_days"), accepted_at=case.get("accepted_at"),
+                                 suspensions=case.get("suspensions"), status=case.get("status"),
+                                 decided_at=case.get("decided_at"),
+                                 today=today or dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date(),
+                                 workday=calendar_of(self).is_workday)
+        return {"time_limit_days": case.get("time_limit_days"),
+                "days_used": clock["days_used"] if clock else None,
+                "days_left": clock["days_left"] if clock else None,
+                "suspended": bool(clock and clock["suspended"]),
+                "due_date": clock["promised_date"] if clock else None,
+                "correction": json.loads(case["correction"]) if case.get("correction") else None,
+                "supplement": json.loads(case["supplement"]) if case.get("supplement") else None,
+                "collector": json.loads(case["collector"]) if case.get("collector") else None}
+
     def signed_case(self, case: dict[str, Any]) -> dict[str, Any]:
         """What the case page and API show: the case row with every column it copies from the
         application replaced by the signed value (when the signature verifies), the signed body,
@@ -169,7 +217,7 @@ class Cases:
         mismatches = record_mismatches(case, body, scans) if body else []
         shown = {**case, **signed_columns(body)} if body and signature == "valid" else dict(case)
         return {"case": shown, "body": body, "signature": signature, "scans": scans, "mismatches": mismatches,
-                "signed_by": key, "decision_key": self.decision_key(case)}
+                "signed_by": key, "decision_key": self.decision_key(case), "life": self.life(case)}
 
     def decision_key(self, case: dict[str, Any]) -> dict[str, Any] | None:
         """The county key that signed the case's latest decision (``sign_id``, ``current``) and whether

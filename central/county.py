@@ -44,6 +44,7 @@ class Settings:
     data: Path
     name: str = "county"
     max_concurrent_syncs: int = 8     # more at once are answered 503 + Retry-After, spread at random
+    calendar_today: dt.date | None = None   # the day the calendar warning counts from (tests); None: today
 
     @property
     def db_path(self) -> Path:

@@ -11,6 +11,14 @@ def N_(message: str) -> str:
 class CountyError(Exception):
     """A request the county refuses; ``status`` is the HTTP status, the message a message id."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, params: dict[str, object] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.params = status, code, params or {}
+
+    def text(self, gettext: object) -> str:
+        """The message in the reader's language (``gettext``: the request's translation function)."""
+        translated = gettext(str(self))  # type: ignore[operator]
+        try:
+            return str(translated % self.params) if self.params else str(translated)
+        except (KeyError, TypeError, ValueError):
+            return str(translated)

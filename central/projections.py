@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from central import ratings
 from crypto import canonical
-from sync import facts, log
+from sync import facts, log, rules, workdays
 from sync.facts import N_, RuleError, Status
 from sync.log import Event
 
@@ -37,7 +37,7 @@ def application(county: County, db: Any, ev: Event) -> None:
         "receipt_no": b["receipt_no"], "item_code": b["item_code"], "item_name": b["item_name"],
         "department": b["department"], "applicant_name": b["applicant"]["name"],
         "id_number": b["applicant"]["id_number"], "accepted_at": b["at"],
-        "promised_date": b.get("promised_date"), "received_at": now})
+        "promised_date": b.get("promised_date"), "received_at": now, "time_limit_days": b.get("time_limit_days")})
     for scan in b.get("scans", []):
         county.store.insert_scan(db, {"case_id": b["id"], "station": station, "sha256": scan["sha256"],
                                       "material": scan["material"], "name": scan["name"],
@@ -46,15 +46,47 @@ def application(county: County, db: Any, ev: Event) -> None:
             county.store.mark_scan_received(db, station, scan["sha256"], now)
 
 
+def owned_case(county: County, db: Any, ev: Event) -> dict[str, Any] | None:
+    """The case a station's fact names, which must be the author's own; RuleError if another's."""
+    case = county.store.case(ev.body["id"], db)
+    if case is not None and case["station"] != ev.author:
+        raise RuleError(N_("Station %(author)s sent %(fact)s for case %(id)s, which belongs to station "
+                           "%(owner)s."), author=ev.author, fact=rules.FACT_LABELS.get(ev.kind, ev.kind),
+                        id=ev.body["id"], owner=case["station"])
+    return case
+
+
 def handed_out(county: County, db: Any, ev: Event) -> None:
+    b = ev.body
+    case = owned_case(county, db, ev)
+    status = facts.next_state(case["status"] if case else facts.NEW, ev.kind, case_id=b["id"])
+    collector = b.get("collector")
+    county.store.update_case(db, b["id"], status=status, handed_out_at=b["at"],
+                             collector=json.dumps(collector, ensure_ascii=False) if collector else None)
+
+
+def supplemented(county: County, db: Any, ev: Event) -> None:
+    """What the citizen brought after a correction request: back in review, the clock running again,
+    and what changed on record for the clerk (the materials, the new scans, the note)."""
     b, station = ev.body, ev.author
-    case_id = b["id"]
-    case = county.store.case(case_id, db)
-    if case is not None and case["station"] != station:
-        raise RuleError(N_("Station %(author)s handed out case %(id)s, which belongs to station "
-                           "%(owner)s."), author=station, id=case_id, owner=case["station"])
-    status = facts.next_state(case["status"] if case else facts.NEW, ev.kind, case_id=case_id)
-    county.store.update_case(db, case_id, status=status, handed_out_at=b["at"])
+    case = owned_case(county, db, ev)
+    status = facts.next_state(case["status"] if case else facts.NEW, ev.kind, case_id=b["id"])
+    assert case is not None
+    county.store.update_case(db, b["id"], status=status, suspensions=rules.resume(case["suspensions"], b["at"][:10]),
+                             supplement=canonical.dumps({**b, "seq": ev.seq}).decode())
+    now = log.utcnow()
+    for scan in b.get("scans", []):
+        county.store.insert_scan(db, {"case_id": b["id"], "station": station, "sha256": scan["sha256"],
+                                      "material": scan["material"], "name": scan["name"],
+                                      "mime": scan["mime"], "size": int(scan["size"])})
+        if (county.blob_dir(station) / f"{scan['sha256']}.sealed").exists():
+            county.store.mark_scan_received(db, station, scan["sha256"], now)
+
+
+def receipts_voided(county: County, db: Any, ev: Event) -> None:
+    """A station restored from a backup skips a block of receipt numbers: on record, with its reason."""
+    b = ev.body
+    county.store.void_receipts(db, ev.author, b["day"], b["first"], b["last"], b["reason"], b["at"])
 
 
 def station_keys_rotated(county: County, db: Any, ev: Event) -> None:
@@ -75,6 +107,13 @@ def catalog_published(county: County, db: Any, ev: Event) -> None:
     county.store.restore_catalog(db, int(b["catalog"]["version"]), ev.at, canonical.dumps(b["catalog"]).decode())
 
 
+def calendar_published(county: County, db: Any, ev: Event) -> None:
+    """A year's schedule is on record (a later publication of the year replaces it; the same one
+    sent to each station, or given back after a restore, is stored once)."""
+    facts.SPECS[facts.CALENDAR_PUBLISHED].validate(ev.body)
+    workdays.store_year(db, ev.body)
+
+
 def case_decided(county: County, db: Any, ev: Event) -> None:
     """A decision on a case; one given back before its case came back (a restore) waits for it."""
     b, station = ev.body, ev.stream.split("/", 1)[1]
@@ -91,17 +130,23 @@ def decide_case(county: County, db: Any, case: dict[str, Any], b: dict[str, Any]
     if case["status"] != Status.RECEIVED:
         raise ValueError(f"case {case['id']} was decided again after the restore; a person must look")
     status = facts.next_state(case["status"], facts.decided(b["decision"]), case_id=case["id"])
+    extra: dict[str, Any] = {}
+    if b["decision"] == "correction":
+        extra["correction"] = canonical.dumps(b.get("materials", [])).decode()
+        extra["suspensions"] = rules.suspend(case["suspensions"], rules.china_day(b["at"]))
     county.store.update_case(db, case["id"], status=status, decision=b["decision"],
-                             decision_note=b.get("note", ""), decided_by=b.get("by", ""), decided_at=b.get("at"))
+                             decision_note=b.get("note", ""), decided_by=b.get("by", ""), decided_at=b.get("at"),
+                             **extra)
 
 
 UP: dict[str, Projection] = {
     facts.ACCEPTED: application, facts.CORRECTION_NOTICE: application, facts.REFUSED: application,
-    facts.HAND_OUT: handed_out, facts.STATION_KEYS_ROTATED: station_keys_rotated, facts.RATED: ratings.rated,
+    facts.HAND_OUT: handed_out, facts.STATION_KEYS_ROTATED: station_keys_rotated,
+    facts.SUPPLEMENTED: supplemented, facts.RECEIPTS_VOIDED: receipts_voided, facts.RATED: ratings.rated,
 }
 DOWN: dict[str, Projection] = {
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
-    facts.RATING_ANSWERED: ratings.answered,
+    facts.CALENDAR_PUBLISHED: calendar_published, facts.RATING_ANSWERED: ratings.answered,
 }
 #: Downstream kinds with no projection: ``County.rotate_keys`` writes them and keeps the key
 #: history itself; one given back after a restore is not re-projected (the keys are on disk).

@@ -8,6 +8,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
+from central import calendar
 from central.errors import CountyError, N_
 from crypto.keys import PublicKeys
 from sync import enrolment, facts, log
@@ -112,6 +113,7 @@ class Stations:
                 latest = self.store.latest_catalog(db)
                 if latest:
                     self.record(db, code, facts.Fact(facts.CATALOG_PUBLISHED, {"catalog": json.loads(latest[1])}))
+                calendar.send_all(self, db, code)     # every year's working-day schedule (sync/workdays.py)
         if failure:
             raise failure
         answer = {"station_name": st["name"], "station_level": st["level"], "county_name": self.name,

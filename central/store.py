@@ -48,6 +48,10 @@ SCHEMA = (
         station TEXT NOT NULL, sign_id TEXT NOT NULL, sign_key TEXT NOT NULL, enc_id TEXT NOT NULL,
         enc_key TEXT NOT NULL, reason TEXT NOT NULL, valid_from TEXT NOT NULL, valid_until TEXT,
         revoked_at TEXT, from_seq BIGINT NOT NULL, until_seq BIGINT, PRIMARY KEY (station, sign_id))""",
+    # Receipt numbers a station restored from a backup will never issue (station.receipts_voided).
+    """CREATE TABLE IF NOT EXISTS voided_receipts (
+        station TEXT NOT NULL, day TEXT NOT NULL, first_no INTEGER NOT NULL, last_no INTEGER NOT NULL,
+        reason TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (station, day, first_no))""",
     """CREATE INDEX IF NOT EXISTS scans_by_hash ON scans (station, sha256)""",
     """CREATE INDEX IF NOT EXISTS cases_queue ON cases (department, status)""",
     """CREATE INDEX IF NOT EXISTS cases_station ON cases (station, status)""",
@@ -55,7 +59,11 @@ SCHEMA = (
 
 CASE_COLS = ("id", "station", "seq", "kind", "status", "receipt_no", "item_code", "item_name", "department",
              "applicant_name", "id_number", "accepted_at", "promised_date", "received_at", "decision",
-             "decision_note", "decided_by", "decided_at", "handed_out_at")
+             "decision_note", "decided_by", "decided_at", "handed_out_at",
+             "time_limit_days", "suspensions", "correction", "supplement", "collector")
+#: Columns added after the first release (a database made before them gets them at start).
+LATER_CASE_COLS = {"time_limit_days": "INTEGER", "suspensions": "TEXT", "correction": "TEXT", "supplement": "TEXT",
+                   "collector": "TEXT"}
 STATION_COLS = ("code", "name", "level", "status", "sign_key", "enc_key", "enroll_code_hash", "enroll_expires",
                 "enrolled_at", "last_contact", "clock_skew_s", "up_waiting", "created_at")
 
@@ -74,6 +82,10 @@ class Store:
                 db.execute(sql)
             self._upgrade_users(db)
             self._upgrade_keys(db)
+            have = [r[1] for r in db.execute("PRAGMA table_info(cases)").fetchall()]
+            for column, kind in LATER_CASE_COLS.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE cases ADD COLUMN {column} {kind}")
             ratings.create(db)          # central/ratings.py: ratings and their follow-ups
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say
@@ -241,10 +253,23 @@ class Store:
         row = db.execute("SELECT body FROM catalog_versions WHERE version = ?", (version,)).fetchone()
         return str(row[0]) if row else None
 
+    def void_receipts(self, db: Any, station: str, day: str, first: int, last: int, reason: str, at: str) -> None:
+        db.execute("INSERT INTO voided_receipts (station, day, first_no, last_no, reason, at) VALUES (?, ?, ?, ?, ?, ?)"
+                   " ON CONFLICT (station, day, first_no) DO NOTHING", (station, day, first, last, reason, at))
+
+    def voided_receipts(self) -> list[dict[str, Any]]:
+        cols = ("station", "day", "first_no", "last_no", "reason", "at")
+        return [dict(zip(cols, r)) for r in self._all(f"SELECT {', '.join(cols)} FROM voided_receipts"
+                                                      " ORDER BY day DESC, station")]
+
     # cases -------------------------------------------------------------------
     def insert_case(self, db: Any, row: dict[str, Any]) -> None:
-        values = tuple(row.get(c) for c in CASE_COLS)
-        db.execute(f"INSERT INTO cases ({', '.join(CASE_COLS)}) VALUES ({', '.join('?' for _ in CASE_COLS)})", values)
+        """A new case, or a case completed after the station's correction notice: the columns given
+        replace the earlier row's."""
+        cols = [c for c in CASE_COLS if c in row]
+        db.execute(f"INSERT INTO cases ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
+                   f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols if c != 'id')}",
+                   tuple(row[c] for c in cols))
 
     def update_case(self, db: Any, case_id: str, **values: Any) -> bool:
         sets = ", ".join(f"{k} = ?" for k in values)

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import permissions, ratings
+from central import calendar, permissions, ratings
 from central.county import County, CountyError
 from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
@@ -350,12 +350,15 @@ async def decide_page(request: Request) -> Response:
     user = clerk(request)
     form = await form_of(request)
     c = county(request)
+    materials = [{"code": key[4:], "problem": str(value), "text": str(form.get("fix_text_" + key[4:], ""))}
+                 for key, value in form.multi_items() if key.startswith("fix_") and not key.startswith("fix_text_")
+                 and value]
     try:
         await run_in_threadpool(c.decide, request.path_params["id"], str(form.get("decision", "")),
-                                str(form.get("note", "")), user)
+                                str(form.get("note", "")), user, materials)
     except CountyError as exc:
         case = await run_in_threadpool(readable_case, c, user, request.path_params["id"])
-        return await render_case(request, c, case, exc.status, gettext_for(locale_of(request))(str(exc)))
+        return await render_case(request, c, case, exc.status, exc.text(gettext_for(locale_of(request))))
     return RedirectResponse("/?m=decided", 303)
 
 
@@ -390,10 +393,14 @@ def case_json(c: County, case: dict[str, Any]) -> dict[str, Any]:
     view = c.signed_case(case)
     scans = view["scans"]
     missing = [s["sha256"] for s in scans if not s["received_at"]]
-    return {**view["case"], "signature": view["signature"], "decision_key": view["decision_key"],
+    raw = ("suspensions", "correction", "supplement", "collector")
+    return {**{k: v for k, v in view["case"].items() if k not in raw}, **view["life"],
+            "signature": view["signature"], "decision_key": view["decision_key"],
             "record_matches_signature": not view["mismatches"],
             "record_mismatches": view["mismatches"], "scans": scans, "scans_complete": not missing,
-            "scans_missing": missing}
+            "scans_missing": missing,
+            "promised_provisional": calendar.calendar_of(c).promised_provisional(case["accepted_at"],
+                                                                                  case["promised_date"])}
 
 
 def _whole(text: str | None, default: int, low: int, high: int) -> int | None:
@@ -451,9 +458,41 @@ async def api_decide(request: Request) -> Response:
     user = await api_user(request)
     body = await json_object(request)
     c = county(request)
+    materials = body.get("materials")
+    if materials is not None and not isinstance(materials, list):
+        return api_error(422, "bad_materials", "materials is a list of {code, problem, text}")
     try:
         case = await run_in_threadpool(c.decide, request.path_params["id"], str(body.get("decision", "")),
-                                       str(body.get("note", "")), user)
+                                       str(body.get("note", "")), user, materials)
     except CountyError as exc:
-        return api_error(exc.status, exc.code, str(exc))
+        return api_error(exc.status, exc.code, exc.text(gettext_for(locale_of(request))))
     return JSONResponse(await run_in_threadpool(case_json, c, case))
+
+
+async def api_calendar(request: Request) -> Response:
+    """GET: a year's effective working-day schedule and its source; PUT (supervisors): enter it
+    and send it to every station (central/calendar.py)."""
+    user = await api_user(request)
+    c = county(request)
+    text = request.path_params["year"]
+    if not text.isdigit() or len(text) != 4 or not calendar.workdays.MIN_YEAR <= int(text) <= calendar.workdays.MAX_YEAR:
+        logger.info("calendar of %r refused for %s: not a year", text[:20], user["username"])
+        return api_error(422, "invalid_schedule", f"The year must be a whole number from {calendar.workdays.MIN_YEAR} "
+                         f"to {calendar.workdays.MAX_YEAR}.", {"field": "year"})
+    year = int(text)
+    if request.method == "GET":
+        return JSONResponse(await run_in_threadpool(calendar.effective, c, year))
+    if not permissions.is_supervisor(user):
+        logger.warning("calendar of %s refused: %s is not a supervisor", year, user["username"])
+        raise permissions.Forbidden(N_("Only a supervisor may enter the working-day calendar."), "supervisor_only")
+    body = await json_object(request)
+    unknown = sorted(set(body) - {"holidays", "workdays"})
+    if unknown or "holidays" not in body or "workdays" not in body:
+        logger.warning("calendar of %s refused: fields %s", year, sorted(body))
+        return api_error(422, "invalid_schedule", "The body must be {\"holidays\": [...], \"workdays\": [...]}.",
+                         {"unknown": unknown, "missing": [k for k in ("holidays", "workdays") if k not in body]})
+    try:
+        await run_in_threadpool(calendar.publish, c, year, body["holidays"], body["workdays"], user["username"])
+    except calendar.ScheduleRefused as exc:
+        return api_error(exc.status, exc.code, str(exc), exc.details)
+    return JSONResponse(await run_in_threadpool(calendar.effective, c, year))

@@ -78,11 +78,61 @@ def _central(args: argparse.Namespace) -> int:
         elif args.cmd == "catalog":
             catalog = json.loads(Path(args.file or DEMO_CATALOG).read_text(encoding="utf-8"))
             print(f"catalogue version {county.publish_catalog(catalog)} published to all stations")
+        elif args.cmd == "calendar":
+            return _calendar(county, args)
     except (CountyError, SyncError, CryptoError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         county.store.close()
+    return 0
+
+
+def _calendar(county: Any, args: argparse.Namespace) -> int:
+    """`lastmile central calendar set YEAR FILE` / `show [YEAR]` (central/calendar.py)."""
+    import datetime as dt
+
+    from central import calendar
+    from sync.workdays import ScheduleError
+
+    if args.action == "set":
+        if not args.file:
+            print("error: give the schedule FILE: lastmile central calendar set YEAR FILE", file=sys.stderr)
+            return 2
+        try:
+            holidays, days = calendar.read_file(Path(args.file))
+        except ScheduleError as exc:
+            print(f"error: {args.file}: {exc}", file=sys.stderr)
+            return 2
+        try:
+            who = getpass.getuser()
+        except (OSError, KeyError):      # no user name in this container
+            who = "unknown"
+        body = calendar.publish(county, args.year, holidays, days, f"cli:{who}")
+        print(f"working-day calendar of {body['year']} published to all stations: {len(body['holidays'])} "
+              f"holidays, {len(body['workdays'])} make-up working days")
+        return 0
+    if args.year is not None and not calendar.workdays.MIN_YEAR <= args.year <= calendar.workdays.MAX_YEAR:
+        print(f"error: the year must be from {calendar.workdays.MIN_YEAR} to {calendar.workdays.MAX_YEAR}", file=sys.stderr)
+        return 2
+    try:
+        today = dt.date.fromisoformat(args.today) if args.today else calendar.china_today()
+    except ValueError:
+        print(f"error: --today {args.today} is not a date written YYYY-MM-DD", file=sys.stderr)
+        return 2
+    years = [args.year] if args.year else sorted({today.year, today.year + 1,
+                                                  *calendar.workdays.stored_years(county.store.conn)})
+    for year in years:
+        s = calendar.effective(county, year)
+        print(f"{year}: source {s['source']}" + (" (PROVISIONAL: weekends only)" if s["provisional"] else "")
+              + (f", entered {s['published_at']} by {s['published_by']}" if s["published_at"] else ""))
+        print(f"  holidays: {' '.join(s['holidays']) or '-'}")
+        print(f"  make-up working days: {' '.join(s['workdays']) or '-'}")
+    missing = calendar.missing_year(county, today)
+    if missing:
+        print(f"WARNING: no working-day schedule for {missing}: promised dates in {missing} are counted on "
+              f"weekends alone and marked provisional. Enter the State Council's schedule: "
+              f"lastmile central calendar set {missing} FILE", file=sys.stderr)
     return 0
 
 
@@ -105,6 +155,18 @@ def _node(args: argparse.Namespace) -> int:
             return 2
         print(f"station {info['station']} ({info['name']}, {info['level']}) enrolled; "
               f"county key fingerprint {info['county_fingerprint']}")
+        return 0
+    if args.cmd == "restore":
+        from node.restore import RestoreError, restore
+        try:
+            moved = restore(Path(args.backup), Path(args.data), replace=args.replace)
+        except (RestoreError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(("the old data folder was moved to %s; " % moved if moved else "")
+              + f"backup restored to {args.data}. Start the node and sync: the county gives back what it holds "
+              "since the backup. The first receipt number jumps to the next block of "
+              "1000; the numbers skipped are put on record for the county.")
         return 0
     if args.cmd == "serve":
         import uvicorn
@@ -228,6 +290,12 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("action", choices=["publish"])
     k.add_argument("--data", required=True)
     k.add_argument("--file", help="catalogue JSON (default: the demo catalogue)")
+    k = c.add_parser("calendar", help="enter a year's working-day schedule (holidays, make-up working days) or show it")
+    k.add_argument("action", choices=["set", "show"])
+    k.add_argument("year", nargs="?", type=int, help="the year (set: required)")
+    k.add_argument("file", nargs="?", help='set: JSON {"holidays": [...], "workdays": [...]} or lines "2027-01-01 holiday"')
+    k.add_argument("--data", required=True)
+    k.add_argument("--today", help="show: warn as of this day, YYYY-MM-DD (default: today, China time)")
 
     n = sub.add_parser("node", help="a station node").add_subparsers(dest="cmd", required=True)
     x = n.add_parser("init", help="create keys and enrol with the county")
@@ -244,6 +312,10 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--host", default="127.0.0.1")
     x.add_argument("--port", type=int, default=8701)
     x.add_argument("--sync-interval", type=float, default=15.0)
+    x = n.add_parser("restore", help="put a backup of the data folder back in place (stop the node first)")
+    x.add_argument("--from", dest="backup", required=True, help="the backup folder (node.db, keys/, blobs/)")
+    x.add_argument("--data", required=True)
+    x.add_argument("--replace", action="store_true", help="move a data folder in the way aside")
     x = n.add_parser("set-central", help="change the county centre's address (same county, same keys)")
     x.add_argument("url", help="the county centre's new URL, e.g. https://county.example:8700")
     x.add_argument("--data", required=True)

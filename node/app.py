@@ -17,6 +17,7 @@ from node import idem, rating_views, views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
+from templates.workcal import WorkCalendarState
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
 logger = logging.getLogger("lastmile.node")
@@ -31,10 +32,16 @@ ROUTES = [
     Route("/applications/{id}/rate", rating_views.rate_form),
     Route("/applications/{id}/rate", rating_views.rate_submit, methods=["POST"]),
     Route("/api/v1/applications/{id}/rating", rating_views.api_rate, methods=["POST"]),
+    Route("/applications/{id}/complete", views.complete_form),
+    Route("/applications/{id}/complete", views.apply_submit, methods=["POST"]),
+    Route("/applications/{id}/supplement", views.supplement, methods=["POST"]),
+    Route("/applications/{id}/correction-notice", views.correction_document),
     Route("/sync", views.sync_now, methods=["POST"]),
     Route("/api/v1/catalog", views.api_catalog), Route("/api/v1/status", views.api_status),
     Route("/api/v1/applications", views.api_create, methods=["POST"]),
     Route("/api/v1/applications/{id}", views.api_application),
+    Route("/api/v1/applications/{id}/supplement", views.api_supplement, methods=["POST"]),
+    Route("/api/v1/applications/{id}/handout", views.api_handout, methods=["POST"]),
     Route("/api/v1/sync", views.api_sync, methods=["POST"]),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
@@ -67,6 +74,7 @@ def create_app(settings: Settings, *, background_sync: bool = True) -> Starlette
                     middleware=[Middleware(SecureCookies), Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
                                            session_cookie="lastmile_node", same_site="strict"),
                                 Middleware(SessionGuard, accounts=views.accounts),
-                                Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS)])
+                                Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS),
+                                Middleware(WorkCalendarState, load=station.calendar)])
     app.state.station = station
     return app

@@ -40,8 +40,12 @@ class Intake:
 
 
 def take(item: dict[str, Any], form: dict[str, Any], *, decision: str, station: str, agent: str,
-         catalog_version: int, now: dt.datetime, receipt_no: str, level: str) -> Intake:
-    """Validate an application and turn the agent's decision into the event body to record."""
+         catalog_version: int, now: dt.datetime, receipt_no: str, level: str, case_id: str | None = None,
+         calendar: Any = None) -> Intake:
+    """Validate an application and turn the agent's decision into the event body to record;
+    the promised date counts working days by ``calendar`` (the station's, sync/workdays.py).
+    ``case_id``: the case a correction notice left waiting for the citizen, now completed (the same
+    id; its time limit starts now, from completeness)."""
     errors: dict[str, str] = {}
     if decision not in DECISIONS:
         raise IntakeError({"decision": N_("Choose accept, correction notice or refusal.")})
@@ -67,7 +71,7 @@ def take(item: dict[str, Any], form: dict[str, Any], *, decision: str, station: 
 
     today = now.date()
     body: dict[str, Any] = {
-        "id": str(uuid.uuid4()), "receipt_no": receipt_no, "station": station, "agent": agent,
+        "id": case_id or str(uuid.uuid4()), "receipt_no": receipt_no, "station": station, "agent": agent,
         "item_code": item["code"], "item_name": item["name"], "department": item["department"],
         "catalog_version": catalog_version, "applicant": applicant, "fields": fields,
         "materials": materials, "missing": missing, "reason": reason,
@@ -75,7 +79,7 @@ def take(item: dict[str, Any], form: dict[str, Any], *, decision: str, station: 
     }
     if decision == "accept":
         body["time_limit_days"] = item["time_limit_days"]
-        body["promised_date"] = add_working_days(today, int(item["time_limit_days"])).isoformat()
+        body["promised_date"] = add_working_days(today, int(item["time_limit_days"]), calendar).isoformat()
     try:        # never sign what the county will set aside: it runs this same check on arrival
         rules.check_application(KIND_OF[decision], body, author=station, level=level, catalog={"items": [item]})
     except rules.RuleError as exc:

@@ -34,11 +34,21 @@ TABLES = {
                       "phone": str, "agent": str, "created_at": str, "promised_date": str, "body": str,
                       "event_hash": str, "event_sig": str, "county_received_at": str, "decision": str,
                       "decision_note": str, "decided_by": str, "decided_at": str,
-                      "handed_out_at": str, "handed_out_by": str}, "id"),
+                      "handed_out_at": str, "handed_out_by": str,
+                      # the life after the first decision (see ARCHITECTURE.md, a case's life)
+                      "last_seq": int,          # our latest fact on the case (a supplement): acked -> at the county
+                      "time_limit_days": int, "suspensions": str,   # JSON [[from, to or null], ...]: 中止计时
+                      "correction": str,        # JSON: the materials the county's correction request lists
+                      "collector": str},        # JSON: who collected the result, when not the applicant
+                     "id"),
     "meta": ({"name": str, "value": str}, "name"),
     # Scans, sealed to the county; the bytes are files DATA/blobs/<sha256>.sealed.
     "scans": ({"app_id": str, "sha256": str, "material": str, "name": str, "mime": str, "size": int,
-               "sealed_size": int, "sent": int, "done": int, "created_at": str}, ("app_id", "sha256")),
+               "sealed_size": int, "sent": int, "done": int, "created_at": str,
+               "seq": int},            # the event that lists it (a supplement's); NULL: the application's
+              ("app_id", "sha256")),
+    # Receipt numbers: one counter per day, raised in the transaction that records the document.
+    "receipt_numbers": ({"day": str, "last": int}, "day"),
 }
 
 
@@ -56,6 +66,9 @@ class Store:
             schema.create(self.conn)
             for name, (columns, pk) in TABLES.items():
                 self.db[name].create(columns, pk=pk, if_not_exists=True)
+                missing = {c: t for c, t in columns.items() if c not in self.db[name].columns_dict}
+                for column, kind in missing.items():          # a database made by an older version
+                    self.db[name].add_column(column, kind)
             self.db["applications"].create_index(["status"], if_not_exists=True)
             self._upgrade_users()
             ratings.create(self.conn)       # node/ratings.py: the citizens' ratings and the county's answers
@@ -167,14 +180,16 @@ class Store:
 
     # applications ----------------------------------------------------------
     def insert_application(self, db: sqlite3.Connection, ev: Event, status: str) -> None:
+        """The row of an application; a case completed after a correction notice replaces its row."""
         b = ev.body
-        self.db["applications"].insert({
+        self.db["applications"].upsert({
             "id": b["id"], "seq": ev.seq, "receipt_no": b["receipt_no"], "kind": ev.kind, "status": status,
             "item_code": b["item_code"], "item_name": b["item_name"], "department": b["department"],
             "applicant_name": b["applicant"]["name"], "id_number": b["applicant"]["id_number"],
             "phone": b["applicant"]["phone"], "agent": b["agent"], "created_at": b["at"],
             "promised_date": b.get("promised_date", ""), "body": canonical.dumps(b).decode(),
-            "event_hash": ev.hash, "event_sig": ev.sig})
+            "event_hash": ev.hash, "event_sig": ev.sig, "time_limit_days": b.get("time_limit_days"),
+            "county_received_at": None, "last_seq": None}, pk="id")
 
     def update_application(self, db: sqlite3.Connection, app_id: str, **values: Any) -> bool:
         sets = ", ".join(f"{k} = ?" for k in values)
@@ -200,7 +215,8 @@ class Store:
         with self.lock:
             rows = self.conn.execute(
                 "SELECT s.sha256, max(s.sealed_size), min(s.sent) FROM scans s JOIN applications a ON a.id = s.app_id"
-                " WHERE s.done = 0 AND a.seq > 0 AND a.seq <= ? GROUP BY s.sha256 ORDER BY min(a.seq)", (acked_up_to,)).fetchall()
+                " WHERE s.done = 0 AND coalesce(s.seq, a.seq) > 0 AND coalesce(s.seq, a.seq) <= ?"
+                " GROUP BY s.sha256 ORDER BY min(coalesce(s.seq, a.seq))", (acked_up_to,)).fetchall()
         return [{"sha256": r[0], "sealed_size": r[1], "sent": r[2]} for r in rows]
 
     def scan_progress(self, sha: str, sent: int, done: bool) -> None:

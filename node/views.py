@@ -46,8 +46,9 @@ def accounts(request: Request) -> Any:
 
 def _home_context(st: Station) -> dict[str, Any]:
     """Everything the home page shows, read from the store (in a worker thread, never on the loop)."""
-    return {"sync": st.sync_state(),
-            "results": st.store.applications("status IN (" + ", ".join(f"'{s}'" for s in Status.DECIDED) + ")"),
+    def having(statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+        return st.store.applications("status IN (" + ", ".join("?" for _ in statuses) + ")", statuses)
+    return {"sync": st.sync_state(), "results": having(Status.RESULTS), "waiting": having(Status.WAITING),
             "recent": st.store.applications(limit=20), "items": st.items()}
 
 
@@ -83,6 +84,22 @@ async def apply_form(request: Request) -> Response:
                   submit_token=idem.new_form_token(csrf_token(request)))
 
 
+async def complete_form(request: Request) -> Response:
+    """The citizen came back after a correction notice: the same form, filled in as it was, to tick
+    what was brought, attach scans and accept (一次性告知 → 受理, the same case)."""
+    st, app = await application_of(request)
+    if app["status"] != Status.CORRECTION_NOTICE:
+        raise HTTPException(409, N_("This case is not waiting for the citizen to complete it."))
+    item, departments = await run_in_threadpool(_item_form, st, app["item_code"])
+    if item is None:
+        raise HTTPException(404, N_("This service item is not in the station's catalogue."))
+    b = app["body"]
+    form = {**b["applicant"], **{"f_" + k: str(v) for k, v in b["fields"].items()},
+            "materials": [m["code"] for m in b["materials"] if m.get("received")]}
+    return render(request, "node/apply.html", st=st, item=item, form=form, errors={}, departments=departments,
+                  submit_token=idem.new_form_token(csrf_token(request)), completing=app)
+
+
 async def apply_submit(request: Request) -> Response:
     user = agent(request)
     st = station(request)
@@ -96,16 +113,20 @@ async def apply_submit(request: Request) -> Response:
         first = await run_in_threadpool(idem.find, st.store, FORM + user["username"], token)
         if first is not None:       # a double click, the back button: the receipt of the first submission
             return RedirectResponse(f"/applications/{first['app_id']}/document", 303)
-        return await _apply(request, user, st, form, token)
+        return await _apply(request, user, st, form, token, request.path_params.get("id"))
 
 
 FORM = "form:"      # scope of the intake form's tokens in idempotency_keys, per agent; the API's is "api:"
 
 
-async def _apply(request: Request, user: dict[str, Any], st: Station, form: Any, token: str) -> Response:
+async def _apply(request: Request, user: dict[str, Any], st: Station, form: Any, token: str,
+                 case_id: str | None = None) -> Response:
     data: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str) and k != "materials"}
     data["materials"] = form.getlist("materials")
-    code = request.path_params["code"]
+    completing = await run_in_threadpool(st.store.application, case_id) if case_id else None
+    if case_id and completing is None:
+        raise HTTPException(404, N_("No such application at this station."))
+    code = completing["item_code"] if completing else request.path_params["code"]
     try:
         attached = []
         for key, value in form.multi_items():
@@ -116,7 +137,7 @@ async def _apply(request: Request, user: dict[str, Any], st: Station, form: Any,
                 except scans.ScanError as exc:
                     raise cases.IntakeError({key: str(exc)}) from exc
         app = await run_in_threadpool(st.take, code, data, str(form.get("decision", "")), user["name"], attached,
-                                      within=idem.claimer(FORM + user["username"], token, "form"))
+                                      within=idem.claimer(FORM + user["username"], token, "form"), case_id=case_id)
     except idem.Replay as first:    # the same form sent twice at once: the other request recorded it
         return RedirectResponse(f"/applications/{first.row['app_id']}/document", 303)
     except cases.IntakeError as exc:
@@ -125,7 +146,7 @@ async def _apply(request: Request, user: dict[str, Any], st: Station, form: Any,
             raise HTTPException(404, N_("This service item is not in the station's catalogue.")) from exc
         departments = await run_in_threadpool(st.department_names)
         return render(request, "node/apply.html", 422, st=st, item=item, form=data, errors=exc.errors,
-                      departments=departments, submit_token=token)
+                      departments=departments, submit_token=token, completing=completing)
     return RedirectResponse(f"/applications/{app['id']}/document", 303)
 
 
@@ -139,11 +160,14 @@ async def application_of(request: Request) -> tuple[Station, dict[str, Any]]:
     return st, app
 
 
-async def application_page(request: Request) -> Response:
+async def application_page(request: Request, status: int = 200, errors: dict[str, str] | None = None,
+                           form: dict[str, Any] | None = None) -> Response:
     st, app = await application_of(request)
     key = await run_in_threadpool(st.decision_key, app["id"]) if app["decision"] else None
+    life = await run_in_threadpool(st.life, app)
     extra = await run_in_threadpool(_history_and_rating, request, st, app)
-    return render(request, "node/application.html", st=st, app=app, decision_key=key, **extra)
+    return render(request, "node/application.html", status, st=st, app=app, decision_key=key, life=life,
+                  errors=errors or {}, form=form or {}, **extra)
 
 
 def _history_and_rating(request: Request, st: Station, app: dict[str, Any]) -> dict[str, Any]:
@@ -164,11 +188,58 @@ async def document(request: Request) -> Response:
 
 
 async def hand_out(request: Request) -> Response:
+    """统一窗口出件: who collected (the applicant, or a proxy with name, ID number and relation) and
+    that their identity document was checked."""
     user = agent(request)
-    await form_of(request)
-    if not await run_in_threadpool(station(request).hand_out, request.path_params["id"], user["name"]):
-        raise HTTPException(409, N_("This result cannot be handed out (not decided yet, or already handed out)."))
+    form = await form_of(request)
+    collector = None
+    if form.get("collector") == "proxy":
+        collector = {k: str(form.get("proxy_" + k, "")) for k in ("name", "id_number", "relation")}
+    try:
+        await run_in_threadpool(station(request).hand_out, request.path_params["id"], user["name"], collector,
+                                form.get("identity_checked") == "1")
+    except cases.IntakeError as exc:
+        status = 409 if "application" in exc.errors else 422
+        return await application_page(request, status, exc.errors, dict(form))
     return RedirectResponse("/?m=handed_out", 303)
+
+
+async def supplement(request: Request) -> Response:
+    """补正: the materials the citizen brought after the county's correction request, their scans
+    and a note; the same case goes up again as a supplement."""
+    user = agent(request)
+    st = station(request)
+    async with request.form(max_files=50, max_fields=200) as form:
+        if not check_csrf(request, form):
+            raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
+        try:
+            attached = []
+            for key, value in form.multi_items():
+                if key.startswith("scan_") and isinstance(value, UploadFile) and value.filename:
+                    raw = await value.read(scans.MAX_UPLOAD + 1)
+                    try:
+                        attached.append(await run_in_threadpool(scans.prepare, key[5:], value.filename, raw))
+                    except scans.ScanError as exc:
+                        raise cases.IntakeError({key: str(exc)}) from exc
+            await run_in_threadpool(st.supplement, request.path_params["id"],
+                                    [str(m) for m in form.getlist("materials")], attached,
+                                    str(form.get("note", "")), user["name"])
+        except cases.IntakeError as exc:
+            return await application_page(request, 409 if "application" in exc.errors else 422, exc.errors,
+                                          {"note": str(form.get("note", "")),
+                                           "materials": [str(m) for m in form.getlist("materials")]})
+    return RedirectResponse(f"/applications/{request.path_params['id']}?m=supplemented", 303)
+
+
+async def correction_document(request: Request) -> Response:
+    """材料补正通知书: everything the county's correction request asks for, at once, in the
+    deciding department's name, for the citizen to take home."""
+    st, app = await application_of(request)
+    if not app["correction"] and app["decision"] != "correction":
+        raise HTTPException(404, N_("The county has not asked for corrections on this case."))
+    life = await run_in_threadpool(st.life, app)
+    departments = await run_in_threadpool(st.department_names)
+    return render(request, "node/correction_document.html", st=st, app=app, life=life, departments=departments)
 
 
 def _sync_quietly(st: Station) -> None:
@@ -223,12 +294,14 @@ def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:
     return {"id": app["id"], "receipt_no": app["receipt_no"], "status": app["status"], "item_code": app["item_code"],
             "item_name": app["item_name"], "applicant_name": app["applicant_name"], "created_at": app["created_at"],
             "promised_date": app["promised_date"] or None, "missing": body.get("missing", []),
+            "promised_provisional": st.calendar().promised_provisional(app["created_at"], app["promised_date"]),
             "county_received_at": app["county_received_at"],
             "decision": ({"decision": app["decision"], "note": app["decision_note"], "by": app["decided_by"],
                           "at": app["decided_at"], "county_key": st.decision_key(app["id"])} if app["decision"] else None),
             "handed_out_at": app["handed_out_at"],
             "scans": [{"sha256": x["sha256"], "material": x["material"], "name": x["name"], "size": x["size"],
-                       "uploaded": bool(x["done"])} for x in st.store.scans_of(app["id"])]}
+                       "uploaded": bool(x["done"])} for x in st.store.scans_of(app["id"])],
+            **st.life(app)}
 
 
 async def api_catalog(request: Request) -> Response:
@@ -329,3 +402,59 @@ async def api_status(request: Request) -> Response:
     return JSONResponse({"station": st.code, "name": st.name, "level": st.level, "sync": state})
 
 
+
+
+def _intake_refusal(request: Request, exc: cases.IntakeError) -> Response:
+    """An IntakeError as the API's answer: 409 when the case's state forbids it, else 422."""
+    _ = gettext_for(locale_of(request))
+    details = {k: _(v) for k, v in exc.errors.items()}
+    status = 409 if "application" in exc.errors else 422
+    return api_error(status, "conflict" if status == 409 else "invalid", " ".join(details.values()), details)
+
+
+async def api_supplement(request: Request) -> Response:
+    """``POST /api/v1/applications/{id}/supplement`` ``{"materials": [codes], "scans": [{material, name,
+    data_base64}], "note"}``: what the citizen brought after the county's correction request."""
+    user = await api_user(request)
+    payload = await json_object(request)
+    st = station(request)
+    materials = payload.get("materials", [])
+    if not isinstance(materials, list) or not all(isinstance(m, str) for m in materials):
+        return api_error(422, "invalid", "materials is a list of material codes")
+    attached = []
+    for i, scan in enumerate(payload.get("scans") if isinstance(payload.get("scans"), list) else []):
+        try:
+            raw = base64.b64decode(str(scan.get("data_base64", "")), validate=True)
+            attached.append(await run_in_threadpool(scans.prepare, str(scan.get("material", "")),
+                                                    str(scan.get("name", "")), raw))
+        except (ValueError, AttributeError, binascii.Error):
+            return api_error(422, "invalid", f"scans[{i}] needs material, name and data_base64")
+        except scans.ScanError as exc:
+            return api_error(422, "invalid", gettext_for(locale_of(request))(str(exc)), {f"scans[{i}]": str(exc)})
+    try:
+        app = await run_in_threadpool(st.supplement, request.path_params["id"], materials, attached,
+                                      str(payload.get("note", "")), user["name"])
+    except cases.IntakeError as exc:
+        if exc.errors.get("application") == "No such application at this station.":
+            return api_error(404, "not_found", "No such application at this station.")
+        return _intake_refusal(request, exc)
+    return JSONResponse(await run_in_threadpool(app_json, st, app))
+
+
+async def api_handout(request: Request) -> Response:
+    """``POST /api/v1/applications/{id}/handout`` ``{"collector": {"name", "id_number", "relation"} or
+    null, "identity_checked": true}``."""
+    user = await api_user(request)
+    payload = await json_object(request)
+    st = station(request)
+    collector = payload.get("collector")
+    if collector is not None and not isinstance(collector, dict):
+        return api_error(422, "invalid", "collector is null (the applicant) or {name, id_number, relation}")
+    try:
+        app = await run_in_threadpool(st.hand_out, request.path_params["id"], user["name"], collector,
+                                      payload.get("identity_checked") is True)
+    except cases.IntakeError as exc:
+        if exc.errors.get("application") == "No such application at this station.":
+            return api_error(404, "not_found", "No such application at this station.")
+        return _intake_refusal(request, exc)
+    return JSONResponse(await run_in_threadpool(app_json, st, app))

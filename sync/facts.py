@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping
 from sync import rules
 from sync.rules import (  # noqa: F401 - the shared vocabulary, re-exported: import it from here
     ACCEPTED, APPLICATION_KINDS, CASE_DECIDED, CATALOG_PUBLISHED, CORRECTION_NOTICE, COUNTY_KEYS_ROTATED,
-    DECISIONS, HAND_OUT, NEW, RATED, RATING_ANSWERED, REFUSED, STATION_KEYS_ROTATED, TRANSITIONS, N_, RuleError, Status, county_state,
-    decided, next_state)
+    DECISIONS, HAND_OUT, NEW, RATED, RATING_ANSWERED, RECEIPTS_VOIDED, REFUSED, STATION_KEYS_ROTATED, SUPPLEMENTED,
+    TRANSITIONS, N_, RuleError, Status, county_state, decided, next_state)
 
 STATION, COUNTY = "station", "county"
 HANDED_OUT = HAND_OUT
@@ -27,11 +27,14 @@ HANDED_OUT = HAND_OUT
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What a check needs beyond the body: the event's author, the author station's level, and the
-    catalogue version the body names (None if never published)."""
+    """What a check needs beyond the body: the event's author, the author station's level, the
+    catalogue version the body names (None if never published), and for a fact about a case held
+    already, the case's item as its signed application lists it (``{"materials": [...]}``, None if
+    the case is unknown)."""
     author: str = ""
     level: str | None = None
     catalog: Mapping[str, Any] | None = None
+    item: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,51 @@ def _check_hand_out(body: Any, ctx: Context) -> str:
     return rules.check_hand_out(body)
 
 
+def _check_supplement(body: Any, ctx: Context) -> str:
+    return rules.check_supplement(body, dict(ctx.item) if ctx.item is not None else None)
+
+
+def _check_decision(body: Any, ctx: Context) -> str:
+    """A county decision: its fields, and for a correction request the materials it lists, which
+    must be the case's own (checked where the case is known)."""
+    if not isinstance(body, dict):
+        raise RuleError(N_("%(fact)s is not an object."), fact=N_("a decision"))
+    for name in ("id", "decision", "note", "by", "department", "at"):
+        if not isinstance(body.get(name), str):
+            raise RuleError(N_("The decision lacks the field %(field)s."), field=name)
+    if body["decision"] not in DECISIONS:
+        raise RuleError(N_("Unknown decision %(decision)s."), decision=body["decision"])
+    if "materials" in body:
+        if body["decision"] != "correction":
+            raise RuleError(N_("Only a correction request lists materials to correct."))
+        if ctx.item is not None:
+            rules.check_correction(body["materials"], dict(ctx.item))
+        elif not isinstance(body["materials"], list):
+            raise RuleError(N_("The list of materials to correct is not a list."))
+    return body["id"]
+
+
+def _check_voided(body: Any, ctx: Context) -> None:
+    rules.check_voided(body, ctx.author)
+
+
+def case_item(application_body: Any) -> dict[str, Any] | None:
+    """The item of a case as its signed application lists it: what a correction or a supplement
+    may name, the same at both ends whatever the catalogue has become since."""
+    if not isinstance(application_body, dict) or not isinstance(application_body.get("materials"), list):
+        return None
+    return {"materials": [m for m in application_body["materials"] if isinstance(m, dict)
+                          and isinstance(m.get("code"), str) and isinstance(m.get("name"), str)]}
+
+
+def _check_calendar(body: Any, ctx: Context) -> Any:
+    from sync import workdays
+    try:
+        return workdays.check_body(body)
+    except workdays.ScheduleError as exc:
+        raise RuleError(exc.message, **exc.params) from None
+
+
 def _check_keys(body: Any, ctx: Context) -> Any:
     from crypto.errors import CryptoError
     from crypto.keys import PublicKeys
@@ -101,14 +149,19 @@ SPECS: dict[str, FactSpec] = {s.kind: s for s in (
              _check_application(ACCEPTED)),
     FactSpec(CORRECTION_NOTICE, STATION, _APPLICATION_FIELDS, ("scans",), _check_application(CORRECTION_NOTICE)),
     FactSpec(REFUSED, STATION, _APPLICATION_FIELDS, ("scans",), _check_application(REFUSED)),
-    FactSpec(HANDED_OUT, STATION, ("id", "by", "at", "identity_checked"), (), _check_hand_out),
+    FactSpec(HANDED_OUT, STATION, ("id", "by", "at", "identity_checked"), ("collector",), _check_hand_out),
+    FactSpec(SUPPLEMENTED, STATION, ("id", "by", "at", "materials", "note"), ("scans",), _check_supplement),
     FactSpec(STATION_KEYS_ROTATED, STATION, ("sign", "enc"), (), _check_keys),
+    FactSpec(RECEIPTS_VOIDED, STATION, ("day", "first", "last", "reason", "at"), (), _check_voided),
     FactSpec(CATALOG_PUBLISHED, COUNTY, ("catalog",)),
-    FactSpec(CASE_DECIDED, COUNTY, ("id", "decision", "note", "by", "department", "at")),
+    FactSpec(CASE_DECIDED, COUNTY, ("id", "decision", "note", "by", "department", "at"), ("materials",),
+             _check_decision),
     FactSpec(COUNTY_KEYS_ROTATED, COUNTY, ("sign", "enc")),
+    FactSpec(rules.CALENDAR_PUBLISHED, COUNTY, ("year", "holidays", "workdays", "at", "by"), (), _check_calendar),
     FactSpec(RATED, STATION, ("id", "score", "comment", "by", "at"), (), _check_rating),
     FactSpec(RATING_ANSWERED, COUNTY, ("id", "answer", "by", "department", "at"), (), _check_rating_answer),
 )}
+CALENDAR_PUBLISHED = rules.CALENDAR_PUBLISHED
 
 UPSTREAM = tuple(k for k, s in SPECS.items() if s.author == STATION)
 DOWNSTREAM = tuple(k for k, s in SPECS.items() if s.author == COUNTY)

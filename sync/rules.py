@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any
 
-import chinese_calendar
+from sync import workdays
 
 
 def N_(message: str) -> str:
@@ -77,25 +77,15 @@ def valid_id_for_demo(prefix17: str) -> str:
 
 
 def is_workday(day: dt.date) -> bool:
-    """Chinese working day, counting public holidays and make-up working days.
-
-    chinese_calendar knows the State Council's schedule only up to the years it ships;
-    past them we count Monday to Friday, and the county can correct later."""
-    try:
-        return bool(chinese_calendar.is_workday(day))
-    except NotImplementedError:
-        return day.weekday() < 5
+    """Chinese working day by the library's schedule, Monday to Friday past it (provisional).
+    A thin wrapper: the county's entered years are in ``sync.workdays.WorkCalendar``."""
+    return workdays.LIBRARY_ONLY.is_workday(day)
 
 
-def add_working_days(start: dt.date, days: int) -> dt.date:
-    """The date by which ``days`` working days after ``start`` have passed (the day itself not counted)."""
-    day = start
-    left = days
-    while left > 0:
-        day += dt.timedelta(days=1)
-        if is_workday(day):
-            left -= 1
-    return day
+def add_working_days(start: dt.date, days: int, calendar: workdays.WorkCalendar | None = None) -> dt.date:
+    """The date by which ``days`` working days after ``start`` have passed (the day itself not counted),
+    by ``calendar`` (the station's: the county's entered years first), else the library's."""
+    return (calendar or workdays.LIBRARY_ONLY).add_working_days(start, days)
 
 
 # --- a case's life: statuses, fact kinds, and the one transition table ----------------------------
@@ -114,8 +104,12 @@ class Status:
     HANDED_OUT = "handed_out"
 
     ALL = (ACCEPTED, RECEIVED, CORRECTION_NOTICE, REFUSED, APPROVED, REJECTED, CORRECTION_REQUESTED, HANDED_OUT)
-    #: decided by the county: the result waits at the station to be handed out
+    #: decided by the county
     DECIDED = (APPROVED, REJECTED, CORRECTION_REQUESTED)
+    #: a result that waits at the station to be handed out
+    RESULTS = (APPROVED, REJECTED)
+    #: waiting for the citizen to bring what is missing: the time limit is suspended (中止计时)
+    WAITING = (CORRECTION_NOTICE, CORRECTION_REQUESTED)
 
 
 # The fact kinds, by name (their specs: sync/facts.py).
@@ -123,9 +117,12 @@ ACCEPTED = "application.accepted"
 CORRECTION_NOTICE = "application.correction_notice"
 REFUSED = "application.refused"
 HAND_OUT = "application.handed_out"
+SUPPLEMENTED = "application.supplemented"
+RECEIPTS_VOIDED = "station.receipts_voided"
 STATION_KEYS_ROTATED = "station.keys_rotated"
 CATALOG_PUBLISHED = "catalog.published"
 CASE_DECIDED = "case.decided"
+CALENDAR_PUBLISHED = "calendar.published"
 COUNTY_KEYS_ROTATED = "county.keys_rotated"
 RATED = "application.rated"            # the citizen's rating (好差评), once per case; state unchanged
 RATING_ANSWERED = "rating.answered"    # the county's answer to a rating of 1-2 (整改反馈), once
@@ -149,8 +146,13 @@ TRANSITIONS: dict[tuple[str | None, str], str] = {
     (NEW, ACCEPTED): Status.RECEIVED,
     (NEW, CORRECTION_NOTICE): Status.CORRECTION_NOTICE,
     (NEW, REFUSED): Status.REFUSED,
+    # the citizen came back with what the station's correction notice asked for: the same case
+    (Status.CORRECTION_NOTICE, ACCEPTED): Status.RECEIVED,
+    (Status.CORRECTION_NOTICE, REFUSED): Status.REFUSED,
     **{(Status.RECEIVED, decided(d)): s for d, s in DECISIONS.items()},
-    **{(s, HAND_OUT): Status.HANDED_OUT for s in Status.DECIDED},
+    # the citizen brought what the county's correction request asked for: back in review
+    (Status.CORRECTION_REQUESTED, SUPPLEMENTED): Status.RECEIVED,
+    **{(s, HAND_OUT): Status.HANDED_OUT for s in Status.RESULTS},
     **{(s, k): s for s in (Status.HANDED_OUT, Status.REFUSED, Status.CORRECTION_NOTICE)   # ratings keep the state
        for k in (RATED, RATING_ANSWERED)},
 }
@@ -162,7 +164,7 @@ STATE_LABELS = {
 }
 FACT_LABELS = {
     ACCEPTED: N_("an acceptance"), CORRECTION_NOTICE: N_("a correction notice"),
-    REFUSED: N_("a refusal"), HAND_OUT: N_("a hand-out"),
+    REFUSED: N_("a refusal"), HAND_OUT: N_("a hand-out"), SUPPLEMENTED: N_("a supplement"),
     **{decided(d): N_("a decision") for d in DECISIONS},
     RATED: N_("a rating"), RATING_ANSWERED: N_("an answer to a rating"),
 }
@@ -184,7 +186,7 @@ def next_state(state: str | None, kind: str, *, case_id: str = "") -> str:
     if state is NEW:
         raise RuleError(N_("%(fact)s names case %(id)s, which the county does not hold."),
                         fact=FACT_LABELS[kind], id=case_id)
-    if kind in APPLICATION_KINDS:
+    if kind in APPLICATION_KINDS and state not in Status.WAITING:
         raise RuleError(N_("Case id %(id)s is already held by the county; a new application needs a new case id."),
                         id=case_id)
     raise RuleError(N_("Case %(id)s cannot take %(fact)s while it is in state \u201c%(state)s\u201d."),
@@ -431,7 +433,209 @@ def check_hand_out(body: Any) -> str:
         raise RuleError(N_("The hand-out's time is not of the form YYYY-MM-DDTHH:MM:SS+08:00."))
     if body.get("identity_checked") is not True:
         raise RuleError(N_("A result may be handed out only after checking the citizen's identity."))
+    if "collector" in body:
+        check_collector(body["collector"])
     return case_id
+
+
+# --- corrections, supplements, hand-out to a proxy ---------------------------------------------------
+
+#: What is wrong with a material the county asks for again (``case.decided`` ``materials[].problem``).
+PROBLEMS: dict[str, str] = {"missing": N_("Missing"), "unclear": N_("Not legible"), "expired": N_("Expired"),
+                            "mismatch": N_("Details do not match"), "other": N_("Other problem")}
+MAX_PROBLEM_TEXT = 200
+
+
+def check_correction(materials: Any, item: dict[str, Any]) -> list[dict[str, str]]:
+    """The materials a county correction request lists: ``[{"code", "problem", "text"}]``, each code
+    one of the item's materials (once), each problem one of PROBLEMS, ``text`` needed for "other".
+    Returns them with ``text`` always present; RuleError for the first problem."""
+    if not isinstance(materials, list):
+        raise RuleError(N_("The list of materials to correct is not a list."))
+    names = {m["code"]: m["name"] for m in item.get("materials", [])}
+    out: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for n, m in enumerate(materials, 1):
+        if not isinstance(m, dict) or not set(m) <= {"code", "problem", "text"}:
+            raise RuleError(N_("Material %(n)s to correct is not an object with code, problem and text."), n=n)
+        code, problem, text = m.get("code"), m.get("problem"), m.get("text", "")
+        if not isinstance(code, str) or code not in names:
+            raise RuleError(N_("Material %(n)s to correct is not one this item asks for."), n=n)
+        if code in seen:
+            raise RuleError(N_("Material %(code)s is listed twice."), code=code)
+        if problem not in PROBLEMS:
+            raise RuleError(N_("Material %(code)s: choose what is wrong with it."), code=code)
+        if not isinstance(text, str) or len(text) > MAX_PROBLEM_TEXT:
+            raise RuleError(N_("Material %(code)s: the description is too long."), code=code)
+        if problem == "other" and not text.strip():
+            raise RuleError(N_("Material %(code)s: say what the other problem is."), code=code)
+        seen.add(code)
+        out.append({"code": code, "problem": problem, "text": text.strip()})
+    return out
+
+
+def _check_time(body: dict[str, Any], what: str) -> None:
+    at = body.get("at")
+    if not isinstance(at, str) or not LOCAL_TIME.fullmatch(at):
+        raise RuleError(N_("The time of %(fact)s is not of the form YYYY-MM-DDTHH:MM:SS+08:00."), fact=what)
+    try:
+        dt.datetime.fromisoformat(at)
+    except ValueError:
+        raise RuleError(N_("The time of %(fact)s is not of the form YYYY-MM-DDTHH:MM:SS+08:00."), fact=what) from None
+
+
+def _check_case_id(body: Any, what: str) -> str:
+    if not isinstance(body, dict):
+        raise RuleError(N_("%(fact)s is not an object."), fact=what)
+    case_id = body.get("id")
+    if not isinstance(case_id, str) or not UUID4.fullmatch(case_id):
+        raise RuleError(N_("%(fact)s does not name a case id."), fact=what)
+    by = body.get("by")
+    if not isinstance(by, str) or not by.strip() or len(by) > 50:
+        raise RuleError(N_("%(fact)s does not name the agent who recorded it."), fact=what)
+    return case_id
+
+
+def check_supplement(body: Any, item: dict[str, Any] | None) -> str:
+    """An ``application.supplemented`` body: what the citizen brought after the county asked for
+    corrections. ``item`` is the case's catalogue item (None when the case is unknown: only the shape
+    is checked, the transition table refuses the rest). Returns the case id."""
+    what = FACT_LABELS[SUPPLEMENTED]
+    case_id = _check_case_id(body, what)
+    _check_time(body, what)
+    if set(body) - {"id", "by", "at", "materials", "scans", "note"}:
+        raise RuleError(N_("%(fact)s has fields nobody defined."), fact=what)
+    materials, note = body.get("materials"), body.get("note")
+    if not isinstance(materials, list) or not all(isinstance(m, str) for m in materials) \
+            or len(set(materials)) != len(materials):
+        raise RuleError(N_("The supplement's materials are not a list of distinct material codes."))
+    if not isinstance(note, str) or len(note) > MAX_TEXT:
+        raise RuleError(N_("The supplement's note is missing or too long."))
+    if not materials and not body.get("scans") and not note.strip():
+        raise RuleError(N_("A supplement needs at least one material, scan or note."))
+    if item is not None:
+        codes = {m["code"] for m in item.get("materials", [])}
+        if any(m not in codes for m in materials):
+            raise RuleError(N_("The supplement lists a material this item does not ask for."))
+        _check_scans(body, item)
+    return case_id
+
+
+def check_collector(collector: Any) -> dict[str, str]:
+    """Who collected a result for the applicant (代领): name, ID number and relation."""
+    if not isinstance(collector, dict) or set(collector) != {"name", "id_number", "relation"} \
+            or not all(isinstance(v, str) for v in collector.values()):
+        raise RuleError(N_("A proxy who collects needs a name, an ID number and a relation to the applicant."))
+    if not collector["name"].strip() or len(collector["name"]) > 50:
+        raise RuleError(N_("Enter the name of the person who collects."))
+    problem = id_number_error(collector["id_number"])
+    if problem or collector["id_number"] != collector["id_number"].strip().upper():
+        raise RuleError(N_("The collector's ID number: %(problem)s"), problem=problem or "")
+    if not collector["relation"].strip() or len(collector["relation"]) > 30:
+        raise RuleError(N_("Say how the person who collects is related to the applicant."))
+    return collector
+
+
+# --- the time limit, suspended while the case waits on the citizen (中止计时) -----------------------
+
+def time_limit(limit_days: int, accepted_on: dt.date, suspensions: list[tuple[dt.date, dt.date | None]],
+               today: dt.date, workday: Any = None) -> dict[str, Any]:
+    """Days used and left of a case's time limit on ``today``, and the promised date.
+
+    Working days after the acceptance count, except those inside a suspension ``(start, end]``:
+    from the day the case began to wait on the citizen (that day still counts) to the day of the
+    supplement (not counted; the clock runs again from the next working day). While a suspension
+    is open (``end`` None) the promised date is unknown (None) and ``suspended`` is true.
+    ``workday``: the calendar's ``is_workday`` (default: the library's)."""
+    is_work = workday or is_workday
+
+    def suspended(day: dt.date) -> bool:
+        return any(start < day and (end is None or day <= end) for start, end in suspensions)
+
+    used, day = 0, accepted_on
+    while day < today:
+        day += dt.timedelta(days=1)
+        if is_work(day) and not suspended(day):
+            used += 1
+    open_now = any(end is None for _, end in suspensions)
+    promised: dt.date | None = None
+    if not open_now:
+        counted, day = 0, accepted_on
+        while counted < limit_days:
+            day += dt.timedelta(days=1)
+            if is_work(day) and not suspended(day):
+                counted += 1
+        promised = day
+    return {"days_used": used, "days_left": limit_days - used, "promised_date": promised.isoformat() if promised else None,
+            "suspended": open_now}
+
+
+def china_day(timestamp: str) -> str:
+    """The date in China (UTC+8) of an ISO timestamp (the county writes UTC, stations China time)."""
+    when = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone(dt.timedelta(hours=8))).date().isoformat()
+
+
+def suspensions_of(raw: str | None) -> list[tuple[dt.date, dt.date | None]]:
+    """The stored form (JSON ``[[start, end or null], ...]``) as dates."""
+    out: list[tuple[dt.date, dt.date | None]] = []
+    for start, end in json.loads(raw or "[]"):
+        out.append((dt.date.fromisoformat(start), dt.date.fromisoformat(end) if end else None))
+    return out
+
+
+def suspend(raw: str | None, on: str) -> str:
+    """Open a suspension on day ``on`` (YYYY-MM-DD) unless one is open."""
+    rounds = json.loads(raw or "[]")
+    if not rounds or rounds[-1][1] is not None:
+        rounds.append([on, None])
+    return json.dumps(rounds)
+
+
+def resume(raw: str | None, on: str) -> str:
+    """Close the open suspension on day ``on``."""
+    rounds = json.loads(raw or "[]")
+    if rounds and rounds[-1][1] is None:
+        rounds[-1][1] = max(on, rounds[-1][0])
+    return json.dumps(rounds)
+
+
+def case_clock(*, time_limit_days: Any, accepted_at: str | None, suspensions: str | None, status: str | None,
+               decided_at: str | None, today: dt.date, workday: Any = None) -> dict[str, Any] | None:
+    """The time limit of a case as both apps show it: ``days_used``, ``days_left``, the
+    ``promised_date`` moved by every suspension, and ``suspended`` (waiting on the citizen). The
+    clock stops at an approval or a rejection. None for a case without a time limit (a correction
+    notice or a refusal at the station)."""
+    if type(time_limit_days) is not int or not accepted_at or status in (Status.CORRECTION_NOTICE, Status.REFUSED):
+        return None
+    end = today
+    if status in (Status.APPROVED, Status.REJECTED, Status.HANDED_OUT) and decided_at:
+        end = min(today, dt.date.fromisoformat(china_day(decided_at)))
+    return time_limit(time_limit_days, dt.date.fromisoformat(accepted_at[:10]), suspensions_of(suspensions), end,
+                      workday)
+
+
+# --- receipt numbers a restored station skips ---------------------------------------------------------
+
+#: After a restore the day's counter jumps to the next block of this many numbers.
+RESTORE_BLOCK = 1000
+
+
+def check_voided(body: Any, author: str) -> None:
+    """``station.receipts_voided``: numbers ``first``..``last`` of ``day`` (YYYYMMDD) that a station
+    restored from a backup will never issue, because the lost copy may have issued them."""
+    if not isinstance(body, dict) or set(body) != {"day", "first", "last", "reason", "at"}:
+        raise RuleError(N_("A record of voided receipt numbers needs day, first, last, reason and at."))
+    day, first, last = body["day"], body["first"], body["last"]
+    if not isinstance(day, str) or _day(f"{day[:4]}-{day[4:6]}-{day[6:]}") is None or len(day) != 8:
+        raise RuleError(N_("A record of voided receipt numbers names no valid day."))
+    if type(first) is not int or type(last) is not int or not 1 <= first <= last <= 99999:
+        raise RuleError(N_("A record of voided receipt numbers has a bad range."))
+    if not isinstance(body["reason"], str) or len(body["reason"]) > 200:
+        raise RuleError(N_("A record of voided receipt numbers has a bad reason."))
+    _check_time(body, N_("voided receipt numbers"))
 
 
 # --- ratings (好差评) and the county's answer to a poor one (整改反馈) ---------------------------------

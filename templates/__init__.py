@@ -22,7 +22,7 @@ from babel.messages.pofile import read_po
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from sync.rules import Status  # the one definition of the case statuses, for the status labels
+from sync.rules import PROBLEMS, Status  # the case statuses and correction problems, defined once
 
 HERE = Path(__file__).parent
 LOCALES = ("zh_CN", "en")
@@ -63,6 +63,7 @@ def environment(locale: str) -> jinja2.Environment:
     env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
     env.globals["locale"] = locale
     env.globals["Status"] = Status          # the case statuses, defined once (sync/rules.py)
+    env.globals["PROBLEMS"] = PROBLEMS      # what may be wrong with a material (a correction request)
     env.filters["local"] = local_time
     env.filters["reason"] = functools.partial(reason_text, locale=locale)
     return env

@@ -40,7 +40,8 @@ def decided_and_handed_out(system, http) -> tuple:
     assert clerk.post(f"/api/v1/cases/{app['id']}/decision", json={"decision": "approve"}).status_code == 200
     node.post("/api/v1/sync")
     page, _ = log_in(http, system.stations["V1"]["url"], "agent")
-    assert page.post(f"/applications/{app['id']}/handout", data={"csrf": csrf_of(page)}).status_code == 200
+    assert page.post(f"/applications/{app['id']}/handout", data={"csrf": csrf_of(page), "collector": "applicant",
+                                                              "identity_checked": "1"}).status_code == 200
     return node, app, dept, page
 
 

@@ -117,12 +117,12 @@ def test_a_station_cannot_hand_out_another_stations_case(system, v1, t1, http):
     assert case_of(system, theirs)["status"] == "approved"          # not handed out by a stranger
     assert v1.sync_state()["up_waiting"] == 0                        # stored and acked all the same
     reason = county_repairs(system, "V1")[seq]
-    assert reason["m"] == "Station %(author)s handed out case %(id)s, which belongs to station %(owner)s."
+    assert reason["m"] == "Station %(author)s sent %(fact)s for case %(id)s, which belongs to station %(owner)s."
     page, _ = log_in(http, system.central_url, "boss")
     problems = page.get("/stations").text.split('id="problems"')[1]
-    assert f"站点 V1 发放了属于站点 T1 的办件 {theirs} 的结果" in problems
+    assert f"站点 V1 提交了属于站点 T1 的办件 {theirs} 的出件" in problems
     node, _ = log_in(http, system.stations["V1"]["url"], "agent")
-    assert "站点 V1 发放了属于站点 T1 的办件" in node.get("/").text.split('id="reported"')[1]
+    assert "站点 V1 提交了属于站点 T1 的办件" in node.get("/").text.split('id="reported"')[1]
 
     t1.sync()                                                        # the owner still hands it out
     assert t1.hand_out(theirs, "代办员")
@@ -143,7 +143,14 @@ def test_a_case_is_handed_out_only_once_decided_and_only_once(system, v1):
 
     decide(system, mine, "correction")
     v1.sync()
-    assert v1.hand_out(mine, "代办员")
+    waiting = forge(v1, "application.handed_out", hand_out_body(mine))    # waits for the citizen: nothing to hand out
+    v1.sync()
+    assert county_repairs(system, "V1")[waiting]["a"]["state"] == "Correction requested"
+    v1.supplement(mine, ["id_card"], [], "补交", "代办员")
+    v1.sync()
+    decide(system, mine, "approve")
+    v1.sync()
+    assert v1.hand_out(mine, "代办员")["status"] == "handed_out"
     again = forge(v1, "application.handed_out", hand_out_body(mine))
     v1.sync()
     case = case_of(system, mine)
@@ -341,9 +348,11 @@ def test_a_whole_body_of_any_shape_is_refused_with_a_reason(body):
 
 def test_the_transition_table_allows_only_the_cases_life():
     assert rules.next_state(rules.NEW, "application.accepted") == "received"
-    for decided in ("approved", "rejected", "correction_requested"):
+    for decided in ("approved", "rejected"):
         assert rules.next_state(decided, rules.HAND_OUT) == "handed_out"
-    for state in (rules.NEW, "received", "handed_out", "refused", "correction_notice"):
+    assert rules.next_state("correction_requested", rules.SUPPLEMENTED) == "received"
+    assert rules.next_state("correction_notice", "application.accepted") == "received"
+    for state in (rules.NEW, "received", "handed_out", "refused", "correction_notice", "correction_requested"):
         with pytest.raises(rules.RuleError):
             rules.next_state(state, rules.HAND_OUT, case_id="x")
     with pytest.raises(rules.RuleError):

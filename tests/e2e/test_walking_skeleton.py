@@ -62,7 +62,10 @@ def test_application_reaches_county_and_result_comes_back(system, http):
     assert got["status"] == "approved" and got["decision"]["note"] == "符合条件，予以批准"
     login, home = log_in(http, v1["url"], "agent")
     assert "李秀英" in home.text and f"/applications/{app['id']}/handout" in home.text
-    r = login.post(f"/applications/{app['id']}/handout", data={"csrf": csrf_of(login)})
+    unchecked = login.post(f"/applications/{app['id']}/handout", data={"csrf": csrf_of(login)})
+    assert unchecked.status_code == 422 and "核验" in unchecked.text      # the identity check is not optional
+    r = login.post(f"/applications/{app['id']}/handout", data={"csrf": csrf_of(login), "collector": "applicant",
+                                                             "identity_checked": "1"})
     assert r.status_code == 200
     assert node.get(f"/api/v1/applications/{app['id']}").json()["handed_out_at"]
     node.post("/api/v1/sync")

@@ -51,7 +51,7 @@ def test_every_status_the_table_names_is_defined_once_and_labelled():
 
 # one case, random facts: both ends walk the same table ------------------------------------------
 
-EVENTS = [*facts.APPLICATION_KINDS, facts.HAND_OUT, *(facts.decided(d) for d in facts.DECISIONS)]
+EVENTS = [*facts.APPLICATION_KINDS, facts.HAND_OUT, facts.SUPPLEMENTED, *(facts.decided(d) for d in facts.DECISIONS)]
 
 
 def county_walk(events: list[str]) -> tuple[str | None, list[int]]:
@@ -73,12 +73,18 @@ def station_walk(events: list[str]) -> tuple[str | None, list[int]]:
     refused = []
     for n, event in enumerate(events):
         if event in facts.APPLICATION_KINDS:
-            if state is not None:
-                refused.append(n)        # a case id is used once
+            completing = state == Status.CORRECTION_NOTICE and event != facts.CORRECTION_NOTICE
+            if state is not None and not completing:
+                refused.append(n)        # a case id is used once, or completed once after a correction notice
                 continue
             state = station_projections.TAKEN_STATUS[event]
             if event == facts.ACCEPTED:
                 state = Status.RECEIVED  # acked
+        elif event == facts.SUPPLEMENTED:
+            if state != Status.CORRECTION_REQUESTED:     # Station.supplement's guard
+                refused.append(n)
+                continue
+            state = Status.RECEIVED      # acked
         elif event == facts.HAND_OUT:
             if not station_projections.may_hand_out(state):
                 refused.append(n)
@@ -106,4 +112,4 @@ def test_the_station_hands_out_exactly_what_the_county_accepts(status):
     except rules.RuleError:
         allowed = False
     assert station_projections.may_hand_out(status) is allowed
-    assert allowed is (status in Status.DECIDED)
+    assert allowed is (status in Status.RESULTS)

@@ -49,7 +49,8 @@ def round_trip(county: County, st: Station, *, take_answer: bool = True, limit: 
     if take_answer:
         with st.store.transaction() as db:
             exchange.apply_answer(db, sealed, me=st.me, station=st.code, county=st.county.keys,
-                                  county_name=st.county.name, apply=st.apply_down, fresh=True)
+                                  county_name=st.county.name, apply=st.apply_down, fresh=True,
+                                  hooks=st.heal_hooks())
     return sealed
 
 
@@ -212,7 +213,12 @@ def test_a_twin_that_wrote_other_events_at_the_same_numbers_heals_instead_of_for
         round_trip(county, st, take_answer=False)      # ours does not extend the county's copy; answer lost
         for _ in range(4):
             round_trip(county, st)
-        assert sorted(county_cases(county).values()) == sorted(a["id"] for a in theirs + ours)
+        # Both copies numbered their first receipt 00001: two live copies of one station cannot
+        # share a counter. Both applications reach the county (by case id); the healed copy knows it
+        # was cloned or restored, and its next number starts a new block.
+        held = county.store._all("SELECT id FROM cases")
+        assert sorted(r[0] for r in held) == sorted(a["id"] for a in theirs + ours)
+        assert take(st, 1)[0]["receipt_no"].endswith("-01001")
         assert st.sync_state()["reported"] == [] and st.sync_state()["forks"] == 0
         assert [(r["old_seq"], r["new_seq"]) for r in st.sync_state()["resequenced"]] == [(1, 2)]
         with county.store.transaction() as db:
@@ -317,21 +323,54 @@ def test_set_central_changes_the_county_address_and_refuses_a_bad_one(pair):
 # 4. a receipt number never names two applications --------------------------------------------------
 
 def test_a_station_restored_from_a_backup_never_reissues_a_receipt_number(pair):
+    """Numbers run 1, 2, 3 … without a gap; a station put back from a backup with `node restore`
+    cannot know which numbers its lost copy issued and never synced, so it jumps to the next block
+    and tells the county which numbers it skipped, signed."""
+    from node.restore import restore
     county, st, root = pair
     take(st, 1)
     st.store.close()
     copy_db(st.settings.data, root / "station-backup")
     st = Station(NodeSettings(data=st.settings.data))
-    lost = take(st, 2)                                   # given to citizens, then the disk dies
+    lost = take(st, 2)                                   # given to citizens, never synced, then the disk dies
     st.store.close()
-    copy_db(root / "station-backup", st.settings.data)
+    moved = restore(root / "station-backup", st.settings.data, replace=True)
+    assert moved is not None and (moved / "node.db").exists()          # nothing deleted
     st = Station(NodeSettings(data=st.settings.data))
     try:
         again = take(st, 2)                              # the restored station goes on taking applications
         issued = [a["receipt_no"] for a in lost + again]
         assert len(set(issued)) == 4, issued
-        assert all(r.startswith("S1-") and len(r.split("-")[2]) == 8 for r in issued)
-        assert [a["receipt_no"] for a in again] == sorted(a["receipt_no"] for a in again)
+        assert [int(r.rsplit("-", 1)[1]) for r in issued] == [2, 3, 1001, 1002]
+        round_trip(county, st)
+        voided = county.store.voided_receipts()
+        day = issued[0].split("-")[1]
+        assert [(v["station"], v["day"], v["first_no"], v["last_no"]) for v in voided] == [("S1", day, 2, 1000)]
+        assert "restored from a backup" in voided[0]["reason"]
+        assert len(take(st, 1)) == 1 and st.store.applications(limit=1)[0]["receipt_no"].endswith("-01003")
+    finally:
+        st.store.close()
+
+
+def test_a_station_copied_back_by_hand_learns_from_the_county_which_numbers_it_issued(pair):
+    """Put back without `node restore`: the county gives back what the lost copy synced; that marks
+    the station restored, and its next number follows every number the county holds, in a new block."""
+    county, st, root = pair
+    take(st, 1)
+    st.store.close()
+    copy_db(st.settings.data, root / "station-backup")
+    st = Station(NodeSettings(data=st.settings.data))
+    synced = take(st, 2)
+    round_trip(county, st)
+    st.store.close()
+    copy_db(root / "station-backup", st.settings.data)
+    st = Station(NodeSettings(data=st.settings.data))
+    try:
+        for _ in range(4):
+            round_trip(county, st)
+        again = take(st, 1)[0]["receipt_no"]
+        assert int(again.rsplit("-", 1)[1]) == 1001, (again, [a["receipt_no"] for a in synced])
+        assert again not in {a["receipt_no"] for a in synced}
     finally:
         st.store.close()
 
@@ -368,7 +407,8 @@ def test_a_restored_station_heals_from_the_county_and_resequences_what_it_took_s
         settle(st, url)
         county.decide(later[0]["id"], "approve", "", CLERK)
         st.store.close()
-        copy_db(root / "station-backup", st.settings.data)          # ... then the disk dies: restore
+        from node.restore import restore                             # ... then the disk dies: restore
+        restore(root / "station-backup", st.settings.data, replace=True)
         st = Station(NodeSettings(data=st.settings.data))
         since = take(st, 2)                         # taken before the next sync, at seqs 3, 4 the county holds
         settle(st, url)
@@ -385,7 +425,7 @@ def test_a_restored_station_heals_from_the_county_and_resequences_what_it_took_s
         assert {a["receipt_no"] for a in since} == {mine[a["id"]]["receipt_no"] for a in since}
         state = st.sync_state()
         moved = {r["ref"]: (r["old_seq"], r["new_seq"]) for r in state["resequenced"]}
-        assert moved == {since[0]["receipt_no"]: (3, 6), since[1]["receipt_no"]: (4, 7)}
+        assert moved == {"": (3, 6), since[0]["receipt_no"]: (4, 7), since[1]["receipt_no"]: (5, 8)}   # #3: the voided block
         assert {r["what"] for r in state["recovered"]} >= {"up_healed", "resequenced"}
         assert state["forks"] == 0 and state["reported"] == [] and not state["healing"]
         for conn in (county.store.conn, st.store.conn):

@@ -86,7 +86,8 @@ class Trial:
 
     def hand_out(self) -> None:
         done = self.st.store.applications("status IN ('approved', 'rejected')")
-        if done and self.st.hand_out(self.rng.choice(done)["id"], "代办员"):
+        if done:
+            self.st.hand_out(self.rng.choice(done)["id"], "代办员")
             self.figures["handed_out"] += 1
 
     def backup_station(self) -> None:
