@@ -27,6 +27,7 @@ LABELS: dict[str, str] = {
     rules.REFUSED: N_("Application refused"),
     rules.CASE_DECIDED: N_("County decision"),
     rules.HAND_OUT: N_("Result handed out"),
+    rules.SUPPLEMENTED: N_("Supplement recorded"),
     rules.RATED: N_("Rated by the citizen"),
     rules.RATING_ANSWERED: N_("County answered the rating"),
     rules.STATION_KEYS_ROTATED: N_("Station keys rotated"),

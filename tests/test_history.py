@@ -78,16 +78,35 @@ def test_a_kind_nobody_knows_gets_a_generic_line_not_an_error(system, http):
     node, app, dept, page = decided_and_handed_out(system, http)
     st = Station(system.stations["V1"]["settings"])
     try:
-        seq = forge(st, "application.supplemented", {"id": app["id"], "by": "代办员", "at": "2026-11-22T19:05:36+08:00"})
+        seq = forge(st, "application.from_the_future", {"id": app["id"], "by": "代办员", "at": "2026-11-22T19:05:36+08:00"})
         st.sync()
     finally:
         st.store.close()
     for hist in (node.get(f"/api/v1/applications/{app['id']}").json()["history"],
                  http(system.central_url, system.central_token).get(f"/api/v1/cases/{app['id']}").json()["history"]):
         last = hist[-1]
-        assert last["kind"] == "application.supplemented" and last["seq"] == seq
-        assert last["label"] == "事件 application.supplemented" and last["signature"] == "valid"
+        assert last["kind"] == "application.from_the_future" and last["seq"] == seq
+        assert last["label"] == "事件 application.from_the_future" and last["signature"] == "valid"
     assert page.get(f"/applications/{app['id']}").status_code == 200
     boss, _ = log_in(http, system.central_url, "boss")
     county_page = boss.get(f"/cases/{app['id']}").text
-    assert "事件 application.supplemented" in county_page and "已搁置" in county_page    # the county set it aside
+    assert "事件 application.from_the_future" in county_page and "已搁置" in county_page    # the county set it aside
+
+
+def test_a_supplement_after_a_correction_request_is_in_the_history_at_both_ends(system, http):
+    from tests.test_rating import accepted_case
+    node, app, dept = accepted_case(system, http)
+    clerk = http(system.central_url, system.clerk_tokens[dept])
+    r = clerk.post(f"/api/v1/cases/{app['id']}/decision", json={"decision": "correction", "note": "户口簿不清晰"})
+    assert r.status_code == 200, r.text
+    node.post("/api/v1/sync")
+    material = node.get(f"/api/v1/applications/{app['id']}").json()
+    r = node.post(f"/api/v1/applications/{app['id']}/supplement", json={"materials": [], "note": "已补交清晰复印件"})
+    assert r.status_code == 200, r.text
+    node.post("/api/v1/sync")
+    for hist in (node.get(f"/api/v1/applications/{app['id']}").json()["history"],
+                 clerk.get(f"/api/v1/cases/{app['id']}").json()["history"]):
+        assert [e["kind"] for e in hist] == ["application.accepted", "case.decided", "application.supplemented"]
+        assert [e["label"] for e in hist][1:] == ["县级审批：已退回补正", "登记补正材料"]
+        assert {e["signature"] for e in hist} == {"valid"} and not any(e["set_aside"] for e in hist)
+    assert material["status"] == "correction_requested"
