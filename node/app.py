@@ -39,6 +39,8 @@ ROUTES = [
     Route("/sync", views.sync_now, methods=["POST"]),
     Route("/api/v1/catalog", views.api_catalog), Route("/api/v1/status", views.api_status),
     Route("/api/v1/applications", views.api_create, methods=["POST"]),
+    Route("/api/v1/applications", views.api_applications, methods=["GET"]),
+    Route("/search", views.search_page),
     Route("/api/v1/applications/{id}", views.api_application),
     Route("/api/v1/applications/{id}/supplement", views.api_supplement, methods=["POST"]),
     Route("/api/v1/applications/{id}/handout", views.api_handout, methods=["POST"]),

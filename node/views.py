@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from node import cases, idem, ratings, scans
+from node import cases, idem, ratings, scans, search
 from node.station import Station
 from sync.errors import Retryable, SyncError
 from sync.rules import Status
@@ -307,7 +307,8 @@ def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:
 async def api_catalog(request: Request) -> Response:
     await api_user(request)
     st = station(request)
-    version, items = await run_in_threadpool(lambda: (st.store.catalog()["version"], st.items()))
+    q = request.query_params.get("q", "")
+    version, items = await run_in_threadpool(lambda: (st.store.catalog()["version"], search.items(st.items(), q)))
     return JSONResponse({"version": version, "level": st.level, "items": items})
 
 
@@ -458,3 +459,30 @@ async def api_handout(request: Request) -> Response:
             return api_error(404, "not_found", "No such application at this station.")
         return _intake_refusal(request, exc)
     return JSONResponse(await run_in_threadpool(app_json, st, app))
+
+
+def _search(st: Station, q: str) -> dict[str, Any]:
+    return {"applications": search.applications(st.store, q), "items": search.items(st.items(), q) if q.strip() else []}
+
+
+async def search_page(request: Request) -> Response:
+    """One box for everything: a returning citizen's cases and the service items."""
+    agent(request)
+    st = station(request)
+    q = request.query_params.get("q", "")
+    found = await run_in_threadpool(_search, st, q)
+    return render(request, "node/search.html", st=st, q=q, **found)
+
+
+async def api_applications(request: Request) -> Response:
+    """``GET /api/v1/applications?q=``: cases by receipt number, ID number (or its last 6), name or phone."""
+    await api_user(request)
+    st = station(request)
+    q = request.query_params.get("q", "")
+    if not q.strip():
+        return api_error(422, "invalid", "give q: a receipt number, an ID number (or its last 6), a name or a phone",
+                         {"q": "required"})
+
+    def found() -> list[dict[str, Any]]:
+        return [app_json(st, st.store.application(a["id"]) or {}) for a in search.applications(st.store, q)]
+    return JSONResponse({"q": q, "applications": await run_in_threadpool(found)})

@@ -1,0 +1,139 @@
+"""A case's whole life in Debian's Chromium, twice over: the county asks for corrections, the agent
+records the supplement, the clerk approves, the result is handed out to a proxy. Every document
+is printed to an A4 PDF by Chromium and must fit its page width.
+
+Screenshots of each page go to $LASTMILE_SCREENSHOTS when it is set."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from node.cases import valid_id_for_demo
+from tests.conftest import PASSWORD
+from tests.e2e.test_browser import browser, login, shot  # noqa: F401 - the module's browser fixture
+
+A4_WIDTH_PX = 794           # 210 mm at 96 CSS px per inch
+
+
+def fits_a4(page, name: str) -> None:
+    """Print the page to PDF as Chromium does for the agent, and check nothing runs off the sheet:
+    under print CSS at A4 width no element is wider than the page, and the PDF has pages."""
+    page.emulate_media(media="print")
+    page.set_viewport_size({"width": A4_WIDTH_PX - 2 * 38, "height": 1123})    # A4 minus ~1 cm margins
+    overflow = page.evaluate("""() => [...document.querySelectorAll('article *')]
+        .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+        .map(e => e.tagName + ':' + (e.id || e.className || e.textContent.slice(0, 20)))""")
+    assert overflow == [], f"{name}: cut off on A4: {overflow}"
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth + 1")
+    pdf = page.pdf(format="A4", print_background=True, margin={"top": "10mm", "bottom": "10mm", "left": "10mm",
+                                                                "right": "10mm"})
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+    assert pdf.startswith(b"%PDF") and 1 <= pages <= 2, (name, pages)
+    page.emulate_media(media="screen")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def one_life(system, browser, n: int) -> None:  # noqa: F811
+    v1 = system.stations["V1"]
+    station = browser.new_page(locale="zh-CN")
+    login(station, v1["url"], "agent", PASSWORD)
+    station.click("text=立即同步")
+    expect(station.locator("#up-waiting")).to_have_text("0")
+    station.click("text=临时救助申请")
+    name = ["赵春梅", "钱志强"][n]
+    station.fill("input[name=name]", name)
+    station.fill("input[name=id_number]", valid_id_for_demo(f"4115261960031000{n}"))
+    station.fill("input[name=address]", "王庄村")
+    for field in station.locator("#apply-form textarea[name^=f_], #apply-form input[name^=f_]").all():
+        kind = field.get_attribute("type") or field.get_attribute("inputmode") or ""
+        field.fill({"date": "2026-11-20", "numeric": "2000"}.get(kind, "房屋失火，急需救助"))
+    for sel in station.locator("#apply-form select").all():
+        sel.select_option(index=1)
+    for box in station.locator("input[name=materials]").all():
+        box.check()
+    station.click("button[value=accept]")
+    alert = station.locator("[role=alert]")
+    if alert.count():
+        raise AssertionError(alert.inner_text())
+    station.wait_for_selector("text=受理回执")
+    receipt_no = re.search(r"V1-\d{8}-\d{5}", station.content())[0]
+    shot(station, f"life{n}-1-receipt")
+    fits_a4(station, "receipt")
+    station.goto(v1["url"] + "/")
+    station.click("text=立即同步")
+    expect(station.locator("#up-waiting")).to_have_text("0")
+
+    # the clerk asks for corrections, picking the materials and the problem
+    county = browser.new_page(locale="zh-CN")
+    login(county, system.central_url, "minzheng", PASSWORD)
+    county.click(f"text={receipt_no}")
+    county.select_option("select[name=fix_hardship_proof]", "unclear")
+    county.select_option("select[name=fix_household_register]", "other")
+    county.fill("input[name=fix_text_household_register]", "户主页缺失")
+    county.fill("textarea[name=note]", "请补交清晰的困难证明")
+    shot(county, f"life{n}-2-county-correction")
+    county.click("button[value=correction]")
+    expect(county.locator(".ok")).to_contain_text("审批结果已保存")
+
+    # the station sees exactly that list, prints the notice, records the supplement
+    station.click("text=立即同步")
+    waiting = station.locator("#waiting")
+    expect(waiting).to_contain_text(name)
+    waiting.locator(f"text={receipt_no}").click()
+    expect(station.locator("#correction")).to_contain_text("不清晰")
+    expect(station.locator("#correction")).to_contain_text("户主页缺失")
+    expect(station.locator("#clock")).to_contain_text("中止计时")
+    shot(station, f"life{n}-3-station-waiting")
+    station.click("text=打印材料补正通知书")
+    expect(station.locator("#correction-notice")).to_contain_text("户主页缺失")
+    shot(station, f"life{n}-4-correction-notice")
+    fits_a4(station, "correction notice")
+    station.go_back()
+    station.check("#supplement-form input[value=hardship_proof]")
+    station.check("#supplement-form input[value=household_register]")
+    station.fill("#supplement-form textarea[name=note]", "已补交清晰件")
+    station.click("text=登记补正并报送县级部门")
+    expect(station.locator(".ok")).to_contain_text("补正已登记")
+    station.goto(v1["url"] + "/")
+    station.click("text=立即同步")
+    expect(station.locator("#up-waiting")).to_have_text("0")
+
+    # back in review at the county, with what changed; approved
+    county.reload()
+    county.goto(system.central_url + "/")
+    county.click(f"text={receipt_no}")
+    expect(county.locator("#supplement")).to_contain_text("已补交清晰件")
+    shot(county, f"life{n}-5-county-review")
+    county.fill("textarea[name=note]", "同意救助")
+    county.click("button[value=approve]")
+    expect(county.locator(".ok")).to_contain_text("审批结果已保存")
+
+    # hand-out to a proxy
+    station.click("text=立即同步")
+    station.locator("#results").locator(f"text={receipt_no}").click()
+    station.check("input[value=proxy]")
+    station.fill("input[name=proxy_name]", "孙建国")
+    station.fill("input[name=proxy_id_number]", valid_id_for_demo("41152619850705001"))
+    station.fill("input[name=proxy_relation]", "子女")
+    station.click("#handout-form button")
+    expect(station.locator("[role=alert]")).to_contain_text("核验")          # the identity check is required
+    station.check("input[value=proxy]")
+    station.fill("input[name=proxy_name]", "孙建国")
+    station.fill("input[name=proxy_id_number]", valid_id_for_demo("41152619850705001"))
+    station.fill("input[name=proxy_relation]", "子女")
+    station.check("input[name=identity_checked]")
+    station.click("#handout-form button")
+    expect(station.locator(".ok")).to_have_text("已登记出件。")
+    station.goto(v1["url"] + "/")
+    station.locator("#recent").locator(f"text={receipt_no}").click()
+    expect(station.locator("#handed-out")).to_contain_text("孙建国")
+    shot(station, f"life{n}-6-handed-out")
+    station.close()
+    county.close()
+
+
+def test_a_case_lives_its_whole_life_in_the_browser_twice(system, browser):  # noqa: F811
+    for n in range(2):
+        one_life(system, browser, n)
