@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from central import docviews, views
+from central import docviews, rating_views, ratings, views
 from central.county import County, Settings
 from crypto import envelope
 from sync import blobs
@@ -41,6 +41,10 @@ ROUTES = [
     Route("/api/v1/reports/{id}/{action:str}", views.api_report_action, methods=["POST"]),
     Route("/api/v1/cases", views.api_cases), Route("/api/v1/cases/{id}", views.api_case),
     Route("/api/v1/cases/{id}/decision", views.api_decide, methods=["POST"]),
+    Route("/ratings", rating_views.ratings_page),
+    Route("/ratings/{case_id}/answer", rating_views.answer_page, methods=["POST"]),
+    Route("/api/v1/ratings", rating_views.api_ratings),
+    Route("/api/v1/ratings/{case_id}/answer", rating_views.api_answer, methods=["POST"]),
     Route("/api/v1/calendar/{year}", views.api_calendar, methods=["GET", "PUT"]),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
@@ -69,6 +73,7 @@ def create_app(settings: Settings) -> Starlette:
                     middleware=[Middleware(SecureCookies), Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
                                            session_cookie="lastmile_central", same_site="strict"),
                                 Middleware(SessionGuard, accounts=views.accounts),
+                                Middleware(ratings.OpenFollowUps, county=lambda: county),
                                 Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS),
                                 Middleware(WorkCalendarState, load=lambda: calendar.calendar_of(county),
                                            today=settings.calendar_today, warn_roles=("supervisor",))])

@@ -69,3 +69,9 @@ def check_department_filter(user: dict[str, Any], department: str | None) -> Non
 
 def is_supervisor(user: dict[str, Any]) -> bool:
     return user.get("role") == "supervisor"
+
+
+def may_answer_rating(user: dict[str, Any], case: dict[str, Any]) -> bool:
+    """Who answers a rating's follow-up (整改反馈): a supervisor, or a clerk of the case's department;
+    the ratings list is filtered by ``visible_departments`` the same way."""
+    return may_read(user, case)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Callable
 
+from central import ratings
 from crypto import canonical
 from central import reports as county_reports
 from sync import facts, log, reports, rules, workdays
@@ -143,11 +144,12 @@ UP: dict[str, Projection] = {
     facts.ACCEPTED: application, facts.CORRECTION_NOTICE: application, facts.REFUSED: application,
     facts.HAND_OUT: handed_out, facts.STATION_KEYS_ROTATED: station_keys_rotated,
     facts.SUPPLEMENTED: supplemented, facts.RECEIPTS_VOIDED: receipts_voided, reports.FILED: county_reports.filed,
+    facts.RATED: ratings.rated,
 }
 DOWN: dict[str, Projection] = {
     reports.TAKEN: county_reports.taken, reports.ANSWERED: county_reports.answered,
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
-    facts.CALENDAR_PUBLISHED: calendar_published,
+    facts.CALENDAR_PUBLISHED: calendar_published, facts.RATING_ANSWERED: ratings.answered,
 }
 #: Downstream kinds with no projection: ``County.rotate_keys`` writes them and keeps the key
 #: history itself; one given back after a restore is not re-projected (the keys are on disk).

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+from central import ratings
 from crypto.keys import private_dir, private_file
 from sync import inbox, schema
 
@@ -90,6 +91,7 @@ class Store:
             for column, kind in LATER_CASE_COLS.items():
                 if column not in have:
                     db.execute(f"ALTER TABLE cases ADD COLUMN {column} {kind}")
+            ratings.create(db)          # central/ratings.py: ratings and their follow-ups
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say
                 side.chmod(0o600)

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import calendar, documents, docviews, permissions
+from central import calendar, documents, docviews, permissions, ratings
 from central import reports as county_reports
 from central.county import County, CountyError
 from crypto import envelope
@@ -25,7 +25,7 @@ from crypto.keys import PublicKeys, verify
 from sync import blobs
 from sync.rules import Status
 from sync.errors import RevokedStation, SyncError, UnknownStation
-from templates import N_, gettext_for, locale_of, render
+from templates import N_, gettext_for, locale_of, reason_text, render
 from templates.web import api_error, bearer_user, checked_form, json_object, session_user
 
 logger = logging.getLogger("lastmile.central")
@@ -316,7 +316,14 @@ def _case_context(c: County, case: dict[str, Any]) -> dict[str, Any]:
 async def render_case(request: Request, c: County, case: dict[str, Any], status: int = 200,
                       error: str | None = None) -> Response:
     context = await run_in_threadpool(_case_context, c, case)
+    context.update(await run_in_threadpool(_history_and_rating, request, c, case))
     return render(request, "central/case.html", status, error=error, **context)
+
+
+def _history_and_rating(request: Request, c: County, case: dict[str, Any]) -> dict[str, Any]:
+    """The case's ``history`` and ``rating`` (central/ratings.py), in the reader's language. Blocking."""
+    locale = locale_of(request)
+    return ratings.case_json(c, case, gettext_for(locale), lambda r: reason_text(r, locale))
 
 
 def catalog_item(c: County, code: str) -> dict[str, Any]:
@@ -446,7 +453,8 @@ async def api_case(request: Request) -> Response:
 
     def one() -> dict[str, Any]:
         case = readable_case(c, user, request.path_params["id"])
-        return {**case_json(c, case), "application": c.signed_application(case)[0]}
+        return {**case_json(c, case), "application": c.signed_application(case)[0],
+                **_history_and_rating(request, c, case)}
     return JSONResponse(await run_in_threadpool(one))
 
 

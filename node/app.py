@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node import docviews, idem, views
+from node import docviews, idem, rating_views, views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
@@ -29,6 +29,9 @@ ROUTES = [
     Route("/apply/{code}", views.apply_submit, methods=["POST"]),
     Route("/applications/{id}", views.application_page), Route("/applications/{id}/document", views.document),
     Route("/applications/{id}/handout", views.hand_out, methods=["POST"]),
+    Route("/applications/{id}/rate", rating_views.rate_form),
+    Route("/applications/{id}/rate", rating_views.rate_submit, methods=["POST"]),
+    Route("/api/v1/applications/{id}/rating", rating_views.api_rate, methods=["POST"]),
     Route("/applications/{id}/complete", views.complete_form),
     Route("/applications/{id}/complete", views.apply_submit, methods=["POST"]),
     Route("/applications/{id}/supplement", views.supplement, methods=["POST"]),

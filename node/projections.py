@@ -13,6 +13,7 @@ import json
 import sqlite3
 from typing import Any, Callable
 
+from node import ratings
 from node import reports as node_reports
 from node.store import Store
 from sync import facts, recovery, reports, rules, workdays
@@ -102,12 +103,13 @@ UP: dict[str, Projection] = {
     facts.ACCEPTED: application_taken, facts.CORRECTION_NOTICE: application_taken,
     facts.REFUSED: application_taken, facts.HAND_OUT: handed_out, facts.STATION_KEYS_ROTATED: keys_announced,
     facts.SUPPLEMENTED: supplemented, facts.RECEIPTS_VOIDED: receipts_voided, reports.FILED: node_reports.filed,
+    facts.RATED: ratings.rated,
 }
 DOWN: dict[str, Projection] = {
     reports.TAKEN: node_reports.taken, reports.ANSWERED: node_reports.answered,
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
     facts.COUNTY_KEYS_ROTATED: county_keys_rotated,
-    facts.CALENDAR_PUBLISHED: calendar_published,
+    facts.CALENDAR_PUBLISHED: calendar_published, facts.RATING_ANSWERED: ratings.answered,
 }
 
 

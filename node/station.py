@@ -17,7 +17,7 @@ from typing import Any, Callable
 import httpx
 
 from crypto.keys import Identity, PublicKeys, private_dir
-from node import cases, documents, life, projections
+from node import cases, documents, life, projections, ratings
 from node.store import Store
 from crypto import envelope
 from crypto.errors import CryptoError
@@ -363,6 +363,8 @@ class Station:
             projections.handed_out(self.store, db, ev)      # the same projection as when it was written
         elif ev.kind == rules.SUPPLEMENTED:
             projections.supplemented(self.store, db, ev)
+        elif ev.kind == rules.RATED:
+            ratings.project_own(self, db, ev)
 
     def _mark_restored(self, db: sqlite3.Connection) -> None:
         """The county holds events of ours we do not (a restore, a replacement PC) or others at our

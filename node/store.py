@@ -19,6 +19,7 @@ import sqlite_utils
 
 from crypto import canonical, passwords
 from crypto.keys import PublicKeys, private_dir, private_file
+from node import ratings
 from sync import log, schema
 from sync.blobs import SCAN_ERROR
 from sync.client import SKEW_LIMIT_S
@@ -74,6 +75,7 @@ class Store:
                     self.db[name].add_column(column, kind)
             self.db["applications"].create_index(["status"], if_not_exists=True)
             self._upgrade_users()
+            ratings.create(self.conn)       # node/ratings.py: the citizens' ratings and the county's answers
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say
                 side.chmod(0o600)

@@ -17,12 +17,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from node import cases, documents, idem, reports, scans, search
+from node import cases, documents, idem, ratings, reports, scans, search
 from node.station import Station
 from sync.errors import Retryable, SyncError
 from sync.rules import Status
 from crypto.errors import CryptoError
-from templates import N_, check_csrf, csrf_token, gettext_for, locale_of, render
+from templates import N_, check_csrf, csrf_token, gettext_for, locale_of, reason_text, render
 from templates.web import api_error, bearer_user, checked_form, json_object, session_user
 
 logger = logging.getLogger("lastmile.node")
@@ -209,8 +209,16 @@ async def application_page(request: Request, status: int = 200, errors: dict[str
     key = await run_in_threadpool(st.decision_key, app["id"]) if app["decision"] else None
     life = await run_in_threadpool(st.life, app)
     docs = await run_in_threadpool(documents.listing, st, app)
+    extra = await run_in_threadpool(_history_and_rating, request, st, app)
     return render(request, "node/application.html", status, st=st, app=app, decision_key=key, life=life,
-                  errors=errors or {}, form=form or {}, documents=docs)
+                  errors=errors or {}, form=form or {}, documents=docs, **extra)
+
+
+def _history_and_rating(request: Request, st: Station, app: dict[str, Any]) -> dict[str, Any]:
+    """``history``, ``rating`` and ``may_rate`` of a case (node/ratings.py), in the reader's language."""
+    locale = locale_of(request)
+    return {**ratings.page_json(st, app, gettext_for(locale), lambda r: reason_text(r, locale)),
+            "may_rate": ratings.may_rate(st, app)}
 
 
 def _document_parts(st: Station, app: dict[str, Any]) -> tuple[str, dict[str, dict[str, str]]]:
@@ -403,15 +411,18 @@ async def api_create(request: Request) -> Response:
     return JSONResponse(await run_in_threadpool(app_json, st, app), 201)
 
 
-def _application_json(st: Station, app_id: str) -> dict[str, Any] | None:
+def _application_json(st: Station, app_id: str, request: Request | None = None) -> dict[str, Any] | None:
     app = st.store.application(app_id)
-    return app_json(st, app) if app is not None else None
+    if app is None or request is None:
+        return app_json(st, app) if app is not None else None
+    locale = locale_of(request)
+    return {**app_json(st, app), **ratings.page_json(st, app, gettext_for(locale), lambda r: reason_text(r, locale))}
 
 
 async def api_application(request: Request) -> Response:
     await api_user(request)
     st = station(request)
-    found = await run_in_threadpool(_application_json, st, request.path_params["id"])
+    found = await run_in_threadpool(_application_json, st, request.path_params["id"], request)
     if found is None:
         return api_error(404, "not_found", "No such application at this station.")
     return JSONResponse(found)

@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping
 from sync import reports, rules
 from sync.rules import (  # noqa: F401 - the shared vocabulary, re-exported: import it from here
     ACCEPTED, APPLICATION_KINDS, CASE_DECIDED, CATALOG_PUBLISHED, CORRECTION_NOTICE, COUNTY_KEYS_ROTATED,
-    DECISIONS, HAND_OUT, NEW, RECEIPTS_VOIDED, REFUSED, STATION_KEYS_ROTATED, SUPPLEMENTED, TRANSITIONS, N_, RuleError, Status,
-    county_state, decided, next_state)
+    DECISIONS, HAND_OUT, NEW, RATED, RATING_ANSWERED, RECEIPTS_VOIDED, REFUSED, STATION_KEYS_ROTATED, SUPPLEMENTED,
+    TRANSITIONS, N_, RuleError, Status, county_state, decided, next_state)
 
 STATION, COUNTY = "station", "county"
 HANDED_OUT = HAND_OUT
@@ -143,6 +143,14 @@ def _check_decided(body: Any, ctx: Context) -> Any:
     return docs.check_decided(body, tuple(DECISIONS))
 
 
+def _check_rating(body: Any, ctx: Context) -> str:
+    return rules.check_rating(body)
+
+
+def _check_rating_answer(body: Any, ctx: Context) -> str:
+    return rules.check_rating_answer(body)
+
+
 _APPLICATION_FIELDS = ("id", "receipt_no", "station", "agent", "item_code", "item_name", "department",
                        "catalog_version", "applicant", "fields", "materials", "missing", "reason", "at")
 
@@ -165,6 +173,8 @@ SPECS: dict[str, FactSpec] = {s.kind: s for s in (
              ("materials", "reason", "basis", "appeal", "attachments"), _check_decision),
     FactSpec(COUNTY_KEYS_ROTATED, COUNTY, ("sign", "enc")),
     FactSpec(rules.CALENDAR_PUBLISHED, COUNTY, ("year", "holidays", "workdays", "at", "by"), (), _check_calendar),
+    FactSpec(RATED, STATION, ("id", "score", "comment", "by", "at"), (), _check_rating),
+    FactSpec(RATING_ANSWERED, COUNTY, ("id", "answer", "by", "department", "at"), (), _check_rating_answer),
 )}
 CALENDAR_PUBLISHED = rules.CALENDAR_PUBLISHED
 
