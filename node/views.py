@@ -280,7 +280,7 @@ async def correction_document(request: Request) -> Response:
     """材料补正通知书: everything the county's correction request asks for, at once, in the
     deciding department's name, for the citizen to take home."""
     st, app = await application_of(request)
-    if not app["correction"] and app["decision"] != "correction":
+    if app["status"] != Status.CORRECTION_REQUESTED:       # the notice of the round the citizen must answer now
         raise HTTPException(404, N_("The county has not asked for corrections on this case."))
     life = await run_in_threadpool(st.life, app)
     departments = await run_in_threadpool(st.department_names)

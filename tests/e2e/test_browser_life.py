@@ -149,6 +149,31 @@ def one_life(system, browser, n: int, result_doc) -> None:  # noqa: F811
     station.locator("#recent").locator(f"text={receipt_no}").click()
     expect(station.locator("#handed-out")).to_contain_text("孙建国")
     shot(station, f"life{n}-6-handed-out")
+
+    # the citizen rates the service 2 on the agent's screen; the county answers; the answer comes back
+    station.click("#ask-rating")
+    station.fill("textarea[name=comment]", "跑了两趟才办成")
+    shot(station, f"life{n}-7-rating-screen")
+    station.click("button.score-2")
+    expect(station.locator("#thanks")).to_be_visible()
+    station.goto(v1["url"] + "/")
+    station.click("text=立即同步")
+    expect(station.locator("#up-waiting")).to_have_text("0")
+    county.goto(system.central_url + "/ratings")
+    row = county.locator(f"#ratings tr.open:has-text('{receipt_no}')")
+    expect(row).to_contain_text("跑了两趟才办成")
+    row.locator("textarea[name=answer]").fill("已约谈窗口人员，今后一次告知到位")
+    row.locator("button").click()
+    expect(county.locator(".ok")).to_be_visible()
+    shot(county, f"life{n}-8-county-answer")
+    station.click("text=立即同步")
+    station.locator("#recent").locator(f"text={receipt_no}").click()
+    expect(station.locator("#rating-answer")).to_contain_text("已约谈窗口人员")
+    # one history: every fact of the case, each signature verified
+    history = station.locator("#history")
+    for label in ("受理", "补正"):
+        expect(history).to_contain_text(label)
+    shot(station, f"life{n}-9-history")
     station.close()
     county.close()
 
