@@ -239,3 +239,33 @@ def accounts_at(path: Path) -> dict[str, tuple[Any, ...]]:
         return {r[0]: tuple(r[1:]) for r in conn.execute("SELECT username, name, role, active FROM users")}
     finally:
         conn.close()
+
+
+def test_every_step_of_a_case_carries_the_agents_own_name(station, system, http):
+    from tests.life.test_case_life import accept, sync
+    token = add_agent(station).text.split('id="shown-token">')[1].split("<")[0]
+    page, _ = log_in(http, station["url"], "wangfang", NEW_PASSWORD)
+    api = http(station["url"], token)
+    county = http(system.central_url, system.clerk_tokens["minzheng"])
+    case_id = accept(api)["id"]                                                 # intake by her token
+    sync(api)
+    assert county.get(f"/api/v1/cases/{case_id}").json()["application"]["agent"] == "王芳"
+    assert county.post(f"/api/v1/cases/{case_id}/decision", json={
+        "decision": "correction", "note": "", "materials": [{"code": "hardship_proof", "problem": "unclear"}]
+    }).status_code == 200
+    sync(api)
+    notice = page.get(f"/applications/{case_id}/correction-notice")           # printed and handed over by her
+    assert notice.status_code == 200 and 'id="agent">王芳<' in notice.text
+    form = page.get(f"/applications/{case_id}").text
+    r = page.post(f"/applications/{case_id}/supplement", data={
+        "csrf": form.split('name="csrf" value="')[1].split('"')[0], "materials": ["hardship_proof"], "note": "补交"})
+    assert r.status_code == 200, r.text
+    sync(api)
+    assert county.get(f"/api/v1/cases/{case_id}").json()["supplement"]["by"] == "王芳"
+    assert county.post(f"/api/v1/cases/{case_id}/decision", json={"decision": "approve", "note": "同意"}).status_code == 200
+    sync(api)
+    form = page.get(f"/applications/{case_id}").text
+    r = page.post(f"/applications/{case_id}/handout", data={
+        "csrf": form.split('name="csrf" value="')[1].split('"')[0], "collector": "applicant", "identity_checked": "1"})
+    assert r.status_code == 200, r.text
+    assert "王芳" in page.get(f"/applications/{case_id}").text.split('id="handed-out">')[1].split("</dd>")[0]
