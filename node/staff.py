@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from urllib.parse import quote
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -61,6 +62,8 @@ class StaffError(Exception):
 def require_admin(user: dict[str, Any]) -> None:
     """The one check of page and API: only an active station admin manages accounts."""
     if user.get("role") != "admin":
+        logger.warning("%r (%s) refused: only the station's admin manages accounts", user.get("username"),
+                       user.get("role"))
         raise Forbidden(N_("Only the station's administrator can manage accounts."))
 
 
@@ -212,7 +215,7 @@ async def staff_change(request: Request) -> Response:
     except StaffError as exc:
         logger.info("%r could not %s the account %r: %s", user["username"], action, username, exc.message)
         return await _page(request, exc.status, error=exc.message)
-    return RedirectResponse(f"/staff?m={action}&u={username}", 303)
+    return RedirectResponse(f"/staff?m={action}&u={quote(username, safe='')}", 303)
 
 
 async def _api_admin(request: Request) -> dict[str, Any]:

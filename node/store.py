@@ -141,6 +141,11 @@ class Store:
         with self.transaction() as db:
             if not replace and db.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
                 raise KeyError(username)
+            if role != "admin" and db.execute(
+                    "SELECT role = 'admin' AND active != 0 FROM users WHERE username = ?", (username,)).fetchone() == (1,) \
+                    and not db.execute("SELECT count(*) FROM users WHERE role = 'admin' AND active != 0 AND username != ?",
+                                       (username,)).fetchone()[0]:
+                raise ValueError(f"{username} is the station's last admin: replace it with --role admin")
             self.db["users"].upsert({"username": username, "name": name, "password": hashed,
                                      "token_hash": passwords.token_hash(token), "created_at": log.utcnow(),
                                      "session_key": passwords.new_session_key(), "role": role, "active": 1},

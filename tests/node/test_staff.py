@@ -269,3 +269,11 @@ def test_every_step_of_a_case_carries_the_agents_own_name(station, system, http)
         "csrf": form.split('name="csrf" value="')[1].split('"')[0], "collector": "applicant", "identity_checked": "1"})
     assert r.status_code == 200, r.text
     assert "王芳" in page.get(f"/applications/{case_id}").text.split('id="handed-out">')[1].split("</dd>")[0]
+
+
+def test_the_cli_does_not_turn_the_last_admin_into_an_agent(station):
+    args = ("node", "user", "add", "--data", str(station["data"]), "--username", "head", "--password-stdin")
+    refused = cli(*args, stdin="another-gate-2718\n")
+    assert refused.returncode == 2 and "last admin" in refused.stderr
+    assert accounts(station["data"])["head"] == ("站长 李明", "admin", 1)
+    assert cli(*args, "--role", "admin", "--name", "站长 李明", stdin="another-gate-2718\n").returncode == 0
