@@ -182,8 +182,9 @@ def _node(args: argparse.Namespace) -> int:
                     station.store.set_password(args.username, read_password(args))
                     print(f"password of {args.username} changed; every session of it has ended")
                 else:
-                    token = station.store.add_user(args.username, args.name or args.username, read_password(args))
-                    print(f"agent {args.username} saved. API token: {token}")
+                    token = station.store.add_user(args.username, args.name or args.username, read_password(args),
+                                                   args.role)
+                    print(f"{args.role} {args.username} saved. API token: {token}")
             except (ValueError, LookupError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
@@ -256,6 +257,9 @@ def _user_parser(sub: Any, help_text: str, central: bool) -> None:
     if central:
         u.add_argument("--role", choices=["clerk", "supervisor"], default="clerk")
         u.add_argument("--department", help="department code of the catalogue, required for clerks")
+    else:
+        u.add_argument("--role", choices=["agent", "admin"], default="agent",
+                       help="admin: also manages the station's accounts on the page /staff")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -21,6 +21,8 @@ from deploy.cli import DEMO_CATALOG
 
 PASSWORD = "lastmile-demo-2026"     # the demo's logins; passes the password rules
 STATIONS = [("V001", "张村村便民服务站", "village"), ("T001", "城关镇便民服务中心", "township")]
+AGENTS = {"V001": "张丽", "T001": "刘伟"}
+ADMINS = {"V001": "张村 站长 张建华", "T001": "城关镇 主任 陈明"}
 CLERKS = [("minzheng", "民政局 王科员", "minzheng"), ("renshe", "人社局 李科员", "renshe"),
           ("yibao", "医保局 赵科员", "yibao"), ("canlian", "残联 孙科员", "canlian"),
           ("weijian", "卫健委 周科员", "weijian"), ("zhujian", "住建局 吴科员", "zhujian"),
@@ -70,7 +72,8 @@ def setup(data: Path, central_url: str, central_proc: subprocess.Popen[bytes]) -
         settings = NodeSettings(data=data / code)
         enroll(settings, central_url=central_url, station=code, code=codes[code], fingerprint=fingerprint)
         store = Store(settings.db_path)
-        token = store.add_user("agent", f"{name} 代办员", PASSWORD)
+        token = store.add_user("agent", AGENTS[code], PASSWORD)             # documents print the agent's own name
+        store.add_user("admin", ADMINS[code], PASSWORD, "admin")            # manages the accounts on /staff
         store.close()
         stations.append({"code": code, "name": name, "level": level, "token": token})
     return {"central": {"token": tokens["supervisor"], "clerk_tokens": tokens}, "stations": stations}

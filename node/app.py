@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node import docviews, idem, rating_views, views
+from node import docviews, idem, rating_views, staff, views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
@@ -50,6 +50,10 @@ ROUTES = [
     Route("/api/v1/applications/{id}/supplement", views.api_supplement, methods=["POST"]),
     Route("/api/v1/applications/{id}/handout", views.api_handout, methods=["POST"]),
     Route("/api/v1/sync", views.api_sync, methods=["POST"]),
+    Route("/staff", staff.staff_page), Route("/staff", staff.staff_add, methods=["POST"]),
+    Route("/staff/{username}/{action}", staff.staff_change, methods=["POST"]),
+    Route("/api/v1/staff", staff.api_staff), Route("/api/v1/staff", staff.api_staff_add, methods=["POST"]),
+    Route("/api/v1/staff/{username}/{action}", staff.api_staff_change, methods=["POST"]),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 

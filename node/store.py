@@ -27,7 +27,8 @@ from sync.log import Event
 
 TABLES = {
     "users": ({"username": str, "name": str, "password": str, "token_hash": str, "created_at": str,
-               "session_key": str},
+               "session_key": str,
+               "role": str, "active": int, "last_login": str},     # node/staff.py: admin | agent
               "username"),
     "applications": ({"id": str, "seq": int, "receipt_no": str, "kind": str, "status": str, "item_code": str,
                       "item_name": str, "department": str, "applicant_name": str, "id_number": str,
@@ -54,6 +55,10 @@ TABLES = {
     # Receipt numbers: one counter per day, raised in the transaction that records the document.
     "receipt_numbers": ({"day": str, "last": int}, "day"),
 }
+
+
+class AccountDisabled(PermissionError):
+    """The password was right, but the station's admin has disabled the account."""
 
 
 class Store:
@@ -122,18 +127,35 @@ class Store:
         """Databases made before sessions could be ended lack ``session_key``: add it."""
         if "session_key" not in [r[1] for r in self.conn.execute("PRAGMA table_info(users)").fetchall()]:
             self.conn.execute("ALTER TABLE users ADD COLUMN session_key TEXT")
+        # Databases made before station roles: the only account becomes the admin, several become
+        # agents (the installer adds an admin with `lastmile node user add --role admin`); all stay active.
+        self.conn.execute("UPDATE users SET role = CASE WHEN (SELECT count(*) FROM users) = 1 THEN 'admin' "
+                          "ELSE 'agent' END WHERE role IS NULL OR role = ''")
+        self.conn.execute("UPDATE users SET active = 1 WHERE active IS NULL")
 
-    def add_user(self, username: str, name: str, password: str) -> str:
-        """Add or replace an agent; return its API token. Raises passwords.WeakPassword (a
-        ValueError) for a password the rules refuse, ValueError for a bad user name."""
+    def add_user(self, username: str, name: str, password: str, role: str = "agent", *, replace: bool = True) -> str:
+        """Add (or, with ``replace``, replace) an account, active; return its API token. Raises
+        passwords.WeakPassword (a ValueError) for a password the rules refuse, ValueError for a bad
+        user name or role, KeyError for an existing user name when not ``replace``."""
         if not username or len(username) > 64 or not username.isprintable() or username != username.strip():
             raise ValueError("A user name is 1-64 printable characters.")
+        if role not in ("admin", "agent"):
+            raise ValueError("A station account's role is admin or agent.")
         passwords.check_strength(password, username)
         token = passwords.new_token()
-        with self.transaction():
-            self.db["users"].upsert({"username": username, "name": name, "password": passwords.hash_password(password),
+        hashed = passwords.hash_password(password)
+        with self.transaction() as db:
+            if not replace and db.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
+                raise KeyError(username)
+            if role != "admin" and db.execute(
+                    "SELECT role = 'admin' AND active != 0 FROM users WHERE username = ?", (username,)).fetchone() == (1,) \
+                    and not db.execute("SELECT count(*) FROM users WHERE role = 'admin' AND active != 0 AND username != ?",
+                                       (username,)).fetchone()[0]:
+                raise ValueError(f"{username} is the station's last admin: replace it with --role admin")
+            self.db["users"].upsert({"username": username, "name": name, "password": hashed,
                                      "token_hash": passwords.token_hash(token), "created_at": log.utcnow(),
-                                     "session_key": passwords.new_session_key()}, pk="username")
+                                     "session_key": passwords.new_session_key(), "role": role, "active": 1},
+                                    pk="username")
         return token
 
     def set_password(self, username: str, password: str) -> None:
@@ -151,36 +173,45 @@ class Store:
 
     def _user(self, column: str, value: str) -> dict[str, Any] | None:
         assert column in ("username", "token_hash")
+        names = ("username", "name", "password", "session_key", "role", "active")
         with self.lock:
-            row = self.conn.execute(f"SELECT username, name, password, session_key FROM users WHERE {column} = ?",
-                                    (value,)).fetchone()
-        return dict(zip(("username", "name", "password", "session_key"), row)) if row else None
+            row = self.conn.execute(f"SELECT {', '.join(names)} FROM users WHERE {column} = ?", (value,)).fetchone()
+        if not row:
+            return None
+        u = dict(zip(names, row))
+        u["active"] = u["active"] != 0          # NULL: made before accounts could be disabled
+        return u
 
     def login(self, username: str, password: str) -> dict[str, Any] | None:
         """The agent (with its ``session_key``) if the password is right; an old kind of hash is
-        replaced by an argon2id one on the way."""
+        replaced by an argon2id one on the way. A disabled account with the right password raises
+        AccountDisabled (the login page says so)."""
         u = self._user("username", username)
         ok, rehashed = passwords.verify(password, u.pop("password") if u else None)
         if not ok or u is None:
             return None
-        if rehashed or not u["session_key"]:
-            u["session_key"] = u["session_key"] or passwords.new_session_key()
-            with self.transaction() as db:
-                db.execute("UPDATE users SET session_key = ? WHERE username = ?", (u["session_key"], username))
-                if rehashed:
-                    db.execute("UPDATE users SET password = ? WHERE username = ?", (rehashed, username))
+        if not u["active"]:
+            raise AccountDisabled(username)
+        u["session_key"] = u["session_key"] or passwords.new_session_key()
+        with self.transaction() as db:
+            db.execute("UPDATE users SET session_key = ?, last_login = ? WHERE username = ?",
+                       (u["session_key"], log.utcnow(), username))
+            if rehashed:
+                db.execute("UPDATE users SET password = ? WHERE username = ?", (rehashed, username))
         return u
 
     def session_user(self, username: str) -> dict[str, Any] | None:
-        """The agent as it is now, for checking a session on each request."""
+        """The agent as it is now, for checking a session on each request; None once disabled."""
         u = self._user("username", username)
-        if u:
-            u.pop("password")
+        if not u or not u["active"]:
+            return None
+        u.pop("password")
         return u
 
     def user_by_token(self, token: str) -> dict[str, Any] | None:
+        """The account of an API token; None if there is none or it is disabled."""
         u = self._user("token_hash", passwords.token_hash(token))
-        return {"username": u["username"], "name": u["name"]} if u else None
+        return {"username": u["username"], "name": u["name"], "role": u["role"]} if u and u["active"] else None
 
     # applications ----------------------------------------------------------
     def insert_application(self, db: sqlite3.Connection, ev: Event, status: str) -> None:

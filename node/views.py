@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from node import cases, documents, idem, ratings, reports, scans, search
 from node.station import Station
+from node.store import AccountDisabled
 from sync.errors import Retryable, SyncError
 from sync.rules import Status
 from crypto.errors import CryptoError
@@ -37,7 +38,12 @@ form_of = checked_form
 
 
 def authenticate(request: Request, username: str, password: str) -> dict[str, Any] | None:
-    return station(request).store.login(username, password)
+    try:
+        return station(request).store.login(username, password)
+    except AccountDisabled as exc:      # the right password: say why, plainly
+        logger.info("login of the disabled account %r refused", username)
+        raise HTTPException(403, N_("This account is disabled. Ask the station's administrator to enable it "
+                                    "again.")) from exc
 
 
 def accounts(request: Request) -> Any:

@@ -1,0 +1,279 @@
+"""The station's accounts: an admin manages the agents from the page (/staff) or the API
+(/api/v1/staff); the installer creates the first admin with ``lastmile node user add --role admin``.
+
+Rules (docs/ARCHITECTURE.md, "Accounts at the station"):
+
+- Two roles: ``admin`` (manages accounts, and does everything an agent does) and ``agent``.
+- Disabling an account ends its sessions and stops its API token at once (checked on every
+  request); enabling it again brings the same token back, and the agent logs in again.
+- A password reset ends every session of the account; its API token keeps working, so the
+  automation that holds it keeps running.
+- An admin cannot disable themself, and the last active admin cannot be disabled.
+- ``require_admin`` is the one permission check the page and the API share.
+
+Account changes are local to the station: they are not facts and never go up to the county.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from urllib.parse import quote
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from crypto import passwords
+from node.store import Store
+from templates import N_, gettext_for, locale_of, render
+from templates.web import api_error, bearer_user, checked_form, json_object, session_user
+
+logger = logging.getLogger("lastmile.node.staff")
+
+ROLES = ("agent", "admin")
+ACTIONS = ("disable", "enable", "password")
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,31}")
+NAME_MAX = 60
+NAME_FORBIDDEN = set('<>&"`\\')
+ALPHABET = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKMNPQRSTUVWXYZ23456789"   # no 0/O, 1/l/I
+
+
+class Forbidden(HTTPException):
+    """403 with the API error code ``forbidden``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(403, message)
+        self.code = "forbidden"
+
+
+class StaffError(Exception):
+    """A refused account change: HTTP status, API error code, a sentence (a message id) and the
+    form field it is about."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def require_admin(user: dict[str, Any]) -> None:
+    """The one check of page and API: only an active station admin manages accounts."""
+    if user.get("role") != "admin":
+        logger.warning("%r (%s) refused: only the station's admin manages accounts", user.get("username"),
+                       user.get("role"))
+        raise Forbidden(N_("Only the station's administrator can manage accounts."))
+
+
+def generate_password() -> str:
+    """A password to read out or write down: 3 groups of 4 unambiguous characters."""
+    while True:
+        pw = "-".join("".join(secrets.choice(ALPHABET) for _ in range(4)) for _ in range(3))
+        try:
+            passwords.check_strength(pw)
+        except ValueError:
+            continue
+        return pw
+
+
+def check_new(username: str, name: str, role: str) -> None:
+    if not USERNAME.fullmatch(username):
+        raise StaffError(422, "invalid", N_("A user name is 2 to 32 letters, digits, dots, dashes or underscores, "
+                                            "starting with a letter or a digit."), "username")
+    if not name or len(name) > NAME_MAX or not name.isprintable() or NAME_FORBIDDEN & set(name):
+        raise StaffError(422, "invalid", N_("A full name is 1 to 60 characters, without angle brackets, quotes, "
+                                            "backquotes, backslashes or ampersands."), "name")
+    if role not in ROLES:
+        raise StaffError(422, "invalid", N_("The role is agent or admin."), "role")
+
+
+def check_password(password: str, username: str) -> None:
+    try:
+        passwords.check_strength(password, username)
+    except ValueError as exc:
+        raise StaffError(422, "invalid", str(exc), "password") from exc
+
+
+def listing(store: Store) -> list[dict[str, Any]]:
+    with store.lock:
+        rows = store.conn.execute("SELECT username, name, role, active, last_login, created_at FROM users "
+                                  "ORDER BY role = 'agent', username").fetchall()
+    return [{"username": r[0], "name": r[1], "role": r[2] or "agent", "active": r[3] != 0,
+             "last_login": r[4] or None, "created_at": r[5]} for r in rows]
+
+
+def add(store: Store, actor: str, username: str, name: str, role: str, password: str) -> str:
+    """A new active account; its API token (shown once). Nothing is stored on a refusal."""
+    name = name.strip()
+    check_new(username, name, role)
+    check_password(password, username)
+    try:
+        token = store.add_user(username, name, password, role, replace=False)
+    except KeyError as exc:
+        raise StaffError(409, "exists", N_("There is already an account with this user name."), "username") from exc
+    logger.info("%r added the %s account %r", actor, role, username)
+    return token
+
+
+def set_active(store: Store, actor: str, username: str, active: bool) -> None:
+    """Enable or disable an account; disabling ends its sessions (a new session key) and its token
+    stops at once (user_by_token and session_user read ``active`` on every request)."""
+    if not active and username == actor:
+        raise StaffError(409, "own_account", N_("You cannot disable your own account."))
+    with store.transaction() as db:
+        row = db.execute("SELECT role FROM users WHERE username = ?", (username,)).fetchone()
+        if row is None:
+            raise StaffError(404, "not_found", N_("There is no such account at this station."))
+        if not active and row[0] == "admin" and not db.execute(
+                "SELECT count(*) FROM users WHERE role = 'admin' AND active != 0 AND username != ?",
+                (username,)).fetchone()[0]:
+            raise StaffError(409, "last_admin", N_("This is the station's last administrator; it cannot be disabled."))
+        if active:
+            db.execute("UPDATE users SET active = 1 WHERE username = ?", (username,))
+        else:
+            db.execute("UPDATE users SET active = 0, session_key = ? WHERE username = ?",
+                       (passwords.new_session_key(), username))
+    logger.info("%r %s the account %r", actor, "enabled" if active else "disabled", username)
+
+
+def reset_password(store: Store, actor: str, username: str, password: str) -> None:
+    """A new password; every session of the account ends, its API token keeps working."""
+    check_password(password, username)
+    try:
+        store.set_password(username, password)
+    except LookupError as exc:
+        raise StaffError(404, "not_found", N_("There is no such account at this station.")) from exc
+    logger.info("%r reset the password of %r; its sessions ended", actor, username)
+
+
+# web: page and API ----------------------------------------------------------------
+def _store(request: Request) -> Store:
+    return request.app.state.station.store  # type: ignore[no-any-return]
+
+
+def _admin(request: Request) -> dict[str, Any]:
+    user = session_user(request)
+    require_admin(user)
+    return user
+
+
+async def _page(request: Request, status: int = 200, **context: Any) -> Response:
+    staff = await run_in_threadpool(listing, _store(request))
+    values = {"error": None, "form": {}, "shown": None, **context}
+    return render(request, "node/staff.html", status, st=request.app.state.station, staff=staff,
+                  flash=request.query_params.get("m"), who=request.query_params.get("u", ""), **values)
+
+
+async def staff_page(request: Request) -> Response:
+    _admin(request)
+    return await _page(request)
+
+
+def _new_password(form: Any) -> tuple[str, bool]:
+    """(the password, whether it was generated) from a form with password, password2, generate."""
+    if form.get("generate") == "1":
+        return generate_password(), True
+    password = str(form.get("password", ""))
+    if password != str(form.get("password2", "")):
+        raise StaffError(422, "invalid", N_("The two passwords differ; type the same password twice."), "password")
+    return password, False
+
+
+async def staff_add(request: Request) -> Response:
+    user = _admin(request)
+    form = await checked_form(request)
+    values = {k: str(form.get(k, "")).strip() for k in ("username", "name", "role")}
+    values["role"] = values["role"] or "agent"
+    try:
+        password, generated = _new_password(form)
+        token = await run_in_threadpool(add, _store(request), user["username"], values["username"], values["name"],
+                                        values["role"], password)
+    except StaffError as exc:
+        logger.info("%r could not add the account %r: %s", user["username"], values["username"], exc.message)
+        return await _page(request, exc.status, error=exc.message, form=values)
+    return await _page(request, shown={"username": values["username"], "token": token,
+                                            "password": password if generated else None})
+
+
+async def staff_change(request: Request) -> Response:
+    """POST /staff/{username}/disable | enable | password."""
+    user = _admin(request)
+    form = await checked_form(request)
+    username, action = request.path_params["username"], request.path_params["action"]
+    if action not in ACTIONS:
+        raise HTTPException(404, N_("There is no such account at this station."))
+    try:
+        if action == "password":
+            password, generated = _new_password(form)
+            await run_in_threadpool(reset_password, _store(request), user["username"], username, password)
+            if generated:
+                return await _page(request, shown={"username": username, "password": password, "token": None})
+        else:
+            await run_in_threadpool(set_active, _store(request), user["username"], username, action == "enable")
+    except StaffError as exc:
+        logger.info("%r could not %s the account %r: %s", user["username"], action, username, exc.message)
+        return await _page(request, exc.status, error=exc.message)
+    return RedirectResponse(f"/staff?m={action}&u={quote(username, safe='')}", 303)
+
+
+async def _api_admin(request: Request) -> dict[str, Any]:
+    user = await run_in_threadpool(bearer_user, request, _store(request).user_by_token)
+    require_admin(user)
+    return user
+
+
+def _refusal(request: Request, exc: StaffError) -> Response:
+    message = gettext_for(locale_of(request))(exc.message)
+    return api_error(exc.status, exc.code, message, {exc.field: message} if exc.field else None)
+
+
+def _account(store: Store, username: str) -> dict[str, Any] | None:
+    return next((a for a in listing(store) if a["username"] == username), None)
+
+
+async def api_staff(request: Request) -> Response:
+    """``GET /api/v1/staff``: every account of the station."""
+    await _api_admin(request)
+    return JSONResponse({"staff": await run_in_threadpool(listing, _store(request))})
+
+
+async def api_staff_add(request: Request) -> Response:
+    """``POST /api/v1/staff`` ``{"username", "name", "role", "password"}`` → 201 the account and
+    its API token (shown this once)."""
+    user = await _api_admin(request)
+    payload = await json_object(request)
+    values = {k: payload.get(k, "agent" if k == "role" else "") for k in ("username", "name", "role", "password")}
+    bad = [k for k, v in values.items() if not isinstance(v, str)]
+    if bad:
+        return api_error(422, "invalid", "username, name, role and password are strings", {k: "string" for k in bad})
+    try:
+        token = await run_in_threadpool(add, _store(request), user["username"], values["username"],
+                                        values["name"].strip(), values["role"], values["password"])
+    except StaffError as exc:
+        logger.info("%r could not add the account %r: %s", user["username"], values["username"], exc.message)
+        return _refusal(request, exc)
+    account = await run_in_threadpool(_account, _store(request), values["username"])
+    return JSONResponse({**(account or {}), "token": token}, 201)
+
+
+async def api_staff_change(request: Request) -> Response:
+    """``POST /api/v1/staff/{username}/disable | enable | password`` (``{"password"}``)."""
+    user = await _api_admin(request)
+    username, action = request.path_params["username"], request.path_params["action"]
+    if action not in ACTIONS:
+        return api_error(404, "not_found", "POST /api/v1/staff/{username}/disable, /enable or /password")
+    try:
+        if action == "password":
+            payload = await json_object(request)
+            password = payload.get("password")
+            if not isinstance(password, str):
+                return api_error(422, "invalid", "password is a string", {"password": "string"})
+            await run_in_threadpool(reset_password, _store(request), user["username"], username, password)
+        else:
+            await run_in_threadpool(set_active, _store(request), user["username"], username, action == "enable")
+    except StaffError as exc:
+        logger.info("%r could not %s the account %r: %s", user["username"], action, username, exc.message)
+        return _refusal(request, exc)
+    return JSONResponse(await run_in_threadpool(_account, _store(request), username))
