@@ -146,6 +146,7 @@ UP: dict[str, Projection] = {
 DOWN: dict[str, Projection] = {
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
     facts.CALENDAR_PUBLISHED: calendar_published,
+    facts.STATIONS_DIRECTORY: lambda county, db, ev: None,    # keys are the county's own table (central/verify.py)
 }
 #: Downstream kinds with no projection: ``County.rotate_keys`` writes them and keeps the key
 #: history itself; one given back after a restore is not re-projected (the keys are on disk).

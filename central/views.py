@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from central import calendar, permissions
+from central import verify as doc_verify
 from central.county import County, CountyError
 from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
@@ -442,7 +443,7 @@ async def api_case(request: Request) -> Response:
 
     def one() -> dict[str, Any]:
         case = readable_case(c, user, request.path_params["id"])
-        return {**case_json(c, case), "application": c.signed_application(case)[0]}
+        return {**case_json(c, case), "application": c.signed_application(case)[0], **doc_verify.case_codes(c, case)}
     return JSONResponse(await run_in_threadpool(one))
 
 

@@ -17,6 +17,7 @@ from node import idem, views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
+from templates.verify_web import verify_routes
 from templates.workcal import WorkCalendarState
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
@@ -42,6 +43,7 @@ ROUTES = [
     Route("/api/v1/applications/{id}/supplement", views.api_supplement, methods=["POST"]),
     Route("/api/v1/applications/{id}/handout", views.api_handout, methods=["POST"]),
     Route("/api/v1/sync", views.api_sync, methods=["POST"]),
+    *verify_routes(views.verify_check, lambda request: views.station(request).name),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 

@@ -13,6 +13,7 @@ import json
 import sqlite3
 from typing import Any, Callable
 
+from node import verify
 from node.store import Store
 from sync import facts, recovery, rules, workdays
 from sync.facts import Status
@@ -106,6 +107,7 @@ DOWN: dict[str, Projection] = {
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
     facts.COUNTY_KEYS_ROTATED: county_keys_rotated,
     facts.CALENDAR_PUBLISHED: calendar_published,
+    facts.STATIONS_DIRECTORY: verify.directory_published,
 }
 
 

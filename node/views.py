@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from node import cases, idem, scans, search
+from node import verify as doc_verify
 from node.station import Station
 from sync.errors import Retryable, SyncError
 from sync.rules import Status
@@ -170,13 +171,19 @@ async def application_page(request: Request, status: int = 200, errors: dict[str
 
 
 def _document_parts(st: Station, app: dict[str, Any]) -> tuple[str, dict[str, dict[str, str]]]:
-    return segno.make(verification_text(st, app), error="m").svg_inline(scale=3), st.department_names()
+    return segno.make(verification_text(st, app), error="m").svg_inline(scale=2), st.department_names()
+
+
+def verify_check(request: Request, text: Any) -> dict[str, Any]:
+    """Check a document's QR text or typed code here (node/verify.py). Blocking."""
+    return doc_verify.check(station(request), text)
 
 
 async def document(request: Request) -> Response:
     st, app = await application_of(request)
     qr, departments = await run_in_threadpool(_document_parts, st, app)
-    return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr, departments=departments)
+    return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr, departments=departments,
+                  verify_code=doc_verify.verify_code(app))
 
 
 async def hand_out(request: Request) -> Response:
@@ -267,8 +274,8 @@ async def sync_now(request: Request) -> Response:
 
 
 def verification_text(st: Station, app: dict[str, Any]) -> str:
-    """What the QR code on a document carries: enough to check the station's signature on it."""
-    return f"LM1|{st.code}|{app['receipt_no']}|{app['id']}|{app['event_hash']}|{app['event_sig']}"
+    """What the QR code on a document carries: readable lines and the signed token (node/verify.py)."""
+    return doc_verify.qr_text(st, app) or app["receipt_no"]
 
 
 # JSON API ----------------------------------------------------------------------
@@ -291,6 +298,7 @@ def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:
             "decision": ({"decision": app["decision"], "note": app["decision_note"], "by": app["decided_by"],
                           "at": app["decided_at"], "county_key": st.decision_key(app["id"])} if app["decision"] else None),
             "handed_out_at": app["handed_out_at"],
+            "qr_text": doc_verify.qr_text(st, app), "verify_code": doc_verify.verify_code(app),
             "scans": [{"sha256": x["sha256"], "material": x["material"], "name": x["name"], "size": x["size"],
                        "uploaded": bool(x["done"])} for x in st.store.scans_of(app["id"])],
             **st.life(app)}

@@ -133,6 +133,11 @@ def _check_keys(body: Any, ctx: Context) -> Any:
         raise RuleError(N_("The keys a station announced are not two valid public keys.")) from None
 
 
+def _check_directory(body: Any) -> Any:
+    from sync import verify
+    return verify.check_directory(body)
+
+
 _APPLICATION_FIELDS = ("id", "receipt_no", "station", "agent", "item_code", "item_name", "department",
                        "catalog_version", "applicant", "fields", "materials", "missing", "reason", "at")
 
@@ -150,7 +155,9 @@ SPECS: dict[str, FactSpec] = {s.kind: s for s in (
              _check_decision),
     FactSpec(COUNTY_KEYS_ROTATED, COUNTY, ("sign", "enc")),
     FactSpec(rules.CALENDAR_PUBLISHED, COUNTY, ("year", "holidays", "workdays", "at", "by"), (), _check_calendar),
+    FactSpec("stations.directory", COUNTY, ("stations", "at"), (), lambda body, ctx: _check_directory(body)),
 )}
+STATIONS_DIRECTORY = "stations.directory"
 CALENDAR_PUBLISHED = rules.CALENDAR_PUBLISHED
 
 UPSTREAM = tuple(k for k, s in SPECS.items() if s.author == STATION)
