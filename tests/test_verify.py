@@ -197,3 +197,28 @@ def test_a_malformed_directory_is_refused_by_the_shared_spec():
             raise AssertionError(f"accepted {bad!r}")
         except facts.RuleError as exc:
             assert exc.message == "The directory of station keys is malformed."
+
+
+def test_the_protocol_test_vector_verifies_by_the_documented_bytes():
+    import base64
+    import hashlib
+    from pathlib import Path
+
+    from crypto.keys import key_id, unb64, verify as ed25519_verify
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    sec = doc[doc.index("## 11. Document verification"):]
+    qr = re.search(r"```\n(.*?)\n```", sec, re.S).group(1)
+    sign_key = re.search(r"sign key `([A-Za-z0-9_-]{43})`", sec).group(1)
+    event_hash = re.search(r"`hash`\s+`([0-9a-f]{64})`", sec).group(1)
+    readable, token = qr.rsplit("\nLM2:", 1)
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    signed, sig = raw[:-64], raw[-64:]
+    ed25519_verify(sign_key, sig, b"lastmile-doc/1|" + signed)                      # by hand, as §11 says
+    assert signed[0] == 1 and signed[1] == 1 and signed[6:14].hex() == key_id(unb64(sign_key))
+    assert int.from_bytes(signed[2:6], "big") == 1795917784 and signed[14:30] == bytes.fromhex(event_hash[:32])
+    assert signed[30:46] == hashlib.sha256(readable.encode()).digest()[:16]
+    assert signed[46:] == b"\x02V1" + b"\x11V1-20261129-00001" + b"\x06MZ-001"
+    assert readable.split("\n")[2] == "核验码 " + verify.code_of(event_hash)
+    directory = {"V1": {"name": "V1站", "keys": [{"sign_id": key_id(unb64(sign_key)), "sign_key": sign_key,
+                                                  "valid_from": "", "valid_until": None, "revoked_at": None}]}}
+    assert verify.check(qr, directory)[1].receipt_no == "V1-20261129-00001"
