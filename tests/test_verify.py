@@ -222,3 +222,26 @@ def test_the_protocol_test_vector_verifies_by_the_documented_bytes():
     directory = {"V1": {"name": "V1站", "keys": [{"sign_id": key_id(unb64(sign_key)), "sign_key": sign_key,
                                                   "valid_from": "", "valid_until": None, "revoked_at": None}]}}
     assert verify.check(qr, directory)[1].receipt_no == "V1-20261129-00001"
+
+
+def test_after_the_upgrade_the_county_sends_the_directory_once_to_every_active_station(system):
+    import sqlite3
+    db = system.data / "central" / "central.db"
+
+    def directories() -> dict[str, int]:
+        conn = sqlite3.connect(db)
+        try:
+            return dict(conn.execute("SELECT stream, count(*) FROM _sync_events WHERE kind = 'stations.directory'"
+                                     " GROUP BY stream").fetchall())
+        finally:
+            conn.close()
+    before = directories()
+    assert before == {"down/V1": 2, "down/T1": 1}      # V1 at its enrolment and T1's; T1 at its own
+    County(CentralSettings(data=system.data / "central")).store.close()
+    assert directories() == before                     # nothing changed: nothing sent
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("DELETE FROM meta WHERE name = 'stations_directory_hash'")   # as a county before the upgrade
+    conn.close()
+    County(CentralSettings(data=system.data / "central")).store.close()
+    assert directories() == {"down/V1": 3, "down/T1": 2}
