@@ -21,6 +21,8 @@ from templates import static_dir
 from templates.limits import KiB, MiB, BodyLimit, Rule, SecurityHeaders, upload_bound
 from central import calendar
 from templates.workcal import WorkCalendarState
+from templates.verify_web import verify_routes
+from central import verify as doc_verify
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
 ROUTES = [
@@ -45,6 +47,8 @@ ROUTES = [
     Route("/ratings/{case_id}/answer", rating_views.answer_page, methods=["POST"]),
     Route("/api/v1/ratings", rating_views.api_ratings),
     Route("/api/v1/ratings/{case_id}/answer", rating_views.api_answer, methods=["POST"]),
+    *verify_routes(lambda request, text: doc_verify.check(views.county(request), text),
+                   lambda request: views.county(request).name),
     Route("/api/v1/calendar/{year}", views.api_calendar, methods=["GET", "PUT"]),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]

@@ -23,6 +23,7 @@ from typing import Any
 
 from central import permissions, projections
 from central.reports import Reports
+from central import verify as doc_verify
 from central.cases import DECISIONS, SCAN_KEYS, SIGNED_COLUMNS, Cases, record_mismatches, signed_columns  # noqa: F401
 from central.catalogue import Catalogue
 from central.errors import CountyError, N_  # noqa: F401 - re-exported: views and the CLI import them from here
@@ -97,6 +98,7 @@ class County(Cases, Catalogue, Stations, Reports):
         self._blob_lock = threading.Lock()
         self._nonces: dict[str, float] = {}     # scan request nonces seen, until they expire
         self._catalogs: dict[int, dict[str, Any]] = {}     # published catalogue versions, by version
+        doc_verify.publish_now(self)    # once after an upgrade (or a change made offline): every station's keys
 
     @staticmethod
     def init(settings: Settings) -> None:

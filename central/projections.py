@@ -150,6 +150,7 @@ DOWN: dict[str, Projection] = {
     reports.TAKEN: county_reports.taken, reports.ANSWERED: county_reports.answered,
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
     facts.CALENDAR_PUBLISHED: calendar_published, facts.RATING_ANSWERED: ratings.answered,
+    facts.STATIONS_DIRECTORY: lambda county, db, ev: None,    # keys are the county's own table (central/verify.py)
 }
 #: Downstream kinds with no projection: ``County.rotate_keys`` writes them and keeps the key
 #: history itself; one given back after a restore is not re-projected (the keys are on disk).

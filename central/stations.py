@@ -9,6 +9,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from central import calendar
+from central import verify as doc_verify
 from central.errors import CountyError, N_
 from crypto.keys import PublicKeys
 from sync import enrolment, facts, log
@@ -114,6 +115,7 @@ class Stations:
                 if latest:
                     self.record(db, code, facts.Fact(facts.CATALOG_PUBLISHED, {"catalog": json.loads(latest[1])}))
                 calendar.send_all(self, db, code)     # every year's working-day schedule (sync/workdays.py)
+                doc_verify.publish(self, db, to=code)  # every station's keys, to all (central/verify.py)
         if failure:
             raise failure
         answer = {"station_name": st["name"], "station_level": st["level"], "county_name": self.name,
@@ -130,6 +132,7 @@ class Stations:
             self.store.update_station(db, code, status="revoked")
             # Events stored before now stay valid (their keys were good when they came); none after.
             self.store.revoke_station_keys(db, code, log.utcnow())
+            doc_verify.publish(self, db)
 
     def station_keys(self, code: str) -> PublicKeys:
         st = self.store.station(code)
@@ -166,6 +169,7 @@ class Stations:
         self.store.set_meta(db, f"next_keys:{code}", "")
         db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
                    (log.up(code), now, "keys_rotated", seq, seq))
+        doc_verify.publish(self, db)
         logger.warning("station %s now signs with its new key %s (rotated at #%d)", code, new.sign_id, seq)
 
     def key_history(self, code: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from central import calendar, documents, docviews, permissions, ratings
 from central import reports as county_reports
+from central import verify as doc_verify
 from central.county import County, CountyError
 from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
@@ -454,7 +455,7 @@ async def api_case(request: Request) -> Response:
     def one() -> dict[str, Any]:
         case = readable_case(c, user, request.path_params["id"])
         return {**case_json(c, case), "application": c.signed_application(case)[0],
-                **_history_and_rating(request, c, case)}
+                **_history_and_rating(request, c, case), **doc_verify.case_codes(c, case)}
     return JSONResponse(await run_in_threadpool(one))
 
 

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deploy import verify_cli
+
 DEMO_CATALOG = Path(__file__).resolve().parent.parent / "central" / "catalog_demo.json"
 
 
@@ -335,6 +337,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--data", required=True)
     _user_parser(n, "add an agent account or change its password", central=False)
 
+    verify_cli.add_parser(sub)
     d = sub.add_parser("demo", help="run a county centre and two demo stations on this machine")
     d.add_argument("--data", default="data/demo")
     d.add_argument("--base-port", type=int, default=8700)
@@ -350,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         return _central(args)
     if args.part == "node":
         return _node(args)
+    if args.part == "verify":
+        return verify_cli.run(args)
     from deploy.demo import run
     return run(Path(args.data), host=args.host, base_port=args.base_port, sync_interval=args.sync_interval)
 

@@ -17,6 +17,7 @@ from node import docviews, idem, rating_views, staff, views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
+from templates.verify_web import verify_routes
 from templates.workcal import WorkCalendarState
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
@@ -54,6 +55,7 @@ ROUTES = [
     Route("/staff/{username}/{action}", staff.staff_change, methods=["POST"]),
     Route("/api/v1/staff", staff.api_staff), Route("/api/v1/staff", staff.api_staff_add, methods=["POST"]),
     Route("/api/v1/staff/{username}/{action}", staff.api_staff_change, methods=["POST"]),
+    *verify_routes(views.verify_check, lambda request: views.station(request).name),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 

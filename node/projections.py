@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from node import ratings
 from node import reports as node_reports
+from node import verify
 from node.store import Store
 from sync import facts, recovery, reports, rules, workdays
 from sync.facts import Status
@@ -110,6 +111,7 @@ DOWN: dict[str, Projection] = {
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
     facts.COUNTY_KEYS_ROTATED: county_keys_rotated,
     facts.CALENDAR_PUBLISHED: calendar_published, facts.RATING_ANSWERED: ratings.answered,
+    facts.STATIONS_DIRECTORY: verify.directory_published,
 }
 
 

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from node import cases, documents, idem, ratings, reports, scans, search
+from node import verify as doc_verify
 from node.station import Station
 from node.store import AccountDisabled
 from sync.errors import Retryable, SyncError
@@ -228,14 +229,20 @@ def _history_and_rating(request: Request, st: Station, app: dict[str, Any]) -> d
 
 
 def _document_parts(st: Station, app: dict[str, Any]) -> tuple[str, dict[str, dict[str, str]]]:
-    return segno.make(verification_text(st, app), error="m").svg_inline(scale=3), st.department_names()
+    return segno.make(verification_text(st, app), error="m").svg_inline(scale=2), st.department_names()
+
+
+def verify_check(request: Request, text: Any) -> dict[str, Any]:
+    """Check a document's QR text or typed code here (node/verify.py). Blocking."""
+    return doc_verify.check(station(request), text)
 
 
 async def document(request: Request) -> Response:
     st, app = await application_of(request)
     qr, departments = await run_in_threadpool(_document_parts, st, app)
     return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr, departments=departments,
-                  appeal=await run_in_threadpool(documents.catalog_appeal, st))
+                  appeal=await run_in_threadpool(documents.catalog_appeal, st),
+                  verify_code=doc_verify.verify_code(app))
 
 
 async def hand_out(request: Request) -> Response:
@@ -326,8 +333,8 @@ async def sync_now(request: Request) -> Response:
 
 
 def verification_text(st: Station, app: dict[str, Any]) -> str:
-    """What the QR code on a document carries: enough to check the station's signature on it."""
-    return f"LM1|{st.code}|{app['receipt_no']}|{app['id']}|{app['event_hash']}|{app['event_sig']}"
+    """What the QR code on a document carries: readable lines and the signed token (node/verify.py)."""
+    return doc_verify.qr_text(st, app) or app["receipt_no"]
 
 
 # JSON API ----------------------------------------------------------------------
@@ -349,6 +356,7 @@ def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:
             "county_received_at": app["county_received_at"],
             "decision": documents.decision_json(st, app), "documents": documents.listing(st, app),
             "handed_out_at": app["handed_out_at"],
+            "qr_text": doc_verify.qr_text(st, app), "verify_code": doc_verify.verify_code(app),
             "scans": [{"sha256": x["sha256"], "material": x["material"], "name": x["name"], "size": x["size"],
                        "uploaded": bool(x["done"])} for x in st.store.scans_of(app["id"])],
             **st.life(app)}

@@ -151,6 +151,11 @@ def _check_rating_answer(body: Any, ctx: Context) -> str:
     return rules.check_rating_answer(body)
 
 
+def _check_directory(body: Any) -> Any:
+    from sync import verify
+    return verify.check_directory(body)
+
+
 _APPLICATION_FIELDS = ("id", "receipt_no", "station", "agent", "item_code", "item_name", "department",
                        "catalog_version", "applicant", "fields", "materials", "missing", "reason", "at")
 
@@ -175,7 +180,9 @@ SPECS: dict[str, FactSpec] = {s.kind: s for s in (
     FactSpec(rules.CALENDAR_PUBLISHED, COUNTY, ("year", "holidays", "workdays", "at", "by"), (), _check_calendar),
     FactSpec(RATED, STATION, ("id", "score", "comment", "by", "at"), (), _check_rating),
     FactSpec(RATING_ANSWERED, COUNTY, ("id", "answer", "by", "department", "at"), (), _check_rating_answer),
+    FactSpec("stations.directory", COUNTY, ("stations", "at"), (), lambda body, ctx: _check_directory(body)),
 )}
+STATIONS_DIRECTORY = "stations.directory"
 CALENDAR_PUBLISHED = rules.CALENDAR_PUBLISHED
 
 UPSTREAM = tuple(k for k, s in SPECS.items() if s.author == STATION)

@@ -1,0 +1,106 @@
+"""The county's side of document verification (PROTOCOL.md §11): the directory of stations' keys
+it publishes down every active station's log (``stations.directory``), and checking any station's
+document with its key history and its copy of every station's log. Blocking."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from crypto import canonical
+from sync import facts, log, verify
+
+if TYPE_CHECKING:
+    from central.county import County
+
+logger = logging.getLogger("lastmile.central.verify")
+META = "stations_directory_hash"
+DOC_KINDS = tuple(verify.KINDS)
+
+
+def stations(county: County, db: Any) -> list[dict[str, Any]]:
+    """Every station that has had a key, with its whole key history (revoked ones too, so a
+    document signed after a revocation is refused everywhere)."""
+    out = []
+    for code, name in db.execute("SELECT code, name FROM stations ORDER BY code").fetchall():
+        keys = [{"sign_id": k["sign_id"], "sign_key": k["sign_key"], "valid_from": k["valid_from"],
+                 "valid_until": k["valid_until"], "revoked_at": k["revoked_at"]}
+                for k in county.store.station_key_history(code, db)]
+        if keys:
+            out.append({"code": code, "name": name, "keys": keys})
+    return out
+
+
+def publish(county: County, db: Any, *, to: str | None = None) -> int:
+    """Send ``stations.directory`` to every active station if the directory changed since the last
+    publication (an enrolment, a rotation, a revocation, or the first start after the upgrade), and
+    to ``to`` in any case (a station just enrolled). Inside the caller's transaction; returns how
+    many stations it was sent to."""
+    listed = stations(county, db)
+    digest = hashlib.sha256(canonical.dumps(listed)).hexdigest()
+    row = db.execute("SELECT value FROM meta WHERE name = ?", (META,)).fetchone()
+    targets = county.store.active_station_codes(db) if not row or row[0] != digest else []
+    if to is not None and to not in targets:
+        targets.append(to)
+    if not targets:
+        return 0
+    body = {"stations": listed, "at": log.utcnow()}
+    for code in targets:
+        county.record(db, code, facts.Fact(facts.STATIONS_DIRECTORY, body))
+    county.store.set_meta(db, META, digest)
+    logger.info("stations directory (%d stations) sent to %s", len(listed), ", ".join(targets))
+    return len(targets)
+
+
+def publish_now(county: County) -> int:
+    with county.store.transaction() as db:
+        return publish(county, db)
+
+
+def directory(county: County) -> dict[str, dict[str, Any]]:
+    with county.store.lock:
+        return {s["code"]: s for s in stations(county, county.store.conn)}
+
+
+def _held(county: County, ev: log.Event) -> verify.Held:
+    b = ev.body
+    case = county.store.case(str(b.get("id", "")))
+    applicant = b.get("applicant") if isinstance(b.get("applicant"), dict) else {}
+    return verify.Held(station=ev.author, kind=ev.kind, receipt_no=str(b.get("receipt_no", "")),
+                       item_code=str(b.get("item_code", "")), item_name=str(b.get("item_name", "")), at=ev.at,
+                       key_id=ev.key, hash=ev.hash, state=case["status"] if case else None,
+                       applicant_name=str(applicant.get("name", "")), id_number=str(applicant.get("id_number", "")))
+
+
+def check(county: County, text: Any) -> dict[str, Any]:
+    """Verify a scanned QR text or a typed code at the county (verify.lookup)."""
+    marks = ",".join("?" * len(DOC_KINDS))
+    conn = county.store.conn
+
+    def by_hash(station: str, hash16: str) -> verify.Held | None:
+        with county.store.lock:
+            row = conn.execute(f"SELECT seq FROM _sync_events WHERE stream = ? AND kind IN ({marks})"
+                               " AND substr(hash, 1, 32) = ?", (log.up(station), *DOC_KINDS, hash16)).fetchone()
+            ev = log.get(conn, log.up(station), row[0]) if row else None
+        return _held(county, ev) if ev else None
+
+    def by_code(code: str) -> verify.Held | None:
+        with county.store.lock:
+            rows = conn.execute(f"SELECT stream, seq, hash FROM _sync_events WHERE stream LIKE 'up/%' AND kind IN ({marks})",
+                                DOC_KINDS).fetchall()
+            hit = next(((s, q) for s, q, h in rows if verify.code_of(h) == code), None)
+            ev = log.get(conn, hit[0], hit[1]) if hit else None
+        return _held(county, ev) if ev else None
+
+    return verify.lookup(text, directory(county), by_hash=by_hash, by_code=by_code)
+
+
+def case_codes(county: County, case: dict[str, Any]) -> dict[str, Any]:
+    """The verification code of the case's latest station document. The county holds no station's
+    private key, so it cannot print the QR text (``qr_text`` is null; the station can)."""
+    with county.store.lock:
+        ev = log.get(county.store.conn, log.up(case["station"]), int(case["seq"]))
+    code = verify.code_of(ev.hash) if ev is not None and ev.kind in verify.KINDS else None
+    return {"qr_text": None, "verify_code": code}

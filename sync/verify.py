@@ -1,0 +1,325 @@
+"""Document verification (PROTOCOL.md §11): the QR text printed on every station document, its
+signed compact token, the typed verification code, and the offline check of a token against a
+directory of stations' keys. Shared by the station and the county; no SQL, no HTTP.
+
+QR text::
+
+    受理回执 V1-20261129-00001
+    V1站（V1） · 临时救助申请 · 2026-11-29
+    核验码 7KQ2-9MZD-41TX
+    LM2:<base64url token>
+
+The token is signed by the station's key that signed the document's event, at print time
+(Ed25519 is deterministic, so every reprint gives the same bytes); it covers the three readable
+lines through their SHA-256.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from crypto.errors import CryptoError
+from crypto.keys import verify as verify_sig
+from sync import rules
+from sync.rules import N_
+
+PREFIX = "LM2:"
+FORMAT = 1
+SIG_DOMAIN = b"lastmile-doc/1|"
+CODE_DOMAIN = b"lastmile-code/1|"
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"      # Crockford base32: no I, L, O, U
+KINDS = {rules.ACCEPTED: 1, rules.CORRECTION_NOTICE: 2, rules.REFUSED: 3}
+KIND_OF = {v: k for k, v in KINDS.items()}
+TITLES = {rules.ACCEPTED: "受理回执", rules.CORRECTION_NOTICE: "一次性告知书", rules.REFUSED: "不予受理决定书"}
+CHINA = dt.timezone(dt.timedelta(hours=8))
+MAX_TEXT = 2000
+_FIXED = 46
+
+
+class VerifyError(Exception):
+    """A document that cannot be verified; ``message`` is an English message id (N_), ``params`` its values."""
+
+    def __init__(self, message: str, **params: Any) -> None:
+        super().__init__(message % params if params else message)
+        self.message, self.params = message, params
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str
+    issued: int                 # unix seconds (UTC) of the event's `at`
+    key_id: str                 # 16 hex chars
+    hash16: str                 # 32 hex chars: the first 16 bytes of the event's hash
+    digest: bytes               # 16 bytes: SHA-256 of the readable lines, truncated
+    station: str
+    receipt_no: str
+    item_code: str
+    signed: bytes               # the bytes the signature covers (after the domain)
+    sig: bytes
+
+    @property
+    def issued_at(self) -> str:
+        return dt.datetime.fromtimestamp(self.issued, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    @property
+    def date(self) -> str:
+        """The document's date in China time, as printed."""
+        return dt.datetime.fromtimestamp(self.issued, CHINA).strftime("%Y-%m-%d")
+
+    @property
+    def code(self) -> str:
+        return code_of(self.hash16)
+
+
+def code_of(event_hash: str) -> str:
+    """The typed verification code of the document whose event has ``event_hash`` (hex, at least
+    the first 32 characters): 12 Crockford base32 characters, grouped by 4."""
+    digest = hashlib.sha256(CODE_DOMAIN + bytes.fromhex(event_hash[:32])).digest()
+    n = int.from_bytes(digest[:8], "big") >> 4            # the first 60 bits
+    chars = "".join(ALPHABET[(n >> (5 * (11 - i))) & 31] for i in range(12))
+    return f"{chars[:4]}-{chars[4:8]}-{chars[8:]}"
+
+
+def normal_code(text: str) -> str | None:
+    """A typed code as ``XXXX-XXXX-XXXX``, forgiving case, spaces, dashes and O/I/L; None if it is not one."""
+    s = re.sub(r"[\s\-]", "", text).upper().translate(str.maketrans("OIL", "011"))
+    if len(s) != 12 or any(c not in ALPHABET for c in s):
+        return None
+    return f"{s[:4]}-{s[4:8]}-{s[8:]}"
+
+
+def readable(kind: str, receipt_no: str, station_name: str, station: str, date: str, item_name: str,
+             code: str) -> str:
+    return (f"{TITLES[kind]} {receipt_no}\n{station_name}（{station}） · {item_name} · {date}\n"
+            f"核验码 {code}")
+
+
+def _iso_seconds(at: str) -> int:
+    return int(dt.datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp())
+
+
+def _short(s: str) -> bytes:
+    b = s.encode("utf-8")
+    if not 1 <= len(b) <= 64:
+        raise ValueError(f"field {s!r} must be 1-64 bytes")
+    return bytes([len(b)]) + b
+
+
+def make(*, sign: Callable[[bytes], bytes], key_id: str, station: str, station_name: str, kind: str, at: str,
+         event_hash: str, receipt_no: str, item_code: str, item_name: str) -> str:
+    """The QR text of a document: three readable lines and the signed token."""
+    issued = _iso_seconds(at)
+    date = dt.datetime.fromtimestamp(issued, CHINA).strftime("%Y-%m-%d")
+    text = readable(kind, receipt_no, station_name, station, date, item_name, code_of(event_hash))
+    signed = (bytes([FORMAT, KINDS[kind]]) + struct.pack(">I", issued) + bytes.fromhex(key_id)
+              + bytes.fromhex(event_hash[:32]) + hashlib.sha256(text.encode("utf-8")).digest()[:16]
+              + _short(station) + _short(receipt_no) + _short(item_code))
+    token = base64.urlsafe_b64encode(signed + sign(SIG_DOMAIN + signed)).rstrip(b"=").decode()
+    return f"{text}\n{PREFIX}{token}"
+
+
+def parse(text: str) -> tuple[str | None, Token]:
+    """Split a scanned QR text into its readable part (None if only the token was given) and its
+    token. Raises VerifyError for anything that is not a well-formed token; never anything else."""
+    if not isinstance(text, str) or len(text) > MAX_TEXT:
+        raise VerifyError(N_("This is not the code of a lastmile document."))
+    text = text.replace("\r\n", "\n").strip()
+    at = text.rfind(PREFIX)
+    if at < 0:
+        raise VerifyError(N_("This is not the code of a lastmile document."))
+    readable_part = text[:at].strip("\n") or None
+    raw = text[at + len(PREFIX):].strip()
+    try:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", raw):
+            raise ValueError
+        data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        if len(data) < _FIXED + 6 + 64 or data[0] != FORMAT or data[1] not in KIND_OF:
+            raise ValueError
+        if base64.urlsafe_b64encode(data).rstrip(b"=").decode() != raw:
+            raise ValueError        # one text per token: no spare bits to change unnoticed
+        signed, sig = data[:-64], data[-64:]
+        pos, strings = _FIXED, []
+        for _ in range(3):
+            n = signed[pos]
+            if n < 1 or pos + 1 + n > len(signed):
+                raise ValueError
+            strings.append(signed[pos + 1:pos + 1 + n].decode("utf-8"))
+            pos += 1 + n
+        if pos != len(signed):
+            raise ValueError
+    except (ValueError, IndexError, binascii.Error, UnicodeDecodeError):
+        raise VerifyError(N_("The verification code is damaged or incomplete.")) from None
+    (issued,) = struct.unpack(">I", signed[2:6])
+    token = Token(kind=KIND_OF[signed[1]], issued=issued, key_id=signed[6:14].hex(), hash16=signed[14:30].hex(),
+                  digest=signed[30:46], station=strings[0], receipt_no=strings[1], item_code=strings[2],
+                  signed=signed, sig=sig)
+    return readable_part, token
+
+
+def _time(s: Any) -> int | None:
+    if not isinstance(s, str) or not s:
+        return None
+    try:
+        return _iso_seconds(s)
+    except ValueError:
+        return None
+
+
+def check(text: str, directory: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, Token, dict[str, Any]]:
+    """Verify a scanned QR text against ``directory`` (station code -> {"name", "keys": [{"sign_id",
+    "sign_key", "valid_from", "valid_until", "revoked_at"}]}). Returns (readable part, token, the
+    station's entry); raises VerifyError with the reason in words."""
+    part, token = parse(text)
+    entry = directory.get(token.station)
+    if entry is None:
+        raise VerifyError(N_("Station %(station)s is not in this office's key directory: the document cannot be "
+                             "checked here yet (sync with the county, or check at the county)."), station=token.station)
+    key = next((k for k in entry.get("keys", []) if k.get("sign_id") == token.key_id), None)
+    if key is None:
+        raise VerifyError(N_("The key that signed this document is not a key of station %(station)s: it is forged."),
+                          station=token.station)
+    try:
+        verify_sig(key["sign_key"], token.sig, SIG_DOMAIN + token.signed)
+    except (CryptoError, ValueError, TypeError):
+        raise VerifyError(N_("The signature does not match: the document was altered or forged.")) from None
+    if part is not None and hashlib.sha256(part.encode("utf-8")).digest()[:16] != token.digest:
+        raise VerifyError(N_("The printed text does not match the signed code: it was altered."))
+    revoked = _time(key.get("revoked_at"))
+    if revoked is not None and revoked <= token.issued:
+        raise VerifyError(N_("The station's key was revoked on %(date)s, before this document's date."),
+                          date=str(key["revoked_at"])[:10])
+    until = _time(key.get("valid_until"))
+    if until is not None and token.issued > until:
+        raise VerifyError(N_("This document is dated after its key was retired (%(date)s)."),
+                          date=str(key["valid_until"])[:10])
+    if not re.fullmatch(re.escape(token.station) + r"-\d{8}-\d{5,}", token.receipt_no):
+        raise VerifyError(N_("The signature does not match: the document was altered or forged."))
+    return part, token, dict(entry)
+
+
+def item_of(part: str | None) -> str | None:
+    """The item name as the (verified) readable lines print it."""
+    if not part:
+        return None
+    lines = part.split("\n")
+    if len(lines) < 2:
+        return None
+    pieces = lines[1].split(" · ")
+    return pieces[1] if len(pieces) == 3 else None
+
+
+
+# the directory fact (stations.directory, PROTOCOL.md §4) ------------------------------------------
+def check_directory(body: Any) -> dict[str, dict[str, Any]]:
+    """The body of a ``stations.directory`` fact as station code -> entry; RuleError if malformed."""
+    from crypto.keys import key_id, unb64
+    from sync.rules import RuleError
+    bad = RuleError(N_("The directory of station keys is malformed."))
+    if not isinstance(body, dict) or set(body) != {"stations", "at"} or not isinstance(body["at"], str) \
+            or not isinstance(body["stations"], list):
+        raise bad
+    out: dict[str, dict[str, Any]] = {}
+    for st in body["stations"]:
+        if not isinstance(st, dict) or set(st) != {"code", "name", "keys"} or not isinstance(st["code"], str) \
+                or not isinstance(st["name"], str) or not isinstance(st["keys"], list) or st["code"] in out:
+            raise bad
+        for k in st["keys"]:
+            if not isinstance(k, dict) or set(k) != {"sign_id", "sign_key", "valid_from", "valid_until", "revoked_at"}:
+                raise bad
+            try:
+                if key_id(unb64(k["sign_key"])) != k["sign_id"]:
+                    raise bad
+            except CryptoError:
+                raise bad from None
+            if not isinstance(k["valid_from"], str) or any(
+                    k[f] is not None and not isinstance(k[f], str) for f in ("valid_until", "revoked_at")):
+                raise bad
+        out[st["code"]] = st
+    return out
+
+
+# one answer for page, API and CLI -------------------------------------------------------------------
+@dataclass
+class Held:
+    """What an office holds about the document's event (its own log, or the county's copy)."""
+    station: str
+    kind: str
+    receipt_no: str
+    item_code: str
+    item_name: str
+    at: str
+    key_id: str
+    hash: str
+    state: str | None
+    applicant_name: str = ""
+    id_number: str = ""
+
+
+def masked_name(name: str) -> str:
+    return name[:1] + "*" * max(len(name) - 1, 1) if name else ""
+
+
+def masked_id(id_number: str) -> str:
+    return f"{id_number[:6]}********{id_number[-4:]}" if len(id_number) >= 10 else ""
+
+
+def lookup(text: Any, directory: Mapping[str, Mapping[str, Any]], *, by_hash: Callable[[str, str], Held | None],
+           by_code: Callable[[str], Held | None]) -> dict[str, Any]:
+    """Check a scanned QR text or a typed code. The answer: ``valid``, ``reason`` (English message id)
+    and ``params``, and what the document says (``station``, ``receipt_no``, ``item``, ``issued_at``,
+    ``key_id``, ``state``, ``kind``, ``code``, ``applicant`` masked when the office holds the event).
+    Never raises for any input."""
+    out: dict[str, Any] = {"valid": False, "station": None, "station_name": None, "receipt_no": None,
+                           "item": None, "item_code": None, "issued_at": None, "key_id": None, "state": None,
+                           "kind": None, "code": None, "applicant": None, "id_number": None, "params": {}}
+    if not isinstance(text, str) or not text.strip():
+        return {**out, "reason": N_("Enter the verification code or the text of the QR code.")}
+    code = normal_code(text) if PREFIX not in text and len(text) <= 40 else None
+    if code is not None:
+        held = by_code(code)
+        if held is None:
+            return {**out, "code": code, "reason": N_(
+                "No document with this verification code is on record here. A typed code can be checked only "
+                "at the station that issued the document or at the county; elsewhere, scan the QR code.")}
+        return {**out, **_held(held), "valid": True, "code": code, "params": {"station": held.station},
+                "reason": N_("This office's records hold this document, signed by station %(station)s: compare "
+                             "what is shown here with the paper.")}
+    try:
+        part, token, entry = check(text, directory)
+    except VerifyError as exc:
+        return {**out, "reason": exc.message, "params": exc.params}
+    out.update(station=token.station, station_name=entry.get("name"), receipt_no=token.receipt_no,
+               item_code=token.item_code, item=item_of(part) or token.item_code, issued_at=token.issued_at,
+               key_id=token.key_id, kind=token.kind, code=token.code)
+    held = by_hash(token.station, token.hash16)
+    if held is not None:
+        if (held.kind, held.receipt_no, held.item_code, held.key_id, _iso_seconds(held.at)) != \
+                (token.kind, token.receipt_no, token.item_code, token.key_id, token.issued):
+            return {**out, "reason": N_("The code does not match this office's record of the document: it is forged.")}
+        return {**out, **_held(held), "valid": True, "params": {"station": token.station},
+                "reason": N_("Genuine: issued and signed by station %(station)s, and on record here.")}
+    return {**out, "valid": True, "params": {"station": token.station},
+            "reason": N_("Genuine: issued and signed by station %(station)s (checked with its public key; "
+                         "this office holds no copy of the case).")}
+
+
+def _held(h: Held) -> dict[str, Any]:
+    return {"station": h.station, "receipt_no": h.receipt_no, "item": h.item_name, "item_code": h.item_code,
+            "issued_at": dt.datetime.fromtimestamp(_iso_seconds(h.at), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "key_id": h.key_id, "state": h.state, "kind": h.kind, "code": code_of(h.hash),
+            "applicant": masked_name(h.applicant_name), "id_number": masked_id(h.id_number)}
+
+
+def api_answer(result: Mapping[str, Any], _: Callable[..., str]) -> dict[str, Any]:
+    """The JSON answer of ``POST /api/v1/verify``, the reason translated with ``_``."""
+    return {"valid": result["valid"], "reason": _(result["reason"], **result["params"]),
+            "station": result["station"], "receipt_no": result["receipt_no"], "item": result["item"],
+            "issued_at": result["issued_at"], "key_id": result["key_id"], "state": result["state"],
+            "kind": result["kind"], "verify_code": result["code"]}

@@ -1,0 +1,46 @@
+"""The verify page and API, the same on every station and on the county (PROTOCOL.md §11): public,
+no login (citizens and other offices scan the documents), showing only what the paper prints (the
+applicant's name and ID number masked). The check itself runs in a worker thread."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sync import verify
+from templates import N_, gettext_for, locale_of, render
+from templates.web import api_error, json_object
+
+logger = logging.getLogger("lastmile.verify")
+
+Check = Callable[[Request, Any], "dict[str, Any]"]
+
+
+def verify_routes(check: Check, office: Callable[[Request], str]) -> list[Route]:
+    """``GET /verify`` (the page, ``?code=``) and ``POST /api/v1/verify`` (``{"code": …}``)."""
+
+    async def page(request: Request) -> Response:
+        code = request.query_params.get("code", "")
+        result = None
+        if code.strip():
+            result = await run_in_threadpool(check, request, code)
+            logger.info("verify page: %s %s", "valid" if result["valid"] else "refused", result["reason"])
+        return render(request, "verify.html", office=office(request), code=code, result=result)
+
+    async def api(request: Request) -> Response:
+        payload = await json_object(request)
+        code = payload.get("code")
+        if not isinstance(code, str) or not code.strip() or len(code) > verify.MAX_TEXT:
+            logger.info("verify API: bad request body")
+            return api_error(422, "invalid", N_("Give \"code\": the text of the QR code or the typed verification code."),
+                             {"code": "a non-empty string of at most 2000 characters"})
+        result = await run_in_threadpool(check, request, code)
+        logger.info("verify API: %s %s", "valid" if result["valid"] else "refused", result["reason"])
+        return JSONResponse(verify.api_answer(result, gettext_for(locale_of(request))))
+
+    return [Route("/verify", page), Route("/api/v1/verify", api, methods=["POST"])]
