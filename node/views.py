@@ -235,7 +235,8 @@ async def document(request: Request) -> Response:
     st, app = await application_of(request)
     qr, departments = await run_in_threadpool(_document_parts, st, app)
     return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr, departments=departments,
-                  appeal=await run_in_threadpool(documents.catalog_appeal, st))
+                  appeal=await run_in_threadpool(documents.catalog_appeal, st),
+                  item=await run_in_threadpool(st.item, app["item_code"]))
 
 
 async def hand_out(request: Request) -> Response:
