@@ -200,6 +200,14 @@ def _node(args: argparse.Namespace) -> int:
                   f"signed by the old key {done['old_key']}. The station keeps using the old key until the county "
                   "has stored that record; the next sync after that switches to the new keys (the old private "
                   "key moves to keys.retired/). Sync now if you can.")
+        elif args.cmd == "set-info":
+            try:
+                station.set_info(args.address, args.phone)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"documents now print: {station.name} · {station.address or '(no address)'} · "
+                  f"{station.phone or '(no phone)'}")
         elif args.cmd == "set-central":
             try:
                 before = station.set_central(args.url)
@@ -318,6 +326,10 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--host", default="127.0.0.1")
     x.add_argument("--port", type=int, default=8701)
     x.add_argument("--sync-interval", type=float, default=15.0)
+    x = n.add_parser("set-info", help="the station's address and phone, printed on its documents")
+    x.add_argument("--data", required=True)
+    x.add_argument("--address")
+    x.add_argument("--phone")
     x = n.add_parser("restore", help="put a backup of the data folder back in place (stop the node first)")
     x.add_argument("--from", dest="backup", required=True, help="the backup folder (node.db, keys/, blobs/)")
     x.add_argument("--data", required=True)

@@ -19,6 +19,8 @@ import httpx
 
 from deploy.cli import DEMO_CATALOG
 
+ADDRESSES = {"V001": ("示范县张村村委会一楼便民服务站", "0371-6512-3401"),
+             "T001": ("示范县城关镇人民路18号便民服务中心", "0371-6512-3402")}
 PASSWORD = "lastmile-demo-2026"     # the demo's logins; passes the password rules
 STATIONS = [("V001", "张村村便民服务站", "village"), ("T001", "城关镇便民服务中心", "township")]
 AGENTS = {"V001": "张丽", "T001": "刘伟"}
@@ -74,6 +76,9 @@ def setup(data: Path, central_url: str, central_proc: subprocess.Popen[bytes]) -
         store = Store(settings.db_path)
         token = store.add_user("agent", AGENTS[code], PASSWORD)             # documents print the agent's own name
         store.add_user("admin", ADMINS[code], PASSWORD, "admin")            # manages the accounts on /staff
+        with store.transaction() as db:                                     # printed on the station's documents
+            store.set_meta(db, "station_address", ADDRESSES[code][0])
+            store.set_meta(db, "station_phone", ADDRESSES[code][1])
         store.close()
         stations.append({"code": code, "name": name, "level": level, "token": token})
     return {"central": {"token": tokens["supervisor"], "clerk_tokens": tokens}, "stations": stations}

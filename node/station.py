@@ -24,7 +24,7 @@ from node.store import Store
 from crypto import envelope
 from crypto.errors import CryptoError
 from node.scans import Scan
-from sync import blobs, bundle, client, exchange, facts, log
+from sync import blobs, bundle, client, exchange, facts, log, rules
 from sync.errors import StaleAnswer, SyncError
 from sync.log import Event
 
@@ -184,6 +184,27 @@ class Station(Intake, Healing):
         if project is None:
             raise ValueError(f"unknown event kind {ev.kind!r}")
         project(self.store, db, ev)
+
+    @property
+    def address(self) -> str:
+        """Where citizens find the station, printed on its documents (``lastmile node set-info``)."""
+        return str(self.store.meta("station_address") or "")
+
+    @property
+    def phone(self) -> str:
+        return str(self.store.meta("station_phone") or "")
+
+    def set_info(self, address: str | None = None, phone: str | None = None) -> None:
+        """Set the station's address and phone for its documents; a phone must be well-formed."""
+        if phone and not rules.PHONE.match(phone.strip()):
+            raise ValueError("the phone is not an 11-digit mobile number or a landline with area code")
+        if address is not None and len(address.strip()) > 200:
+            raise ValueError("the address is longer than 200 characters")
+        with self.store.transaction() as db:
+            if address is not None:
+                self.store.set_meta(db, "station_address", address.strip())
+            if phone is not None:
+                self.store.set_meta(db, "station_phone", phone.strip())
 
     def sync(self) -> client.SyncResult:
         """Events first (the county sees the case at once), then the scans it lists."""

@@ -242,7 +242,8 @@ async def document(request: Request) -> Response:
     qr, departments = await run_in_threadpool(_document_parts, st, app)
     return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr, departments=departments,
                   appeal=await run_in_threadpool(documents.catalog_appeal, st),
-                  verify_code=doc_verify.verify_code(app))
+                  verify_code=doc_verify.verify_code(app),
+                  item=await run_in_threadpool(st.item, app["item_code"]))
 
 
 async def hand_out(request: Request) -> Response:
