@@ -184,3 +184,52 @@ def test_a_case_lives_its_whole_life_in_the_browser_twice(system, browser, tmp_p
     Image.new("RGB", (800, 600), "white").save(result_doc, "JPEG")
     for n in range(2):
         one_life(system, browser, n, result_doc)
+
+
+def test_a_refusal_and_a_rejection_print_their_rights_of_appeal_on_a4(system, browser):  # noqa: F811
+    """The station's 不予受理决定书 and the county's 不予批准决定书 name the review body and the court,
+    and fit an A4 sheet."""
+    t1 = system.stations["T1"]
+    station = browser.new_page(locale="zh-CN")
+    login(station, t1["url"], "agent", PASSWORD)
+    station.click("text=立即同步")
+    expect(station.locator("#up-waiting")).to_have_text("0")
+    for decision in ("refuse", "accept"):
+        station.goto(t1["url"] + "/apply/RS-001")
+        station.fill("input[name=name]", "郑淑芬")
+        station.fill("input[name=id_number]", valid_id_for_demo("41152619700505002"))
+        for sel in station.locator("#apply-form select").all():
+            sel.select_option(index=1)
+        for box in station.locator("input[name=materials]").all():
+            box.check()
+        if decision == "refuse":
+            station.fill("textarea[name=reason]", "申请人已在外省参加职工养老保险，不属于本事项受理范围")
+        station.click(f"button[value={decision}]")
+        station.wait_for_selector("article")
+        if decision == "refuse":
+            expect(station.locator("article")).to_contain_text("行政复议")
+            shot(station, "refusal-document")
+            fits_a4(station, "refusal")
+        else:
+            receipt_no = re.search(r"T1-\d{8}-\d{5}", station.content())[0]
+    station.goto(t1["url"] + "/")
+    station.click("text=立即同步")
+    expect(station.locator("#up-waiting")).to_have_text("0")
+
+    county = browser.new_page(locale="zh-CN")
+    login(county, system.central_url, "renshe", PASSWORD)
+    county.click(f"text={receipt_no}")
+    county.fill("textarea[name=reason]", "申请人未达到参保年龄")
+    county.fill("input[name=basis]", "《城乡居民基本养老保险办法》第六条")
+    county.click("button[value=reject]")
+    expect(county.locator(".ok")).to_contain_text("审批结果已保存")
+    station.click("text=立即同步")
+    station.locator("#results").locator(f"text={receipt_no}").click()
+    station.click("text=不予批准决定书")
+    article = station.locator("article")
+    expect(article).to_contain_text("申请人未达到参保年龄")
+    expect(article).to_contain_text("第六条")
+    expect(article).to_contain_text("人民法院")
+    assert station.locator("[data-print]").count() == 1
+    shot(station, "rejection-decision")
+    fits_a4(station, "rejection decision")
