@@ -317,9 +317,12 @@ def _held(h: Held) -> dict[str, Any]:
             "applicant": masked_name(h.applicant_name), "id_number": masked_id(h.id_number)}
 
 
-def api_answer(result: Mapping[str, Any], _: Callable[..., str]) -> dict[str, Any]:
-    """The JSON answer of ``POST /api/v1/verify``, the reason translated with ``_``."""
-    return {"valid": result["valid"], "reason": _(result["reason"], **result["params"]),
+def api_answer(result: Mapping[str, Any], translate: Callable[..., str]) -> dict[str, Any]:
+    """The JSON answer of ``POST /api/v1/verify``, the reason translated with ``translate``.
+    (The message id is a variable, not ``_(result["reason"])``: Babel 2.14's extractor took that
+    subscript's literal "reason" for a message id.)"""
+    message, params = result["reason"], result["params"]
+    return {"valid": result["valid"], "reason": translate(message, **params),
             "station": result["station"], "receipt_no": result["receipt_no"], "item": result["item"],
             "issued_at": result["issued_at"], "key_id": result["key_id"], "state": result["state"],
             "kind": result["kind"], "verify_code": result["code"]}
