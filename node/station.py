@@ -24,7 +24,7 @@ from node.store import Store
 from crypto import envelope
 from crypto.errors import CryptoError
 from node.scans import Scan
-from sync import blobs, bundle, client, exchange, facts, log, rules
+from sync import blobs, bundle, client, docs, exchange, facts, log, rules
 from sync.errors import StaleAnswer, SyncError
 from sync.log import Event
 
@@ -102,16 +102,8 @@ class Station(Intake, Healing):
         The file and its directory entry are fsynced before the application that lists it is
         recorded."""
         path = self.blob_dir / f"{scan.sha256}.sealed"
-        if not path.exists():
-            private_dir(self.blob_dir)          # 0700, whatever the umask
-            data = envelope.seal_blob(scan.data, recipient=self.county.keys, digest=scan.sha256)
-            tmp = path.with_suffix(".tmp")
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            blobs.fsync_dir(self.blob_dir)
+        if not path.exists():                   # 0700 folder, 0600 file, fsynced with its directory entry
+            docs.write_file(path, envelope.seal_blob(scan.data, recipient=self.county.keys, digest=scan.sha256))
         return path.stat().st_size
 
     def upload_scans(self, http: httpx.Client) -> int:

@@ -166,6 +166,36 @@ async def apply_submit(request: Request) -> Response:
         return await _apply(request, user, st, form, token, request.path_params.get("id"))
 
 
+async def form_scans(form: Any) -> list[scans.Scan]:
+    """The scans of an intake or supplement form (``scan_<material>`` file fields), checked and
+    prepared off the event loop; cases.IntakeError naming the field of a refused one."""
+    attached = []
+    for key, value in form.multi_items():
+        if key.startswith("scan_") and isinstance(value, UploadFile) and value.filename:
+            raw = await value.read(scans.MAX_UPLOAD + 1)
+            try:
+                attached.append(await run_in_threadpool(scans.prepare, key[5:], value.filename, raw))
+            except scans.ScanError as exc:
+                raise cases.IntakeError({key: str(exc)}) from exc
+    return attached
+
+
+async def api_scans(request: Request, payload: dict[str, Any]) -> list[scans.Scan] | Response:
+    """The scans of an API body (``scans``: ``[{material, name, data_base64}]``), prepared off the
+    event loop, or the 422 answer naming the first refused one."""
+    attached = []
+    for i, scan in enumerate(payload.get("scans") if isinstance(payload.get("scans"), list) else []):
+        try:
+            raw = base64.b64decode(str(scan.get("data_base64", "")), validate=True)
+            attached.append(await run_in_threadpool(scans.prepare, str(scan.get("material", "")),
+                                                    str(scan.get("name", "")), raw))
+        except (ValueError, AttributeError, binascii.Error):
+            return api_error(422, "invalid", f"scans[{i}] needs material, name and data_base64")
+        except scans.ScanError as exc:
+            return api_error(422, "invalid", gettext_for(locale_of(request))(str(exc)), {f"scans[{i}]": str(exc)})
+    return attached
+
+
 FORM = "form:"      # scope of the intake form's tokens in idempotency_keys, per agent; the API's is "api:"
 
 
@@ -178,14 +208,7 @@ async def _apply(request: Request, user: dict[str, Any], st: Station, form: Any,
         raise HTTPException(404, N_("No such application at this station."))
     code = completing["item_code"] if completing else request.path_params["code"]
     try:
-        attached = []
-        for key, value in form.multi_items():
-            if key.startswith("scan_") and isinstance(value, UploadFile) and value.filename:
-                raw = await value.read(scans.MAX_UPLOAD + 1)
-                try:
-                    attached.append(await run_in_threadpool(scans.prepare, key[5:], value.filename, raw))
-                except scans.ScanError as exc:
-                    raise cases.IntakeError({key: str(exc)}) from exc
+        attached = await form_scans(form)
         app = await run_in_threadpool(st.take, code, data, str(form.get("decision", "")), user["name"], attached,
                                       within=idem.claimer(FORM + user["username"], token, "form"), case_id=case_id)
     except idem.Replay as first:    # the same form sent twice at once: the other request recorded it
@@ -272,14 +295,7 @@ async def supplement(request: Request) -> Response:
         if not check_csrf(request, form):
             raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
         try:
-            attached = []
-            for key, value in form.multi_items():
-                if key.startswith("scan_") and isinstance(value, UploadFile) and value.filename:
-                    raw = await value.read(scans.MAX_UPLOAD + 1)
-                    try:
-                        attached.append(await run_in_threadpool(scans.prepare, key[5:], value.filename, raw))
-                    except scans.ScanError as exc:
-                        raise cases.IntakeError({key: str(exc)}) from exc
+            attached = await form_scans(form)
             await run_in_threadpool(st.supplement, request.path_params["id"],
                                     [str(m) for m in form.getlist("materials")], attached,
                                     str(form.get("note", "")), user["name"])
@@ -399,16 +415,9 @@ async def api_create(request: Request) -> Response:
     applicant = payload.get("applicant") if isinstance(payload.get("applicant"), dict) else {}
     fields = payload.get("fields") if isinstance(payload.get("fields"), dict) else {}
     materials = payload.get("materials") if isinstance(payload.get("materials"), list) else []
-    attached = []
-    for i, scan in enumerate(payload.get("scans") if isinstance(payload.get("scans"), list) else []):
-        try:
-            raw = base64.b64decode(str(scan.get("data_base64", "")), validate=True)
-            attached.append(await run_in_threadpool(scans.prepare, str(scan.get("material", "")),
-                                                    str(scan.get("name", "")), raw))
-        except (ValueError, AttributeError, binascii.Error):
-            return api_error(422, "invalid", f"scans[{i}] needs material, name and data_base64")
-        except scans.ScanError as exc:
-            return api_error(422, "invalid", gettext_for(locale_of(request))(str(exc)), {f"scans[{i}]": str(exc)})
+    attached = await api_scans(request, payload)
+    if isinstance(attached, Response):
+        return attached
     form: dict[str, Any] = {**{k: applicant.get(k, "") for k in ("name", "id_number", "phone", "address")},
                             **{"f_" + k: v for k, v in fields.items()},
                             "materials": [str(m) for m in materials], "reason": payload.get("reason", "")}
@@ -481,16 +490,9 @@ async def api_supplement(request: Request) -> Response:
     materials = payload.get("materials", [])
     if not isinstance(materials, list) or not all(isinstance(m, str) for m in materials):
         return api_error(422, "invalid", "materials is a list of material codes")
-    attached = []
-    for i, scan in enumerate(payload.get("scans") if isinstance(payload.get("scans"), list) else []):
-        try:
-            raw = base64.b64decode(str(scan.get("data_base64", "")), validate=True)
-            attached.append(await run_in_threadpool(scans.prepare, str(scan.get("material", "")),
-                                                    str(scan.get("name", "")), raw))
-        except (ValueError, AttributeError, binascii.Error):
-            return api_error(422, "invalid", f"scans[{i}] needs material, name and data_base64")
-        except scans.ScanError as exc:
-            return api_error(422, "invalid", gettext_for(locale_of(request))(str(exc)), {f"scans[{i}]": str(exc)})
+    attached = await api_scans(request, payload)
+    if isinstance(attached, Response):
+        return attached
     try:
         app = await run_in_threadpool(st.supplement, request.path_params["id"], materials, attached,
                                       str(payload.get("note", "")), user["name"])
