@@ -186,6 +186,10 @@ class Station(Intake, Healing):
     def phone(self) -> str:
         return str(self.store.meta("station_phone") or "")
 
+    def contact(self) -> dict[str, str]:
+        """The address and phone the documents print (reads the database: call it in a worker thread)."""
+        return {"address": self.address, "phone": self.phone}
+
     def set_info(self, address: str | None = None, phone: str | None = None) -> None:
         """Set the station's address and phone for its documents; a phone must be well-formed."""
         if phone and not rules.PHONE.match(phone.strip()):

@@ -266,7 +266,7 @@ async def document(request: Request) -> Response:
     return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr, departments=departments,
                   appeal=await run_in_threadpool(documents.catalog_appeal, st),
                   verify_code=doc_verify.verify_code(app),
-                  item=await run_in_threadpool(st.item, app["item_code"]))
+                  item=await run_in_threadpool(st.item, app["item_code"]), contact=await run_in_threadpool(st.contact))
 
 
 async def hand_out(request: Request) -> Response:
@@ -314,7 +314,8 @@ async def correction_document(request: Request) -> Response:
         raise HTTPException(404, N_("The county has not asked for corrections on this case."))
     life = await run_in_threadpool(st.life, app)
     departments = await run_in_threadpool(st.department_names)
-    return render(request, "node/correction_document.html", st=st, app=app, life=life, departments=departments)
+    return render(request, "node/correction_document.html", st=st, app=app, life=life, departments=departments,
+                  contact=await run_in_threadpool(st.contact))
 
 
 def _sync_quietly(st: Station) -> None:
@@ -576,7 +577,8 @@ async def report_page(request: Request) -> Response:
     r = await run_in_threadpool(reports.report, st.store, request.path_params["id"])
     if r is None:
         raise HTTPException(404, N_("No such report at this station."))
-    return render(request, "node/report.html", st=st, r=r, items={i["code"]: i for i in st.store.catalog()["items"]})
+    items = await run_in_threadpool(lambda: {i["code"]: i for i in st.store.catalog()["items"]})
+    return render(request, "node/report.html", st=st, r=r, items=items, contact=await run_in_threadpool(st.contact))
 
 
 async def api_report_create(request: Request) -> Response:
