@@ -26,6 +26,8 @@ class Catalogue:
         block (the review body and court a rejection names, PROTOCOL.md §4) is required."""
         from central.documents import check_catalog_appeal
         check_catalog_appeal(catalog)
+        from central.bundles import check_catalog_bundles
+        check_catalog_bundles(catalog)          # 一件事一次办: every bundle names items of this catalogue
         with self.store.transaction() as db:
             latest = self.store.latest_catalog(db)
             version = (latest[0] if latest else 0) + 1

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import calendar, documents, docviews, permissions, ratings
+from central import bundles, calendar, documents, docviews, permissions, ratings
 from central import reports as county_reports
 from central import verify as doc_verify
 from central.county import County, CountyError
@@ -318,6 +318,7 @@ async def render_case(request: Request, c: County, case: dict[str, Any], status:
                       error: str | None = None) -> Response:
     context = await run_in_threadpool(_case_context, c, case)
     context.update(await run_in_threadpool(_history_and_rating, request, c, case))
+    context.update(await run_in_threadpool(bundles.case_links, c, case, context["body"], clerk(request)))
     return render(request, "central/case.html", status, error=error, **context)
 
 
@@ -455,6 +456,7 @@ async def api_case(request: Request) -> Response:
     def one() -> dict[str, Any]:
         case = readable_case(c, user, request.path_params["id"])
         return {**case_json(c, case), "application": c.signed_application(case)[0],
+                **bundles.case_links(c, case, c.signed_application(case)[0], user),
                 **_history_and_rating(request, c, case), **doc_verify.case_codes(c, case)}
     return JSONResponse(await run_in_threadpool(one))
 

@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node import docviews, idem, rating_views, staff, views
+from node import bundle_views, docviews, idem, rating_views, staff, views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
@@ -28,6 +28,9 @@ ROUTES = [
                     accounts=views.accounts),
     Route("/", views.home), Route("/apply/{code}", views.apply_form),
     Route("/apply/{code}", views.apply_submit, methods=["POST"]),
+    Route("/bundle/{code}", bundle_views.bundle_form),          # 一件事一次办 (node/bundles.py)
+    Route("/bundle/{code}", bundle_views.bundle_submit, methods=["POST"]),
+    Route("/applications/{id}/bundle-receipt", bundle_views.bundle_receipt),
     Route("/applications/{id}", views.application_page), Route("/applications/{id}/document", views.document),
     Route("/applications/{id}/handout", views.hand_out, methods=["POST"]),
     Route("/applications/{id}/rate", rating_views.rate_form),
@@ -62,6 +65,7 @@ ROUTES = [
 # Every route reads at most 64 KiB of body, except intake with scans (templates/limits.py).
 BODY_LIMITS = [
     Rule("POST", "/apply/[^/]+", 64 * MiB),
+    Rule("POST", "/bundle/[^/]+", 64 * MiB),
     Rule("POST", "/api/v1/applications", 64 * MiB),
 ]
 

@@ -10,7 +10,7 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING, Any, Callable
 
-from node import cases, life, projections
+from node import bundles, cases, life, projections
 from node.scans import Scan
 from sync import facts, log, rules, workdays
 from sync.rules import Status
@@ -57,6 +57,8 @@ class Intake:
                                 catalog_version=int(self.store.catalog()["version"]), now=now,
                                 receipt_no=receipt_no, level=self.level, case_id=case_id,
                                 calendar=workdays.calendar_from(db))
+            if case_id is not None:     # a case of a sitting (一件事一次办) stays linked when completed
+                intake = bundles.carried(db, case_id, intake)
             body = {**intake.body, "scans": listed} if listed else intake.body
             # The scans themselves were checked at intake (node/scans.py); the body is checked as before.
             self.record(db, facts.Fact(intake.kind, body), check=facts.Fact(intake.kind, intake.body))

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from node import cases, documents, idem, ratings, reports, scans, search
+from node import bundles, cases, documents, idem, ratings, reports, scans, search
 from node import verify as doc_verify
 from node.station import Station
 from node.store import AccountDisabled
@@ -56,7 +56,7 @@ def _home_context(st: Station) -> dict[str, Any]:
     """Everything the home page shows, read from the store (in a worker thread, never on the loop)."""
     recent = st.store.applications(limit=20)
     return {"sync": st.sync_state(), **_today(st), "recent": recent, "lives": {a["id"]: st.life(a) for a in recent},
-            "items": st.items()}
+            "items": st.items(), "bundles": bundles.offered(st)}
 
 
 DUE_WITHIN = 3      # working days: a case this close to its promised date is listed on the start page
@@ -377,6 +377,7 @@ def app_json(st: Station, app: dict[str, Any]) -> dict[str, Any]:
             "qr_text": doc_verify.qr_text(st, app), "verify_code": doc_verify.verify_code(app),
             "scans": [{"sha256": x["sha256"], "material": x["material"], "name": x["name"], "size": x["size"],
                        "uploaded": bool(x["done"])} for x in st.store.scans_of(app["id"])],
+            **bundles.link_json(body),
             **st.life(app)}
 
 
@@ -408,6 +409,9 @@ async def api_create(request: Request) -> Response:
         return api_error(400, "invalid_idempotency_key", gettext_for(locale_of(request))(N_(
             "An Idempotency-Key is 1 to 100 printable ASCII characters.")))
     payload = await json_object(request)
+    if "items" in payload:          # 一件事一次办: several items at one sitting (node/bundle_views.py)
+        from node import bundle_views
+        return await bundle_views.api_create(request, user, payload, key)
     st = station(request)
     scope, fingerprint = "api:" + user["username"], idem.fingerprint(payload)
     first = await run_in_threadpool(idem.find, st.store, scope, key) if key is not None else None
@@ -524,7 +528,8 @@ async def api_handout(request: Request) -> Response:
 
 
 def _search(st: Station, q: str) -> dict[str, Any]:
-    return {"applications": search.applications(st.store, q), "items": search.items(st.items(), q) if q.strip() else []}
+    return {"applications": search.applications(st.store, q), "items": search.items(st.items(), q) if q.strip() else [],
+            "bundles": bundles.find(st, q)}
 
 
 async def search_page(request: Request) -> Response:

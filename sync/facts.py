@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from sync import reports, rules
+from sync import reports, rules, sittings
 from sync.rules import (  # noqa: F401 - the shared vocabulary, re-exported: import it from here
     ACCEPTED, APPLICATION_KINDS, CASE_DECIDED, CATALOG_PUBLISHED, CORRECTION_NOTICE, COUNTY_KEYS_ROTATED,
     DECISIONS, HAND_OUT, NEW, RATED, RATING_ANSWERED, RECEIPTS_VOIDED, REFUSED, STATION_KEYS_ROTATED, SUPPLEMENTED,
@@ -68,8 +68,10 @@ class FactSpec:
 
 def _check_application(kind: str) -> Callable[[Any, Context], Any]:
     def check(body: Any, ctx: Context) -> Any:
-        return rules.check_application(kind, body, author=ctx.author, level=ctx.level,
+        item = rules.check_application(kind, body, author=ctx.author, level=ctx.level,
                                        catalog=dict(ctx.catalog) if ctx.catalog is not None else None)
+        sittings.check_bundle_field(body)       # 一件事一次办: the optional link to the sitting's other cases
+        return item
     return check
 
 
@@ -160,9 +162,9 @@ _APPLICATION_FIELDS = ("id", "receipt_no", "station", "agent", "item_code", "ite
                        "catalog_version", "applicant", "fields", "materials", "missing", "reason", "at")
 
 SPECS: dict[str, FactSpec] = {s.kind: s for s in (
-    FactSpec(ACCEPTED, STATION, _APPLICATION_FIELDS, ("time_limit_days", "promised_date", "scans"),
+    FactSpec(ACCEPTED, STATION, _APPLICATION_FIELDS, ("time_limit_days", "promised_date", "scans", "bundle"),
              _check_application(ACCEPTED)),
-    FactSpec(CORRECTION_NOTICE, STATION, _APPLICATION_FIELDS, ("scans",), _check_application(CORRECTION_NOTICE)),
+    FactSpec(CORRECTION_NOTICE, STATION, _APPLICATION_FIELDS, ("scans", "bundle"), _check_application(CORRECTION_NOTICE)),
     FactSpec(REFUSED, STATION, _APPLICATION_FIELDS, ("scans",), _check_application(REFUSED)),
     FactSpec(HANDED_OUT, STATION, ("id", "by", "at", "identity_checked"), ("collector",), _check_hand_out),
     FactSpec(SUPPLEMENTED, STATION, ("id", "by", "at", "materials", "note"), ("scans",), _check_supplement),
