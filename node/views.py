@@ -386,7 +386,9 @@ async def api_catalog(request: Request) -> Response:
     st = station(request)
     q = request.query_params.get("q", "")
     version, items = await run_in_threadpool(lambda: (st.store.catalog()["version"], search.items(st.items(), q)))
-    return JSONResponse({"version": version, "level": st.level, "items": items})
+    offered = await run_in_threadpool(lambda: [{k: v for k, v in b.items() if k != "item_list"}
+                                               for b in (bundles.find(st, q) if q.strip() else bundles.offered(st))])
+    return JSONResponse({"version": version, "level": st.level, "items": items, "bundles": offered})
 
 
 def _replayed(request: Request, st: Station, first: dict[str, Any], fingerprint: str) -> Response:

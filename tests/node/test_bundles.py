@@ -139,6 +139,10 @@ def hidden(page: str, name: str) -> str:
 
 
 def test_the_bundle_form_asks_everything_once_and_prints_one_receipt(system, v1, http):
+    listed = v1["api"].get("/api/v1/catalog").json()["bundles"]
+    assert [(b["code"], b["items"]) for b in listed] == [("YJS-001", ["WJ-001", "YB-001"]),
+                                                         ("YJS-002", ["CL-001", "MZ-005"])]
+    assert [b["code"] for b in v1["api"].get("/api/v1/catalog", params={"q": "出生"}).json()["bundles"]] == ["YJS-001"]
     page, home = log_in(http, v1["url"], "agent")
     assert "/bundle/YJS-001" in home.text and "/bundle/YJS-002" in home.text
     assert "/bundle/YJS-002" in page.get("/search", params={"q": "残疾人"}).text
@@ -216,3 +220,30 @@ def test_the_county_refuses_a_bundle_of_unknown_items_and_a_station_offers_only_
     _, t1_home = log_in(http, t1["url"], "agent")
     assert "/bundle/YJS-003" in t1_home.text and "/bundle/YJS-003" not in v1_home.text
     assert v1_page.get("/bundle/YJS-003").status_code == 404
+
+
+def test_a_hostile_stations_inconsistent_sitting_is_just_separate_cases(system, http):
+    import uuid
+
+    from node.station import Station
+    from tests.central.test_hostile_station import county_repairs, forge, good_body
+    s = Station(system.stations["V1"]["settings"])
+    try:
+        s.sync()
+        a, b, c = (str(uuid.uuid4()) for _ in range(3))
+        link = {"id": str(uuid.uuid4()), "code": "YJS-001", "cases": [a, b]}
+        forge(s, "application.accepted", good_body(s, "WJ-001", id=a, bundle=link))
+        stranger = {"name": "赵六", "id_number": valid_id_for_demo("41152619700101003"), "phone": "", "address": ""}
+        forge(s, "application.accepted", good_body(s, "YB-001", id=b, bundle=link, applicant=stranger))
+        bad = forge(s, "application.accepted", good_body(s, "YB-001", id=c, bundle={**link, "cases": [a, b]}))
+        s.sync()
+        assert s.sync_state()["up_waiting"] == 0                    # stored and acked all the same
+    finally:
+        s.store.close()
+    county = http(system.central_url, system.central_token)
+    first, second = (county.get(f"/api/v1/cases/{x}").json() for x in (a, b))
+    assert first["status"] == second["status"] == "received"          # both stand on their own
+    assert first["bundle_id"] == second["bundle_id"] == link["id"]
+    assert first["bundle_cases"] == second["bundle_cases"] == []       # another applicant: not linked
+    assert county.get(f"/api/v1/cases/{c}").status_code == 404
+    assert county_repairs(system, "V1")[bad]["m"] == "The bundle does not list the case itself."
