@@ -69,7 +69,8 @@ def test_an_api_sitting_makes_linked_cases_in_two_departments_with_one_receipt(s
     assert one["bundle_id"] == got["bundle_id"] and one["bundle_cases"] == [wj["id"]]
 
     page, _ = log_in(http, v1["url"], "agent")
-    assert f'href="{got["receipt_url"]}"' in page.get(f"/applications/{yb['id']}").text
+    assert f'href="/applications/{yb["id"]}/bundle-receipt"' in page.get(f"/applications/{yb['id']}").text
+    assert wj["receipt_no"] in page.get(f"/applications/{yb['id']}/bundle-receipt").text
     receipt = page.get(got["receipt_url"])
     assert receipt.status_code == 200
     for app in (wj, yb):
