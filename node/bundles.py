@@ -15,7 +15,6 @@ done at one counter in one sitting, or not at all). Pure orchestration, no HTTP.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
@@ -27,6 +26,7 @@ from sync.rules import N_
 
 if TYPE_CHECKING:
     from node.station import Station
+    from node.store import Store
 
 DECISIONS = ("accept", "correction")
 APPLICANT = ("name", "id_number", "phone", "address")
@@ -178,11 +178,12 @@ def link_json(body: Any) -> dict[str, Any]:
     return {"bundle_id": link["id"], "bundle_code": link["code"], "bundle_cases": [c for c in link["cases"] if c != own]}
 
 
-def carried(db: sqlite3.Connection, case_id: str, intake: cases.Intake) -> cases.Intake:
+def carried(store: Store, case_id: str, intake: cases.Intake) -> cases.Intake:
     """``intake`` completing a case a correction notice left waiting, with the ``bundle`` of the case's
-    earlier body if it had one: the completed case stays linked to its sitting."""
-    row = db.execute("SELECT body FROM applications WHERE id = ?", (case_id,)).fetchone()
-    link = sittings.link_of(json.loads(row[0])) if row else None
+    earlier body if it had one: the completed case stays linked to its sitting. Read through the
+    store (inside the caller's transaction: the store's lock is re-entrant)."""
+    earlier = store.application(case_id)
+    link = sittings.link_of(earlier["body"]) if earlier else None
     return intake if link is None else cases.Intake(intake.kind, intake.status, {**intake.body, "bundle": link})
 
 

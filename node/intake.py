@@ -58,7 +58,7 @@ class Intake:
                                 receipt_no=receipt_no, level=self.level, case_id=case_id,
                                 calendar=workdays.calendar_from(db))
             if case_id is not None:     # a case of a sitting (一件事一次办) stays linked when completed
-                intake = bundles.carried(db, case_id, intake)
+                intake = bundles.carried(self.store, case_id, intake)
             body = {**intake.body, "scans": listed} if listed else intake.body
             # The scans themselves were checked at intake (node/scans.py); the body is checked as before.
             self.record(db, facts.Fact(intake.kind, body), check=facts.Fact(intake.kind, intake.body))
