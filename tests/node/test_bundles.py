@@ -170,6 +170,10 @@ def test_the_bundle_form_asks_everything_once_and_prints_one_receipt(system, v1,
     numbers = [r[0] for r in rows(v1["settings"], "SELECT receipt_no FROM applications ORDER BY receipt_no")]
     assert len(numbers) == 2 and all(n in receipt.text for n in numbers)
     assert rows(v1["settings"], "SELECT count(DISTINCT sha256), count(*) FROM scans") == [(1, 2)]
+    page.get("/lang/en")
+    english = page.get("/bundle/YJS-001").text
+    assert "Birth of a child: one sitting" in english and "Accept all items and print the receipt" in english
+    assert "Acceptance receipt" in page.get(sent.headers["location"]).text
 
 
 def test_one_correction_notice_for_the_sitting_and_a_completed_case_stays_linked(system, v1, http):
