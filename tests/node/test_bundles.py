@@ -212,6 +212,11 @@ def test_the_county_refuses_a_bundle_of_unknown_items_and_a_station_offers_only_
         with pytest.raises(CountyError) as refused:
             c.publish_catalog(bad)
         assert refused.value.code == "bad_bundle" and "XX-999" in str(refused.value.params)
+        clash = copy.deepcopy(CATALOG)          # 医保 and 民政 both call a field subsidy_type, with other options
+        clash["bundles"].append({**clash["bundles"][0], "code": "YJS-009", "items": ["YB-001", "MZ-005"]})
+        with pytest.raises(CountyError) as refused:
+            c.publish_catalog(clash)
+        assert refused.value.code == "bad_bundle" and refused.value.params["field"] == "subsidy_type"
         wider = copy.deepcopy(CATALOG)          # 居住证 is taken at township and county stations only
         wider["bundles"].append({**wider["bundles"][0], "code": "YJS-003", "name": "新市民一件事",
                                  "items": ["GA-001", "RS-001"]})
