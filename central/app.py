@@ -22,6 +22,8 @@ from templates.limits import KiB, MiB, BodyLimit, Rule, SecurityHeaders, upload_
 from central import calendar
 from templates.workcal import WorkCalendarState
 from templates.verify_web import verify_routes
+from central import openapi
+from templates.openapi import route as openapi_route
 from central import verify as doc_verify
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
@@ -50,6 +52,7 @@ ROUTES = [
     *verify_routes(lambda request, text: doc_verify.check(views.county(request), text),
                    lambda request: views.county(request).name),
     Route("/api/v1/calendar/{year}", views.api_calendar, methods=["GET", "PUT"]),
+    openapi_route(openapi.DOCUMENT),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 

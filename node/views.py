@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from node import cases, documents, idem, ratings, reports, scans, search
 from node import verify as doc_verify
+from node.apierrors import api_names
 from node.station import Station
 from node.store import AccountDisabled
 from sync.errors import Retryable, SyncError
@@ -430,8 +431,7 @@ async def api_create(request: Request) -> Response:
     except idem.Replay as exc:      # the same key at the same moment: the other request recorded its case
         return await run_in_threadpool(_replayed, request, st, exc.row, fingerprint)
     except cases.IntakeError as exc:
-        _ = gettext_for(locale_of(request))
-        details = {k: _(v) for k, v in exc.errors.items()}
+        details = api_names(exc.errors, gettext_for(locale_of(request)))
         return api_error(422, "invalid", " ".join(details.values()), details)
     return JSONResponse(await run_in_threadpool(app_json, st, app), 201)
 
@@ -476,8 +476,7 @@ async def api_status(request: Request) -> Response:
 
 def _intake_refusal(request: Request, exc: cases.IntakeError) -> Response:
     """An IntakeError as the API's answer: 409 when the case's state forbids it, else 422."""
-    _ = gettext_for(locale_of(request))
-    details = {k: _(v) for k, v in exc.errors.items()}
+    details = api_names(exc.errors, gettext_for(locale_of(request)))
     status = 409 if "application" in exc.errors else 422
     return api_error(status, "conflict" if status == 409 else "invalid", " ".join(details.values()), details)
 
