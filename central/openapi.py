@@ -27,10 +27,12 @@ CASE = obj(["id", "station", "status", "signature", "record_matches_signature", 
            scans=array(OBJECT), scans_complete=BOOLEAN, scans_missing=array(STRING), promised_provisional=BOOLEAN)
 REPORT = obj(["id", "station", "receipt_no", "status"], id=STRING, station=STRING, receipt_no=STRING, status=STRING,
              owner=nullable(OBJECT), answer=nullable(OBJECT))
+YEAR = {"year": {"type": "string", "pattern": "^(20[0-9]{2}|2100)$", "description": "2000 to 2100"}}
+DATE = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "description": "YYYY-MM-DD, in the year"}
 RATING = obj(["score"], score=INTEGER, comment=NULLABLE_STRING)
-SCHEDULE = obj(["year", "source", "provisional", "holidays", "workdays"], year=INTEGER, source=STRING,
-               provisional=BOOLEAN, holidays=array(STRING), workdays=array(STRING))
-YEAR = {"year": {"type": "string", "pattern": "^[0-9]{4}$"}}
+SCHEDULE = obj(["year", "source", "provisional", "holidays", "workdays"], year=INTEGER,
+               source={"type": "string", "enum": ["county", "library", "weekends"]},
+               provisional=BOOLEAN, holidays=array(DATE), workdays=array(DATE))
 
 SCHEMAS: dict[str, Any] = {"Case": CASE, "Report": REPORT, "Rating": RATING, "Schedule": SCHEDULE,
                            "Verification": obj(["valid", "reason"], valid=BOOLEAN, reason=STRING)}
@@ -73,7 +75,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/api/v1/calendar/{year}"): operation(
         "Enter a year's working-day schedule and send it to every station (supervisors)", path=YEAR,
         response=ref("Schedule"), errors=(403, 422),
-        body=obj(["holidays", "workdays"], holidays=array(STRING), workdays=array(STRING))),
+        body={**obj(["holidays", "workdays"], holidays=array(DATE), workdays=array(DATE)), "additionalProperties": False}),
     ("POST", "/api/v1/verify"): operation(
         "Check a document's QR code text or typed verification code", auth=False, body=obj(["code"], code=STRING),
         response=ref("Verification"), errors=(422,)),

@@ -25,6 +25,7 @@ PAGE_ACTIONS: dict[tuple[str, str], tuple[str, str] | str] = {
 }
 
 ID = {"id": STRING}
+USERNAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{1,31}$"}
 SCAN_IN = obj(["material", "name", "data_base64"], material=STRING, name=STRING,
               data_base64={"type": "string", "description": "The file (JPEG or PDF, at most 8 MiB), base64."})
 APPLICANT = obj(["name", "id_number"], name=STRING, id_number=STRING, phone=STRING, address=STRING)
@@ -102,12 +103,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                         response=obj(["staff"], staff=array(ref("Account")))),
     ("POST", "/api/v1/staff"): operation(
         "Add an account (admin); its API token is shown this once", status=201, errors=(403, 409, 422),
-        body=obj(["username", "name", "password"], username=STRING, name=STRING,
+        body=obj(["username", "name", "password"], username=USERNAME, name=STRING,
                  role={"type": "string", "enum": ["admin", "agent"]}, password=STRING),
         response={"allOf": [ref("Account"), obj(["token"], token=STRING)]}),
     ("POST", "/api/v1/staff/{username}/{action}"): operation(
         "Disable or enable an account, or set its password (admin)", errors=(403, 404, 409, 422),
-        path={"username": STRING, "action": {"type": "string", "enum": ["disable", "enable", "password"]}},
+        path={"username": USERNAME, "action": {"type": "string", "enum": ["disable", "enable", "password"]}},
         body=obj(password=STRING), response=ref("Account"),
         description="`password` needs `{\"password\"}`; `disable` and `enable` read no body."),
     ("POST", "/api/v1/verify"): VERIFY,
