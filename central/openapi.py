@@ -37,6 +37,12 @@ SCHEDULE = obj(["year", "source", "provisional", "holidays", "workdays"], year=I
 SCHEMAS: dict[str, Any] = {"Case": CASE, "Report": REPORT, "Rating": RATING, "Schedule": SCHEDULE,
                            "Verification": obj(["valid", "reason"], valid=BOOLEAN, reason=STRING)}
 
+SCAN = operation("A scan of a case, as the station sent it (JPEG or PDF, judged from its bytes)", errors=(403, 404, 415),
+                 path={"id": STRING, "sha": STRING})
+SCAN["responses"]["200"] = {"description": "The scan's bytes.", "content": {
+    "image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}},
+    "application/pdf": {"schema": {"type": "string", "contentMediaType": "application/pdf"}}}}
+
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/openapi.json"): operation("This document", auth=False, errors=()),
     ("GET", "/api/v1/cases"): operation(
@@ -57,6 +63,16 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                  materials=array(obj(["code", "problem"], code=STRING, problem={"type": "string", "enum": list(PROBLEMS)},
                                      text=STRING)),
                  attachments=array(obj(["name", "data_base64"], name=STRING, data_base64=STRING)))),
+    ("GET", "/api/v1/cases/{id}/scans/{sha}"): SCAN,
+    ("GET", "/api/v1/stations"): operation(
+        "What the stations page shows: each station's state and sync counts, sync problems, restores, the "
+        "county's keys", errors=(),
+        response=obj(["stations", "problems", "recoveries", "county_keys", "on_old_key"],
+                     stations=array(obj(["code", "name", "level", "status"], code=STRING, name=STRING, level=STRING,
+                                        status=STRING, received=INTEGER, down_waiting=INTEGER,
+                                        scans_missing=INTEGER)),
+                     problems=array(OBJECT), recoveries=array(OBJECT), county_keys=array(OBJECT),
+                     on_old_key=array(ANY))),
     ("GET", "/api/v1/reports"): operation("The stations' 办不成事 reports, open ones first", errors=(),
                                           response=obj(["reports"], reports=array(ref("Report")))),
     ("POST", "/api/v1/reports/{id}/{action}"): operation(

@@ -39,8 +39,8 @@ ERROR: Schema = {
 ERROR_TEXT = {400: "The body is not JSON, or a header is malformed.", 401: "No valid bearer token.",
               403: "The token's user may not do this.", 404: "No such thing here.",
               409: "The case's (or report's, or account's) state forbids it now.",
-              413: "The body is too large.", 422: "The request is well-formed JSON but breaks a rule; "
-                                                  "`details` names the fields.",
+              413: "The body is too large.", 415: "The stored file is of a type that is not served.",
+              422: "The request is well-formed JSON but breaks a rule; `details` names the fields.",
               502: "The county refused the sync.", 503: "The county cannot be reached now; try later."}
 
 

@@ -4,12 +4,13 @@ errors name fields in the API's own names."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from central import app as central_app_module, openapi as central_openapi
 from node import app as node_app_module, openapi as node_openapi
 from templates.openapi import documented, mounted_api
-from tests.life.test_case_life import APPLICANT, ITEM, fields, sync
+from tests.life.test_case_life import APPLICANT, ITEM, accept, fields, jpeg, sync
 
 APPS = {"node": (node_app_module.ROUTES, node_openapi), "central": (central_app_module.ROUTES, central_openapi)}
 NOT_PAGES = ("/api/", "/sync/", "/enroll/")      # the API itself, and the station-to-county wire
@@ -95,3 +96,44 @@ def test_the_station_correction_notice_is_completed_over_the_api_on_the_same_cas
     sync(api)
     county = http(system.central_url, system.clerk_tokens[ITEM["department"]])
     assert county.get(f"/api/v1/cases/{case_id}").json()["status"] == "received"       # the county has it
+
+
+def test_the_county_stations_page_and_a_case_scan_have_their_api(system, http):
+    v1 = system.stations["V1"]
+    api = http(v1["url"], v1["token"])
+    sync(api)
+    picture = jpeg("blue")
+    app = accept(api, scans=[{"material": ITEM["materials"][0]["code"], "name": "证明.jpg", "data_base64": picture}])
+    sync(api)
+    sync(api)           # the scan goes after the county holds the application that lists it
+    clerk = http(system.central_url, system.clerk_tokens[ITEM["department"]])
+    stations = clerk.get("/api/v1/stations")
+    assert stations.status_code == 200, stations.text
+    rows = {s["code"]: s for s in stations.json()["stations"]}
+    assert set(rows) == {"V1", "T1"} and rows["V1"]["status"] == "active" and rows["V1"]["received"] >= 1
+    assert not {"enroll_code_hash", "enroll_expires", "sign_key", "enc_key"} & set(rows["V1"]), rows["V1"]   # no secrets
+    sha = clerk.get(f"/api/v1/cases/{app['id']}").json()["scans"][0]["sha256"]
+    r = clerk.get(f"/api/v1/cases/{app['id']}/scans/{sha}")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert hashlib.sha256(r.content).hexdigest() == sha and r.content[:2] == b"\xff\xd8"     # the signed scan
+    other = next(t for d, t in system.clerk_tokens.items() if d not in (ITEM["department"], "supervisor"))
+    assert http(system.central_url, other).get(f"/api/v1/cases/{app['id']}/scans/{sha}").json()["error"] == \
+        "other_department"
+    missing = clerk.get(f"/api/v1/cases/{app['id']}/scans/{'0' * 64}")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert http(system.central_url).get("/api/v1/stations").status_code == 401
+
+
+def test_county_refusals_name_the_field_of_the_api_body(system, http):
+    v1 = system.stations["V1"]
+    api = http(v1["url"], v1["token"])
+    sync(api)
+    app = accept(api)
+    sync(api)
+    clerk = http(system.central_url, system.clerk_tokens[ITEM["department"]])
+    r = clerk.post(f"/api/v1/cases/{app['id']}/decision", json={"decision": "reject", "basis": "《办法》第五条"})
+    assert r.status_code == 422 and r.json()["error"] == "reason_required", r.text
+    assert list(r.json()["details"]) == ["reason"] and r.json()["details"]["reason"] == r.json()["message"]
+    r = clerk.post(f"/api/v1/cases/{app['id']}/decision", json={"decision": "maybe"})
+    assert r.status_code == 422 and list(r.json()["details"]) == ["decision"]
+    assert clerk.get(f"/api/v1/cases/{app['id']}").json()["status"] == "received"        # nothing was decided
