@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from node import cases
+from node import cases, reports, views
 from node.apierrors import api_names
 from node.views import api_scans, api_user, app_json, station
 from templates import gettext_for, locale_of
@@ -49,3 +49,19 @@ async def api_complete(request: Request) -> Response:
         status = 409 if "application" in exc.errors else 422
         return api_error(status, "conflict" if status == 409 else "invalid", " ".join(details.values()), details)
     return JSONResponse(await run_in_threadpool(app_json, st, done))
+
+
+def _today_json(st: Any) -> dict[str, Any]:
+    """The start page's "today" lists (node/views.py ``_today``) as the API's applications and reports."""
+    lists = views._today(st)
+    return {"results": [app_json(st, a) for a in lists["results"]], "waiting": [app_json(st, a) for a in lists["waiting"]],
+            "due": [app_json(st, a) for a, _ in lists["due"]],
+            "open_reports": [reports.as_json(reports.report(st.store, r["id"]) or {}) for r in lists["open_reports"]]}
+
+
+async def api_today(request: Request) -> Response:
+    """``GET /api/v1/today``: what the start page lists for the agent today: ``results`` to hand out,
+    cases ``waiting`` for the citizen, open cases ``due`` within 3 working days (or late), most urgent
+    first, and 办不成事 reports still ``open_reports``."""
+    await api_user(request)
+    return JSONResponse(await run_in_threadpool(_today_json, station(request)))

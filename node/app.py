@@ -53,6 +53,7 @@ ROUTES = [
     Route("/api/v1/applications/{id}/supplement", views.api_supplement, methods=["POST"]),
     Route("/api/v1/applications/{id}/handout", views.api_handout, methods=["POST"]),
     Route("/api/v1/applications/{id}/complete", apiviews.api_complete, methods=["POST"]),
+    Route("/api/v1/today", apiviews.api_today),
     Route("/api/v1/sync", views.api_sync, methods=["POST"]),
     Route("/staff", staff.staff_page), Route("/staff", staff.staff_add, methods=["POST"]),
     Route("/staff/{username}/{action}", staff.staff_change, methods=["POST"]),

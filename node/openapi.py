@@ -92,6 +92,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "The citizen's rating (好差评)", path=ID, status=201, errors=(404, 409, 422),
         body=obj(["score"], score={"type": "integer", "minimum": 1, "maximum": 5}, comment=STRING),
         response=obj(["score"], score=INTEGER)),
+    ("GET", "/api/v1/today"): operation(
+        "The start page's lists: results to hand out, cases waiting for the citizen, cases due soon, open reports",
+        errors=(), response=obj(["results", "waiting", "due", "open_reports"], results=array(APP), waiting=array(APP),
+                                due=array(APP), open_reports=array(ref("Report")))),
     ("POST", "/api/v1/sync"): operation("Sync with the county now, and answer when it is over", errors=(502, 503),
                                         response=obj(["state"], state=OBJECT)),
     ("POST", "/api/v1/reports"): operation(

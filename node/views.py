@@ -191,7 +191,8 @@ async def api_scans(request: Request, payload: dict[str, Any]) -> list[scans.Sca
             attached.append(await run_in_threadpool(scans.prepare, str(scan.get("material", "")),
                                                     str(scan.get("name", "")), raw))
         except (ValueError, AttributeError, binascii.Error):
-            return api_error(422, "invalid", f"scans[{i}] needs material, name and data_base64")
+            return api_error(422, "invalid", f"scans[{i}] needs material, name and data_base64",
+                             {f"scans[{i}]": "needs material, name and data_base64 (strings)"})
         except scans.ScanError as exc:
             return api_error(422, "invalid", gettext_for(locale_of(request))(str(exc)), {f"scans[{i}]": str(exc)})
     return attached
@@ -489,7 +490,8 @@ async def api_supplement(request: Request) -> Response:
     st = station(request)
     materials = payload.get("materials", [])
     if not isinstance(materials, list) or not all(isinstance(m, str) for m in materials):
-        return api_error(422, "invalid", "materials is a list of material codes")
+        return api_error(422, "invalid", "materials is a list of material codes",
+                         {"materials": "a list of material codes"})
     attached = await api_scans(request, payload)
     if isinstance(attached, Response):
         return attached
@@ -511,7 +513,8 @@ async def api_handout(request: Request) -> Response:
     st = station(request)
     collector = payload.get("collector")
     if collector is not None and not isinstance(collector, dict):
-        return api_error(422, "invalid", "collector is null (the applicant) or {name, id_number, relation}")
+        return api_error(422, "invalid", "collector is null (the applicant) or {name, id_number, relation}",
+                         {"collector": "null or {name, id_number, relation}"})
     try:
         app = await run_in_threadpool(st.hand_out, request.path_params["id"], user["name"], collector,
                                       payload.get("identity_checked") is True)
@@ -588,7 +591,8 @@ async def api_report_create(request: Request) -> Response:
     st = station(request)
     form = {k: payload.get(k, "") for k in ("name", "phone", "id_number", *reports.FIELDS)}
     if not all(isinstance(v, str) for v in form.values()):
-        return api_error(422, "invalid", "every field of a report is a string")
+        return api_error(422, "invalid", "every field of a report is a string",
+                         {k: "a string" for k, v in form.items() if not isinstance(v, str)})
     try:
         r = await run_in_threadpool(reports.file, st, form, user["name"])
     except cases.IntakeError as exc:

@@ -137,3 +137,24 @@ def test_county_refusals_name_the_field_of_the_api_body(system, http):
     r = clerk.post(f"/api/v1/cases/{app['id']}/decision", json={"decision": "maybe"})
     assert r.status_code == 422 and list(r.json()["details"]) == ["decision"]
     assert clerk.get(f"/api/v1/cases/{app['id']}").json()["status"] == "received"        # nothing was decided
+
+
+def test_the_start_page_lists_have_their_api(system, http):
+    v1 = system.stations["V1"]
+    api = http(v1["url"], v1["token"])
+    sync(api)
+    notice = api.post("/api/v1/applications", json={"item": ITEM["code"], "decision": "correction",
+                                                    "applicant": APPLICANT, "fields": fields(), "materials": []})
+    report = api.post("/api/v1/reports", json={"name": "李四", "phone": "13800000000", "tried": "开证明",
+                                               "where": "镇政府"})
+    assert notice.status_code == 201 and report.status_code == 201, (notice.text, report.text)
+    today = api.get("/api/v1/today")
+    assert today.status_code == 200, today.text
+    body = today.json()
+    assert [a["id"] for a in body["waiting"]] == [notice.json()["id"]] and body["results"] == []
+    assert [r["receipt_no"] for r in body["open_reports"]] == [report.json()["receipt_no"]]
+    r = api.post("/api/v1/applications/x/supplement", json={"materials": "id_card"})
+    assert r.status_code == 422 and list(r.json()["details"]) == ["materials"]
+    r = api.post("/api/v1/applications", json={"item": ITEM["code"], "decision": "accept", "applicant": APPLICANT,
+                                               "scans": [{"material": "x"}]})
+    assert r.status_code == 422 and list(r.json()["details"]) == ["scans[0]"], r.text
