@@ -14,7 +14,7 @@ from central.apierrors import refusal
 from central.county import CountyError
 from central.views import api_user, clerk, county, form_of
 from templates import gettext_for, locale_of, render
-from templates.web import api_error, json_object
+from templates.web import json_object
 
 logger = logging.getLogger("lastmile.central")
 
