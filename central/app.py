@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from central import docviews, rating_views, ratings, views
+from central import apiviews, docviews, rating_views, ratings, views
 from central.county import County, Settings
 from crypto import envelope
 from sync import blobs
@@ -22,6 +22,8 @@ from templates.limits import KiB, MiB, BodyLimit, Rule, SecurityHeaders, upload_
 from central import calendar
 from templates.workcal import WorkCalendarState
 from templates.verify_web import verify_routes
+from central import openapi
+from templates.openapi import route as openapi_route
 from central import verify as doc_verify
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
@@ -43,6 +45,7 @@ ROUTES = [
     Route("/api/v1/reports/{id}/{action:str}", views.api_report_action, methods=["POST"]),
     Route("/api/v1/cases", views.api_cases), Route("/api/v1/cases/{id}", views.api_case),
     Route("/api/v1/cases/{id}/decision", views.api_decide, methods=["POST"]),
+    Route("/api/v1/cases/{id}/scans/{sha}", apiviews.api_scan), Route("/api/v1/stations", apiviews.api_stations),
     Route("/ratings", rating_views.ratings_page),
     Route("/ratings/{case_id}/answer", rating_views.answer_page, methods=["POST"]),
     Route("/api/v1/ratings", rating_views.api_ratings),
@@ -50,6 +53,7 @@ ROUTES = [
     *verify_routes(lambda request, text: doc_verify.check(views.county(request), text),
                    lambda request: views.county(request).name),
     Route("/api/v1/calendar/{year}", views.api_calendar, methods=["GET", "PUT"]),
+    openapi_route(openapi.DOCUMENT),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 

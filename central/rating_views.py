@@ -10,10 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from central import ratings
+from central.apierrors import refusal
 from central.county import CountyError
 from central.views import api_user, clerk, county, form_of
 from templates import gettext_for, locale_of, render
-from templates.web import api_error, json_object
+from templates.web import json_object
 
 logger = logging.getLogger("lastmile.central")
 
@@ -55,5 +56,5 @@ async def api_answer(request: Request) -> Response:
         rating = await run_in_threadpool(ratings.answer, county(request), case_id, body.get("answer"), user)
     except CountyError as exc:
         logger.info("answer to the rating of %s refused over the API: %s", case_id, exc.code)
-        return api_error(exc.status, exc.code, gettext_for(locale_of(request))(str(exc)))
+        return refusal(request, exc)
     return JSONResponse(rating)

@@ -28,6 +28,7 @@ from sync.rules import Status
 from sync.errors import RevokedStation, SyncError, UnknownStation
 from templates import N_, gettext_for, locale_of, reason_text, render
 from templates.web import api_error, bearer_user, checked_form, json_object, session_user
+from central.apierrors import refusal
 
 logger = logging.getLogger("lastmile.central")
 
@@ -467,14 +468,15 @@ async def api_decide(request: Request) -> Response:
     c = county(request)
     materials = body.get("materials")
     if materials is not None and not isinstance(materials, list):
-        return api_error(422, "bad_materials", "materials is a list of {code, problem, text}")
+        return api_error(422, "bad_materials", "materials is a list of {code, problem, text}",
+                         {"materials": "a list of {code, problem, text}"})
     try:
         case = await run_in_threadpool(lambda: c.decide(request.path_params["id"], str(body.get("decision", "")),
                                                         str(body.get("note", "")), user, materials,
                                                         **docviews.written_fields(body)))
     except CountyError as exc:
         logger.info("decision on %s by %s refused: %s %s", request.path_params["id"], user["username"], exc.code, exc)
-        return api_error(exc.status, exc.code, exc.text(gettext_for(locale_of(request))))
+        return refusal(request, exc)
     return JSONResponse(await run_in_threadpool(case_json, c, case))
 
 
@@ -551,5 +553,5 @@ async def api_report_action(request: Request) -> Response:
         else:
             r = await run_in_threadpool(c.answer_report, request.path_params["id"], str(body.get("answer", "")), user)
     except CountyError as exc:
-        return api_error(exc.status, exc.code, exc.text(gettext_for(locale_of(request))))
+        return refusal(request, exc)
     return JSONResponse(county_reports.as_json(r))

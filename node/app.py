@@ -13,11 +13,13 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node import bundle_views, docviews, idem, rating_views, staff, views
+from node import apiviews, bundle_views, docviews, idem, rating_views, staff, views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
 from templates.verify_web import verify_routes
+from node import openapi
+from templates.openapi import route as openapi_route
 from templates.workcal import WorkCalendarState
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
@@ -53,12 +55,15 @@ ROUTES = [
     Route("/api/v1/applications/{id}", views.api_application),
     Route("/api/v1/applications/{id}/supplement", views.api_supplement, methods=["POST"]),
     Route("/api/v1/applications/{id}/handout", views.api_handout, methods=["POST"]),
+    Route("/api/v1/applications/{id}/complete", apiviews.api_complete, methods=["POST"]),
+    Route("/api/v1/today", apiviews.api_today),
     Route("/api/v1/sync", views.api_sync, methods=["POST"]),
     Route("/staff", staff.staff_page), Route("/staff", staff.staff_add, methods=["POST"]),
     Route("/staff/{username}/{action}", staff.staff_change, methods=["POST"]),
     Route("/api/v1/staff", staff.api_staff), Route("/api/v1/staff", staff.api_staff_add, methods=["POST"]),
     Route("/api/v1/staff/{username}/{action}", staff.api_staff_change, methods=["POST"]),
     *verify_routes(views.verify_check, lambda request: views.station(request).name),
+    openapi_route(openapi.DOCUMENT),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from node import bundles, cases, idem
+from node import apierrors, bundles, cases, idem
 from node.station import Station
 from node.views import (FORM, _replayed, agent, api_scans, app_json, application_of, form_scans, station)
 from templates import N_, check_csrf, csrf_token, gettext_for, locale_of, render
@@ -106,7 +106,7 @@ APPLICANT_KEYS = ("name", "id_number", "phone", "address")
 
 def _details(exc: bundles.BundleError, gettext: Any) -> dict[str, str]:
     """The errors named as the API's own fields: ``applicant.id_number``, ``items[1].fields.birth_date`` …"""
-    details = {(f"applicant.{k}" if k in APPLICANT_KEYS else k): gettext(v) for k, v in exc.common.items()}
+    details = apierrors.api_names(exc.common, gettext)
     for n, errors in enumerate(exc.per_item):
         for k, v in errors.items():
             name = (f"items[{n}].fields.{k[2:]}" if k.startswith("f_") else f"items[{n}]" if k == "application"

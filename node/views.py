@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from node import bundles, cases, documents, idem, ratings, reports, scans, search
 from node import verify as doc_verify
+from node.apierrors import api_names
 from node.station import Station
 from node.store import AccountDisabled
 from sync.errors import Retryable, SyncError
@@ -190,7 +191,8 @@ async def api_scans(request: Request, payload: dict[str, Any]) -> list[scans.Sca
             attached.append(await run_in_threadpool(scans.prepare, str(scan.get("material", "")),
                                                     str(scan.get("name", "")), raw))
         except (ValueError, AttributeError, binascii.Error):
-            return api_error(422, "invalid", f"scans[{i}] needs material, name and data_base64")
+            return api_error(422, "invalid", f"scans[{i}] needs material, name and data_base64",
+                             {f"scans[{i}]": "needs material, name and data_base64 (strings)"})
         except scans.ScanError as exc:
             return api_error(422, "invalid", gettext_for(locale_of(request))(str(exc)), {f"scans[{i}]": str(exc)})
     return attached
@@ -436,8 +438,7 @@ async def api_create(request: Request) -> Response:
     except idem.Replay as exc:      # the same key at the same moment: the other request recorded its case
         return await run_in_threadpool(_replayed, request, st, exc.row, fingerprint)
     except cases.IntakeError as exc:
-        _ = gettext_for(locale_of(request))
-        details = {k: _(v) for k, v in exc.errors.items()}
+        details = api_names(exc.errors, gettext_for(locale_of(request)))
         return api_error(422, "invalid", " ".join(details.values()), details)
     return JSONResponse(await run_in_threadpool(app_json, st, app), 201)
 
@@ -482,8 +483,7 @@ async def api_status(request: Request) -> Response:
 
 def _intake_refusal(request: Request, exc: cases.IntakeError) -> Response:
     """An IntakeError as the API's answer: 409 when the case's state forbids it, else 422."""
-    _ = gettext_for(locale_of(request))
-    details = {k: _(v) for k, v in exc.errors.items()}
+    details = api_names(exc.errors, gettext_for(locale_of(request)))
     status = 409 if "application" in exc.errors else 422
     return api_error(status, "conflict" if status == 409 else "invalid", " ".join(details.values()), details)
 
@@ -496,7 +496,8 @@ async def api_supplement(request: Request) -> Response:
     st = station(request)
     materials = payload.get("materials", [])
     if not isinstance(materials, list) or not all(isinstance(m, str) for m in materials):
-        return api_error(422, "invalid", "materials is a list of material codes")
+        return api_error(422, "invalid", "materials is a list of material codes",
+                         {"materials": "a list of material codes"})
     attached = await api_scans(request, payload)
     if isinstance(attached, Response):
         return attached
@@ -518,7 +519,8 @@ async def api_handout(request: Request) -> Response:
     st = station(request)
     collector = payload.get("collector")
     if collector is not None and not isinstance(collector, dict):
-        return api_error(422, "invalid", "collector is null (the applicant) or {name, id_number, relation}")
+        return api_error(422, "invalid", "collector is null (the applicant) or {name, id_number, relation}",
+                         {"collector": "null or {name, id_number, relation}"})
     try:
         app = await run_in_threadpool(st.hand_out, request.path_params["id"], user["name"], collector,
                                       payload.get("identity_checked") is True)
@@ -596,7 +598,8 @@ async def api_report_create(request: Request) -> Response:
     st = station(request)
     form = {k: payload.get(k, "") for k in ("name", "phone", "id_number", *reports.FIELDS)}
     if not all(isinstance(v, str) for v in form.values()):
-        return api_error(422, "invalid", "every field of a report is a string")
+        return api_error(422, "invalid", "every field of a report is a string",
+                         {k: "a string" for k, v in form.items() if not isinstance(v, str)})
     try:
         r = await run_in_threadpool(reports.file, st, form, user["name"])
     except cases.IntakeError as exc:

@@ -106,10 +106,10 @@ def test_bad_input_is_refused_with_a_clear_message(system, http):
     app = full_application(item)
     app["applicant"]["id_number"] = ID[:-1] + ("0" if ID[-1] != "0" else "1")
     r = node.post("/api/v1/applications", json=app)
-    assert r.status_code == 422 and "id_number" in r.json()["details"]
+    assert r.status_code == 422 and "applicant.id_number" in r.json()["details"]
     app["applicant"] = {"name": "", "id_number": ID}
     r = node.post("/api/v1/applications", json=app)
-    assert r.status_code == 422 and "name" in r.json()["details"]
+    assert r.status_code == 422 and "applicant.name" in r.json()["details"]
     assert node.post("/api/v1/applications", content=b"{not json").status_code == 400
     assert http(v1["url"]).get("/api/v1/catalog").status_code == 401
     assert node.get("/api/v1/status").json()["sync"]["up_written"] == 0     # nothing was recorded

@@ -1,0 +1,54 @@
+"""JSON API counterparts of county pages that had none (docs/ARCHITECTURE.md, "Page actions and
+their API"): thin handlers over what the pages use."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from central import views
+from central.county import County
+from templates import gettext_for, locale_of
+from templates.web import api_error
+
+logger = logging.getLogger("lastmile.central")
+
+STATION_KEYS = ("code", "name", "level", "status", "enrolled_at", "last_contact", "clock_skew_s", "up_waiting",
+                "received", "down_waiting", "scans_missing")
+
+
+def _stations(c: County) -> dict[str, Any]:
+    ctx = views._stations_context(c)
+    return {"stations": [{k: s.get(k) for k in STATION_KEYS} for s in ctx["stations"]],
+            "problems": ctx["problems"], "recoveries": ctx["recoveries"], "county_keys": ctx["county_keys"],
+            "on_old_key": ctx["on_old_key"]}
+
+
+async def api_stations(request: Request) -> Response:
+    """``GET /api/v1/stations``: what the stations page shows: each station's state and sync counts,
+    the sync problems, restores, the county's key history and who still uses an old key."""
+    await views.api_user(request)
+    return JSONResponse(await run_in_threadpool(_stations, views.county(request)))
+
+
+async def api_scan(request: Request) -> Response:
+    """``GET /api/v1/cases/{id}/scans/{sha}``: a scan of a case the caller may read, as the page
+    shows it (JPEG or PDF, judged from the decrypted bytes); 404 before it arrived, 415 otherwise."""
+    user = await views.api_user(request)
+    c = views.county(request)
+    case = await run_in_threadpool(views.readable_case, c, user, request.path_params["id"])
+    found = await run_in_threadpool(c.scan_bytes, case, request.path_params["sha"])
+    if found is None:
+        return api_error(404, "not_found", gettext_for(locale_of(request))("This scan has not arrived yet."))
+    data, mime = found
+    if mime is None:
+        logger.warning("scan %s of case %s is neither JPEG nor PDF; not served", request.path_params["sha"][:12],
+                       case["id"])
+        return api_error(415, "unsupported_scan", gettext_for(locale_of(request))(
+            "This scan is neither a JPEG image nor a PDF, so it is not shown."))
+    return Response(data, media_type=mime, headers={"cache-control": "private, no-store",
+                                                    "x-content-type-options": "nosniff"})

@@ -1,0 +1,101 @@
+"""The county's OpenAPI document (``GET /openapi.json``) and the audit of its page actions: every
+POST a page makes and the API operation that does the same (docs/ARCHITECTURE.md keeps the table
+as prose; tests/test_openapi.py checks both against the mounted routes). The station-to-county wire
+(``/sync/v1``, ``/enroll/v2``) is no API for people: docs/PROTOCOL.md describes it byte by byte."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sync.rules import PROBLEMS
+from templates.openapi import (ANY, BOOLEAN, INTEGER, NULLABLE_STRING, OBJECT, STRING, array, document, nullable,
+                               obj, operation, ref)
+
+PAGE_ACTIONS: dict[tuple[str, str], tuple[str, str] | str] = {
+    ("POST", "/login"): "a browser session; the API authenticates every request with a bearer token",
+    ("POST", "/logout"): "a browser session; the API authenticates every request with a bearer token",
+    ("POST", "/cases/{id}/decision"): ("POST", "/api/v1/cases/{id}/decision"),
+    ("POST", "/reports/{id}/{action}"): ("POST", "/api/v1/reports/{id}/{action}"),
+    ("POST", "/ratings/{case_id}/answer"): ("POST", "/api/v1/ratings/{case_id}/answer"),
+}
+
+ID = {"id": STRING}
+CASE = obj(["id", "station", "status", "signature", "record_matches_signature", "record_mismatches", "scans",
+            "scans_complete", "scans_missing"],
+           id=STRING, station=STRING, status=STRING, signature={"type": "string", "enum": ["valid", "invalid", "missing"]},
+           record_matches_signature=BOOLEAN, record_mismatches=array(OBJECT), decision_key=nullable(OBJECT),
+           scans=array(OBJECT), scans_complete=BOOLEAN, scans_missing=array(STRING), promised_provisional=BOOLEAN)
+REPORT = obj(["id", "station", "receipt_no", "status"], id=STRING, station=STRING, receipt_no=STRING, status=STRING,
+             owner=nullable(OBJECT), answer=nullable(OBJECT))
+YEAR = {"year": {"type": "string", "pattern": "^(20[0-9]{2}|2100)$", "description": "2000 to 2100"}}
+DATE = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "description": "YYYY-MM-DD, in the year"}
+RATING = obj(["score"], score=INTEGER, comment=NULLABLE_STRING)
+SCHEDULE = obj(["year", "source", "provisional", "holidays", "workdays"], year=INTEGER,
+               source={"type": "string", "enum": ["county", "library", "weekends"]},
+               provisional=BOOLEAN, holidays=array(DATE), workdays=array(DATE))
+
+SCHEMAS: dict[str, Any] = {"Case": CASE, "Report": REPORT, "Rating": RATING, "Schedule": SCHEDULE,
+                           "Verification": obj(["valid", "reason"], valid=BOOLEAN, reason=STRING)}
+
+SCAN = operation("A scan of a case, as the station sent it (JPEG or PDF, judged from its bytes)", errors=(403, 404, 415),
+                 path={"id": STRING, "sha": STRING})
+SCAN["responses"]["200"] = {"description": "The scan's bytes.", "content": {
+    "image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}},
+    "application/pdf": {"schema": {"type": "string", "contentMediaType": "application/pdf"}}}}
+
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/openapi.json"): operation("This document", auth=False, errors=()),
+    ("GET", "/api/v1/cases"): operation(
+        "One page of cases, oldest received first (a clerk: its own department)", errors=(403, 422),
+        query={"station": STRING, "status": STRING, "department": STRING,
+               "limit": {"type": "integer", "minimum": 1, "maximum": 500}, "offset": {"type": "integer", "minimum": 0}},
+        response=obj(["cases", "total", "offset", "limit", "next", "next_offset"], cases=array(ref("Case")),
+                     total=INTEGER, offset=INTEGER, limit=INTEGER, next=NULLABLE_STRING,
+                     next_offset={"type": ["integer", "null"]})),
+    ("GET", "/api/v1/cases/{id}"): operation(
+        "One case, with the signed application it came from", path=ID, errors=(403, 404),
+        response={"allOf": [ref("Case"), obj(["application"], application=ANY)]}),
+    ("POST", "/api/v1/cases/{id}/decision"): operation(
+        "Decide a case: approve, reject or ask the citizen for corrections", path=ID, response=ref("Case"),
+        errors=(403, 404, 409, 422),
+        body=obj(["decision"], decision={"type": "string", "enum": ["approve", "reject", "correction"]},
+                 note=STRING, reason=STRING, basis=STRING,
+                 materials=array(obj(["code", "problem"], code=STRING, problem={"type": "string", "enum": list(PROBLEMS)},
+                                     text=STRING)),
+                 attachments=array(obj(["name", "data_base64"], name=STRING, data_base64=STRING)))),
+    ("GET", "/api/v1/cases/{id}/scans/{sha}"): SCAN,
+    ("GET", "/api/v1/stations"): operation(
+        "What the stations page shows: each station's state and sync counts, sync problems, restores, the "
+        "county's keys", errors=(),
+        response=obj(["stations", "problems", "recoveries", "county_keys", "on_old_key"],
+                     stations=array(obj(["code", "name", "level", "status"], code=STRING, name=STRING, level=STRING,
+                                        status=STRING, received=INTEGER, down_waiting=INTEGER,
+                                        scans_missing=INTEGER)),
+                     problems=array(OBJECT), recoveries=array(OBJECT), county_keys=array(OBJECT),
+                     on_old_key=array(ANY))),
+    ("GET", "/api/v1/reports"): operation("The stations' 办不成事 reports, open ones first", errors=(),
+                                          response=obj(["reports"], reports=array(ref("Report")))),
+    ("POST", "/api/v1/reports/{id}/{action}"): operation(
+        "Take a report (首问负责), or answer it", response=ref("Report"), errors=(403, 404, 409, 422),
+        path={"id": STRING, "action": {"type": "string", "enum": ["take", "answer"]}},
+        body=obj(answer=STRING), description="`answer` needs `{\"answer\"}`; `take` reads no body."),
+    ("GET", "/api/v1/ratings"): operation(
+        "The ratings the caller may read, open follow-ups first", errors=(),
+        query={"open": {"type": "string", "enum": ["1", "true", "0", "false"]}},
+        response=obj(["ratings", "open"], ratings=array(OBJECT), open=INTEGER)),
+    ("POST", "/api/v1/ratings/{case_id}/answer"): operation(
+        "Answer a rating of 1 or 2 (整改反馈)", path={"case_id": STRING}, body=obj(["answer"], answer=STRING),
+        response=ref("Rating"), errors=(403, 404, 409, 422)),
+    ("GET", "/api/v1/calendar/{year}"): operation("A year's working-day schedule", path=YEAR,
+                                                  response=ref("Schedule"), errors=(422,)),
+    ("PUT", "/api/v1/calendar/{year}"): operation(
+        "Enter a year's working-day schedule and send it to every station (supervisors)", path=YEAR,
+        response=ref("Schedule"), errors=(403, 422),
+        body={**obj(["holidays", "workdays"], holidays=array(DATE), workdays=array(DATE)), "additionalProperties": False}),
+    ("POST", "/api/v1/verify"): operation(
+        "Check a document's QR code text or typed verification code", auth=False, body=obj(["code"], code=STRING),
+        response=ref("Verification"), errors=(422,)),
+}
+
+DOCUMENT = document("lastmile county centre", "The JSON API of the county centre (README.md, \"JSON API\"). "
+                    "Errors are `{\"error\", \"message\", \"details\"}`.", OPERATIONS, SCHEMAS)
