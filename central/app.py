@@ -20,6 +20,7 @@ from sync import blobs
 from templates import static_dir
 from templates.limits import KiB, MiB, BodyLimit, Rule, SecurityHeaders, upload_bound
 from central import calendar
+from central import retention_views
 from templates.workcal import WorkCalendarState
 from templates.verify_web import verify_routes
 from central import verify as doc_verify
@@ -50,6 +51,7 @@ ROUTES = [
     *verify_routes(lambda request, text: doc_verify.check(views.county(request), text),
                    lambda request: views.county(request).name),
     Route("/api/v1/calendar/{year}", views.api_calendar, methods=["GET", "PUT"]),
+    Route("/api/v1/settings/retention", retention_views.api_retention, methods=["GET", "PUT"]),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 

@@ -1,0 +1,165 @@
+"""Retention of personal data at the station: the county sets the period (``retention.set``), the
+station removes the personal fields of cases handed out longer ago than that and held by the county
+in full, from its tables, its copies of the event bodies and its files; the chain still verifies and
+the case's history says what happened. Real servers, real files, the real CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+from deploy import cli
+from node.station import Station
+from sync.rules import valid_id_for_demo
+from tests.conftest import csrf_of, log_in
+from tests.e2e.test_walking_skeleton import full_application
+
+CHINA = dt.timezone(dt.timedelta(hours=8))
+PEOPLE = {
+    "old": ("欧阳淑珍", valid_id_for_demo("41052219560312002"), "13911112222"),
+    "unsent": ("司马建国", valid_id_for_demo("41052219610704003"), "13922223333"),
+    "waiting": ("诸葛春兰", valid_id_for_demo("41052219700815004"), "13933334444"),
+}
+REPORT = {"name": "上官翠花", "phone": "13944445555", "id_number": "", "tried": "去乡里办高龄津贴，上官翠花被让去县里",
+          "where": "乡便民服务中心2号窗口", "item_code": "MZ-004", "contact": "13944445555，上午在家"}
+
+
+def needles(name: str, id_number: str, phone: str) -> list[bytes]:
+    """Every form a person's data can take in the files: UTF-8, and JSON's \\uXXXX escapes."""
+    return [name.encode(), json.dumps(name).strip('"').encode(), id_number.encode(), phone.encode()]
+
+
+def found_in(folder: Path, needle: bytes) -> list[str]:
+    return [str(p.relative_to(folder)) for p in sorted(folder.rglob("*")) if p.is_file() and needle in p.read_bytes()]
+
+
+def snapshot(data: Path, to: Path) -> Path:
+    """The whole data folder as a thief would copy it: database, WAL, shared memory, blobs, keys."""
+    shutil.copytree(data, to)
+    return to
+
+
+def test_the_county_sets_the_period_and_refuses_a_bad_one_in_words(system, http):
+    boss = http(system.central_url, system.central_token)
+    assert boss.get("/api/v1/settings/retention").json()["retention_days"] == 30        # the default
+    for bad in ({"retention_days": 0}, {"retention_days": "7"}, {"retention_days": 7, "x": 1}, {}):
+        r = boss.put("/api/v1/settings/retention", json=bad)
+        assert r.status_code == 422 and r.json()["error"] == "invalid_retention" and set(r.json()) == {
+            "error", "message", "details"}
+    clerk = http(system.central_url, system.clerk_tokens["minzheng"])
+    r = clerk.put("/api/v1/settings/retention", json={"retention_days": 7})
+    assert r.status_code == 403 and r.json()["error"] == "supervisor_only"
+    assert boss.get("/api/v1/settings/retention").json()["retention_days"] == 30        # nothing changed
+    done = boss.put("/api/v1/settings/retention", json={"retention_days": 7})
+    assert done.status_code == 200 and done.json()["retention_days"] == 7 and done.json()["set_by"] == "boss"
+
+    # The station gets it with its next sync, like the calendar.
+    v1 = system.stations["V1"]
+    assert http(v1["url"], v1["token"]).post("/api/v1/sync").status_code == 200
+    st = Station(v1["settings"])
+    try:
+        assert st.store.meta("retention_days") == "7"
+    finally:
+        st.store.close()
+
+
+def test_cases_past_retention_lose_their_personal_data_everywhere_and_the_chain_still_verifies(
+        system, http, tmp_path, capsys):
+    boss = http(system.central_url, system.central_token)
+    assert boss.put("/api/v1/settings/retention", json={"retention_days": 7}).status_code == 200
+    v1 = system.stations["V1"]
+    node = http(v1["url"], v1["token"])
+    node.post("/api/v1/sync")
+    item = next(i for i in node.get("/api/v1/catalog").json()["items"] if i["code"].startswith("MZ"))
+    cases = {}
+    for key, (name, id_number, phone) in PEOPLE.items():
+        body = full_application(item)
+        body["applicant"] = {"name": name, "id_number": id_number, "phone": phone, "address": f"{name}家"}
+        r = node.post("/api/v1/applications", json=body)
+        assert r.status_code == 201, r.text
+        cases[key] = r.json()
+    report = node.post("/api/v1/reports", json=REPORT).json()
+    node.post("/api/v1/sync")
+    clerk = http(system.central_url, system.clerk_tokens[item["department"]])
+    for key in ("old", "unsent"):
+        r = clerk.post(f"/api/v1/cases/{cases[key]['id']}/decision", json={"decision": "approve",
+                                                                            "note": f"{PEOPLE[key][0]}材料齐全"})
+        assert r.status_code == 200, r.text
+    minzheng = http(system.central_url, system.clerk_tokens["minzheng"])
+    assert minzheng.post(f"/api/v1/reports/{report['id']}/take").status_code == 200
+    assert minzheng.post(f"/api/v1/reports/{report['id']}/answer",
+                         json={"answer": "已联系上官翠花，下周上门"}).status_code == 200
+    node.post("/api/v1/sync")
+    page, _ = log_in(http, v1["url"], "agent")
+    handout = {"csrf": csrf_of(page), "collector": "applicant", "identity_checked": "1"}
+    assert page.post(f"/applications/{cases['old']['id']}/handout", data=handout).status_code == 200
+    assert node.post(f"/api/v1/applications/{cases['old']['id']}/rating",
+                     json={"score": 5, "comment": "欧阳淑珍说很好"}).status_code == 201
+    node.post("/api/v1/sync")                       # the county holds the hand-out and the rating
+    assert page.post(f"/applications/{cases['unsent']['id']}/handout", data=handout).status_code == 200
+    # "unsent": handed out, but the county has not acknowledged the hand-out yet (no sync since)
+
+    data = v1["settings"].data
+    before = snapshot(data, tmp_path / "before")
+    for person in PEOPLE.values():                  # without retention, everything is there
+        assert any(found_in(before, n) for n in needles(*person))
+
+    # Today, nothing is past 7 days: a purge removes nothing.
+    assert cli.main(["node", "purge", "--data", str(data)]) == 0
+    assert "removed from 0 cases and 0 reports" in capsys.readouterr().out
+    # Eight days from now (the documented --as-of hook counts the period to that day; the clock
+    # of the running node is not touched), with the node still running.
+    later = (dt.datetime.now(CHINA) + dt.timedelta(days=8)).date().isoformat()
+    assert cli.main(["node", "purge", "--data", str(data), "--as-of", later]) == 0
+    out = capsys.readouterr().out
+    assert "removed from 1 cases and 1 reports" in out and "bodies redacted after the retention period" in out
+
+    after = snapshot(data, tmp_path / "after")
+    assert (after / "node.db").exists()
+    for n in needles(*PEOPLE["old"]) + needles(REPORT["name"], REPORT["phone"], REPORT["contact"][:11]):
+        assert found_in(after, n) == [], n
+    for key in ("unsent", "waiting"):               # not past retention, or not acknowledged: kept
+        assert found_in(after, PEOPLE[key][0].encode()) or found_in(after, json.dumps(PEOPLE[key][0]).strip('"').encode())
+
+    # The chain still verifies: links and signatures, and every body not redacted against its hash.
+    st = Station(v1["settings"])
+    try:
+        from node import retention
+        chain = retention.verify_chain(st)
+        assert chain["problems"] == [] and chain["redacted"] >= 5 and chain["events"] > chain["redacted"]
+        assert retention.purge(st, dt.datetime.now(CHINA) + dt.timedelta(days=8))["cases"] == []   # once only
+    finally:
+        st.store.close()
+
+    # The case's page and API still work and say what happened; the county still holds it in full.
+    shown = page.get(f"/applications/{cases['old']['id']}")
+    assert shown.status_code == 200 and 'id="redacted"' in shown.text and "保留期" in shown.text
+    assert PEOPLE["old"][0] not in shown.text
+    history = node.get(f"/api/v1/applications/{cases['old']['id']}").json()["history"]
+    assert [e["kind"] for e in history] == ["application.accepted", "case.decided", "application.handed_out",
+                                            "application.rated"]
+    assert {e["signature"] for e in history} == {"redacted"}
+    row = shown.text.split('data-kind="application.handed_out"')[1].split("</tr>")[0]
+    assert "个人信息已按保留期删除" in row and "验证不通过" not in row
+    kept = node.get(f"/api/v1/applications/{cases['unsent']['id']}").json()
+    assert {e["signature"] for e in kept["history"]} == {"valid"}
+    county_case = clerk.get(f"/api/v1/cases/{cases['old']['id']}").json()
+    assert PEOPLE["old"][0] in json.dumps(county_case, ensure_ascii=False)
+    report_page = page.get(f"/reports/{report['id']}")
+    assert report_page.status_code == 200 and REPORT["name"] not in report_page.text
+
+    # The station keeps working: the next sync goes through and the purged case stays consistent.
+    assert node.post("/api/v1/sync").status_code == 200
+
+
+def test_a_bad_as_of_and_a_bad_period_are_refused_in_words(system, capsys):
+    assert cli.main(["node", "purge", "--data", str(system.stations["V1"]["settings"].data),
+                     "--as-of", "next week"]) == 2
+    assert "not a date" in capsys.readouterr().err
+    assert cli.main(["central", "retention", "set", "0", "--data", str(system.data / "central")]) == 2
+    assert "1 to 3650" in capsys.readouterr().err
+    assert cli.main(["central", "retention", "set", "45", "--data", str(system.data / "central")]) == 0
+    assert cli.main(["central", "retention", "show", "--data", str(system.data / "central")]) == 0
+    assert "45 days" in capsys.readouterr().out
