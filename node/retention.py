@@ -103,6 +103,23 @@ def _latest_up_seq(db: sqlite3.Connection, stream: str, record_id: str) -> int:
     return int(row[0])
 
 
+def _late_events(db: sqlite3.Connection, up: str, acked: int, now: str) -> int:
+    """Events naming a case or report purged earlier that came after its purge (a rating given
+    after it, the county's answer to that rating): redacted once the county holds them, and the
+    rating's text blanked with them."""
+    rows = db.execute(
+        "SELECT e.stream, e.seq, e.body, p.id FROM _sync_events e JOIN retention_purged p"
+        " ON p.id = json_extract(e.body, '$.id') WHERE (e.stream != ? OR e.seq <= ?)"
+        " AND json_extract(e.body, '$._redacted') IS NULL", (up, acked)).fetchall()
+    for stream, seq, raw, record_id in rows:
+        db.execute("UPDATE _sync_events SET body = ? WHERE stream = ? AND seq = ?",
+                   (canonical.dumps(retention.redact(json.loads(raw))).decode(), stream, seq))
+        db.execute("INSERT OR IGNORE INTO retention_redacted (stream, seq, at) VALUES (?, ?, ?)", (stream, seq, now))
+        db.execute("UPDATE ratings SET comment = '', answer = CASE WHEN answer IS NULL THEN NULL ELSE '' END"
+                   " WHERE id = ?", (record_id,))
+    return len(rows)
+
+
 def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
     """Remove the personal data of every case and report past the retention period that the county
     holds in full; returns what was done. ``now`` (default: the real time) is the day the period is
@@ -114,7 +131,8 @@ def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
     stamp = log.utcnow()
     done: dict[str, Any] = {"retention_days": period, "cases": [], "reports": [], "events": 0, "files": 0}
     files: list[str] = []
-    st.store.conn.execute("PRAGMA secure_delete = ON")       # freed bytes are zeroed, not left in free pages
+    with st.store.lock:
+        st.store.conn.execute("PRAGMA secure_delete = ON")   # freed bytes are zeroed, not left in free pages
     with st.store.transaction() as db:
         create(db)
         acked = log.acked(db, up)
@@ -145,6 +163,7 @@ def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
             db.execute("INSERT INTO retention_purged (id, what, receipt_no, at) VALUES (?, 'application', ?, ?)",
                        (app_id, receipt_no, stamp))
             done["cases"].append(receipt_no)
+        done["events"] += _late_events(db, up, acked, stamp)
         for report_id, receipt_no, answered_at, seq in db.execute(
                 "SELECT id, receipt_no, answered_at, seq FROM reports WHERE status = ?"
                 " AND id NOT IN (SELECT id FROM retention_purged)", (reports.ANSWERED_STATE,)).fetchall():
@@ -165,7 +184,7 @@ def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
             done["files"] += 1
         except FileNotFoundError:
             pass
-    if done["cases"] or done["reports"]:
+    if done["cases"] or done["reports"] or done["events"]:
         with st.store.lock:
             # Rows rewritten before secure_delete was on may have left old copies in free space:
             # VACUUM rewrites the file without them, and the truncating checkpoint empties the WAL.

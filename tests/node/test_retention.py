@@ -95,11 +95,7 @@ def test_cases_past_retention_lose_their_personal_data_everywhere_and_the_chain_
     page, _ = log_in(http, v1["url"], "agent")
     handout = {"csrf": csrf_of(page), "collector": "applicant", "identity_checked": "1"}
     assert page.post(f"/applications/{cases['old']['id']}/handout", data=handout).status_code == 200
-    assert node.post(f"/api/v1/applications/{cases['old']['id']}/rating",
-                     json={"score": 5, "comment": "欧阳淑珍说很好"}).status_code == 201
-    node.post("/api/v1/sync")                       # the county holds the hand-out and the rating
-    assert page.post(f"/applications/{cases['unsent']['id']}/handout", data=handout).status_code == 200
-    # "unsent": handed out, but the county has not acknowledged the hand-out yet (no sync since)
+    node.post("/api/v1/sync")                       # the county holds the hand-out
 
     data = v1["settings"].data
     before = snapshot(data, tmp_path / "before")
@@ -115,6 +111,18 @@ def test_cases_past_retention_lose_their_personal_data_everywhere_and_the_chain_
     assert cli.main(["node", "purge", "--data", str(data), "--as-of", later]) == 0
     out = capsys.readouterr().out
     assert "removed from 1 cases and 1 reports" in out and "bodies redacted after the retention period" in out
+
+    # The citizen rates the case after its purge: the rating goes up, and the next purge removes
+    # its comment too, once the county holds it.
+    assert node.post(f"/api/v1/applications/{cases['old']['id']}/rating",
+                     json={"score": 5, "comment": "欧阳淑珍说很好"}).status_code == 201
+    assert cli.main(["node", "purge", "--data", str(data), "--as-of", later]) == 0
+    assert "(0 event bodies" in capsys.readouterr().out           # not acknowledged yet: kept
+    node.post("/api/v1/sync")
+    assert page.post(f"/applications/{cases['unsent']['id']}/handout", data=handout).status_code == 200
+    # "unsent": handed out, but the county has not acknowledged the hand-out yet (no sync since)
+    assert cli.main(["node", "purge", "--data", str(data), "--as-of", later]) == 0
+    assert "from 0 cases and 0 reports (1 event bodies" in capsys.readouterr().out
 
     after = snapshot(data, tmp_path / "after")
     assert (after / "node.db").exists()
@@ -163,3 +171,47 @@ def test_a_bad_as_of_and_a_bad_period_are_refused_in_words(system, capsys):
     assert cli.main(["central", "retention", "set", "45", "--data", str(system.data / "central")]) == 0
     assert cli.main(["central", "retention", "show", "--data", str(system.data / "central")]) == 0
     assert "45 days" in capsys.readouterr().out
+
+
+def test_a_search_leaves_no_name_or_id_number_in_the_access_log(system, http):
+    """uvicorn's access log (journald, a log file) would keep a search's words long after a purge."""
+    import io
+    import logging
+    import socket
+    import threading
+    import time
+    from urllib.parse import quote
+
+    import uvicorn
+
+    from node.app import create_app
+
+    v1 = system.stations["V1"]
+    name, id_number, _ = PEOPLE["old"]
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(v1["settings"], background_sync=False), log_level="info",
+                                           lifespan="on", access_log=True))
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    logging.getLogger("uvicorn.access").addHandler(handler)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        page, _ = log_in(http, url, "agent")
+        assert page.get("/search", params={"q": name}).status_code == 200
+        api = http(url, v1["token"])
+        assert api.get("/api/v1/applications", params={"q": id_number}).status_code == 200
+        assert api.get("/api/v1/applications", params={"q": id_number[-6:]}).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        logging.getLogger("uvicorn.access").removeHandler(handler)
+    text = captured.getvalue()
+    assert "GET /search?…" in text and "GET /api/v1/applications?…" in text        # the requests are logged
+    for secret in (name, quote(name), id_number, id_number[-6:]):
+        assert secret not in text, secret
