@@ -155,6 +155,14 @@ def test_cases_past_retention_lose_their_personal_data_everywhere_and_the_chain_
     assert {e["signature"] for e in kept["history"]} == {"valid"}
     county_case = clerk.get(f"/api/v1/cases/{cases['old']['id']}").json()
     assert PEOPLE["old"][0] in json.dumps(county_case, ensure_ascii=False)
+    # Its receipt still prints and still verifies (number, item, date and signature are kept), with
+    # no name to show.
+    doc = page.get(f"/applications/{cases['old']['id']}/document")
+    assert doc.status_code == 200 and PEOPLE["old"][0] not in doc.text
+    code = node.get(f"/api/v1/applications/{cases['old']['id']}").json()["verify_code"]
+    assert cli.main(["verify", code, "--data", str(data), "--json"]) == 0
+    checked = json.loads(capsys.readouterr().out)
+    assert checked["valid"] and checked["receipt_no"] == cases["old"]["receipt_no"] and checked["state"] == "handed_out"
     report_page = page.get(f"/reports/{report['id']}")
     assert report_page.status_code == 200 and REPORT["name"] not in report_page.text
 
