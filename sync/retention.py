@@ -94,3 +94,23 @@ def signature_holds(ev: Any, sign_key: str) -> bool:
     except (BadSignature, BadEncoding, ValueError, TypeError):
         return False
     return True
+
+
+def check_event(ev: Any, author_sign_key: Any) -> None:
+    """``Event.check``, except for a redacted stub: its body no longer hashes to ``hash``, so only
+    the signature over the recorded hash is checked (BadEvent if it does not verify). A receiver
+    stores such a stub and sets it aside (a county restored from a backup older than a station's
+    purge is given back what the station still holds; PROTOCOL.md §8.7)."""
+    from collections.abc import Mapping
+
+    from sync.errors import BadEvent
+    if not is_redacted(ev.body):
+        ev.check(author_sign_key)
+        return
+    key = author_sign_key.get(ev.key) if isinstance(author_sign_key, Mapping) else author_sign_key
+    if not isinstance(key, str) or not signature_holds(ev, key):
+        raise BadEvent(f"event {ev.stream}#{ev.seq}: signature does not verify")
+
+
+PURGED_AT_STATION = N_("The station removed this record's personal data after the retention period and the county "
+                       "no longer held it (restored from an older backup): only its signed hash is kept.")

@@ -15,6 +15,7 @@ from node.station import Station
 from sync.rules import valid_id_for_demo
 from tests.conftest import csrf_of, log_in
 from tests.e2e.test_walking_skeleton import full_application
+from tests.sync.test_recovery import pair  # noqa: F401 - a county and a station in this process
 
 CHINA = dt.timezone(dt.timedelta(hours=8))
 PEOPLE = {
@@ -223,3 +224,45 @@ def test_a_search_leaves_no_name_or_id_number_in_the_access_log(system, http):
     assert "GET /search?…" in text and "GET /api/v1/applications?…" in text        # the requests are logged
     for secret in (name, quote(name), id_number, id_number[-6:]):
         assert secret not in text, secret
+
+
+def test_a_county_restored_from_a_backup_older_than_a_purge_takes_the_stubs_and_sync_goes_on(pair):
+    """The county lost a case the station has purged since: the station gives back the stubs, the
+    county checks their signatures, keeps them with their hashes and sets them aside with the reason;
+    sync does not stop, and the station's other cases come back whole."""
+    from central.app import create_app as central_app
+    from central.county import County
+    from node import retention
+    from tests.conftest import serve
+    from tests.sync.test_recovery import CLERK, copy_db, stream, sync_until_quiet, take
+
+    county, st, root = pair
+    csettings = county.settings
+    county.store.close()
+    copy_db(csettings.data, root / "county-backup")          # a backup older than the purge
+    county = County(csettings)
+    first, second = take(st, 2)
+    with serve(central_app(csettings)) as url:
+        sync_until_quiet(st, url)
+        county.decide(first["id"], "approve", "", CLERK)
+        sync_until_quiet(st, url)
+        assert st.hand_out(first["id"], "代办员")
+        sync_until_quiet(st, url)
+    county.store.close()
+    gone = retention.purge(st, dt.datetime.now(CHINA) + dt.timedelta(days=31))
+    assert gone["cases"] == [first["receipt_no"]] and gone["events"] == 3
+    copy_db(root / "county-backup", csettings.data)          # the county's disk died: restore the backup
+    county = County(csettings)
+    with serve(central_app(csettings)) as url:
+        sync_until_quiet(st, url)                            # no bad_event: the sync goes through
+    county.store.close()
+    county = County(csettings)
+    try:
+        assert stream(county.store.conn, "up/S1") == stream(st.store.conn, "up/S1")     # every hash kept
+        assert st.sync_state()["last_error"] is None
+        assert county.store.case(first["id"]) is None                                 # purged: not rebuilt
+        assert county.store.case(second["id"])["status"] == "received"               # kept: whole again
+        reasons = [r[0] for r in county.store.conn.execute("SELECT reason FROM _sync_repairs").fetchall()]
+        assert reasons and all("retention period" in r for r in reasons)
+    finally:
+        county.store.close()
