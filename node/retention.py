@@ -103,6 +103,18 @@ def _latest_up_seq(db: sqlite3.Connection, stream: str, record_id: str) -> int:
     return int(row[0])
 
 
+def _still_used(db: sqlite3.Connection, down: str, name: str) -> bool:
+    """Scans and result documents are stored by digest: the same bytes may belong to a case that is
+    kept (a form every citizen gets), whose file must stay."""
+    folder, sha = name.split("/")[0], name.split("/")[1].split(".")[0]
+    if folder == "blobs":
+        return db.execute("SELECT 1 FROM scans WHERE sha256 = ? AND app_id NOT IN (SELECT id FROM retention_purged)",
+                          (sha,)).fetchone() is not None
+    return db.execute("SELECT 1 FROM _sync_events WHERE stream = ? AND kind = ? AND instr(body, ?) > 0"
+                      " AND json_extract(body, '$._redacted') IS NULL", (down, facts.CASE_DECIDED, sha)).fetchone() \
+        is not None
+
+
 def _late_events(db: sqlite3.Connection, up: str, acked: int, now: str) -> int:
     """Events naming a case or report purged earlier that came after its purge (a rating given
     after it, the county's answer to that rating): redacted once the county holds them, and the
@@ -163,6 +175,7 @@ def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
             db.execute("INSERT INTO retention_purged (id, what, receipt_no, at) VALUES (?, 'application', ?, ?)",
                        (app_id, receipt_no, stamp))
             done["cases"].append(receipt_no)
+        files = [f for f in dict.fromkeys(files) if not _still_used(db, down, f)]
         done["events"] += _late_events(db, up, acked, stamp)
         for report_id, receipt_no, answered_at, seq in db.execute(
                 "SELECT id, receipt_no, answered_at, seq FROM reports WHERE status = ?"

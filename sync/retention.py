@@ -26,7 +26,7 @@ REDACTED_VALUE = "retention"
 #: body keys that can hold personal data (names, ID numbers, phones, free text an agent or the
 #: county wrote); their values are blanked in a redacted stub, every other key is kept
 PERSONAL = frozenset({"applicant", "fields", "collector", "note", "comment", "answer", "citizen", "contact",
-                      "reason", "basis", "tried", "where", "materials", "scans", "missing"})
+                      "reason", "basis", "tried", "where", "materials", "scans", "missing", "attachments"})
 REMOVED = N_("Personal data removed after the retention period")
 
 

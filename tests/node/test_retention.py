@@ -15,6 +15,7 @@ from node.station import Station
 from sync.rules import valid_id_for_demo
 from tests.conftest import csrf_of, log_in
 from tests.e2e.test_walking_skeleton import full_application
+from tests.sync.test_decision_documents import b64, png
 from tests.sync.test_recovery import pair  # noqa: F401 - a county and a station in this process
 
 CHINA = dt.timezone(dt.timedelta(hours=8))
@@ -78,6 +79,9 @@ def test_cases_past_retention_lose_their_personal_data_everywhere_and_the_chain_
     for key, (name, id_number, phone) in PEOPLE.items():
         body = full_application(item)
         body["applicant"] = {"name": name, "id_number": id_number, "phone": phone, "address": f"{name}家"}
+        if key == "old":                    # a scan named after the citizen, sealed to the county
+            body["scans"] = [{"material": item["materials"][0]["code"], "name": f"{name}身份证.png",
+                              "data_base64": b64(png())}]
         r = node.post("/api/v1/applications", json=body)
         assert r.status_code == 201, r.text
         cases[key] = r.json()
@@ -85,8 +89,9 @@ def test_cases_past_retention_lose_their_personal_data_everywhere_and_the_chain_
     node.post("/api/v1/sync")
     clerk = http(system.central_url, system.clerk_tokens[item["department"]])
     for key in ("old", "unsent"):
-        r = clerk.post(f"/api/v1/cases/{cases[key]['id']}/decision", json={"decision": "approve",
-                                                                            "note": f"{PEOPLE[key][0]}材料齐全"})
+        r = clerk.post(f"/api/v1/cases/{cases[key]['id']}/decision", json={
+            "decision": "approve", "note": f"{PEOPLE[key][0]}材料齐全",
+            "attachments": [{"name": f"{PEOPLE[key][0]}证照.png", "data_base64": b64(png())}]})
         assert r.status_code == 200, r.text
     minzheng = http(system.central_url, system.clerk_tokens["minzheng"])
     assert minzheng.post(f"/api/v1/reports/{report['id']}/take").status_code == 200
@@ -99,7 +104,11 @@ def test_cases_past_retention_lose_their_personal_data_everywhere_and_the_chain_
     node.post("/api/v1/sync")                       # the county holds the hand-out
 
     data = v1["settings"].data
+    status = node.get("/api/v1/status").json()["sync"]
+    assert status["scans_waiting"] == 0 and status["docs_waiting"] == []     # scans up, documents down
     before = snapshot(data, tmp_path / "before")
+    sealed = {p.relative_to(before) for p in before.rglob("*.sealed")}
+    assert {p.parts[0] for p in sealed} == {"blobs", "docs"} and len(sealed) == 2    # one document, two cases
     for person in PEOPLE.values():                  # without retention, everything is there
         assert any(found_in(before, n) for n in needles(*person))
 
@@ -127,6 +136,9 @@ def test_cases_past_retention_lose_their_personal_data_everywhere_and_the_chain_
 
     after = snapshot(data, tmp_path / "after")
     assert (after / "node.db").exists()
+    left = {p.relative_to(after) for p in after.rglob("*.sealed")}
+    # The old case's scan is gone; the result document stays, the kept case has the same one.
+    assert left == {p for p in sealed if p.parts[0] == "docs"}
     for n in needles(*PEOPLE["old"]) + needles(REPORT["name"], REPORT["phone"], REPORT["contact"][:11]):
         assert found_in(after, n) == [], n
     for key in ("unsent", "waiting"):               # not past retention, or not acknowledged: kept
@@ -153,6 +165,7 @@ def test_cases_past_retention_lose_their_personal_data_everywhere_and_the_chain_
     row = shown.text.split('data-kind="application.handed_out"')[1].split("</tr>")[0]
     assert "个人信息已按保留期删除" in row and "验证不通过" not in row
     kept = node.get(f"/api/v1/applications/{cases['unsent']['id']}").json()
+    assert node.get("/api/v1/status").json()["sync"]["docs_waiting"] == []
     assert {e["signature"] for e in kept["history"]} == {"valid"}
     county_case = clerk.get(f"/api/v1/cases/{cases['old']['id']}").json()
     assert PEOPLE["old"][0] in json.dumps(county_case, ensure_ascii=False)
