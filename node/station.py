@@ -213,11 +213,12 @@ class Station(Intake, Healing):
             self.purge_due()
 
     def purge_due(self) -> None:
-        """The retention purge (node/retention.py), at most every 10 minutes, whatever the link does;
-        a failure is logged and tried again next time, never raised into the sync loop."""
+        """The retention purge (node/retention.py), at most once an hour (a purge that removes
+        something vacuums the file), whatever the link does; a failure is logged and tried again
+        next time, never raised into the sync loop."""
         if time.monotonic() < getattr(self, "_next_purge", 0.0):
             return
-        self._next_purge = time.monotonic() + 600
+        self._next_purge = time.monotonic() + 3600
         try:
             retention.purge(self)
         except (sqlite3.Error, OSError, ValueError) as exc:
