@@ -21,7 +21,7 @@ import datetime as dt
 import json
 import logging
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from crypto import canonical
 from crypto.errors import BadEncoding, BadSignature
@@ -79,28 +79,34 @@ def is_purged(store: Store, record_id: str) -> bool:
         return store.conn.execute("SELECT 1 FROM retention_purged WHERE id = ?", (record_id,)).fetchone() is not None
 
 
-def _redact_events(db: sqlite3.Connection, streams: tuple[str, ...], record_id: str, now: str) -> int:
-    """Replace the bodies of the events of ``streams`` naming ``record_id`` by their redacted stubs."""
-    needle = canonical.dumps({"id": record_id}).decode()[1:-1]
-    pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+#: the ``id`` of an event body; NULL for a body that is not JSON (edited into junk), never an error
+_ID = "CASE WHEN json_valid(body) THEN json_extract(body, '$.id') END"
+
+
+def _events_naming(db: sqlite3.Connection, ids: list[str]) -> dict[str, list[tuple[str, int, str, str]]]:
+    """Record id -> its events (stream, seq, kind, body), in one pass over the log."""
+    out: dict[str, list[tuple[str, int, str, str]]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    for stream, seq, kind, raw, record_id in db.execute(
+            f"SELECT stream, seq, kind, body, {_ID} FROM _sync_events WHERE {_ID} IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),)):
+        out[record_id].append((stream, int(seq), kind, raw))
+    return out
+
+
+def _redact(db: sqlite3.Connection, events: list[tuple[str, int, str, str]], now: str) -> int:
+    """Replace these event bodies by their redacted stubs and list them in ``retention_redacted``."""
     n = 0
-    for stream in streams:
-        for seq, raw in db.execute("SELECT seq, body FROM _sync_events WHERE stream = ? AND body LIKE ? ESCAPE '\\'",
-                                   (stream, pattern)).fetchall():
-            body = json.loads(raw)
-            if not isinstance(body, dict) or body.get("id") != record_id or retention.is_redacted(body):
-                continue
-            db.execute("UPDATE _sync_events SET body = ? WHERE stream = ? AND seq = ?",
-                       (canonical.dumps(retention.redact(body)).decode(), stream, seq))
-            db.execute("INSERT OR IGNORE INTO retention_redacted (stream, seq, at) VALUES (?, ?, ?)", (stream, seq, now))
-            n += 1
+    for stream, seq, _kind, raw in events:
+        body = json.loads(raw)
+        if not isinstance(body, dict) or retention.is_redacted(body):
+            continue
+        db.execute("UPDATE _sync_events SET body = ? WHERE stream = ? AND seq = ?",
+                   (canonical.dumps(retention.redact(body)).decode(), stream, seq))
+        db.execute("INSERT OR IGNORE INTO retention_redacted (stream, seq, at) VALUES (?, ?, ?)", (stream, seq, now))
+        n += 1
     return n
-
-
-def _latest_up_seq(db: sqlite3.Connection, stream: str, record_id: str) -> int:
-    row = db.execute("SELECT coalesce(max(seq), 0) FROM _sync_events WHERE stream = ?"
-                     " AND json_extract(body, '$.id') = ?", (stream, record_id)).fetchone()
-    return int(row[0])
 
 
 def _still_used(db: sqlite3.Connection, down: str, name: str) -> bool:
@@ -111,8 +117,7 @@ def _still_used(db: sqlite3.Connection, down: str, name: str) -> bool:
         return db.execute("SELECT 1 FROM scans WHERE sha256 = ? AND app_id NOT IN (SELECT id FROM retention_purged)",
                           (sha,)).fetchone() is not None
     return db.execute("SELECT 1 FROM _sync_events WHERE stream = ? AND kind = ? AND instr(body, ?) > 0"
-                      " AND json_extract(body, '$._redacted') IS NULL", (down, facts.CASE_DECIDED, sha)).fetchone() \
-        is not None
+                      " AND instr(body, '\"_redacted\":') = 0", (down, facts.CASE_DECIDED, sha)).fetchone() is not None
 
 
 def _late_events(db: sqlite3.Connection, up: str, acked: int, now: str) -> int:
@@ -121,8 +126,9 @@ def _late_events(db: sqlite3.Connection, up: str, acked: int, now: str) -> int:
     rating's text blanked with them."""
     rows = db.execute(
         "SELECT e.stream, e.seq, e.body, p.id FROM _sync_events e JOIN retention_purged p"
-        " ON p.id = json_extract(e.body, '$.id') WHERE (e.stream != ? OR e.seq <= ?)"
-        " AND json_extract(e.body, '$._redacted') IS NULL", (up, acked)).fetchall()
+        " ON p.id = CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$.id') END"
+        " WHERE (e.stream != ? OR e.seq <= ?)"
+        " AND (CASE WHEN json_valid(e.body) THEN json_extract(e.body, '$._redacted') END) IS NULL", (up, acked)).fetchall()
     for stream, seq, raw, record_id in rows:
         db.execute("UPDATE _sync_events SET body = ? WHERE stream = ? AND seq = ?",
                    (canonical.dumps(retention.redact(json.loads(raw))).decode(), stream, seq))
@@ -148,45 +154,47 @@ def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
     with st.store.transaction() as db:
         create(db)
         acked = log.acked(db, up)
-        for app_id, receipt_no, handed_out_at in db.execute(
-                "SELECT id, receipt_no, handed_out_at FROM applications WHERE status = ?"
-                " AND id NOT IN (SELECT id FROM retention_purged)", (facts.Status.HANDED_OUT,)).fetchall():
-            when = _when(handed_out_at)
-            if when is None or when > cutoff or _latest_up_seq(db, up, app_id) > acked:
-                continue
-            if db.execute("SELECT 1 FROM scans WHERE app_id = ? AND done = 0", (app_id,)).fetchone():
-                continue            # the county has not confirmed every scan yet: the next purge
+        due = [(app_id, receipt_no) for app_id, receipt_no, handed_out_at in db.execute(
+            "SELECT id, receipt_no, handed_out_at FROM applications WHERE status = ?"
+            " AND id NOT IN (SELECT id FROM retention_purged)", (facts.Status.HANDED_OUT,)).fetchall()
+            if (when := _when(handed_out_at)) is not None and when <= cutoff and not db.execute(
+                "SELECT 1 FROM scans WHERE app_id = ? AND done = 0", (app_id,)).fetchone()]
+        naming = _events_naming(db, [app_id for app_id, _ in due])
+        for app_id, receipt_no in due:
+            events = naming[app_id]
+            if any(stream == up and seq > acked for stream, seq, _k, _b in events):
+                continue            # the county does not hold every fact of the case yet: the next purge
             row = db.execute("SELECT body FROM applications WHERE id = ?", (app_id,)).fetchone()
             stub = retention.redact(json.loads(row[0]) if row and row[0] else {})
             st.store.update_application(db, app_id, body=canonical.dumps(stub).decode(), **APP_COLUMNS)
             for sha, in db.execute("SELECT sha256 FROM scans WHERE app_id = ?", (app_id,)).fetchall():
                 files.append(f"blobs/{sha}.sealed")
             db.execute("UPDATE scans SET name = '' WHERE app_id = ?", (app_id,))
-            for (raw,) in db.execute("SELECT body FROM _sync_events WHERE stream = ? AND kind = ?"
-                                     " AND json_extract(body, '$.id') = ?", (down, facts.CASE_DECIDED, app_id)):
-                for a in (json.loads(raw).get("attachments") or []):
-                    if isinstance(a, dict) and isinstance(a.get("sha256"), str) and a["sha256"].isalnum():
-                        files.append(f"docs/{a['sha256']}.sealed")
+            for stream, _seq, kind, raw in events:
+                if stream == down and kind == facts.CASE_DECIDED:
+                    for a in (json.loads(raw).get("attachments") or []):
+                        if isinstance(a, dict) and isinstance(a.get("sha256"), str) and a["sha256"].isalnum():
+                            files.append(f"docs/{a['sha256']}.sealed")
             db.execute("UPDATE ratings SET comment = '', answer = CASE WHEN answer IS NULL THEN NULL ELSE '' END"
                        " WHERE id = ?", (app_id,))
             if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'idempotency_keys'").fetchone():
                 db.execute("DELETE FROM idempotency_keys WHERE app_id = ?", (app_id,))
-            done["events"] += _redact_events(db, (up, down), app_id, stamp)
+            done["events"] += _redact(db, events, stamp)
             db.execute("INSERT INTO retention_purged (id, what, receipt_no, at) VALUES (?, 'application', ?, ?)",
                        (app_id, receipt_no, stamp))
             done["cases"].append(receipt_no)
         files = [f for f in dict.fromkeys(files) if not _still_used(db, down, f)]
         done["events"] += _late_events(db, up, acked, stamp)
-        for report_id, receipt_no, answered_at, seq in db.execute(
-                "SELECT id, receipt_no, answered_at, seq FROM reports WHERE status = ?"
-                " AND id NOT IN (SELECT id FROM retention_purged)", (reports.ANSWERED_STATE,)).fetchall():
-            when = _when(answered_at)
-            if when is None or when > cutoff or (seq or 0) > acked:
-                continue
+        answered = [(report_id, receipt_no) for report_id, receipt_no, answered_at, seq in db.execute(
+            "SELECT id, receipt_no, answered_at, seq FROM reports WHERE status = ?"
+            " AND id NOT IN (SELECT id FROM retention_purged)", (reports.ANSWERED_STATE,)).fetchall()
+            if (when := _when(answered_at)) is not None and when <= cutoff and (seq or 0) <= acked]
+        naming = _events_naming(db, [report_id for report_id, _ in answered])
+        for report_id, receipt_no in answered:
             row = db.execute("SELECT body FROM reports WHERE id = ?", (report_id,)).fetchone()
             stub = retention.redact(json.loads(row[0]) if row and row[0] else {})
             st.store.update_report(db, report_id, body=canonical.dumps(stub).decode(), **REPORT_COLUMNS)
-            done["events"] += _redact_events(db, (up, down), report_id, stamp)
+            done["events"] += _redact(db, naming[report_id], stamp)
             db.execute("INSERT INTO retention_purged (id, what, receipt_no, at) VALUES (?, 'report', ?, ?)",
                        (report_id, receipt_no, stamp))
             done["reports"].append(receipt_no)
@@ -222,8 +230,12 @@ def verify_chain(st: Station) -> dict[str, Any]:
                 log.down(st.code): exchange.county_sign_keys(db, st.enrolled_county)}
         for stream, known in keys.items():
             prev = None
-            for ev in _events(db, stream):
+            for ev in list(_events(db, stream)):
                 out["events"] += 1
+                if isinstance(ev, tuple):
+                    out["problems"].append(f"{stream}#{ev[0]}: body is not readable")
+                    prev = ev[1]
+                    continue
                 if prev is not None and ev.prev != prev:
                     out["problems"].append(f"{stream}#{ev.seq}: does not link to the event before it")
                 prev = ev.hash
@@ -242,11 +254,14 @@ def verify_chain(st: Station) -> dict[str, Any]:
     return out
 
 
-def _events(db: sqlite3.Connection, stream: str) -> list[Event]:
-    after, out = 0, []
-    while True:
-        batch = log.events_after(db, stream, after, limit=500, max_bytes=64 * 1024 * 1024)
-        if not batch:
-            return out
-        out.extend(batch)
-        after = batch[-1].seq
+def _events(db: sqlite3.Connection, stream: str) -> Iterator[Event | tuple[int, str]]:
+    """The stream's events in order; (seq, hash) for a row whose body does not parse (edited into junk)."""
+    for r in db.execute("SELECT stream, seq, prev, hash, author, kind, at, body, sig, key_id FROM _sync_events"
+                        " WHERE stream = ? ORDER BY seq", (stream,)):
+        try:
+            body = canonical.loads(r[7].encode())
+        except Exception:  # noqa: BLE001 - reported as a problem, never a crash
+            yield int(r[1]), str(r[3])
+            continue
+        yield Event(stream=r[0], seq=int(r[1]), prev=r[2], hash=r[3], author=r[4], kind=r[5], at=r[6], body=body,
+                    sig=r[8], key=r[9])

@@ -279,3 +279,40 @@ def test_a_county_restored_from_a_backup_older_than_a_purge_takes_the_stubs_and_
         assert reasons and all("retention period" in r for r in reasons)
     finally:
         county.store.close()
+
+
+def test_the_chain_check_names_an_edited_body_and_a_stub_nobody_purged(system, http, capsys):
+    """A redacted stub passes only where the purge put it: a body edited in the database, or one
+    dressed up as a stub, is named as a problem (exit 1), never passed over and never a crash."""
+    import sqlite3
+
+    v1 = system.stations["V1"]
+    node = http(v1["url"], v1["token"])
+    node.post("/api/v1/sync")
+    item = next(i for i in node.get("/api/v1/catalog").json()["items"] if i["code"].startswith("MZ"))
+    for name in ("甲某某", "乙某某"):
+        body = full_application(item)
+        body["applicant"]["name"] = name
+        assert node.post("/api/v1/applications", json=body).status_code == 201
+    data = v1["settings"].data
+    assert cli.main(["node", "purge", "--data", str(data)]) == 0
+    capsys.readouterr()
+    conn = sqlite3.connect(data / "node.db")
+    try:
+        with conn:
+            rows = conn.execute("SELECT seq, body FROM _sync_events WHERE stream = 'up/V1'"
+                                " AND kind = 'application.accepted' ORDER BY seq").fetchall()
+            first, second = rows
+            conn.execute("UPDATE _sync_events SET body = ? WHERE stream = 'up/V1' AND seq = ?",
+                         (first[1].replace("甲某某", "丙某某"), first[0]))
+            fake = json.loads(second[1])
+            fake["applicant"] = {"name": "", "id_number": "", "phone": "", "address": ""}
+            fake["_redacted"] = "retention"
+            conn.execute("UPDATE _sync_events SET body = ? WHERE stream = 'up/V1' AND seq = ?",
+                         (json.dumps(fake, ensure_ascii=False, separators=(",", ":"), sort_keys=True), second[0]))
+    finally:
+        conn.close()
+    assert cli.main(["node", "purge", "--data", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert f"up/V1#{first[0]}: body does not match its hash" in err
+    assert f"up/V1#{second[0]}: body does not match its hash" in err
