@@ -85,7 +85,9 @@ def signature_state(ev: log.Event, keys: Mapping[str, str], revoked: Callable[[l
     if not ev.sig or ev.key not in keys:
         return MISSING
     if retention.is_redacted(ev.body):
-        return REDACTED if retention.signature_holds(ev, keys[ev.key]) else INVALID
+        if not retention.signature_holds(ev, keys[ev.key]) or (revoked is not None and revoked(ev)):
+            return INVALID
+        return REDACTED
     try:
         ev.check(keys)
     except (BadEvent, ValueError, TypeError):

@@ -316,3 +316,46 @@ def test_the_chain_check_names_an_edited_body_and_a_stub_nobody_purged(system, h
     err = capsys.readouterr().err
     assert f"up/V1#{first[0]}: body does not match its hash" in err
     assert f"up/V1#{second[0]}: body does not match its hash" in err
+
+
+def test_a_restored_county_that_holds_the_application_shows_the_purged_rest_as_signed_and_redacted(pair, http):
+    """The county's backup holds the application; the decision and the hand-out came after it and
+    the station has purged them since. Given back as stubs, they show in the county's history of the
+    case as signed with the personal data removed, and the hand-out is set aside with the reason."""
+    from central import ratings as county_ratings
+    from central.app import create_app as central_app
+    from central.county import County
+    from node import retention
+    from tests.conftest import PASSWORD, serve
+    from tests.sync.test_recovery import CLERK, copy_db, sync_until_quiet, take
+
+    county, st, root = pair
+    csettings = county.settings
+    county.add_user("boss", "督办", PASSWORD, "supervisor", None)
+    (case,) = take(st, 1)
+    with serve(central_app(csettings)) as url:
+        sync_until_quiet(st, url)                            # the county holds the application
+    county.store.close()
+    copy_db(csettings.data, root / "county-backup")
+    county = County(csettings)
+    with serve(central_app(csettings)) as url:
+        county.decide(case["id"], "approve", "申请人0材料齐全", CLERK)
+        sync_until_quiet(st, url)
+        assert st.hand_out(case["id"], "代办员")
+        sync_until_quiet(st, url)
+    county.store.close()
+    assert retention.purge(st, dt.datetime.now(CHINA) + dt.timedelta(days=31))["cases"] == [case["receipt_no"]]
+    copy_db(root / "county-backup", csettings.data)
+    county = County(csettings)
+    with serve(central_app(csettings)) as url:
+        sync_until_quiet(st, url)
+        held = county.store.case(case["id"])
+        entries = {e["kind"]: e for e in county_ratings.history_of(county, held)}
+        assert entries["application.accepted"]["signature"] == "valid"               # from the backup, whole
+        assert entries["case.decided"]["signature"] == "redacted"
+        assert entries["application.handed_out"]["signature"] == "redacted"
+        assert "retention period" in entries["application.handed_out"]["set_aside"]
+        page, _ = log_in(http, url, "boss")
+        row = page.get(f"/cases/{case['id']}").text.split('data-kind="application.handed_out"')[1].split("</tr>")[0]
+        assert "个人信息已按保留期删除" in row and "验证不通过" not in row
+    county.store.close()
