@@ -20,6 +20,7 @@ from sync import blobs
 from templates import static_dir
 from templates.limits import KiB, MiB, BodyLimit, Rule, SecurityHeaders, upload_bound
 from central import calendar
+from central import retention_views
 from templates.workcal import WorkCalendarState
 from templates.verify_web import verify_routes
 from central import openapi
@@ -54,6 +55,7 @@ ROUTES = [
                    lambda request: views.county(request).name),
     Route("/api/v1/calendar/{year}", views.api_calendar, methods=["GET", "PUT"]),
     openapi_route(openapi.DOCUMENT),
+    Route("/api/v1/settings/retention", retention_views.api_retention, methods=["GET", "PUT"]),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from central import documents, permissions, projections
 from central.errors import CountyError, N_
-from sync import facts, log, rules
+from sync import facts, log, retention, rules
 from sync.errors import BadEvent
 from sync.log import Event
 
@@ -98,6 +98,8 @@ class Cases:
         the station's own rules (sync/rules.py), against the catalogue version it names and the
         station's level, and must name a case its author owns in a state that allows it. A
         broken rule raises rules.RuleError; the inbox sets the event aside with that reason."""
+        if retention.is_redacted(ev.body):          # given back by a station after its purge (§8.7)
+            raise rules.RuleError(retention.PURGED_AT_STATION)
         project = projections.UP.get(ev.kind)
         if project is None:
             raise rules.RuleError(N_("Unknown event kind %(kind)s."), kind=ev.kind)

@@ -34,7 +34,9 @@ SCHEDULE = obj(["year", "source", "provisional", "holidays", "workdays"], year=I
                source={"type": "string", "enum": ["county", "library", "weekends"]},
                provisional=BOOLEAN, holidays=array(DATE), workdays=array(DATE))
 
-SCHEMAS: dict[str, Any] = {"Case": CASE, "Report": REPORT, "Rating": RATING, "Schedule": SCHEDULE,
+SCHEMAS: dict[str, Any] = {
+    "Retention": obj(["retention_days", "set_at", "set_by", "default"], retention_days=INTEGER,
+                     set_at=NULLABLE_STRING, set_by=NULLABLE_STRING, default=BOOLEAN),"Case": CASE, "Report": REPORT, "Rating": RATING, "Schedule": SCHEDULE,
                            "Verification": obj(["valid", "reason"], valid=BOOLEAN, reason=STRING)}
 
 SCAN = operation("A scan of a case, as the station sent it (JPEG or PDF, judged from its bytes)", errors=(403, 404, 415),
@@ -92,6 +94,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Enter a year's working-day schedule and send it to every station (supervisors)", path=YEAR,
         response=ref("Schedule"), errors=(403, 422),
         body={**obj(["holidays", "workdays"], holidays=array(DATE), workdays=array(DATE)), "additionalProperties": False}),
+    ("GET", "/api/v1/settings/retention"): operation(
+        "How long stations keep a handed-out case's personal data", errors=(), response=ref("Retention")),
+    ("PUT", "/api/v1/settings/retention"): operation(
+        "Set the retention period and send it to every station (supervisors)", response=ref("Retention"),
+        errors=(403, 422), body={**obj(["retention_days"], retention_days={"type": "integer", "minimum": 1,
+                                                                             "maximum": 3650}),
+                                  "additionalProperties": False}),
     ("POST", "/api/v1/verify"): operation(
         "Check a document's QR code text or typed verification code", auth=False, body=obj(["code"], code=STRING),
         response=ref("Verification"), errors=(422,)),

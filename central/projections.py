@@ -151,6 +151,7 @@ DOWN: dict[str, Projection] = {
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
     facts.CALENDAR_PUBLISHED: calendar_published, facts.RATING_ANSWERED: ratings.answered,
     facts.STATIONS_DIRECTORY: lambda county, db, ev: None,    # keys are the county's own table (central/verify.py)
+    "retention.set": lambda county, db, ev: None,     # the county's own meta (central/retention.py)
 }
 #: Downstream kinds with no projection: ``County.rotate_keys`` writes them and keeps the key
 #: history itself; one given back after a restore is not re-projected (the keys are on disk).

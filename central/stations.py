@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from central import calendar
 from central import verify as doc_verify
+from central import retention
 from central.errors import CountyError, N_
 from crypto.keys import PublicKeys
 from sync import enrolment, facts, log
@@ -116,6 +117,7 @@ class Stations:
                     self.record(db, code, facts.Fact(facts.CATALOG_PUBLISHED, {"catalog": json.loads(latest[1])}))
                 calendar.send_all(self, db, code)     # every year's working-day schedule (sync/workdays.py)
                 doc_verify.publish(self, db, to=code)  # every station's keys, to all (central/verify.py)
+                retention.send_all(self, db, code)     # the personal-data retention period (central/retention.py)
         if failure:
             raise failure
         answer = {"station_name": st["name"], "station_level": st["level"], "county_name": self.name,

@@ -82,11 +82,36 @@ def _central(args: argparse.Namespace) -> int:
             print(f"catalogue version {county.publish_catalog(catalog)} published to all stations")
         elif args.cmd == "calendar":
             return _calendar(county, args)
+        elif args.cmd == "retention":
+            return _retention(county, args)
     except (CountyError, SyncError, CryptoError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         county.store.close()
+    return 0
+
+
+def _retention(county: Any, args: argparse.Namespace) -> int:
+    """`lastmile central retention set DAYS` / `show` (central/retention.py)."""
+    from central import retention
+
+    if args.action == "set":
+        try:
+            who = getpass.getuser()
+        except (OSError, KeyError):
+            who = "unknown"
+        try:
+            body = retention.publish(county, args.days, f"cli:{who}")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"retention period set to {body['retention_days']} days and sent to all stations: each removes the "
+              "personal data of cases handed out longer ago than that, once the county holds them in full")
+        return 0
+    now = retention.current(county)
+    print(f"retention period: {now['retention_days']} days" + (" (the default)" if now["default"] else
+                                                                f", set {now['set_at']} by {now['set_by']}"))
     return 0
 
 
@@ -222,6 +247,8 @@ def _node(args: argparse.Namespace) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             print(json.dumps(out, ensure_ascii=False))
+        elif args.cmd == "purge":
+            return _purge(station, args)
         elif args.cmd == "sync":
             try:
                 result = station.sync()
@@ -233,6 +260,31 @@ def _node(args: argparse.Namespace) -> int:
     finally:
         station.store.close()
     return 0
+
+
+def _purge(station: Any, args: argparse.Namespace) -> int:
+    """`lastmile node purge --data DIR [--as-of YYYY-MM-DD]` (node/retention.py), then the chain check."""
+    import datetime as dt
+
+    from node import retention
+
+    now = None
+    if args.as_of:
+        try:
+            now = dt.datetime.combine(dt.date.fromisoformat(args.as_of), dt.time(23, 59, 59),
+                                      dt.timezone(dt.timedelta(hours=8)))
+        except ValueError:
+            print(f"error: --as-of {args.as_of} is not a date written YYYY-MM-DD", file=sys.stderr)
+            return 2
+    done = retention.purge(station, now)
+    chain = retention.verify_chain(station)
+    print(f"retention period {done['retention_days']} days: personal data removed from {len(done['cases'])} cases "
+          f"and {len(done['reports'])} reports ({done['events']} event bodies, {done['files']} files)")
+    print(f"log: {chain['events']} events, links and signatures checked; {chain['redacted']} bodies redacted "
+          "after the retention period" + ("" if not chain["problems"] else "; PROBLEMS:"))
+    for p in chain["problems"]:
+        print(f"  {p}", file=sys.stderr)
+    return 1 if chain["problems"] else 0
 
 
 PASSWORD_ENV = "LASTMILE_PASSWORD"
@@ -310,6 +362,10 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("file", nargs="?", help='set: JSON {"holidays": [...], "workdays": [...]} or lines "2027-01-01 holiday"')
     k.add_argument("--data", required=True)
     k.add_argument("--today", help="show: warn as of this day, YYYY-MM-DD (default: today, China time)")
+    k = c.add_parser("retention", help="how long stations keep personal data of cases handed out (default 30 days)")
+    k.add_argument("action", choices=["set", "show"])
+    k.add_argument("days", nargs="?", help="set: a whole number of days, 1-3650")
+    k.add_argument("--data", required=True)
 
     n = sub.add_parser("node", help="a station node").add_subparsers(dest="cmd", required=True)
     x = n.add_parser("init", help="create keys and enrol with the county")
@@ -339,6 +395,11 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--data", required=True)
     x = n.add_parser("rotate-keys", help="make new station keys and announce them to the county")
     x.add_argument("--data", required=True)
+    x = n.add_parser("purge", help="remove personal data past the county's retention period now, "
+                                   "then check the log's links and signatures")
+    x.add_argument("--data", required=True)
+    x.add_argument("--as-of", help="count the period to the end of this day, YYYY-MM-DD (default: now): "
+                                   "for tests; a later day removes data early")
     x = n.add_parser("sync", help="sync with the county now")
     x.add_argument("--data", required=True)
     x = n.add_parser("export", help="write what waits to go up to a file, for a USB stick")

@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node import apiviews, bundle_views, docviews, idem, rating_views, staff, views
+from node import apiviews, bundle_views, docviews, idem, logredact, rating_views, staff, views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
@@ -78,6 +78,7 @@ BODY_LIMITS = [
 def create_app(settings: Settings, *, background_sync: bool = True) -> Starlette:
     station = Station(settings)
     idem.create(station.store)
+    logredact.install()         # no search words (names, ID numbers) in the access log
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from node import ratings
 from node import reports as node_reports
 from node import verify
+from node import retention as node_retention
 from node.store import Store
 from sync import facts, recovery, reports, rules, workdays
 from sync.facts import Status
@@ -112,6 +113,7 @@ DOWN: dict[str, Projection] = {
     facts.COUNTY_KEYS_ROTATED: county_keys_rotated,
     facts.CALENDAR_PUBLISHED: calendar_published, facts.RATING_ANSWERED: ratings.answered,
     facts.STATIONS_DIRECTORY: verify.directory_published,
+    "retention.set": node_retention.retention_set,      # node/retention.py: the period purges use
 }
 
 

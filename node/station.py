@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from crypto.keys import Identity, PublicKeys, private_dir
-from node import documents, projections
+from node import documents, projections, retention
 from node.healing import Healing
 from node.intake import Intake
 from node.store import Store
@@ -210,6 +210,19 @@ class Station(Intake, Healing):
             return self._sync()
         finally:
             self._sync_lock.release()
+            self.purge_due()
+
+    def purge_due(self) -> None:
+        """The retention purge (node/retention.py), at most once an hour (a purge that removes
+        something vacuums the file), whatever the link does; a failure is logged and tried again
+        next time, never raised into the sync loop."""
+        if time.monotonic() < getattr(self, "_next_purge", 0.0):
+            return
+        self._next_purge = time.monotonic() + 3600
+        try:
+            retention.purge(self)
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            logger.error("retention purge failed, tried again later: %s", exc)
 
     # key rotation (PROTOCOL.md §10) -------------------------------------------------------------
     def _county_keys(self) -> PublicKeys:

@@ -16,7 +16,7 @@ import heapq
 from typing import Any, Callable, Iterable, Mapping
 
 from crypto import canonical
-from sync import log, rules
+from sync import log, retention, rules
 from sync.errors import BadEvent
 from sync.rules import N_
 
@@ -38,6 +38,7 @@ GENERIC = N_("Event %(kind)s")
 DECIDED_AS = N_("County decision: %(decision)s")
 
 VALID, INVALID, MISSING = "valid", "invalid", "missing"
+REDACTED = "redacted"       # personal data removed after the retention period (sync/retention.py)
 
 
 def label_of(kind: str, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -78,9 +79,15 @@ def events_naming(db: log.Conn, streams: Iterable[str], case_id: str) -> list[lo
 def signature_state(ev: log.Event, keys: Mapping[str, str], revoked: Callable[[log.Event], bool] | None = None) -> str:
     """``valid`` if the hash matches the content and the key the event names (in ``keys``, key id ->
     public sign key) verifies it; ``missing`` if there is no signature or that key is not on record
-    here; ``invalid`` otherwise (an edited body, a wrong signature, a key revoked before it was stored)."""
+    here; ``redacted`` for a body replaced by its stub after the retention period whose signature
+    over the recorded hash verifies; ``invalid`` otherwise (an edited body, a wrong signature, a key
+    revoked before it was stored)."""
     if not ev.sig or ev.key not in keys:
         return MISSING
+    if retention.is_redacted(ev.body):
+        if not retention.signature_holds(ev, keys[ev.key]) or (revoked is not None and revoked(ev)):
+            return INVALID
+        return REDACTED
     try:
         ev.check(keys)
     except (BadEvent, ValueError, TypeError):

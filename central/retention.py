@@ -1,0 +1,49 @@
+"""The county's retention period for personal data at the stations: set it (CLI and API), send it
+down to every station as ``retention.set`` (like the calendar, central/calendar.py), and to a
+station just enrolled. The station purges by it (node/retention.py, sync/retention.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sync import facts, log, retention
+
+if TYPE_CHECKING:
+    from central.county import County
+
+logger = logging.getLogger("lastmile.central")
+META = "retention_days"
+
+
+def current(county: County) -> dict[str, Any]:
+    """The period in force (the default until the county sets one) and when and by whom it was set."""
+    raw = county.store.meta(META)
+    if not raw:
+        return {"retention_days": retention.DEFAULT_DAYS, "set_at": None, "set_by": None, "default": True}
+    held = json.loads(raw)
+    return {"retention_days": held["retention_days"], "set_at": held["at"], "set_by": held["by"], "default": False}
+
+
+def publish(county: County, days: Any, by: str) -> dict[str, Any]:
+    """Set the period (ValueError for anything but a whole number of days in range) and send it to
+    every active station; returns the ``retention.set`` body."""
+    import json
+    n = retention.days_of(days)
+    body = facts.SPECS[retention.RETENTION_SET].to_body(retention_days=n, at=log.utcnow(), by=by)
+    with county.store.transaction() as db:
+        county.store.set_meta(db, META, json.dumps(body))
+        for code in county.store.active_station_codes(db):
+            county.record(db, code, facts.Fact(retention.RETENTION_SET, body))
+    logger.info("retention period set to %d days by %s", n, by)
+    return body
+
+
+def send_all(county: County, db: Any, station: str) -> None:
+    """The period on record, to a station just enrolled (inside the enrolment transaction); none
+    while the county keeps the default (the station's default is the same)."""
+    import json
+    row = db.execute("SELECT value FROM meta WHERE name = ?", (META,)).fetchone()
+    if row and row[0]:
+        county.record(db, station, facts.Fact(retention.RETENTION_SET, json.loads(row[0])))
