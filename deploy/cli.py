@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deploy import verify_cli
+from deploy import summaries, verify_cli
 
 DEMO_CATALOG = Path(__file__).resolve().parent.parent / "central" / "catalog_demo.json"
 
@@ -221,15 +221,18 @@ def _node(args: argparse.Namespace) -> int:
             except (SyncError, CryptoError, OSError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
-            print(json.dumps(out, ensure_ascii=False))
+            print(json.dumps(out, ensure_ascii=False) if args.json else
+                  summaries.export(out, args.data) if args.cmd == "export" else summaries.imported(out))
         elif args.cmd == "sync":
             try:
                 result = station.sync()
             except (SyncError, CryptoError) as exc:
                 print(f"sync failed: {exc}", file=sys.stderr)
-                print(json.dumps(station.sync_state(), ensure_ascii=False))
+                print(json.dumps(station.sync_state(), ensure_ascii=False) if args.json else
+                      summaries.sync_failed(str(exc), station.sync_state()))
                 return 1
-            print(json.dumps({**result.to_dict(), "state": station.sync_state()}, ensure_ascii=False))
+            print(json.dumps({**result.to_dict(), "state": station.sync_state()}, ensure_ascii=False) if args.json
+                  else summaries.sync(result.to_dict(), station.sync_state()))
     finally:
         station.store.close()
     return 0
@@ -341,12 +344,15 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--data", required=True)
     x = n.add_parser("sync", help="sync with the county now")
     x.add_argument("--data", required=True)
+    x.add_argument("--json", action="store_true", help="print the result as JSON instead of a summary")
     x = n.add_parser("export", help="write what waits to go up to a file, for a USB stick")
     x.add_argument("--data", required=True)
     x.add_argument("--to", required=True)
+    x.add_argument("--json", action="store_true", help="print the result as JSON instead of a summary")
     x = n.add_parser("import", help="apply the county's answer bundle from a USB stick")
     x.add_argument("path")
     x.add_argument("--data", required=True)
+    x.add_argument("--json", action="store_true", help="print the result as JSON instead of a summary")
     _user_parser(n, "add an agent account or change its password", central=False)
 
     verify_cli.add_parser(sub)
