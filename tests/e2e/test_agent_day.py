@@ -65,6 +65,11 @@ def look(day: Day, name: str, page: Any = None) -> None:
                 [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
                   .slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className)]""")
             assert wide[0] <= wide[1], f"{name} scrolls sideways at {PHONE['width']} px: {wide}"
+            squeezed = page.evaluate("""() => [...document.querySelectorAll('main th')]
+                .filter(th => th.getClientRects().length
+                        && th.getBoundingClientRect().height > 3 * parseFloat(getComputedStyle(th).fontSize))
+                .map(th => th.textContent.trim())""")
+            assert squeezed == [], f"{name}: table headings squeezed onto several lines at phone width: {squeezed}"
 
 
 # the day before (through the API: not what this test is about) --------------------------------------
@@ -172,10 +177,11 @@ def step_correction_notice(day: Day) -> None:
     boxes = page.locator("input[name=materials]").all()
     for box in boxes[1:]:
         box.check()                                                  # the first material is missing
-    page.fill("textarea[name=reason]", "缺户口簿原件")
+    page.fill("textarea[name=reason]", "身份证原件未带")
     page.click("button[value=correction]")
     article = page.locator("article")
-    expect(article).to_contain_text("户口簿")
+    expect(article).to_contain_text("材料补正通知书")
+    expect(article.locator("#missing")).to_have_text("申请人居民身份证")       # the one missing material
     day.taken.append(re.search(r"V1-\d{8}-\d{5}", article.inner_text())[0])
     look(day, "08-correction-notice")
     fits_a4(page, "correction notice")
