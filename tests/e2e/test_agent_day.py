@@ -153,6 +153,11 @@ def step_intake_with_scan(day: Day) -> None:
 
 def step_print_receipt(day: Day) -> None:
     fits_a4(day.page, "receipt")                                     # A4, 1-2 pages, nothing off the sheet
+    if SHOTS:                                                        # the PDF itself, to look at
+        day.page.emulate_media(media="print")
+        day.page.pdf(path=f"{SHOTS}/day-{day.county}-06-receipt.pdf", format="A4", print_background=True,
+                     margin={"top": "10mm", "bottom": "10mm", "left": "10mm", "right": "10mm"})
+        day.page.emulate_media(media="screen")
     day.page.set_viewport_size(DESK)
 
 
