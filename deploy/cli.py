@@ -69,7 +69,8 @@ def _central(args: argparse.Namespace) -> int:
         elif args.cmd == "import":
             src = Path(args.path)
             out = Path(args.answer) if args.answer else src.with_name(src.name + ".answer")
-            print(json.dumps(county.import_bundle(src, out), ensure_ascii=False))
+            done = county.import_bundle(src, out)
+            print(json.dumps(done, ensure_ascii=False) if args.json else summaries.county_import(done))
         elif args.cmd == "rotate-keys":
             done = county.rotate_keys()
             print(f"new county keys made (key {done['new_key']}); new key fingerprint {done['fingerprint']}")
@@ -301,6 +302,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("path", help="bundle written by `lastmile node export`")
     x.add_argument("--data", required=True)
     x.add_argument("--answer", help="where to write the answer (default: PATH.answer)")
+    x.add_argument("--json", action="store_true", help="print the result as JSON instead of a summary")
     x = c.add_parser("rotate-keys", help="make new county keys and announce them to every active station")
     x.add_argument("--data", required=True)
     k = c.add_parser("catalog", help="publish a catalogue version to all stations")

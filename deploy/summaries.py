@@ -1,4 +1,4 @@
-"""What `lastmile node sync`, `node export` and `node import` print for the installer: a few plain
+"""What `lastmile node sync`, `node export`, `node import` and `central import` print for the installer: a few plain
 lines saying what moved and what still waits (the JSON the commands used to print is behind --json).
 
 Plain English, like the rest of the command line; the station's pages say the same in Chinese."""
@@ -71,3 +71,11 @@ def imported(out: dict[str, Any]) -> str:
     return "\n".join([f"answer applied: the county confirmed {_records(out['acked'])}; "
                       f"received {_records(out['received'])} from the county"]
                      + ["  " + line for line in waiting(out["state"])])
+
+
+def county_import(out: dict[str, Any]) -> str:
+    """``out``: what ``County.import_bundle`` returns."""
+    stations = ", ".join(out["stations"]) or "(none)"
+    return "\n".join([f"bundle of station {stations} taken: {_records(out['stored'])} newly stored",
+                      f"  the answer ({out['answers']} sealed envelope(s)) is in {out['answer_file']}",
+                      f"  carry it back to the station: lastmile node import {out['answer_file']} --data STATION_DIR"])

@@ -1,4 +1,4 @@
-"""`lastmile node sync`, `node export` and `node import` tell the installer in a few plain lines what
+"""`lastmile node sync`, `node export`, `node import` and `central import` tell the installer in a few plain lines what
 moved and what still waits; `--json` gives the machine-readable answer (issue 8). Real data folders,
 the real console script in a subprocess, a real county on loopback."""
 
@@ -59,7 +59,10 @@ def test_node_export_and_import_print_summaries_and_json_on_request(system, stat
     assert f"to {stick}" in out.stdout
     assert f"lastmile central import {stick} --data COUNTY_DIR" in out.stdout
     assert f"lastmile node import {stick}.answer --data {data}" in out.stdout
-    assert run("central", "import", str(stick), "--data", central).returncode == 0
+    out = run("central", "import", str(stick), "--data", central)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("bundle of station V1 taken: 2 records newly stored")
+    assert f"lastmile node import {stick}.answer --data STATION_DIR" in out.stdout
     out = run("node", "import", f"{stick}.answer", "--data", data)
     assert out.returncode == 0, out.stderr
     assert "answer applied: the county confirmed 2 records" in out.stdout
@@ -68,7 +71,9 @@ def test_node_export_and_import_print_summaries_and_json_on_request(system, stat
     out = run("node", "export", "--data", data, "--to", str(tmp_path / "again.bundle"), "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["envelopes"] == 1
-    assert run("central", "import", str(tmp_path / "again.bundle"), "--data", central).returncode == 0
+    out = run("central", "import", str(tmp_path / "again.bundle"), "--data", central, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["stations"] == ["V1"] and json.loads(out.stdout)["stored"] == 0
     out = run("node", "import", str(tmp_path / "again.bundle.answer"), "--data", data, "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["state"]["up_waiting"] == 0
