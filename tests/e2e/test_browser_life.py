@@ -193,6 +193,7 @@ def test_a_refusal_and_a_rejection_print_their_rights_of_appeal_on_a4(system, br
     station = browser.new_page(locale="zh-CN")
     login(station, t1["url"], "agent", PASSWORD)
     station.click("text=立即同步")
+    expect(station.locator("#syncing")).to_have_count(0, timeout=30000)     # the catalogue is in: the sync is over
     expect(station.locator("#up-waiting")).to_have_text("0")
     for decision in ("refuse", "accept"):
         station.goto(t1["url"] + "/apply/RS-001")
@@ -214,7 +215,7 @@ def test_a_refusal_and_a_rejection_print_their_rights_of_appeal_on_a4(system, br
             receipt_no = re.search(r"T1-\d{8}-\d{5}", station.content())[0]
     station.goto(t1["url"] + "/")
     station.click("text=立即同步")
-    expect(station.locator("#up-waiting")).to_have_text("0")
+    expect(station.locator("#up-waiting")).to_have_text("0", timeout=30000)
 
     county = browser.new_page(locale="zh-CN")
     login(county, system.central_url, "renshe", PASSWORD)
