@@ -3,15 +3,25 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-$(VENV)/.installed: pyproject.toml
+# Both targets share $(VENV), each with its own marker: `make demo` installs lastmile alone (no test
+# tools), `make test` lastmile with its test extra. Either order works: the second adds what it lacks.
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed-demo: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# `make demo DEMO_ARGS="--base-port 9700"` when ports 8700-8702 are taken.
+DEMO_ARGS ?=
 .PHONY: demo test system-deps bench
-demo: $(VENV)/.installed
-	$(VENV)/bin/lastmile demo --data data/demo
+demo: $(VENV)/.installed-demo
+	$(VENV)/bin/lastmile demo --data data/demo $(DEMO_ARGS)
 
 # Debian packages the tests use: Chromium and CJK fonts for the browser tests,
 # installed only when missing and when we may (root).

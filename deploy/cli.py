@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deploy import verify_cli
+from deploy import summaries, verify_cli
 
 DEMO_CATALOG = Path(__file__).resolve().parent.parent / "central" / "catalog_demo.json"
 
@@ -69,7 +69,8 @@ def _central(args: argparse.Namespace) -> int:
         elif args.cmd == "import":
             src = Path(args.path)
             out = Path(args.answer) if args.answer else src.with_name(src.name + ".answer")
-            print(json.dumps(county.import_bundle(src, out), ensure_ascii=False))
+            done = county.import_bundle(src, out)
+            print(json.dumps(done, ensure_ascii=False) if args.json else summaries.county_import(done))
         elif args.cmd == "rotate-keys":
             done = county.rotate_keys()
             print(f"new county keys made (key {done['new_key']}); new key fingerprint {done['fingerprint']}")
@@ -246,7 +247,8 @@ def _node(args: argparse.Namespace) -> int:
             except (SyncError, CryptoError, OSError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
-            print(json.dumps(out, ensure_ascii=False))
+            print(json.dumps(out, ensure_ascii=False) if args.json else
+                  summaries.export(out, args.data) if args.cmd == "export" else summaries.imported(out))
         elif args.cmd == "purge":
             return _purge(station, args)
         elif args.cmd == "sync":
@@ -254,9 +256,11 @@ def _node(args: argparse.Namespace) -> int:
                 result = station.sync()
             except (SyncError, CryptoError) as exc:
                 print(f"sync failed: {exc}", file=sys.stderr)
-                print(json.dumps(station.sync_state(), ensure_ascii=False))
+                print(json.dumps(station.sync_state(), ensure_ascii=False) if args.json else
+                      summaries.sync_failed(str(exc), station.sync_state()))
                 return 1
-            print(json.dumps({**result.to_dict(), "state": station.sync_state()}, ensure_ascii=False))
+            print(json.dumps({**result.to_dict(), "state": station.sync_state()}, ensure_ascii=False) if args.json
+                  else summaries.sync(result.to_dict(), station.sync_state()))
     finally:
         station.store.close()
     return 0
@@ -350,6 +354,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("path", help="bundle written by `lastmile node export`")
     x.add_argument("--data", required=True)
     x.add_argument("--answer", help="where to write the answer (default: PATH.answer)")
+    x.add_argument("--json", action="store_true", help="print the result as JSON instead of a summary")
     x = c.add_parser("rotate-keys", help="make new county keys and announce them to every active station")
     x.add_argument("--data", required=True)
     k = c.add_parser("catalog", help="publish a catalogue version to all stations")
@@ -402,12 +407,15 @@ def parser() -> argparse.ArgumentParser:
                                    "for tests; a later day removes data early")
     x = n.add_parser("sync", help="sync with the county now")
     x.add_argument("--data", required=True)
+    x.add_argument("--json", action="store_true", help="print the result as JSON instead of a summary")
     x = n.add_parser("export", help="write what waits to go up to a file, for a USB stick")
     x.add_argument("--data", required=True)
     x.add_argument("--to", required=True)
+    x.add_argument("--json", action="store_true", help="print the result as JSON instead of a summary")
     x = n.add_parser("import", help="apply the county's answer bundle from a USB stick")
     x.add_argument("path")
     x.add_argument("--data", required=True)
+    x.add_argument("--json", action="store_true", help="print the result as JSON instead of a summary")
     _user_parser(n, "add an agent account or change its password", central=False)
 
     verify_cli.add_parser(sub)

@@ -106,6 +106,10 @@ def run(data: Path, *, host: str, base_port: int, sync_interval: float) -> int:
         else:
             info = json.loads(info_path.read_text(encoding="utf-8"))
             _wait(central_url, procs[0])
+            if info["central"].get("url") != central_url:        # resumed with another --base-port or --host
+                for st in info["stations"]:
+                    subprocess.run([sys.executable, "-m", "deploy.cli", "node", "set-central", central_url,
+                                    "--data", str(data / st["code"])], check=True)
         info["central"]["url"] = central_url
         for st, port in zip(info["stations"], ports[1:]):
             st["url"] = f"http://{host}:{port}"

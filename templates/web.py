@@ -139,6 +139,10 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "?"
 
 
+SESSION_ENDED = N_("You have been logged out: this account was disabled or its password changed, or it logged "
+                   "out on another computer. Log in again; if you cannot, ask your administrator.")
+
+
 def session_routes(template: str, authenticate: Authenticate,
                    context: Callable[[Request], dict[str, Any]] = lambda request: {},
                    accounts: AccountsOf | None = None) -> list[Route]:
@@ -152,7 +156,10 @@ def session_routes(template: str, authenticate: Authenticate,
         return state.login_throttle  # type: ignore[no-any-return]
 
     async def login_page(request: Request) -> Response:
-        return render(request, template, error=None, **context(request))
+        error = None
+        if request.session.get("ended"):            # set by SessionGuard; a login or logout clears it
+            error = gettext_for(locale_of(request))(SESSION_ENDED)
+        return render(request, template, error=error, **context(request))
 
     async def login(request: Request) -> Response:
         form = await checked_form(request)
@@ -229,6 +236,7 @@ class SessionGuard:
                     or not secrets.compare_digest(str(fresh["session_key"]), held["session_key"])):
                 logger.info("session of %r no longer valid: ended", held.get("username"))
                 session.pop("user", None)
+                session["ended"] = True         # the login page says why the user lands there
             else:
                 session["user"] = fresh
         await self.app(scope, receive, send)
