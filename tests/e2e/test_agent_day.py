@@ -8,7 +8,7 @@ synced) the day before; a 办不成事 report; with the county up, the day ends 
 has the cases; then the admin disables the agent, whose next click lands on the login page with a
 sentence saying why.
 
-One function per step, so the 一件事一次办 bundle intake can be dropped in as a step of its own.
+One function per step; the 一件事一次办 intake (出生一件事, two items, one scan) is one of them.
 Every station page is shot at 1366×768 and at phone width 390×844 (under $LASTMILE_SCREENSHOTS when
 set) and must not scroll sideways at 390 px."""
 
@@ -151,6 +151,38 @@ def step_intake_with_scan(day: Day) -> None:
     look(day, "06-receipt")
 
 
+def step_bundle_intake(day: Day) -> None:
+    """一件事一次办: a mother registers a birth and insures the baby at one sitting, one form, one scan."""
+    page = day.page
+    page.goto(day.v1 + "/")
+    page.click("#bundles >> text=出生一件事")
+    expect(page.locator("#bundle-items")).to_contain_text("县医疗保障局")
+    page.fill("input[name=name]", "刘晓燕")
+    page.fill("input[name=id_number]", valid_id_for_demo("41152619950612002"))
+    page.fill("input[name=phone]", "13812345678")
+    page.fill("input[name=address]", "张村三组2号")
+    for f in page.locator("#bundle-form input[name^=f_], #bundle-form textarea[name^=f_]").all():
+        kind = f.get_attribute("type") or f.get_attribute("inputmode") or ""
+        f.fill({"date": "2026-11-20", "numeric": "1"}.get(kind, "刘小宝"))
+    for sel in page.locator("#bundle-form select").all():
+        sel.select_option(index=1)
+    for box in page.locator("input[name=materials]").all():
+        box.check()
+    scan = day.tmp / "出生医学证明.jpg"
+    Image.merge("RGB", [Image.effect_noise((1000, 700), 30)] * 3).save(scan, "JPEG")
+    page.set_input_files("input[name=scan_id_card]", str(scan))     # a material both items need: once
+    look(day, "05b-bundle-form")
+    page.click("button[value=accept]")
+    items = page.locator("#sitting-items tr.sitting-item")
+    expect(items).to_have_count(2)
+    numbers = re.findall(r"V1-\d{8}-\d{5}", page.locator("#sitting-items").inner_text())
+    assert len(set(numbers)) == 2, numbers                          # one case, one number, per item
+    day.taken.extend(numbers)
+    look(day, "05c-bundle-receipt")
+    fits_a4(page, "bundle receipt")
+    page.set_viewport_size(DESK)
+
+
 def step_print_receipt(day: Day) -> None:
     fits_a4(day.page, "receipt")                                     # A4, 1-2 pages, nothing off the sheet
     if SHOTS:                                                        # the PDF itself, to look at
@@ -268,6 +300,7 @@ def test_an_agents_whole_day(county, browser, tmp_path):  # noqa: F811
             step_intake_with_scan(day)
             step_print_receipt(day)
             step_verify_at_the_other_station(day, browser)
+            step_bundle_intake(day)
             step_correction_notice(day)
             step_hand_out(day)
             step_report(day)
