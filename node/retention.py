@@ -138,6 +138,27 @@ def _late_events(db: sqlite3.Connection, up: str, acked: int, now: str) -> int:
     return len(rows)
 
 
+def _in_flight(db: sqlite3.Connection, record_id: str) -> bool:
+    """An event of the record set aside while the station heals (``_sync_displaced``): it is still to
+    be re-appended and sent with its body as signed, so the record is not purged yet."""
+    return db.execute("SELECT 1 FROM _sync_displaced WHERE CASE WHEN json_valid(event)"
+                      " THEN json_extract(event, '$.body.id') END = ?", (record_id,)).fetchone() is not None
+
+
+def _forks(db: sqlite3.Connection) -> int:
+    """Copies of events kept as evidence of a fork (``_sync_forks``: an event that did not fit the
+    log) that name a purged case or report lose their personal fields like the log's own copies."""
+    rows = db.execute(
+        "SELECT rowid, event FROM _sync_forks WHERE CASE WHEN json_valid(event) THEN"
+        " json_extract(event, '$.body.id') END IN (SELECT id FROM retention_purged)"
+        " AND json_extract(event, '$.body._redacted') IS NULL").fetchall()
+    for rowid, raw in rows:
+        event = json.loads(raw)
+        event["body"] = retention.redact(event.get("body"))
+        db.execute("UPDATE _sync_forks SET event = ? WHERE rowid = ?", (canonical.dumps(event).decode(), rowid))
+    return len(rows)
+
+
 def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
     """Remove the personal data of every case and report past the retention period that the county
     holds in full; returns what was done. ``now`` (default: the real time) is the day the period is
@@ -162,7 +183,7 @@ def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
         naming = _events_naming(db, [app_id for app_id, _ in due])
         for app_id, receipt_no in due:
             events = naming[app_id]
-            if any(stream == up and seq > acked for stream, seq, _k, _b in events):
+            if any(stream == up and seq > acked for stream, seq, _k, _b in events) or _in_flight(db, app_id):
                 continue            # the county does not hold every fact of the case yet: the next purge
             row = db.execute("SELECT body FROM applications WHERE id = ?", (app_id,)).fetchone()
             stub = retention.redact(json.loads(row[0]) if row and row[0] else {})
@@ -191,6 +212,8 @@ def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
             if (when := _when(answered_at)) is not None and when <= cutoff and (seq or 0) <= acked]
         naming = _events_naming(db, [report_id for report_id, _ in answered])
         for report_id, receipt_no in answered:
+            if _in_flight(db, report_id):
+                continue
             row = db.execute("SELECT body FROM reports WHERE id = ?", (report_id,)).fetchone()
             stub = retention.redact(json.loads(row[0]) if row and row[0] else {})
             st.store.update_report(db, report_id, body=canonical.dumps(stub).decode(), **REPORT_COLUMNS)
@@ -198,6 +221,7 @@ def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
             db.execute("INSERT INTO retention_purged (id, what, receipt_no, at) VALUES (?, 'report', ?, ?)",
                        (report_id, receipt_no, stamp))
             done["reports"].append(receipt_no)
+        done["events"] += _forks(db)
     for name in files:          # after the commit: a crash before it leaves the files, not a gap
         path = st.settings.data / name
         try:

@@ -359,3 +359,45 @@ def test_a_restored_county_that_holds_the_application_shows_the_purged_rest_as_s
         row = page.get(f"/cases/{case['id']}").text.split('data-kind="application.handed_out"')[1].split("</tr>")[0]
         assert "个人信息已按保留期删除" in row and "验证不通过" not in row
     county.store.close()
+
+
+def test_a_purge_reaches_the_copies_kept_as_evidence_of_a_fork_and_waits_for_a_case_in_flight(pair):
+    """Besides the log, a station keeps whole events in two side tables: a county event that did
+    not fit its log (``_sync_forks``, evidence) and its own events set aside while it heals
+    (``_sync_displaced``, still to be sent as signed). A purge blanks the first like the log's own
+    copies, and leaves a case with an event in the second alone until it has gone up."""
+    from node import retention
+    from sync import inbox, log
+    from sync.log import Event
+    from tests.sync.test_recovery import CLERK, round_trip, take
+
+    county, st, _root = pair
+    first, second = take(st, 2)
+    round_trip(county, st)
+    for case in (first, second):
+        county.decide(case["id"], "approve", "", CLERK)
+    round_trip(county, st)
+    for case in (first, second):
+        assert st.hand_out(case["id"], "代办员")
+    round_trip(county, st)
+    names = dict(st.store.conn.execute("SELECT id, applicant_name FROM applications").fetchall())
+    with st.store.transaction() as db:
+        down = log.events_after(db, log.down(st.code), 0)
+        decided = next(ev for ev in down if ev.body.get("id") == first["id"])
+        other = Event(**{**decided.content(), "body": {**decided.body, "note": f"{names[first['id']]}的材料已核"}},
+                      hash="f" * 64, sig=decided.sig)
+        inbox._fork(db, other, "a county event that does not fit the log")
+        mine = next(ev for ev in log.events_after(db, log.up(st.code), 0) if ev.body.get("id") == second["id"])
+        db.execute("INSERT INTO _sync_displaced (stream, seq, hash, event, at) VALUES (?, ?, ?, ?, ?)",
+                   (mine.stream, mine.seq, mine.hash, json.dumps(mine.to_wire(), ensure_ascii=False), log.utcnow()))
+    fork_text = lambda: st.store.conn.execute("SELECT event FROM _sync_forks").fetchone()[0]  # noqa: E731
+    assert names[first["id"]] in fork_text()
+
+    later = dt.datetime.now(CHINA) + dt.timedelta(days=31)
+    gone = retention.purge(st, later)
+    assert gone["cases"] == [first["receipt_no"]]           # the second waits: an event of it is in flight
+    assert names[first["id"]] not in fork_text() and '"_redacted"' in fork_text()
+    assert json.loads(fork_text())["hash"] == "f" * 64       # the evidence keeps its hash and signature
+    with st.store.transaction() as db:
+        db.execute("DELETE FROM _sync_displaced")            # healed: re-appended and sent
+    assert retention.purge(st, later)["cases"] == [second["receipt_no"]]
