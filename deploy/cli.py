@@ -203,6 +203,7 @@ def _node(args: argparse.Namespace) -> int:
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
         return 0
     station = Station(settings)
+    station.store.unlock_from_env()     # node/vault.py: LASTMILE_NODE_TOKEN unlocks what reads personal data
     try:
         if args.cmd == "user":
             try:
