@@ -204,7 +204,7 @@ class Station(Intake, Healing):
 
     def sync(self) -> client.SyncResult:
         """Events first (the county sees the case at once), then the scans it lists."""
-        if self.store.vault.locked:     # node/vault.py: nothing personal can be read or written yet
+        if self.store.vault_refresh():  # node/vault.py: nothing personal can be read or written yet
             raise vault.Locked("the station is locked until an agent logs in: sync waits for the unlock")
         if not self._sync_lock.acquire(timeout=2 * self.settings.http_timeout):
             raise client.LinkDown("another sync is still running")

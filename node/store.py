@@ -250,17 +250,26 @@ class Store:
         key for it if it is not wrapped yet (an account added while locked, a changed password)."""
         v = self.vault
         with self.lock:
+            self.vault_refresh()
             if v.locked and not v.try_unlock(self.conn, username, kind, secret):
                 return                      # not wrapped for this secret: another account must unlock
-            unlocked_now = v.locked is False and not v.has_wrap(self.conn, username, kind, ref)
+            unwrapped = v.locked is False and not v.has_wrap(self.conn, username, kind, ref)
             made = not v.exists
-            if made or unlocked_now:
+            if made or unwrapped:
                 with self.transaction() as db:
                     if made:
                         v.create(db)
                     v.add_wrap(db, username, kind, ref, secret)
             if made or not getattr(self, "_leftovers_done", False):
                 self.vault_leftovers()
+
+    def vault_refresh(self) -> bool:
+        """Another process (``lastmile node user add``) may have made the vault since this one started:
+        from then on this one is locked too. True if the station is locked."""
+        if not self.vault.exists:
+            with self.lock:
+                self.vault.exists = self.conn.execute("SELECT 1 FROM meta WHERE name = 'vault'").fetchone() is not None
+        return self.vault.locked
 
     def unlock_from_env(self) -> bool:
         """For the CLI (never the server's environment): a locked station is unlocked with the API

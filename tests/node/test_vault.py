@@ -17,10 +17,11 @@ from PIL import Image
 
 from central.app import create_app as central_app
 from crypto import passwords
+from deploy import cli
 from node.app import create_app as node_app
 from node.enroll import enroll
 from node.station import Settings as NodeSettings
-from node.store import Store
+from node.store import TOKEN_ENV, Store
 from sync.rules import valid_id_for_demo
 from tests.conftest import PASSWORD, add_station, csrf_of, log_in, make_county, serve
 from tests.e2e.test_walking_skeleton import full_application
@@ -73,7 +74,7 @@ def station_server(settings: NodeSettings) -> Iterator[str]:
         yield url
 
 
-def test_a_copy_of_the_data_folder_holds_no_personal_data_running_or_locked(tmp_path, http):
+def test_a_copy_of_the_data_folder_holds_no_personal_data_running_or_locked(tmp_path, http, capsys, monkeypatch):
     central, tokens = make_county(tmp_path / "central")
     with serve(central_app(central)) as central_url:
         settings, token = add_station(central, central_url, tmp_path / "V1", "V1", "village")
@@ -177,6 +178,15 @@ def test_a_copy_of_the_data_folder_holds_no_personal_data_running_or_locked(tmp_
             r = late.get(f"/api/v1/applications/{cases['later']['id']}")
             assert r.status_code == 200 and r.json()["applicant_name"] == PEOPLE["later"][0]
 
+        # The command line runs locked: what reads personal data says how to unlock, and does so with a token.
+        monkeypatch.delenv(TOKEN_ENV, raising=False)
+        assert cli.main(["node", "purge", "--data", str(data)]) == 2
+        assert "encrypted and locked" in capsys.readouterr().err
+        monkeypatch.setenv(TOKEN_ENV, "not-a-token")
+        assert cli.main(["node", "purge", "--data", str(data)]) == 2
+        monkeypatch.setenv(TOKEN_ENV, late_token)
+        assert cli.main(["node", "purge", "--data", str(data)]) == 0
+
 
 def test_a_password_login_unlocks_and_an_older_plaintext_database_is_encrypted_in_place(tmp_path, http):
     central, _tokens = make_county(tmp_path / "central")
@@ -225,3 +235,30 @@ def test_a_password_login_unlocks_and_an_older_plaintext_database_is_encrypted_i
         shutil.copytree(data, copy)
         for n in needles(name, id_number, phone):
             assert not [p for p in copy.rglob("*") if p.is_file() and n in p.read_bytes()], n
+
+
+def test_the_first_account_added_while_the_node_runs_makes_the_key_the_running_node_then_uses(tmp_path, http):
+    from central.county import County
+    central, _tokens = make_county(tmp_path / "central")
+    county = County(central)
+    otp = county.add_station("V3", "V3站", "village")
+    fingerprint = county.me.public.fingerprint()
+    county.store.close()
+    settings = NodeSettings(data=tmp_path / "V3", sync_interval=3600)
+    with serve(central_app(central)) as central_url:
+        enroll(settings, central_url=central_url, station="V3", code=otp, fingerprint=fingerprint)
+        with station_server(settings) as url:           # no account yet: nothing to lock
+            store = Store(settings.db_path)             # `lastmile node user add`, next to the running node
+            token = store.add_user("agent", "代办员", PASSWORD)
+            store.close()
+            api = http(url, token)
+            assert api.post("/api/v1/sync").status_code == 200       # the key the CLI made, unwrapped by its token
+            browser, landing = log_in(http, url, "agent")
+            assert landing.status_code == 200 and 'id="vault-locked"' not in landing.text
+            item = next(i for i in api.get("/api/v1/catalog").json()["items"] if i["code"].startswith("MZ"))
+            body = full_application(item)
+            name, id_number, phone = PEOPLE["later"]
+            body["applicant"] = {"name": name, "id_number": id_number, "phone": phone, "address": "诸葛村"}
+            assert api.post("/api/v1/applications", json=body).status_code == 201
+            raw = b"".join(p.read_bytes() for p in settings.data.rglob("*") if p.is_file())
+            assert not [n for n in needles(name, id_number, phone) if n in raw]

@@ -11,6 +11,7 @@ from node.station import Station
 def station(system):
     """Station V1 of the ``system`` fixture, in this process, after its first sync (catalogue)."""
     st = Station(system.stations["V1"]["settings"])
+    st.store.user_by_token(system.stations["V1"]["token"])   # unlocks (node/vault.py)
     st.sync()
     yield st
     st.store.close()
