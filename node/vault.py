@@ -105,7 +105,8 @@ class Vault:
     def __init__(self) -> None:
         self._aead: AESGCM | None = None
         self.exists = False                     # set by Store once it has read the vault table
-        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cache: OrderedDict[str, str] = OrderedDict()      # ciphertext -> plaintext, oldest first
+        self._cache_lock = threading.Lock()
         self._mem = threading.local()
         self.on_unlock: list[Callable[[], None]] = []
 
@@ -146,9 +147,10 @@ class Vault:
             plain = self._aead.decrypt(raw[:12], raw[12:], AD).decode()
         except InvalidTag as exc:
             raise sqlite3.DatabaseError("an encrypted value does not open with the station's key") from exc
-        self._cache[value] = plain
-        if len(self._cache) > CACHE:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[value] = plain
+            if len(self._cache) > CACHE:
+                self._cache.popitem(last=False)
         return plain
 
     def plain(self, value: Any) -> Any:
