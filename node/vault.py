@@ -11,7 +11,9 @@ ciphertext) under the station's *data key*, associated data ``lastmile-vault/1``
   station is *unlocked* until the process ends. A wrong password unwraps nothing.
 * Writes: SQLite triggers (``AFTER INSERT`` / ``AFTER UPDATE OF`` the columns) call ``lm_enc`` on
   every new value, whatever code path wrote it; with ``PRAGMA secure_delete`` the plaintext cell
-  is zeroed in the page before the transaction commits, so it never reaches the WAL.
+  is zeroed in the page before the transaction commits, so it does not reach the WAL (short of
+  SQLite spilling a full page cache in the middle of a statement, which the station's small
+  transactions do not come near; the migration vacuums and truncates the WAL after it).
 * Reads: the connection's row factory opens every ``lmenc1:`` value; the SQL functions the node's
   queries apply to those columns (``json_extract``, ``json_valid``, ``instr``, ``LIKE``) are
   overridden on the node's connection to open their argument first and then run SQLite's own
