@@ -262,3 +262,24 @@ def test_the_first_account_added_while_the_node_runs_makes_the_key_the_running_n
             assert api.post("/api/v1/applications", json=body).status_code == 201
             raw = b"".join(p.read_bytes() for p in settings.data.rglob("*") if p.is_file())
             assert not [n for n in needles(name, id_number, phone) if n in raw]
+
+
+def test_a_disabled_account_no_longer_opens_the_key_on_a_copied_disk(tmp_path, http):
+    central, _tokens = make_county(tmp_path / "central")
+    with serve(central_app(central)) as central_url:
+        settings, token = add_station(central, central_url, tmp_path / "V1", "V1", "village")
+        store = Store(settings.db_path)
+        assert store.user_by_token(token)             # unlocked: the new admin's key is wrapped at once
+        admin_token = store.add_user("head", "站长", PASSWORD, "admin")
+        store.close()
+        with station_server(settings) as url:
+            r = http(url, admin_token).post("/api/v1/staff/agent/disable")
+            assert r.status_code == 200, r.text
+    thief = Store(settings.db_path)                   # the disk, with the agent's old password and token
+    try:
+        assert thief.vault.locked
+        assert not thief.vault.try_unlock(thief.conn, "agent", "password", PASSWORD)
+        assert not thief.vault.try_unlock(thief.conn, "agent", "token", token)
+        assert thief.vault.locked and thief.vault.try_unlock(thief.conn, "head", "password", PASSWORD)
+    finally:
+        thief.close()
