@@ -16,7 +16,6 @@ from node.store import TOKEN_ENV, Store
 from sync.rules import valid_id_for_demo
 from tests.conftest import csrf_of, log_in
 from tests.e2e.test_walking_skeleton import full_application
-from tests.node.test_vault import needles
 from tests.sync.test_decision_documents import b64, png
 from tests.sync.test_recovery import pair  # noqa: F401 - a county and a station in this process
 
@@ -28,6 +27,11 @@ PEOPLE = {
 }
 REPORT = {"name": "上官翠花", "phone": "13944445555", "id_number": "", "tried": "去乡里办高龄津贴，上官翠花被让去县里",
           "where": "乡便民服务中心2号窗口", "item_code": "MZ-004", "contact": "13944445555，上午在家"}
+
+
+def needles(name: str, id_number: str, phone: str) -> list[bytes]:
+    """Every form a person's data can take in the files: UTF-8, and JSON's \\uXXXX escapes."""
+    return [name.encode(), json.dumps(name).strip('"').encode(), id_number.encode(), phone.encode()]
 
 
 def found_in(folder: Path, needle: bytes) -> list[str]:
