@@ -86,7 +86,16 @@ class Store:
                 side.chmod(0o600)
 
     def close(self) -> None:
-        self.conn.close()
+        """Close the connection once no other thread is inside a statement on it.
+
+        The connection is shared by the web handlers and the background sync (check_same_thread is
+        off). Python's sqlite3 frees the connection at ``close`` even while another thread is in the
+        middle of a statement, and that thread then crashes the interpreter (a segmentation fault
+        when its statement returns): so the close takes the store's lock, which every transaction
+        and the sync hold, and a sync the app could not stop in time finishes first (its later calls
+        get a plain "closed database" error)."""
+        with self.lock:
+            self.conn.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
