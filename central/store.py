@@ -97,7 +97,8 @@ class Store:
                 side.chmod(0o600)
 
     def close(self) -> None:
-        self.conn.close()
+        with self.lock:         # never while another thread is inside a statement (node/store.py close)
+            self.conn.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
