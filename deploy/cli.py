@@ -202,7 +202,11 @@ def _node(args: argparse.Namespace) -> int:
         from node.app import create_app
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
         return 0
+    import sqlite3
+
+    from node.store import TOKEN_ENV
     station = Station(settings)
+    station.store.unlock_from_env()     # node/vault.py: LASTMILE_NODE_TOKEN unlocks what reads personal data
     try:
         if args.cmd == "user":
             try:
@@ -261,6 +265,12 @@ def _node(args: argparse.Namespace) -> int:
                 return 1
             print(json.dumps({**result.to_dict(), "state": station.sync_state()}, ensure_ascii=False) if args.json
                   else summaries.sync(result.to_dict(), station.sync_state()))
+    except sqlite3.OperationalError as exc:
+        if not station.store.vault.locked:
+            raise
+        print(f"error: the station's personal data is encrypted and locked ({exc}): set {TOKEN_ENV} to the API "
+              "token of one of its accounts", file=sys.stderr)
+        return 2
     finally:
         station.store.close()
     return 0

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         from node import verify as station_verify
         from node.station import Settings, Station
         st = Station(Settings(data=data))
+        st.store.unlock_from_env()      # node/vault.py: LASTMILE_NODE_TOKEN
         try:
             result = station_verify.check(st, text)
         finally:

@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node import apiviews, bundle_views, docviews, idem, logredact, rating_views, staff, views
+from node import apiviews, bundle_views, docviews, idem, logredact, rating_views, staff, views, vault_views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
@@ -85,6 +85,7 @@ def create_app(settings: Settings, *, background_sync: bool = True) -> Starlette
         loop = station.sync_loop() if background_sync else None
         if loop:
             loop.start()
+            station.store.vault.on_unlock.append(loop.wake)      # node/vault.py: sync waits for the unlock
         app.state.sync_loop = loop
         try:
             yield
@@ -93,7 +94,7 @@ def create_app(settings: Settings, *, background_sync: bool = True) -> Starlette
                 loop.stop()
             station.store.close()
 
-    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: error_handler(("/api/",))},
+    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: error_handler(("/api/",)), **vault_views.HANDLERS},
                     middleware=[Middleware(SecureCookies), Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
                                            session_cookie="lastmile_node", same_site="strict"),
                                 Middleware(SessionGuard, accounts=views.accounts),

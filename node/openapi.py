@@ -134,3 +134,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 DOCUMENT = document("lastmile station", "The JSON API of a village or township service station (README.md, "
                     "\"JSON API\"). Errors are `{\"error\", \"message\", \"details\"}`; `details` names fields in "
                     "the API's own names.", OPERATIONS, SCHEMAS)
+
+# node/vault.py: after a start, until an agent logs in or a token with a wrapped key is used, every
+# authenticated operation may answer 423 ``locked``.
+for _op in OPERATIONS.values():
+    if _op.get("security") != [] and "401" in _op["responses"]:
+        _op["responses"]["423"] = {"description": "The station is locked: its personal data stays encrypted until "
+                                                  "an agent logs in or a token whose key is wrapped is used.",
+                                   "content": {"application/json": {"schema": ref("Error")}}}

@@ -29,7 +29,7 @@ def applications(store: Store, query: str, limit: int = 50) -> list[dict[str, An
         where.append("receipt_no LIKE ?")
         params.append(f"%{q}%")
     if re.fullmatch(r"\d{17}[\dX]", upper):
-        where.append("id_number = ?")
+        where.append("id_number LIKE ?")        # no wildcard: equal (node/vault.py: LIKE opens the value)
         params.append(upper)
     elif re.fullmatch(r"\d{5}[\dX]", upper):
         where.append("id_number LIKE ?")

@@ -135,6 +135,9 @@ def set_active(store: Store, actor: str, username: str, active: bool) -> None:
         else:
             db.execute("UPDATE users SET active = 0, session_key = ? WHERE username = ?",
                        (passwords.new_session_key(), username))
+            # node/vault.py: its password and token no longer open the station's data, on a copied
+            # disk either; enabled again, it is wrapped anew at its first use while unlocked.
+            db.execute("DELETE FROM vault_keys WHERE username = ?", (username,))
     logger.info("%r %s the account %r", actor, "enabled" if active else "disabled", username)
 
 

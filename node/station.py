@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from crypto.keys import Identity, PublicKeys, private_dir
-from node import documents, projections, retention
+from node import documents, projections, retention, vault
 from node.healing import Healing
 from node.intake import Intake
 from node.store import Store
@@ -204,6 +204,8 @@ class Station(Intake, Healing):
 
     def sync(self) -> client.SyncResult:
         """Events first (the county sees the case at once), then the scans it lists."""
+        if self.store.vault_refresh():  # node/vault.py: nothing personal can be read or written yet
+            raise vault.Locked("the station is locked until an agent logs in: sync waits for the unlock")
         if not self._sync_lock.acquire(timeout=2 * self.settings.http_timeout):
             raise client.LinkDown("another sync is still running")
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -20,6 +21,7 @@ import sqlite_utils
 from crypto import canonical, passwords
 from crypto.keys import PublicKeys, private_dir, private_file
 from node import ratings
+from node import vault as vaults
 from sync import log, schema
 from sync.blobs import SCAN_ERROR
 from sync.client import SKEW_LIMIT_S
@@ -57,6 +59,9 @@ TABLES = {
 }
 
 
+TOKEN_ENV = "LASTMILE_NODE_TOKEN"
+
+
 class AccountDisabled(PermissionError):
     """The password was right, but the station's admin has disabled the account."""
 
@@ -67,7 +72,10 @@ class Store:
         private_dir(path.parent)        # DATA: 0700, whatever the umask
         private_file(path)              # 0600 before SQLite opens it; its -wal and -shm get the same mode
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000", "foreign_keys=ON"):
+        self.vault = vaults.Vault()         # node/vault.py: personal data encrypted at rest
+        self.vault.install(self.conn)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000", "foreign_keys=ON",
+                       "secure_delete=ON"):
             self.conn.execute(f"PRAGMA {pragma}")
         self.db = sqlite_utils.Database(self.conn)
         self.lock = threading.RLock()
@@ -81,6 +89,9 @@ class Store:
             self.db["applications"].create_index(["status"], if_not_exists=True)
             self._upgrade_users()
             ratings.create(self.conn)       # node/ratings.py: the citizens' ratings and the county's answers
+            self.conn.execute(vaults.SCHEMA)
+            vaults.Vault.triggers(self.conn)
+            self.vault.exists = self.conn.execute("SELECT 1 FROM meta WHERE name = 'vault'").fetchone() is not None
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say
                 side.chmod(0o600)
@@ -165,6 +176,14 @@ class Store:
                                      "token_hash": passwords.token_hash(token), "created_at": log.utcnow(),
                                      "session_key": passwords.new_session_key(), "role": role, "active": 1},
                                     pk="username")
+            made = not self.vault.exists
+            if made:                        # the first account: the station's data key is made now
+                self.vault.create(db)
+            if not self.vault.locked:       # locked (another process holds the key): wrapped at first use
+                self.vault.add_wrap(db, username, "password", hashed, password)
+                self.vault.add_wrap(db, username, "token", passwords.token_hash(token), token)
+        if made:
+            self.vault_leftovers()
         return token
 
     def set_password(self, username: str, password: str) -> None:
@@ -175,6 +194,8 @@ class Store:
             if not db.execute("UPDATE users SET password = ?, session_key = ? WHERE username = ?",
                               (hashed, passwords.new_session_key(), username)).rowcount:
                 raise LookupError(f"no agent {username!r}")
+            if self.vault.exists and not self.vault.locked:     # locked: the old password's wrap stays
+                self.vault.add_wrap(db, username, "password", hashed, password)
 
     def end_sessions(self, username: str) -> None:
         with self.transaction() as db:
@@ -207,6 +228,7 @@ class Store:
                        (u["session_key"], log.utcnow(), username))
             if rehashed:
                 db.execute("UPDATE users SET password = ? WHERE username = ?", (rehashed, username))
+        self.vault_credential(username, "password", password, rehashed or self._password_hash(username))
         return u
 
     def session_user(self, username: str) -> dict[str, Any] | None:
@@ -220,7 +242,64 @@ class Store:
     def user_by_token(self, token: str) -> dict[str, Any] | None:
         """The account of an API token; None if there is none or it is disabled."""
         u = self._user("token_hash", passwords.token_hash(token))
-        return {"username": u["username"], "name": u["name"], "role": u["role"]} if u and u["active"] else None
+        if not u or not u["active"]:
+            return None
+        self.vault_credential(u["username"], "token", token, passwords.token_hash(token))
+        return {"username": u["username"], "name": u["name"], "role": u["role"]}
+
+    def _password_hash(self, username: str) -> str:
+        with self.lock:
+            row = self.conn.execute("SELECT password FROM users WHERE username = ?", (username,)).fetchone()
+        return str(row[0]) if row else ""
+
+    # the vault (node/vault.py) -------------------------------------------------------------
+    def vault_credential(self, username: str, kind: str, secret: str, ref: str) -> None:
+        """A password or token that was just accepted: unlock the station with it if it is locked,
+        make the vault if there is none (encrypting an older database in place), and wrap the data
+        key for it if it is not wrapped yet (an account added while locked, a changed password)."""
+        v = self.vault
+        with self.lock:
+            self.vault_refresh()
+            if v.locked and not v.try_unlock(self.conn, username, kind, secret):
+                return                      # not wrapped for this secret: another account must unlock
+            unwrapped = v.locked is False and not v.has_wrap(self.conn, username, kind, ref)
+            made = not v.exists
+            if made or unwrapped:
+                with self.transaction() as db:
+                    if made:
+                        v.create(db)
+                    v.add_wrap(db, username, kind, ref, secret)
+            if made or not getattr(self, "_leftovers_done", False):
+                self.vault_leftovers()
+
+    def vault_refresh(self) -> bool:
+        """Another process (``lastmile node user add``) may have made the vault since this one started:
+        from then on this one is locked too. True if the station is locked."""
+        if not self.vault.exists:
+            with self.lock:
+                self.vault.exists = self.conn.execute("SELECT 1 FROM meta WHERE name = 'vault'").fetchone() is not None
+        return self.vault.locked
+
+    def unlock_from_env(self) -> bool:
+        """For the CLI (never the server's environment): a locked station is unlocked with the API
+        token in ``LASTMILE_NODE_TOKEN``, if it is a valid one. True if unlocked (or nothing to unlock)."""
+        token = os.environ.get(TOKEN_ENV, "")
+        if self.vault.locked and token:
+            self.user_by_token(token)
+        return not self.vault.locked
+
+    def vault_leftovers(self) -> None:
+        """Once per process after the unlock: triggers for tables made since, every value still in
+        clear encrypted in one transaction, then VACUUM and a truncating checkpoint so no old page
+        with plaintext stays in the file or its WAL."""
+        with self.lock:
+            self._leftovers_done = True
+            with self.transaction() as db:
+                vaults.Vault.triggers(db)
+                changed = vaults.Vault.encrypt_all(db)
+            if changed:
+                self.conn.execute("VACUUM")
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # applications ----------------------------------------------------------
     def insert_application(self, db: sqlite3.Connection, ev: Event, status: str) -> None:

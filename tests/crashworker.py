@@ -83,6 +83,7 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     st = Station(Settings(data=Path(argv[1])))
+    st.store.unlock_from_env()          # node/vault.py: the test gives the station's token
     try:
         say("READY")
         return intake(st, int(argv[2])) if argv[0] == "intake" else sync(st)

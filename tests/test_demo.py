@@ -3,6 +3,8 @@ ports asked for, and resumed on other ports its stations follow the county to it
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import signal
 import socket
@@ -12,6 +14,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from node.store import TOKEN_ENV
 
 
 def _free_base() -> int:
@@ -66,8 +70,11 @@ def test_demo_runs_on_the_base_port_given_and_follows_it_when_resumed_elsewhere(
     proc = _start(data, again)
     try:
         assert httpx.get(f"http://127.0.0.1:{again + 1}/login", timeout=10).status_code == 200
+        token = next(s["token"] for s in json.loads((data / "demo.json").read_text(encoding="utf-8"))["stations"]
+                     if s["code"] == "V001")
+        # The CLI runs locked (node/vault.py): it unlocks with the station's API token.
         synced = subprocess.run([sys.executable, "-m", "deploy.cli", "node", "sync", "--data", str(data / "V001")],
-                                capture_output=True, text=True, timeout=120)
+                                capture_output=True, text=True, timeout=120, env={**os.environ, TOKEN_ENV: token})
         assert synced.returncode == 0, synced.stdout + synced.stderr
         assert "sync done" in synced.stdout
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from node.station import Station
+from node.store import Store as NodeStore
 from tests.central.test_hostile_station import forge
 from tests.conftest import log_in
 from tests.test_rating import decided_and_handed_out
@@ -47,7 +48,20 @@ def test_both_ends_show_the_whole_history_in_order_with_valid_signatures(system,
         assert html.count("✓ 验证通过") == 5 and "验证不通过" not in html
 
 
-def tamper(db_path, kind: str, old: str, new: str) -> None:
+def tamper(db_path, kind: str, old: str, new: str, token: str | None = None) -> None:
+    if token:                   # a station's bodies are encrypted (node/vault.py): edit them through its store
+        store = NodeStore(db_path)
+        assert store.user_by_token(token)
+        try:
+            with store.transaction() as db:
+                rows = db.execute("SELECT rowid, body FROM _sync_events WHERE kind = ?", (kind,)).fetchall()
+                hit = [(rowid, body.replace(old, new)) for rowid, body in rows if old in body]
+                for rowid, body in hit:
+                    db.execute("UPDATE _sync_events SET body = ? WHERE rowid = ?", (body, rowid))
+            assert len(hit) == 1
+        finally:
+            store.close()
+        return
     conn = sqlite3.connect(db_path)
     try:
         with conn:
@@ -60,7 +74,8 @@ def tamper(db_path, kind: str, old: str, new: str) -> None:
 def test_an_event_edited_in_the_database_shows_as_not_verifying(system, http):
     node, app, dept, page, clerk = whole_life(system, http)
     tamper(system.data / "central" / "central.db", "application.rated", "态度不好", "态度很好")
-    tamper(system.stations["V1"]["settings"].db_path, "rating.answered", "已批评教育", "无需整改")
+    tamper(system.stations["V1"]["settings"].db_path, "rating.answered", "已批评教育", "无需整改",
+           system.stations["V1"]["token"])
 
     county_view = {e["kind"]: e["signature"] for e in clerk.get(f"/api/v1/cases/{app['id']}").json()["history"]}
     assert county_view.pop("application.rated") == "invalid" and set(county_view.values()) == {"valid"}
@@ -77,6 +92,7 @@ def test_an_event_edited_in_the_database_shows_as_not_verifying(system, http):
 def test_a_kind_nobody_knows_gets_a_generic_line_not_an_error(system, http):
     node, app, dept, page = decided_and_handed_out(system, http)
     st = Station(system.stations["V1"]["settings"])
+    st.store.user_by_token(system.stations["V1"]["token"])   # unlocks (node/vault.py)
     try:
         seq = forge(st, "application.from_the_future", {"id": app["id"], "by": "代办员", "at": "2026-11-22T19:05:36+08:00"})
         st.sync()

@@ -155,6 +155,7 @@ def test_a_case_waiting_for_a_decision_is_not_rated_at_either_end(system, http):
 
     # A hostile station signs one anyway: the county stores it, sets it aside, counts no rating.
     st = Station(system.stations["V1"]["settings"])
+    st.store.user_by_token(system.stations["V1"]["token"])   # unlocks (node/vault.py)
     try:
         seq = forge(st, facts.RATED, rating_body(app["id"], 1))
         st.sync()
@@ -177,6 +178,7 @@ def test_a_second_rating_from_a_hostile_station_is_set_aside_at_the_county(syste
     node, app, dept, _ = decided_and_handed_out(system, http)
     assert node.post(f"/api/v1/applications/{app['id']}/rating", json={"score": 4}).status_code == 201
     st = Station(system.stations["V1"]["settings"])
+    st.store.user_by_token(system.stations["V1"]["token"])   # unlocks (node/vault.py)
     try:
         seq = forge(st, facts.RATED, rating_body(app["id"], 1, "再评一次"))
         st.sync()

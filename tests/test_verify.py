@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
 import segno
 from hypothesis import given, settings, strategies as st
 
 from central.county import County, Settings as CentralSettings
 from deploy.cli import main as cli
+from node.store import TOKEN_ENV
 from sync import verify
 from tests.e2e.test_walking_skeleton import full_application
 
@@ -29,8 +31,12 @@ def _api_verify(client, code):
     return r.json()
 
 
-def _cli(capsys, code, data):
-    rc = cli(["verify", code, "--data", str(data), "--lang", "en"])
+def _cli(capsys, code, data, token=None):
+    """``lastmile verify``; at a station with the API token that unlocks it (node/vault.py)."""
+    with pytest.MonkeyPatch.context() as env:
+        if token:
+            env.setenv(TOKEN_ENV, token)
+        rc = cli(["verify", code, "--data", str(data), "--lang", "en"])
     return rc, capsys.readouterr().out
 
 
@@ -62,7 +68,7 @@ def test_receipt_verifies_at_its_station_the_county_and_another_station(system, 
     shown = page.get("/verify", params={"code": qr}).text
     assert "真实有效" in shown and app["receipt_no"] in shown
     assert "李*" in shown and "李秀英" not in shown          # only the masked name, as the paper prints
-    rc, out = _cli(capsys, qr, v1["settings"].data)
+    rc, out = _cli(capsys, qr, v1["settings"].data, v1["token"])
     assert rc == 0 and app["receipt_no"] in out
 
     # The typed code works at V1 (and below at the county).
@@ -87,7 +93,7 @@ def test_receipt_verifies_at_its_station_the_county_and_another_station(system, 
     got = _api_verify(other, qr)
     assert got["valid"] is True and got["station"] == "V1" and got["item"] == item["name"] and got["state"] is None
     assert "V1" in http(t1["url"]).get("/verify", params={"code": qr}).text
-    rc, out = _cli(capsys, qr, t1["settings"].data)
+    rc, out = _cli(capsys, qr, t1["settings"].data, t1["token"])
     assert rc == 0
     assert _api_verify(other, code)["valid"] is False
 
@@ -110,7 +116,7 @@ def test_altered_forged_and_made_up_documents_are_refused(system, http, capsys):
     forged = head + "LM2:" + token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1:]
     got = public.post("/api/v1/verify", json={"code": forged}, headers={"accept-language": "en"}).json()
     assert got["valid"] is False and got["reason"]
-    rc, out = _cli(capsys, forged, v1["settings"].data)
+    rc, out = _cli(capsys, forged, v1["settings"].data, v1["token"])
     assert rc == 1 and out.startswith("✗")
     # A made-up code: not found, in words.
     got = _api_verify(public, "7KQ2-9MZD-41TX")

@@ -32,6 +32,7 @@ BOSS = {"name": "督办", "role": "supervisor", "department": None}
 @pytest.fixture
 def v1(system):
     s = Station(system.stations["V1"]["settings"])
+    s.store.user_by_token(system.stations["V1"]["token"])   # unlocks (node/vault.py)
     s.sync()
     yield s
     s.store.close()
@@ -40,6 +41,7 @@ def v1(system):
 @pytest.fixture
 def t1(system):
     s = Station(system.stations["T1"]["settings"])
+    s.store.user_by_token(system.stations["T1"]["token"])   # unlocks (node/vault.py)
     s.sync()
     yield s
     s.store.close()

@@ -254,6 +254,7 @@ def test_slow_trickles_do_not_take_the_sync_slots(system, http):
         time.sleep(1.5)                                    # all ten are in, trickling
         assert len(opened) == 10
         st = Station(system.stations["V1"]["settings"])
+        st.store.user_by_token(system.stations["V1"]["token"])   # unlocks (node/vault.py)
         try:
             started = time.monotonic()
             result = st.sync()                             # the catalogue comes down, in seconds

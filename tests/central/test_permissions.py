@@ -36,6 +36,7 @@ def jpeg() -> bytes:
 @pytest.fixture
 def station(system):
     st = Station(system.stations["V1"]["settings"])
+    st.store.user_by_token(system.stations["V1"]["token"])   # unlocks (node/vault.py)
     st.sync()                                            # the catalogue
     yield st
     st.store.close()

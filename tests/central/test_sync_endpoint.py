@@ -19,6 +19,7 @@ ITEM = {"name": "赵大", "id_number": "11010519491231002X", "phone": "", "addre
 @pytest.fixture
 def v1(system):
     st = Station(system.stations["V1"]["settings"])
+    st.store.user_by_token(system.stations["V1"]["token"])   # unlocks (node/vault.py)
     st.sync()
     item = st.items()[0]
     form = {**ITEM, "materials": [m["code"] for m in item["materials"]]}

@@ -87,6 +87,7 @@ def test_a_non_canonical_header_is_refused_even_when_signed():
 @pytest.fixture
 def v1(system):
     st = Station(system.stations["V1"]["settings"])
+    st.store.user_by_token(system.stations["V1"]["token"])   # unlocks (node/vault.py)
     st.sync()
     item = st.items()[0]
     st.take(item["code"], form_for(item, 0), "accept", "代办员")

@@ -28,6 +28,7 @@ def stoppable_system(tmp_path: Path) -> Iterator[tuple[System, Callable[[], None
             for code, level in (("V1", "village"), ("T1", "township")):
                 settings, token = add_station(central, central_url, tmp_path / code, code, level)
                 store = NodeStore(settings.db_path)
+                store.user_by_token(token)      # unlocked: the key is wrapped for the new accounts (node/vault.py)
                 store.add_user("admin", f"{code}站长", PASSWORD, "admin")
                 store.add_user("agent2", f"{code}代办员乙", PASSWORD)
                 store.close()

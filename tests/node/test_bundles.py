@@ -239,6 +239,7 @@ def test_a_hostile_stations_inconsistent_sitting_is_just_separate_cases(system, 
     from node.station import Station
     from tests.central.test_hostile_station import county_repairs, forge, good_body
     s = Station(system.stations["V1"]["settings"])
+    s.store.user_by_token(system.stations["V1"]["token"])     # unlocks (node/vault.py)
     try:
         s.sync()
         a, b, c = (str(uuid.uuid4()) for _ in range(3))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from deploy import cli
 from node.station import Station
+from node.store import TOKEN_ENV, Store
 from sync.rules import valid_id_for_demo
 from tests.conftest import csrf_of, log_in
 from tests.e2e.test_walking_skeleton import full_application
@@ -35,6 +36,21 @@ def needles(name: str, id_number: str, phone: str) -> list[bytes]:
 
 def found_in(folder: Path, needle: bytes) -> list[str]:
     return [str(p.relative_to(folder)) for p in sorted(folder.rglob("*")) if p.is_file() and needle in p.read_bytes()]
+
+
+def plain(settings, token: str) -> bytes:
+    """Everything the station's database holds, read through its store (node/vault.py decrypts
+    with the agent's token), as UTF-8 and as JSON would escape it."""
+    store = Store(settings.db_path)
+    try:
+        assert store.user_by_token(token)
+        with store.lock:
+            tables = [r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            text = "\n".join(repr(r) + json.dumps(r, default=str) for t in tables
+                             for r in store.conn.execute(f"SELECT * FROM {t}").fetchall())
+        return text.encode()
+    finally:
+        store.close()
 
 
 def snapshot(data: Path, to: Path) -> Path:
@@ -68,10 +84,11 @@ def test_the_county_sets_the_period_and_refuses_a_bad_one_in_words(system, http)
 
 
 def test_cases_past_retention_lose_their_personal_data_everywhere_and_the_chain_still_verifies(
-        system, http, tmp_path, capsys):
+        system, http, tmp_path, capsys, monkeypatch):
     boss = http(system.central_url, system.central_token)
     assert boss.put("/api/v1/settings/retention", json={"retention_days": 7}).status_code == 200
     v1 = system.stations["V1"]
+    monkeypatch.setenv(TOKEN_ENV, v1["token"])        # the CLI reads personal data (node/vault.py)
     node = http(v1["url"], v1["token"])
     node.post("/api/v1/sync")
     item = next(i for i in node.get("/api/v1/catalog").json()["items"] if i["code"].startswith("MZ"))
@@ -109,8 +126,9 @@ def test_cases_past_retention_lose_their_personal_data_everywhere_and_the_chain_
     before = snapshot(data, tmp_path / "before")
     sealed = {p.relative_to(before) for p in before.rglob("*.sealed")}
     assert {p.parts[0] for p in sealed} == {"blobs", "docs"} and len(sealed) == 2    # one document, two cases
-    for person in PEOPLE.values():                  # without retention, everything is there
-        assert any(found_in(before, n) for n in needles(*person))
+    held = plain(v1["settings"], v1["token"])
+    for person in PEOPLE.values():                  # without retention, everything is there (encrypted)
+        assert any(n in held for n in needles(*person))
 
     # Today, nothing is past 7 days: a purge removes nothing.
     assert cli.main(["node", "purge", "--data", str(data)]) == 0
@@ -141,11 +159,15 @@ def test_cases_past_retention_lose_their_personal_data_everywhere_and_the_chain_
     assert left == {p for p in sealed if p.parts[0] == "docs"}
     for n in needles(*PEOPLE["old"]) + needles(REPORT["name"], REPORT["phone"], REPORT["contact"][:11]):
         assert found_in(after, n) == [], n
+    kept = plain(v1["settings"], v1["token"])
+    for n in needles(*PEOPLE["old"]) + needles(REPORT["name"], REPORT["phone"], REPORT["contact"][:11]):
+        assert n not in kept, n
     for key in ("unsent", "waiting"):               # not past retention, or not acknowledged: kept
-        assert found_in(after, PEOPLE[key][0].encode()) or found_in(after, json.dumps(PEOPLE[key][0]).strip('"').encode())
+        assert PEOPLE[key][0].encode() in kept or json.dumps(PEOPLE[key][0]).strip('"').encode() in kept
 
     # The chain still verifies: links and signatures, and every body not redacted against its hash.
     st = Station(v1["settings"])
+    st.store.user_by_token(v1["token"])
     try:
         from node import retention
         chain = retention.verify_chain(st)
@@ -281,10 +303,9 @@ def test_a_county_restored_from_a_backup_older_than_a_purge_takes_the_stubs_and_
         county.store.close()
 
 
-def test_the_chain_check_names_an_edited_body_and_a_stub_nobody_purged(system, http, capsys):
+def test_the_chain_check_names_an_edited_body_and_a_stub_nobody_purged(system, http, capsys, monkeypatch):
     """A redacted stub passes only where the purge put it: a body edited in the database, or one
     dressed up as a stub, is named as a problem (exit 1), never passed over and never a crash."""
-    import sqlite3
 
     v1 = system.stations["V1"]
     node = http(v1["url"], v1["token"])
@@ -295,11 +316,13 @@ def test_the_chain_check_names_an_edited_body_and_a_stub_nobody_purged(system, h
         body["applicant"]["name"] = name
         assert node.post("/api/v1/applications", json=body).status_code == 201
     data = v1["settings"].data
+    monkeypatch.setenv(TOKEN_ENV, v1["token"])        # the CLI reads personal data (node/vault.py)
     assert cli.main(["node", "purge", "--data", str(data)]) == 0
     capsys.readouterr()
-    conn = sqlite3.connect(data / "node.db")
+    store = Store(data / "node.db")                 # the bodies are encrypted: edit them through the store
+    assert store.user_by_token(v1["token"])
     try:
-        with conn:
+        with store.transaction() as conn:
             rows = conn.execute("SELECT seq, body FROM _sync_events WHERE stream = 'up/V1'"
                                 " AND kind = 'application.accepted' ORDER BY seq").fetchall()
             first, second = rows
@@ -311,7 +334,7 @@ def test_the_chain_check_names_an_edited_body_and_a_stub_nobody_purged(system, h
             conn.execute("UPDATE _sync_events SET body = ? WHERE stream = 'up/V1' AND seq = ?",
                          (json.dumps(fake, ensure_ascii=False, separators=(",", ":"), sort_keys=True), second[0]))
     finally:
-        conn.close()
+        store.close()
     assert cli.main(["node", "purge", "--data", str(data)]) == 1
     err = capsys.readouterr().err
     assert f"up/V1#{first[0]}: body does not match its hash" in err

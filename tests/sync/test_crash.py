@@ -31,6 +31,7 @@ from central.app import create_app as central_app
 from central.county import County, Settings as CentralSettings
 from crypto.keys import Identity
 from node.station import Settings as NodeSettings, Station
+from node.store import TOKEN_ENV, Store as NodeStore
 from sync import log
 from tests.conftest import add_station, make_county, serve
 from tests.crashworker import form_for
@@ -166,12 +167,14 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     central, _ = make_county(tmp_path / "central")
     link = Link(central_app(central))
     with serve(link) as url:
-        node, _ = add_station(central, url, tmp_path / "V1", "V1", "village")
+        node, token = add_station(central, url, tmp_path / "V1", "V1", "village")
+        monkeypatch.setenv(TOKEN_ENV, token)         # workers and stations here unlock with it (node/vault.py)
         st = Station(node)
+        st.store.unlock_from_env()
         try:
             st.sync()                                    # the catalogue comes down
             assert st.items()
@@ -271,7 +274,9 @@ def test_kill_during_intake(site: Site) -> None:
             outcome["killed after the last receipt, exiting" if len(receipts) == INTAKE_N
                     else "killed between takes"] += 1
 
-    db = connect(db_path)
+    store = NodeStore(db_path)          # the bodies are encrypted (node/vault.py): read through the store
+    assert store.unlock_from_env()
+    db = store.conn
     try:
         events = check_log(db, stream, Identity.load(site.node.key_dir).public.sign)
         apps = {r[0]: r[1:] for r in db.execute("SELECT receipt_no, id, seq, event_hash FROM applications")}
@@ -291,7 +296,7 @@ def test_kill_during_intake(site: Site) -> None:
         unprinted = len(apps) - len(printed)
         assert unprinted == outcome["killed in take, committed, receipt not printed"], outcome
     finally:
-        db.close()
+        store.close()
     integrity(db_path)
     print(f"\nintake: {INTAKE_TRIALS} trials (seed {SEED}), take window {window:.3f} s for {INTAKE_N}, "
           f"{len(printed)} receipts printed, {len(apps)} rows; {dict(outcome)}")
@@ -317,6 +322,7 @@ def test_kill_during_sync(site: Site) -> None:
     clean sync must leave both ends with the same logs and the county with every case once."""
     rng = random.Random(SEED + 1)
     st = Station(site.node)
+    st.store.unlock_from_env()
     county = County(site.central)
     up, down = log.up("V1"), log.down("V1")
     supervisor = {"name": "督办", "role": "supervisor", "department": None}

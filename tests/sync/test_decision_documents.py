@@ -229,6 +229,7 @@ def test_only_the_station_that_owns_the_case_gets_its_documents(system, station,
         "decision": "approve", "attachments": [{"name": "结果.pdf", "data_base64": b64(PDF)}]}).status_code == 200
     sha = next(p.stem for p in (system.data / "central" / "docs" / "V1").glob("*.sealed"))
     t1 = Station(system.stations["T1"]["settings"])
+    t1.store.user_by_token(system.stations["T1"]["token"])   # unlocks (node/vault.py)
     try:
         import time
         c = http(system.central_url)
