@@ -21,7 +21,7 @@ CHILD = textwrap.dedent("""
     store = Store(Path(sys.argv[1]))
     with store.transaction() as db:
         db.execute("CREATE TABLE busy (total INTEGER)")
-    started, outcome = threading.Event(), []
+    started, closed, outcome = threading.Event(), threading.Event(), []
 
     def sync_thread():
         try:
@@ -31,6 +31,7 @@ CHILD = textwrap.dedent("""
                 db.execute("INSERT INTO busy WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c"
                            " WHERE i < 2000000) SELECT sum(i) FROM c")
             outcome.append("committed")
+            closed.wait()           # the sync's next step, after the app closed the store
             store.meta("anything")
         except sqlite3.ProgrammingError as exc:
             outcome.append(f"then: {exc}")
@@ -40,6 +41,7 @@ CHILD = textwrap.dedent("""
     started.wait()
     time.sleep(0.05)            # the statement is running
     store.close()               # the app shuts down
+    closed.set()
     t.join()
     print("|".join(outcome))
 """)
