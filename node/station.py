@@ -24,12 +24,14 @@ from node.store import Store
 from crypto import envelope
 from crypto.errors import CryptoError
 from node.scans import Scan
-from sync import blobs, bundle, client, docs, exchange, facts, log, rules
+from sync import blobs, bundle, client, docs, exchange, facts, inbox, log, rules
 from sync.errors import StaleAnswer, SyncError
 from sync.log import Event
 
 logger = logging.getLogger("lastmile.node")
 CHINA = dt.timezone(dt.timedelta(hours=8))
+#: the county's events stored while the station was locked, to apply at the unlock (Station.apply_deferred)
+DEFERRED_SCHEMA = "CREATE TABLE IF NOT EXISTS vault_deferred (stream TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (stream, seq))"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,9 @@ class Station(Intake, Healing):
         self.county = client.Peer(url=self._county_url_read, name=str(self.store.meta("county_name")),
                                   keys=self._county_keys())
         self._sync_lock = threading.Lock()
+        with self.store.transaction() as db:
+            db.execute(DEFERRED_SCHEMA)
+        self.store.vault.on_unlock.append(self.apply_deferred)     # what came down while locked
         self.http_options: dict[str, Any] = {}     # extra httpx.Client options (event hooks in the benchmark)
 
     # intake ----------------------------------------------------------------
@@ -171,11 +176,45 @@ class Station(Intake, Healing):
 
     # downstream ------------------------------------------------------------
     def apply_down(self, db: sqlite3.Connection, ev: Event) -> None:
-        """Apply one county event to the station's projections (called inside the sync transaction)."""
+        """Apply one county event to the station's projections (called inside the sync transaction).
+
+        While the station is locked (node/vault.py) the event is stored (sealed to the vault's public
+        key) but its projection needs the cases' personal data: it is deferred, in order, until the
+        unlock (``apply_deferred``); so is every later one while some wait."""
+        if self.store.vault.locked or db.execute("SELECT 1 FROM vault_deferred LIMIT 1").fetchone():
+            db.execute("INSERT OR IGNORE INTO vault_deferred (stream, seq) VALUES (?, ?)", (ev.stream, ev.seq))
+            return
         project = projections.DOWN.get(ev.kind)
         if project is None:
             raise ValueError(f"unknown event kind {ev.kind!r}")
         project(self.store, db, ev)
+
+    def apply_deferred(self) -> int:
+        """Unlocked: apply the county's events that came down while locked, oldest first, each as
+        the sync would have (one that breaks a rule is set aside for repair and reported to the
+        county at the next sync). The number applied."""
+        if self.store.vault.locked:
+            return 0
+        done = 0
+        with self.store.transaction() as db:
+            for stream, seq in db.execute("SELECT stream, seq FROM vault_deferred ORDER BY seq").fetchall():
+                db.execute("DELETE FROM vault_deferred WHERE stream = ? AND seq = ?", (stream, seq))
+                ev = log.get(db, stream, seq)
+                if ev is None:
+                    continue
+                db.execute("SAVEPOINT lastmile_deferred")
+                try:
+                    self.apply_down(db, ev)
+                    done += 1
+                except Exception as exc:  # noqa: BLE001 - as sync/inbox.py: set aside, never block
+                    db.execute("ROLLBACK TO SAVEPOINT lastmile_deferred")
+                    logger.error("event %s#%d set aside for repair at the unlock: %s", stream, seq, exc)
+                    db.execute("INSERT INTO _sync_repairs (stream, seq, reason, at) VALUES (?, ?, ?, ?)",
+                               (stream, seq, inbox.repair_reason(exc)[:1000], log.utcnow()))
+                db.execute("RELEASE SAVEPOINT lastmile_deferred")
+        if done:
+            logger.info("applied %d county event(s) that came while the station was locked", done)
+        return done
 
     @property
     def address(self) -> str:
@@ -204,7 +243,7 @@ class Station(Intake, Healing):
 
     def sync(self) -> client.SyncResult:
         """Events first (the county sees the case at once), then the scans it lists."""
-        if self.store.vault_refresh():  # node/vault.py: nothing personal can be read or written yet
+        if self.store.vault_refresh() and not self.store.vault.can_seal:
             raise vault.Locked("the station is locked until an agent logs in: sync waits for the unlock")
         if not self._sync_lock.acquire(timeout=2 * self.settings.http_timeout):
             raise client.LinkDown("another sync is still running")
@@ -218,7 +257,7 @@ class Station(Intake, Healing):
         """The retention purge (node/retention.py), at most once an hour (a purge that removes
         something vacuums the file), whatever the link does; a failure is logged and tried again
         next time, never raised into the sync loop."""
-        if time.monotonic() < getattr(self, "_next_purge", 0.0):
+        if time.monotonic() < getattr(self, "_next_purge", 0.0) or self.store.vault.locked:
             return
         self._next_purge = time.monotonic() + 3600
         try:
@@ -307,16 +346,25 @@ class Station(Intake, Healing):
         return True
 
     def _sync(self) -> client.SyncResult:
+        """One sync. Locked (node/vault.py), it is a receiving one: it sends none of our facts (their
+        bodies cannot be read), stores what the county sends (sealed to the vault's public key, applied
+        at the unlock), and sends the scans already sealed to the county; the decisions' documents
+        wait, since which ones are due depends on the applied decisions."""
+        locked = self.store.vault.locked
+        if not locked:
+            self.apply_deferred()
         self._switch_keys()
         self._refresh_county()
         with httpx.Client(timeout=self.settings.http_timeout, **self.http_options) as http:
             result = client.sync_once(self.store.transaction, http, me=self.me, station=self.code,
                                       county=self.county, apply=self.apply_down, on_ack=self.mark_received,
-                                      hooks=self.heal_hooks())
+                                      hooks=self.heal_hooks(), send=not locked)
             self._refresh_county()          # a county.keys_rotated just stored: seal to its new key
             try:
                 result.scans = self.upload_scans(http)
-                documents.fetch_pending(self, http)      # the decisions' result documents, resumably
+                if not self.store.vault.locked:
+                    self.apply_deferred()                   # unlocked during this sync
+                    documents.fetch_pending(self, http)      # the decisions' result documents, resumably
             except (SyncError, CryptoError) as exc:
                 with self.store.transaction() as db:
                     log.set_status(db, "last_error", f"scans: {exc}"[:500])

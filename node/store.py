@@ -92,6 +92,8 @@ class Store:
             self.conn.execute(vaults.SCHEMA)
             vaults.Vault.triggers(self.conn)
             self.vault.exists = self.conn.execute("SELECT 1 FROM meta WHERE name = 'vault'").fetchone() is not None
+            if self.vault.exists:
+                self.vault.load_public(self.conn)       # writes while locked are sealed to it
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say
                 side.chmod(0o600)
@@ -278,6 +280,8 @@ class Store:
         if not self.vault.exists:
             with self.lock:
                 self.vault.exists = self.conn.execute("SELECT 1 FROM meta WHERE name = 'vault'").fetchone() is not None
+                if self.vault.exists:
+                    self.vault.load_public(self.conn)
         return self.vault.locked
 
     def unlock_from_env(self) -> bool:
@@ -297,6 +301,7 @@ class Store:
             with self.transaction() as db:
                 vaults.Vault.triggers(db)
                 changed = vaults.Vault.encrypt_all(db)
+                vaults.Vault.reseal_all(db)        # what was written while locked: under the data key now
             if changed:
                 self.conn.execute("VACUUM")
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -18,10 +18,15 @@ ciphertext) under the station's *data key*, associated data ``lastmile-vault/1``
   queries apply to those columns (``json_extract``, ``json_valid``, ``instr``, ``LIKE``) are
   overridden on the node's connection to open their argument first and then run SQLite's own
   function on the plaintext (in a private in-memory database), so the ~70 queries stay as they are.
-* Locked (a vault exists, its key is not in memory): reading or writing an encrypted value raises
-  ``Locked`` (an sqlite3.OperationalError, so every handler of database errors survives it); the
-  apps answer 423 ``locked`` / a page that says so. Nothing personal is written while locked: the
-  sync waits for the unlock (Station.sync).
+* Locked (a vault exists, its key is not in memory): reading an encrypted value raises ``Locked``
+  (an sqlite3.OperationalError, so every handler of database errors survives it); the apps answer
+  423 ``locked`` / a page that says so. *Writing* still works: the vault also has an X25519 key
+  pair, whose public half is in clear in ``meta`` and whose private half is stored encrypted under
+  the data key; a value written while locked is sealed to the public key (``lmpub1:`` +
+  base64(HPKE X25519/HKDF-SHA256/ChaCha20-Poly1305 of the text)), which only the unlocked station
+  can open, and the unlock turns it into an ``lmenc1:`` value. So a locked station still receives
+  the county's facts (stored sealed; applied to its cases at the unlock, Station.apply_deferred) and
+  sends its already-sealed scans; its own facts wait for the unlock (their bodies cannot be read).
 * A database without a vault (made by an older version, or before its first account) is
   encrypted in place when the vault is made (first ``add_user`` or first login): one transaction,
   then VACUUM and a truncating WAL checkpoint so the old pages leave the files.
@@ -40,15 +45,20 @@ from typing import Any, Callable
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from crypto.envelope import SUITE       # HPKE X25519 / HKDF-SHA256 / ChaCha20-Poly1305, as the envelopes
 from sync.log import utcnow
 
 logger = logging.getLogger("lastmile.node")
 
 PREFIX = "lmenc1:"
+PUB_PREFIX = "lmpub1:"          # sealed to the vault's public key while locked (same length as PREFIX)
+PREFIXES = (PREFIX, PUB_PREFIX)
 AD = b"lastmile-vault/1"
+PUB_INFO = b"lastmile-vault-pub/1"
 WRAP_AD = b"lastmile-vault-wrap/1|"
 #: the columns that hold personal data (or may): everything else stays in clear
 ENCRYPTED: dict[str, tuple[str, ...]] = {
@@ -70,8 +80,14 @@ CACHE = 20000
 
 
 def _clear(column: str) -> str:
-    """SQL: the value of ``column`` is text not yet encrypted."""
-    return f"(typeof({column}) = 'text' AND substr({column}, 1, {len(PREFIX)}) != '{PREFIX}')"
+    """SQL: the value of ``column`` is text not yet encrypted (either way)."""
+    return (f"(typeof({column}) = 'text' AND substr({column}, 1, {len(PREFIX)}) NOT IN "
+            f"('{PREFIX}', '{PUB_PREFIX}'))")
+
+
+def _sealed_to_pub(column: str) -> str:
+    """SQL: the value of ``column`` was written while locked (sealed to the public key)."""
+    return f"(typeof({column}) = 'text' AND substr({column}, 1, {len(PUB_PREFIX)}) = '{PUB_PREFIX}')"
 
 
 class Locked(sqlite3.OperationalError):
@@ -110,6 +126,8 @@ class Vault:
         self._cache: OrderedDict[str, str] = OrderedDict()      # ciphertext -> plaintext, oldest first
         self._cache_lock = threading.Lock()
         self._mem = threading.local()
+        self._pub: x25519.X25519PublicKey | None = None        # read from meta whenever the vault exists
+        self._priv: x25519.X25519PrivateKey | None = None      # only while unlocked
         self.on_unlock: list[Callable[[], None]] = []
 
     # state -------------------------------------------------------------------------------------
@@ -117,10 +135,17 @@ class Vault:
     def locked(self) -> bool:
         return self.exists and self._aead is None
 
-    def _set_key(self, key: bytes) -> None:
+    @property
+    def can_seal(self) -> bool:
+        """Values can be written (locked: sealed to the public key)."""
+        return self._aead is not None or self._pub is not None or not self.exists
+
+    def _set_key(self, key: bytes, conn: sqlite3.Connection | None = None) -> None:
         was_locked = self._aead is None
         self._aead = AESGCM(key)
         self._key = key
+        if conn is not None:
+            self.load_pair(conn)
         if was_locked:
             for hook in self.on_unlock:
                 try:
@@ -130,11 +155,14 @@ class Vault:
 
     # values --------------------------------------------------------------------------------------
     def seal(self, value: Any) -> Any:
-        """``lm_enc``: the stored form of a value of an encrypted column."""
-        if type(value) is not str or value.startswith(PREFIX) or not self.exists:
+        """``lm_enc``: the stored form of a value of an encrypted column (sealed to the public key
+        while locked)."""
+        if type(value) is not str or value.startswith(PREFIXES) or not self.exists:
             return value
         if self._aead is None:
-            raise Locked()
+            if self._pub is None:
+                raise Locked()
+            return PUB_PREFIX + base64.b64encode(SUITE.encrypt(value.encode(), self._pub, info=PUB_INFO)).decode()
         nonce = os.urandom(12)
         return PREFIX + base64.b64encode(nonce + self._aead.encrypt(nonce, value.encode(), AD)).decode()
 
@@ -146,8 +174,13 @@ class Vault:
             raise Locked()
         raw = base64.b64decode(value[len(PREFIX):])
         try:
-            plain = self._aead.decrypt(raw[:12], raw[12:], AD).decode()
-        except InvalidTag as exc:
+            if value.startswith(PUB_PREFIX):
+                if self._priv is None:
+                    raise sqlite3.DatabaseError("a value sealed while locked, and the station has no private key for it")
+                plain = SUITE.decrypt(raw, self._priv, info=PUB_INFO).decode()
+            else:
+                plain = self._aead.decrypt(raw[:12], raw[12:], AD).decode()
+        except (InvalidTag, ValueError) as exc:
             raise sqlite3.DatabaseError("an encrypted value does not open with the station's key") from exc
         with self._cache_lock:
             self._cache[value] = plain
@@ -156,13 +189,13 @@ class Vault:
         return plain
 
     def plain(self, value: Any) -> Any:
-        return self.open(value) if type(value) is str and value.startswith(PREFIX) else value
+        return self.open(value) if type(value) is str and value.startswith(PREFIXES) else value
 
     def row(self, cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
         """The row factory of the node's connection."""
         for v in row:
-            if type(v) is str and v.startswith(PREFIX):
-                return tuple(self.open(x) if type(x) is str and x.startswith(PREFIX) else x for x in row)
+            if type(v) is str and v.startswith(PREFIXES):
+                return tuple(self.open(x) if type(x) is str and x.startswith(PREFIXES) else x for x in row)
         return row
 
     # SQL functions -----------------------------------------------------------------------------
@@ -177,6 +210,7 @@ class Vault:
         conn.row_factory = self.row
         conn.create_function("lm_enc", 1, self.seal)
         conn.create_function("lm_on", 0, lambda: int(self.exists))
+        conn.create_function("lm_open", 1, self.plain)
         p = self.plain
 
         def json_extract(x: Any, *paths: Any) -> Any:
@@ -219,12 +253,52 @@ class Vault:
             changed += conn.execute(f"UPDATE {table} SET {sets} WHERE {clear}").rowcount
         return changed
 
+    @staticmethod
+    def reseal_all(conn: sqlite3.Connection) -> int:
+        """Unlocked: turn every value written while locked (``lmpub1:``) into an ``lmenc1:`` value."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        changed = 0
+        for table, columns in ENCRYPTED.items():
+            if table not in tables:
+                continue
+            sets = ", ".join(f"{c} = CASE WHEN {_sealed_to_pub(c)} THEN lm_enc(lm_open({c})) ELSE {c} END"
+                             for c in columns)
+            changed += conn.execute(f"UPDATE {table} SET {sets} WHERE "
+                                    + " OR ".join(_sealed_to_pub(c) for c in columns)).rowcount
+        return changed
+
     # keys ----------------------------------------------------------------------------------------
     def create(self, conn: sqlite3.Connection) -> None:
         """A new data key (in the caller's transaction); wraps are added by the caller."""
         self.exists = True
         self._set_key(AESGCM.generate_key(256))
         conn.execute("INSERT INTO meta (name, value) VALUES ('vault', ?)", (utcnow(),))
+        self.make_pair(conn)
+
+    # the key pair for writing while locked ---------------------------------------------------------
+    def load_public(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'vault_pub'").fetchone()
+        self._pub = x25519.X25519PublicKey.from_public_bytes(base64.b64decode(row[0])) if row else None
+
+    def load_pair(self, conn: sqlite3.Connection) -> None:
+        """Unlocked: the public key, and the private key opened with the data key (none yet: made)."""
+        self.load_public(conn)
+        row = conn.execute("SELECT value FROM meta WHERE name = 'vault_priv'").fetchone()
+        if row is None:
+            self.make_pair(conn)
+            return
+        self._priv = x25519.X25519PrivateKey.from_private_bytes(base64.b64decode(self.plain(row[0])))  # (the row factory may have opened it)
+
+    def make_pair(self, conn: sqlite3.Connection) -> None:
+        assert self._aead is not None
+        priv = x25519.X25519PrivateKey.generate()
+        raw = priv.private_bytes_raw()
+        pub = priv.public_key().public_bytes_raw()
+        for name, value in (("vault_pub", base64.b64encode(pub).decode()),
+                            ("vault_priv", self.seal(base64.b64encode(raw).decode()))):
+            conn.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                         (name, value))
+        self._priv, self._pub = priv, priv.public_key()
 
     def add_wrap(self, conn: sqlite3.Connection, username: str, kind: str, ref: str, secret: str) -> None:
         """Wrap the data key for a password (``ref``: its hash, so a changed password is noticed) or a
@@ -247,7 +321,7 @@ class Vault:
             kek = password_kek(secret, salt) if kind == "password" else token_kek(secret, salt)
             key = _unwrap(kek, wrapped, f"{kind}|{username}")
             if key is not None:
-                self._set_key(key)
+                self._set_key(key, conn)
                 logger.info("station unlocked by the %s of %r", kind, username)
                 return True
         return False

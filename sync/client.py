@@ -147,7 +147,7 @@ def link_budget(db: Conn, *, per_wire_byte: float = 1.0, floor: int = 8 * 1024, 
 def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Client, *, me: Identity,
               station: str, county: Peer, apply: Apply, on_ack: Callable[[Conn, int], None] | None = None,
               max_rounds: int = 50, attempts: int = 4, cap: float = 60.0,
-              sleep: Callable[[float], None] = time.sleep, **answer_options: Any) -> SyncResult:
+              sleep: Callable[[float], None] = time.sleep, send: bool = True, **answer_options: Any) -> SyncResult:
     """Push everything waiting and pull everything new, a batch per round, until both are empty.
 
     The batch size follows the link: each push carries about REQUEST_SECONDS of the measured
@@ -162,7 +162,10 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
     clock skew and what the county set aside in the ``_sync_*`` tables.
 
     After a failed round the next one first asks where the county is (a push with no events): if the
-    county stored the lost push, its ack moves the cursor and nothing is sent twice."""
+    county stored the lost push, its ack moves the cursor and nothing is sent twice.
+
+    ``send=False``: a receiving sync (a locked station, node/vault.py): every push carries no events,
+    only the cursors, and the rounds go on while the county has more to send."""
     result = SyncResult()
     with transaction() as db:
         log.set_status(db, "last_attempt", log.utcnow())
@@ -235,7 +238,7 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
         built = wait_ahead()
         with transaction() as db:
             fit = link_fit(db)
-            n = 0 if unsure else min(limit, fit or limit)
+            n = 0 if unsure or not send else min(limit, fit or limit)
             max_bytes = link_budget(db, per_wire_byte=RAW_PER_WIRE if fit is None else RAW_PER_WIRE * 2,
                                     floor=64 * 1024)
             push = take_ahead(db, built, n) or exchange.build_push(
@@ -246,7 +249,7 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
             acked_before = log.acked(db, log.up(station))
         if push.last and n:
             ahead = builder.submit(build_ahead, push.last, n, max_bytes)
-        elif unsure and not push.last:           # asking after a cut: seal the likely next push meanwhile
+        elif unsure and not push.last and send:  # asking after a cut: seal the likely next push meanwhile
             ahead = builder.submit(build_ahead, acked_before, min(limit, fit or limit), max_bytes)
         was_unsure, unsure = unsure, True
         started = time.monotonic()
@@ -294,6 +297,8 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
                 limit = min(MAX_BATCH, limit * 2)
                 with transaction() as db:
                     log.set_status(db, "batch_limit", str(limit))
+            if not send and not got.more and not got.received:
+                break     # receiving only: nothing more down, and the county knows we hold what came
             if not push.last and not got.more and not got.received and not got.acked:
                 with transaction() as db:
                     if log.acked(db, log.up(station)) >= log.head(db, log.up(station))[0]:

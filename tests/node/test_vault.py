@@ -283,3 +283,73 @@ def test_a_disabled_account_no_longer_opens_the_key_on_a_copied_disk(tmp_path, h
         assert thief.vault.locked and thief.vault.try_unlock(thief.conn, "head", "password", PASSWORD)
     finally:
         thief.close()
+
+
+def test_a_locked_station_receives_the_countys_decisions_and_sends_its_sealed_scans(tmp_path, http):
+    """A station PC that restarted at night (power cut) is locked until the first agent logs in. It
+    still syncs: the county's decisions come down (stored sealed to the vault's public key, shown at
+    the unlock), the scans already sealed to the county go up; its own facts wait, since their bodies
+    cannot be read. Nothing personal is readable in the files meanwhile."""
+    from node.station import Station
+    from sync import log
+
+    central, tokens = make_county(tmp_path / "central")
+    with serve(central_app(central)) as central_url:
+        settings, token = add_station(central, central_url, tmp_path / "V1", "V1", "village")
+        data = settings.data
+        with station_server(settings) as url:
+            node = http(url, token)
+            assert node.post("/api/v1/sync").status_code == 200
+            item = next(i for i in node.get("/api/v1/catalog").json()["items"] if i["code"].startswith("MZ"))
+            made = {}
+            for key in ("scanned", "later"):
+                name, id_number, phone = PEOPLE[key]
+                body = full_application(item)
+                body["applicant"] = {"name": name, "id_number": id_number, "phone": phone, "address": f"{name}家"}
+                body["scans"] = [{"material": item["materials"][0]["code"], "name": f"{name}身份证.png",
+                                  "data_base64": image("PNG")}]
+                r = node.post("/api/v1/applications", json=body)
+                assert r.status_code == 201, r.text
+                made[key] = r.json()["id"]
+                if key == "scanned":        # the first case reaches the county; the second not before the night
+                    assert node.post("/api/v1/sync").status_code == 200
+        clerk = http(central_url, tokens[item["department"]])
+        note = f"{PEOPLE['scanned'][0]}材料齐全，予以批准"
+        r = clerk.post(f"/api/v1/cases/{made['scanned']}/decision", json={"decision": "approve", "note": note})
+        assert r.status_code == 200, r.text
+        # The first case's scan upload was cut before the county confirmed it (a link that dropped).
+        with sqlite3.connect(settings.db_path) as raw:
+            assert raw.execute("UPDATE scans SET done = 0, sent = 0 WHERE app_id = ?", (made["scanned"],)).rowcount == 1
+
+        st = Station(settings)              # the PC restarted: nobody has logged in
+        try:
+            assert st.store.vault.locked
+            got = st.sync()
+            assert (got.sent, got.scans) == (0, 1) and got.received >= 1
+            # The county holds the station's receipt of its decision, and the scan, but not the waiting case.
+            with sqlite3.connect(central.data / "central.db") as county_db:
+                decided_seq = county_db.execute("SELECT max(seq) FROM _sync_events WHERE stream = ?",
+                                                (log.down("V1"),)).fetchone()[0]
+                assert log.acked(county_db, log.down("V1")) == decided_seq
+            assert clerk.get(f"/api/v1/cases/{made['later']}").status_code == 404
+            with sqlite3.connect(settings.db_path) as raw:
+                assert raw.execute("SELECT done FROM scans WHERE app_id = ?", (made["scanned"],)).fetchone() == (1,)
+                assert raw.execute("SELECT status FROM applications WHERE id = ?",
+                                   (made["scanned"],)).fetchone() == ("received",)     # applied at the unlock
+                sealed = raw.execute("SELECT body FROM _sync_events WHERE stream = ? AND seq = ?",
+                                     (log.down("V1"), decided_seq)).fetchone()[0]
+            assert sealed.startswith("lmpub1:") and note not in sealed
+            found = leaks(data, tmp_path / "locked")
+            assert found == {} and note.encode() not in (tmp_path / "locked" / "node.db").read_bytes()
+
+            # The first agent's token unlocks: the decision shows on the case, and is under the data key now.
+            assert st.store.user_by_token(token) is not None and not st.store.vault.locked
+            row = st.store.db["applications"].get(made["scanned"])
+            assert (row["status"], row["decision"], row["decision_note"]) == ("approved", "approve", note)
+            with sqlite3.connect(settings.db_path) as raw:
+                assert not raw.execute("SELECT count(*) FROM _sync_events WHERE body LIKE 'lmpub1:%'").fetchone()[0]
+            # The case that waited goes up at the next sync.
+            assert st.sync().sent >= 1
+            assert clerk.get(f"/api/v1/cases/{made['later']}").status_code == 200
+        finally:
+            st.store.close()
