@@ -13,8 +13,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from node import apierrors, bundles, cases, idem
 from node.station import Station
-from node.views import (FORM, _replayed, agent, api_scans, app_json, application_of, form_scans, station)
-from templates import N_, check_csrf, csrf_token, gettext_for, locale_of, render
+from node.views import (FORM, _replayed, agent, api_scans, app_json, application_of, form_scans, form_submission,
+                        station)
+from templates import N_, csrf_token, gettext_for, locale_of, render
 from templates.web import api_error
 
 logger = logging.getLogger("lastmile.node")
@@ -46,13 +47,7 @@ async def bundle_submit(request: Request) -> Response:
     st = station(request)
     code = request.path_params["code"]
     async with request.form(max_files=50, max_fields=500) as form:   # closes the uploaded files
-        if not check_csrf(request, form):
-            raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
-        token = str(form.get("submit_token", ""))
-        if not idem.form_token_ok(csrf_token(request), token):
-            raise HTTPException(400, N_("This form was not issued to you in this session; open it again from "
-                                        "the start page."))
-        first = await run_in_threadpool(idem.find, st.store, FORM + user["username"], token)
+        token, first = await form_submission(request, st, user, form)
         if first is not None:       # a double click, the back button: the receipt of the first submission
             return RedirectResponse(f"/applications/{first['app_id']}/bundle-receipt", 303)
         data: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str) and k != "materials"}

@@ -151,17 +151,26 @@ async def complete_form(request: Request) -> Response:
                   submit_token=idem.new_form_token(csrf_token(request)), completing=app)
 
 
+async def form_submission(request: Request, st: Station, user: dict[str, Any], form: Any
+                          ) -> tuple[str, dict[str, Any] | None]:
+    """The guard of an intake form (the item form and the sitting form): the CSRF token, then the form's
+    one-time ``submit_token``, which must have been issued in this session (400 with a plain sentence
+    otherwise). Returns the token and what its first submission recorded, if there was one (a double
+    click, the back button): the caller shows that instead of taking a second case."""
+    if not check_csrf(request, form):
+        raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
+    token = str(form.get("submit_token", ""))
+    if not idem.form_token_ok(csrf_token(request), token):
+        raise HTTPException(400, N_("This form was not issued to you in this session; open it again from "
+                                    "the start page."))
+    return token, await run_in_threadpool(idem.find, st.store, FORM + user["username"], token)
+
+
 async def apply_submit(request: Request) -> Response:
     user = agent(request)
     st = station(request)
     async with request.form(max_files=50, max_fields=500) as form:   # closes the uploaded files
-        if not check_csrf(request, form):
-            raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
-        token = str(form.get("submit_token", ""))
-        if not idem.form_token_ok(csrf_token(request), token):
-            raise HTTPException(400, N_("This form was not issued to you in this session; open it again from "
-                                        "the start page."))
-        first = await run_in_threadpool(idem.find, st.store, FORM + user["username"], token)
+        token, first = await form_submission(request, st, user, form)
         if first is not None:       # a double click, the back button: the receipt of the first submission
             return RedirectResponse(f"/applications/{first['app_id']}/document", 303)
         return await _apply(request, user, st, form, token, request.path_params.get("id"))

@@ -12,6 +12,7 @@ import pytest
 from node.app import create_app as node_app
 from node.store import Store as NodeStore
 from tests.conftest import PASSWORD, log_in, serve, stored
+from tests.node.test_bundles import BIRTH, FIELDS, ID
 from tests.sync.test_protocol_machine import form_for
 
 
@@ -83,6 +84,33 @@ def test_an_unknown_or_foreign_form_token_is_refused_in_plain_words(v1, http):
         assert r.status_code == 400
         assert "此表单不是在本次登录中发给您的，请从首页重新打开。" in r.text
     assert cases_at(v1["settings"]) == 0
+
+
+def test_the_sitting_form_sent_twice_makes_one_sitting_and_refuses_a_foreign_token(v1, http):
+    """The 一件事一次办 form passes the same guard as the item form."""
+    page, _ = log_in(http, v1["url"], "agent")
+    other, _ = log_in(http, v1["url"], "agent")                  # the same agent, another session
+    shown, elsewhere = page.get("/bundle/YJS-001").text, other.get("/bundle/YJS-001").text
+    data = {"csrf": hidden(shown, "csrf"), "submit_token": hidden(shown, "submit_token"), "decision": "accept",
+            "name": "王芳", "id_number": ID, "materials": BIRTH,
+            **{f"f_{k}": str(v) for fields in FIELDS.values() for k, v in fields.items()}}
+    foreign = other.post("/bundle/YJS-001", data={**data, "csrf": hidden(elsewhere, "csrf")})
+    made_up = page.post("/bundle/YJS-001", data={**data, "submit_token": "abc.def"})
+    for r in (foreign, made_up):
+        assert r.status_code == 400 and "此表单不是在本次登录中发给您的，请从首页重新打开。" in r.text
+    assert cases_at(v1["settings"]) == 0
+    first = page.post("/bundle/YJS-001", data=data, follow_redirects=False)
+    again = page.post("/bundle/YJS-001", data=data, follow_redirects=False)              # the double click
+    back = page.post("/bundle/YJS-001", data={**data, "decision": "correction"}, follow_redirects=False)
+    assert first.status_code == again.status_code == back.status_code == 303, first.text
+    assert first.headers["location"] == again.headers["location"] == back.headers["location"]
+    assert first.headers["location"].endswith("/bundle-receipt")
+    assert cases_at(v1["settings"]) == 2                          # one sitting: one case per item, once
+    stale = other.post("/bundle/YJS-001", data={**data, "csrf": hidden(elsewhere, "csrf"),
+                                                "submit_token": hidden(elsewhere, "submit_token")},
+                       follow_redirects=False)                     # the other session's own form: a new sitting
+    assert stale.status_code == 303 and stale.headers["location"] != first.headers["location"]
+    assert cases_at(v1["settings"]) == 4
 
 
 def test_a_form_with_errors_keeps_its_token_and_the_corrected_one_makes_one_case(v1, http):
