@@ -33,6 +33,8 @@ def _central(args: argparse.Namespace) -> int:
         from central.app import create_app
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
         return 0
+    if args.cmd in ("backup", "restore"):
+        return _backup(args, settings.db_path, "central")
     county = County(settings)
     try:
         if args.cmd == "station" and args.action == "add":
@@ -184,6 +186,8 @@ def _node(args: argparse.Namespace) -> int:
         print(f"station {info['station']} ({info['name']}, {info['level']}) enrolled; "
               f"county key fingerprint {info['county_fingerprint']}")
         return 0
+    if args.cmd == "backup" or (args.cmd == "restore" and args.replica):
+        return _backup(args, settings.db_path, "node")
     if args.cmd == "restore":
         from node.restore import RestoreError, restore
         try:
@@ -276,6 +280,42 @@ def _node(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(args: argparse.Namespace, db: Path, part: str) -> int:
+    """`lastmile node|central backup --data DIR --replica PATH [--once]` and `restore --replica PATH
+    --data NEWDIR`: Litestream's configuration, one snapshot now, a restore (deploy/backup.py)."""
+    from deploy import backup
+
+    db, replica = db.resolve(), Path(args.replica).resolve()
+    try:
+        if args.cmd == "backup":
+            config, unit, command = backup.configure(db, replica)
+            print(f"wrote {config} (Litestream's configuration: {db} -> the replica folder {replica})")
+            print(f"wrote {unit} (a systemd unit running it: copy it to /etc/systemd/system/)")
+            print(f"to back up continuously, run as the service's user: {command}")
+            if args.once:
+                backup.snapshot_now(config)
+                print(f"backup made now: a full snapshot of {db.name} is in {replica}")
+            return 0
+        backup.restore(replica, db)
+        if part == "node":
+            from node.restore import mark_restored
+            mark_restored(db.parent)
+    except (backup.BackupError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"restored {db} from the replica {replica}; Litestream's integrity check passed.")
+    if not (db.parent / "keys").is_dir():
+        print(f"The replica holds the database only: copy the {'station' if part == 'node' else 'county'}'s "
+              f"keys/ folder (and keys.retired/ if there is one) from your key backup into {db.parent} "
+              "before starting it (docs/INSTALL.md).")
+    if part == "node":
+        print("Start the node and let an agent log in: its next receipt number starts a new block of 1000, "
+              "and its first sync gets back from the county what the replica missed.")
+    else:
+        print("Start the county: at their next sync the stations send again what the replica missed.")
+    return 0
+
+
 def _purge(station: Any, args: argparse.Namespace) -> int:
     """`lastmile node purge --data DIR [--as-of YYYY-MM-DD]` (node/retention.py), then the chain check."""
     import datetime as dt
@@ -338,6 +378,18 @@ def _user_parser(sub: Any, help_text: str, central: bool) -> None:
                        help="admin: also manages the station's accounts on the page /staff")
 
 
+def _backup_parsers(sub: Any, db: str, what: str, restore: bool = True) -> None:
+    x = sub.add_parser("backup", help=f"continuous backup of the {what}'s {db} with Litestream: write its "
+                                      "configuration and a systemd unit into DATA")
+    x.add_argument("--data", required=True)
+    x.add_argument("--replica", required=True, help="a folder on another disk (a USB disk, a NAS mount)")
+    x.add_argument("--once", action="store_true", help="also take a full snapshot now")
+    if restore:
+        x = sub.add_parser("restore", help=f"restore {db} from a Litestream replica into a new data folder")
+        x.add_argument("--replica", required=True, help="the replica folder of `backup`")
+        x.add_argument("--data", required=True, help="a new data folder (an existing database is refused)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lastmile", description="Offline-first government services: stations and county centre")
     sub = p.add_subparsers(dest="part", required=True)
@@ -377,6 +429,7 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("file", nargs="?", help='set: JSON {"holidays": [...], "workdays": [...]} or lines "2027-01-01 holiday"')
     k.add_argument("--data", required=True)
     k.add_argument("--today", help="show: warn as of this day, YYYY-MM-DD (default: today, China time)")
+    _backup_parsers(c, "central.db", "county centre")
     k = c.add_parser("retention", help="how long stations keep personal data of cases handed out (default 30 days)")
     k.add_argument("action", choices=["set", "show"])
     k.add_argument("days", nargs="?", help="set: a whole number of days, 1-3650")
@@ -401,10 +454,14 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--data", required=True)
     x.add_argument("--address")
     x.add_argument("--phone")
-    x = n.add_parser("restore", help="put a backup of the data folder back in place (stop the node first)")
-    x.add_argument("--from", dest="backup", required=True, help="the backup folder (node.db, keys/, blobs/)")
+    x = n.add_parser("restore", help="put a backup of the data folder back in place (stop the node first), "
+                                     "or restore the database from a Litestream replica into a new folder")
+    src = x.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from", dest="backup", help="the backup folder (node.db, keys/, blobs/)")
+    src.add_argument("--replica", help="the replica folder of `lastmile node backup` (into a new --data folder)")
     x.add_argument("--data", required=True)
-    x.add_argument("--replace", action="store_true", help="move a data folder in the way aside")
+    x.add_argument("--replace", action="store_true", help="--from: move a data folder in the way aside")
+    _backup_parsers(n, "node.db", "station", restore=False)
     x = n.add_parser("set-central", help="change the county centre's address (same county, same keys)")
     x.add_argument("url", help="the county centre's new URL, e.g. https://county.example:8700")
     x.add_argument("--data", required=True)

@@ -36,10 +36,16 @@ def restore(backup: Path, data: Path, *, replace: bool = False) -> Path | None:
     elif data.exists():
         data.rmdir()
     shutil.copytree(backup, data)
+    mark_restored(data)
+    return moved
+
+
+def mark_restored(data: Path) -> None:
+    """Mark ``data``'s database as put back from a backup (a copy, or a Litestream replica, which is
+    seconds to minutes behind): its next receipt number starts a new block of 1000."""
     store = Store(data / "node.db")
     try:
         with store.transaction() as db:
             store.set_meta(db, "restored_at", log.utcnow())
     finally:
         store.close()
-    return moved

@@ -61,6 +61,7 @@ def test_building_lastmile_prints_no_setuptools_warnings_and_keeps_every_templat
     for path in ROOT.joinpath("templates").rglob("*"):
         if path.suffix in (".html", ".css", ".js", ".po"):
             assert path.relative_to(ROOT).as_posix() in names, path
+    assert "deploy/litestream.service" in names         # the systemd unit `lastmile backup` fills in
 
 
 def test_an_editable_install_as_make_does_prints_no_warning_box(tmp_path):
