@@ -234,7 +234,7 @@ def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
             # Rows rewritten before secure_delete was on may have left old copies in free space:
             # VACUUM rewrites the file without them, and the truncating checkpoint empties the WAL.
             st.store.conn.execute("VACUUM")
-            st.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            st.store.truncate_wal()
         logger.info("retention (%d days): personal data removed from %d cases and %d reports (%d events, %d files)",
                     period, len(done["cases"]), len(done["reports"]), done["events"], done["files"])
     return done

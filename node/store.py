@@ -274,6 +274,19 @@ class Store:
             if made or not getattr(self, "_leftovers_done", False):
                 self.vault_leftovers()
 
+    def truncate_wal(self) -> bool:
+        """Empty the WAL (after a VACUUM that removed old bytes): a truncating checkpoint that waits
+        at most a quarter second, not the 5 s busy timeout under the store's lock (the station's
+        pages would freeze): while ``litestream replicate`` holds its read transaction it cannot
+        truncate, and Litestream's own checkpoint empties the WAL later. True if truncated."""
+        with self.lock:
+            self.conn.execute("PRAGMA busy_timeout = 250")
+            try:
+                busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                self.conn.execute("PRAGMA busy_timeout = 5000")
+        return not busy
+
     def vault_refresh(self) -> bool:
         """Another process (``lastmile node user add``) may have made the vault since this one started:
         from then on this one is locked too. True if the station is locked."""
@@ -304,7 +317,7 @@ class Store:
                 vaults.Vault.reseal_all(db)        # what was written while locked: under the data key now
             if changed:
                 self.conn.execute("VACUUM")
-                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.truncate_wal()
 
     # applications ----------------------------------------------------------
     def insert_application(self, db: sqlite3.Connection, ev: Event, status: str) -> None:
