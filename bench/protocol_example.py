@@ -129,7 +129,9 @@ def section() -> str:
 
 Station `V001` (a village station) has already pulled `down/V001` seq 1 (`catalog.published`, the
 catalogue of `central/catalog_demo.json`, version 1). On 22 November 2026 at 19:05:36.792 China time
-it accepts one application for item `RS-001` with one scan and pushes it (`up/V001` seq 1).
+it accepts one application for item `RS-001` with one scan and pushes it (`up/V001` seq 1). The
+reference station also writes the receipt's `document.qr` (§4, §11) as seq 2 and sends it in the same
+push; this example leaves it out, so that one event is shown byte by byte.
 
 This section is printed by `bench/protocol_example.py` from the code, and `tests/test_protocol_doc.py`
 checks that it is exactly what the code makes. The example's private keys are the SHA-256 of the

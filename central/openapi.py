@@ -25,6 +25,10 @@ CASE = obj(["id", "station", "status", "signature", "record_matches_signature", 
            id=STRING, station=STRING, status=STRING, signature={"type": "string", "enum": ["valid", "invalid", "missing"]},
            record_matches_signature=BOOLEAN, record_mismatches=array(OBJECT), decision_key=nullable(OBJECT),
            scans=array(OBJECT), scans_complete=BOOLEAN, scans_missing=array(STRING), promised_provisional=BOOLEAN)
+STATION_DOCUMENT = obj(["kind", "receipt_no", "at", "seq", "verify_code", "qr_text"],
+                       kind={"type": "string", "enum": ["application.accepted", "application.correction_notice",
+                                                        "application.refused"]},
+                       receipt_no=STRING, at=STRING, seq=INTEGER, verify_code=STRING, qr_text=NULLABLE_STRING)
 REPORT = obj(["id", "station", "receipt_no", "status"], id=STRING, station=STRING, receipt_no=STRING, status=STRING,
              owner=nullable(OBJECT), answer=nullable(OBJECT))
 YEAR = {"year": {"type": "string", "pattern": "^(20[0-9]{2}|2100)$", "description": "2000 to 2100"}}
@@ -55,8 +59,17 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                      total=INTEGER, offset=INTEGER, limit=INTEGER, next=NULLABLE_STRING,
                      next_offset={"type": ["integer", "null"]})),
     ("GET", "/api/v1/cases/{id}"): operation(
-        "One case, with the signed application it came from", path=ID, errors=(403, 404),
-        response={"allOf": [ref("Case"), obj(["application"], application=ANY)]}),
+        "One case, with the signed application it came from and the QR texts of its station documents",
+        path=ID, errors=(403, 404),
+        description="`station_documents`: every document the station printed for the case (its application "
+                    "events: 受理回执, 一次性告知书, 不予受理决定书), oldest first. `qr_text` is the exact text of the "
+                    "document's QR code as the station printed it, sent up signed in its log (`document.qr`, "
+                    "docs/PROTOCOL.md §11) and checked against the station's keys and the document before it is "
+                    "given; `null` when the station sent none (a station older than that fact). `qr_text` and "
+                    "`verify_code` at the top: the latest document's.",
+        response={"allOf": [ref("Case"), obj(["application", "qr_text", "verify_code", "station_documents"],
+                                             application=ANY, qr_text=NULLABLE_STRING, verify_code=NULLABLE_STRING,
+                                             station_documents=array(STATION_DOCUMENT))]}),
     ("POST", "/api/v1/cases/{id}/decision"): operation(
         "Decide a case: approve, reject or ask the citizen for corrections", path=ID, response=ref("Case"),
         errors=(403, 404, 409, 422),

@@ -57,6 +57,9 @@ SCHEMA = (
         id TEXT PRIMARY KEY, station TEXT NOT NULL, seq BIGINT NOT NULL, receipt_no TEXT NOT NULL,
         status TEXT NOT NULL, body TEXT NOT NULL, filed_at TEXT NOT NULL, received_at TEXT NOT NULL,
         taken_by TEXT, taken_department TEXT, taken_at TEXT, answer TEXT, answered_by TEXT, answered_at TEXT)""",
+    """CREATE TABLE IF NOT EXISTS document_qr (
+        event_hash TEXT PRIMARY KEY, station TEXT NOT NULL, case_id TEXT NOT NULL, seq BIGINT NOT NULL,
+        qr_text TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS scans_by_hash ON scans (station, sha256)""",
     """CREATE INDEX IF NOT EXISTS cases_queue ON cases (department, status)""",
     """CREATE INDEX IF NOT EXISTS cases_station ON cases (station, status)""",

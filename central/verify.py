@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from crypto import canonical
 from sync import facts, log, verify
+from sync.rules import RuleError
 
 if TYPE_CHECKING:
     from central.county import County
@@ -59,7 +60,10 @@ def publish_now(county: County) -> int:
         return publish(county, db)
 
 
-def directory(county: County) -> dict[str, dict[str, Any]]:
+def directory(county: County, db: Any = None) -> dict[str, dict[str, Any]]:
+    """Station code -> entry with its whole key history; ``db``: inside the caller's transaction."""
+    if db is not None:
+        return {s["code"]: s for s in stations(county, db)}
     with county.store.lock:
         return {s["code"]: s for s in stations(county, county.store.conn)}
 
@@ -98,9 +102,37 @@ def check(county: County, text: Any) -> dict[str, Any]:
 
 
 def case_codes(county: County, case: dict[str, Any]) -> dict[str, Any]:
-    """The verification code of the case's latest station document. The county holds no station's
-    private key, so it cannot print the QR text (``qr_text`` is null; the station can)."""
+    """The case's station documents (PROTOCOL.md §11): each application event of the case, oldest
+    first, with its verification code and the QR text the station printed, as its ``document.qr``
+    gave it (null if none came: a station older than that fact, or one set aside). Each QR text is
+    checked again against the station's key history and the event before it is given, so one
+    that would not verify is never served. ``qr_text`` and ``verify_code`` at the top: the latest
+    document's, as the station's application API gives them."""
+    stream = log.up(case["station"])
+    marks = ",".join("?" * len(DOC_KINDS))
     with county.store.lock:
-        ev = log.get(county.store.conn, log.up(case["station"]), int(case["seq"]))
-    code = verify.code_of(ev.hash) if ev is not None and ev.kind in verify.KINDS else None
-    return {"qr_text": None, "verify_code": code}
+        conn = county.store.conn
+        rows = conn.execute(f"SELECT seq FROM _sync_events WHERE stream = ? AND kind IN ({marks})"
+                            " AND json_extract(body, '$.id') = ? ORDER BY seq", (stream, *DOC_KINDS, case["id"])).fetchall()
+        events = [ev for ev in (log.get(conn, stream, int(r[0])) for r in rows) if ev is not None]
+        held = {h: (seq, text) for h, seq, text in conn.execute(
+            "SELECT event_hash, seq, qr_text FROM document_qr WHERE station = ? AND case_id = ?",
+            (case["station"], case["id"])).fetchall()}
+        keys = directory(county, conn)
+    docs = []
+    for ev in events:
+        text = None
+        if ev.hash in held:
+            seq, text = held[ev.hash]
+            try:
+                verify.check_qr({"id": case["id"], "event": ev.hash, "qr_text": text}, author=case["station"],
+                                event=ev, directory=keys)
+            except RuleError as exc:
+                logger.warning("QR text of %s#%d (from #%d) no longer verifies, not served: %s", stream, ev.seq, seq,
+                               exc.english())
+                text = None
+        docs.append({"kind": ev.kind, "receipt_no": ev.body.get("receipt_no"), "at": ev.at, "seq": ev.seq,
+                     "verify_code": verify.code_of(ev.hash), "qr_text": text})
+    latest = next((d for d in docs if d["seq"] == int(case["seq"])), None)
+    return {"qr_text": latest["qr_text"] if latest else None, "verify_code": latest["verify_code"] if latest else None,
+            "station_documents": docs}

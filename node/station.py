@@ -18,6 +18,7 @@ import httpx
 
 from crypto.keys import Identity, PublicKeys, private_dir
 from node import documents, projections, retention, vault
+from node import verify as doc_verify
 from node.healing import Healing
 from node.intake import Intake
 from node.store import Store
@@ -172,6 +173,8 @@ class Station(Intake, Healing):
                                                item=item))
         ev = log.append(db, self.me, stream=log.up(self.code), author=self.code, kind=fact.kind, body=fact.body)
         projections.UP[fact.kind](self.store, db, ev)
+        if fact.kind in doc_verify.DOC_KINDS:       # its document's QR text goes up right behind it
+            self.record(db, doc_verify.qr_fact(self, ev))
         return ev
 
     # downstream ------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 from crypto.keys import load_retired
 from node.store import Store
 from sync import log, verify
+from sync.facts import Fact
 from sync.log import Event
 
 META = "stations_directory"
@@ -52,7 +53,12 @@ def qr_text(st: Any, app: dict[str, Any]) -> str | None:
     """The QR text of the application's document (its latest application event), signed by the key
     that signed that event (a retired one if rotated since; the current one if it is gone)."""
     ev = _event(st, app["event_hash"]) if app.get("event_hash") else None
-    if ev is None or ev.kind not in verify.KINDS:
+    return qr_of_event(st, ev) if ev is not None else None
+
+
+def qr_of_event(st: Any, ev: Event) -> str | None:
+    """The QR text of the document an application event prints (None for any other event)."""
+    if ev.kind not in verify.KINDS:
         return None
     signer = st.me
     if ev.key != st.me.public.sign_id:
@@ -61,6 +67,12 @@ def qr_text(st: Any, app: dict[str, Any]) -> str | None:
     return verify.make(sign=signer.sign, key_id=signer.public.sign_id, station=st.code, station_name=st.name,
                        kind=ev.kind, at=ev.at, event_hash=ev.hash, receipt_no=b["receipt_no"],
                        item_code=b["item_code"], item_name=b["item_name"])
+
+
+def qr_fact(st: Any, ev: Event) -> Fact:
+    """``document.qr`` for the document event ``ev`` just signed (PROTOCOL.md §11): the QR text the
+    station prints for it, so the county can give the same text without the station's key."""
+    return Fact(verify.DOCUMENT_QR, {"id": ev.body["id"], "event": ev.hash, "qr_text": qr_of_event(st, ev)})
 
 
 def verify_code(app: dict[str, Any]) -> str | None:

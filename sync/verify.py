@@ -20,6 +20,7 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import logging
 import re
 import struct
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from crypto.errors import CryptoError
 from crypto.keys import verify as verify_sig
 from sync import rules
 from sync.rules import N_
+
+logger = logging.getLogger("lastmile.sync")
 
 PREFIX = "LM2:"
 FORMAT = 1
@@ -326,3 +329,56 @@ def api_answer(result: Mapping[str, Any], translate: Callable[..., str]) -> dict
             "station": result["station"], "receipt_no": result["receipt_no"], "item": result["item"],
             "issued_at": result["issued_at"], "key_id": result["key_id"], "state": result["state"],
             "kind": result["kind"], "verify_code": result["code"]}
+
+
+# the QR text travels up (``document.qr``, PROTOCOL.md §4 and §11) ------------------------------------
+DOCUMENT_QR = rules.DOCUMENT_QR
+QR_FIELDS = ("id", "event", "qr_text")
+
+
+def check_qr_body(body: Any) -> str:
+    """The form of a ``document.qr`` body: exactly ``id`` (a case id, UUID v4), ``event`` (64 lowercase
+    hex: the hash of the document's application event) and ``qr_text`` (the QR text as printed, a
+    readable part and a well-formed token). Returns the case id; RuleError otherwise. Whether the
+    token verifies and matches the event is ``check_qr`` (the county, which holds the directory)."""
+    if not isinstance(body, dict) or set(body) != set(QR_FIELDS) or not isinstance(body["id"], str) \
+            or not rules.UUID4.match(body["id"]) or not isinstance(body["event"], str) \
+            or not rules.SHA256.match(body["event"]) or not isinstance(body["qr_text"], str):
+        raise rules.RuleError(N_("The QR text of a document is not described as it must be."))
+    try:
+        part, _ = parse(body["qr_text"])
+    except VerifyError:
+        part = None
+    if part is None or body["qr_text"] != body["qr_text"].strip():
+        raise rules.RuleError(N_("The QR text of a document is not described as it must be."))
+    return body["id"]
+
+
+def check_qr(body: Mapping[str, Any], *, author: str, event: Any, directory: Mapping[str, Mapping[str, Any]]) -> Token:
+    """A ``document.qr`` body (already of the right form) against what the county holds: ``event`` is
+    the application event in ``up/<author>`` whose hash the body names (None if not held). The
+    token MUST verify with the author's key history (``check``), name the author, the first 16 bytes
+    of that event's hash, its kind, ``receipt_no``, ``item_code``, issued second and signing key,
+    the event MUST be about the body's case, and the readable part MUST be exactly the one the
+    station prints for that event (``readable``; the station's name as it printed it is the text
+    before ``（<author>）``). Returns the token; RuleError naming the first broken rule."""
+    if event is None or event.kind not in KINDS:
+        raise rules.RuleError(N_("The QR text names a document this office does not hold."))
+    b = event.body if isinstance(event.body, dict) else {}
+    if b.get("id") != body["id"]:
+        raise rules.RuleError(N_("The QR text names a document of another case."))
+    try:
+        part, token, _ = check(body["qr_text"], directory)
+    except VerifyError as exc:
+        logger.warning("document.qr of %s for %s refused: %s", author, body["id"], exc)
+        raise rules.RuleError(N_("The QR text of a document does not verify with the station's keys.")) from None
+    if token.station != author or token.hash16 != event.hash[:32] or token.kind != event.kind \
+            or token.receipt_no != b.get("receipt_no") or token.item_code != b.get("item_code") \
+            or token.key_id != event.key or token.issued != _iso_seconds(event.at):
+        raise rules.RuleError(N_("The QR text does not match the document it names."))
+    name = (part or "").split("\n")[1].split(f"（{author}）")[0] if part and part.count("\n") == 2 else ""
+    expected = readable(event.kind, str(b.get("receipt_no")), name, author, token.date, str(b.get("item_name")),
+                        code_of(event.hash))
+    if not name or part != expected:
+        raise rules.RuleError(N_("The QR text does not match the document it names."))
+    return token
