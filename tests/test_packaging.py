@@ -5,6 +5,7 @@ setuptools warnings, and the package still carries every page, style sheet and t
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -56,6 +57,7 @@ def test_building_lastmile_prints_no_setuptools_warnings_and_keeps_every_templat
     assert "Package would be ignored" not in said
     warnings = [line for line in said.splitlines() if "Warning" in line and "Location" not in line]
     assert warnings == [], warnings
+    assert shutil.which("lastmile", path=str(Path(sys.executable).parent)), "the test venv lost its lastmile"
     wheel = next(tmp_path.glob("lastmile-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for path in ROOT.joinpath("templates").rglob("*"):
@@ -67,11 +69,14 @@ def test_building_lastmile_prints_no_setuptools_warnings_and_keeps_every_templat
 def test_an_editable_install_as_make_does_prints_no_warning_box(tmp_path):
     """`make demo` / `make test` install with `pip install -e`: setuptools' boxed warnings ("Package
     would be ignored", "Editable installation") are what a new user saw scroll past."""
-    out = subprocess.run([sys.executable, "-m", "pip", "install", "-v", "--no-deps", "-e", str(ROOT),
-                          "--prefix", str(tmp_path / "prefix")], capture_output=True, text=True, timeout=300)
+    # --ignore-installed: into another prefix, pip would otherwise first uninstall the lastmile of the
+    # venv running the tests, and `lastmile` (make demo, the CLI tests after this one) would be gone.
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "-v", "--no-deps", "--ignore-installed", "-e",
+                          str(ROOT), "--prefix", str(tmp_path / "prefix")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     said = out.stdout + out.stderr
     for box in ("Package would be ignored", "Editable installation", "!!"):
         assert box not in said, box
     warnings = [line for line in said.splitlines() if "Warning" in line and "Location" not in line]
     assert warnings == [], warnings
+    assert shutil.which("lastmile", path=str(Path(sys.executable).parent)), "the test venv lost its lastmile"
