@@ -1,7 +1,8 @@
-"""What the ``document.qr`` fact costs on the wire (ARCHITECTURE "The QR text travels up behind its
-event"): ``--cases`` applications taken at a station (scratch SQLite, in this process), then their
-upstream events in canonical JSON, raw and zstd-compressed as a push compresses them, with and
-without the ``document.qr`` events. Not a test.
+"""What the QR texts beside a push's events cost on the wire (ARCHITECTURE "The QR text travels up
+beside its event"): ``--cases`` applications taken at a station (scratch SQLite, in this process),
+then one push of their upstream events built by ``exchange.build_push`` as the station builds it,
+without and with its ``qr_texts`` (PROTOCOL.md §6): the payload in canonical JSON, raw and
+zstd-compressed at the level pushes are sealed with, and the sealed envelope. Not a test.
 
     .venv/bin/python bench/document_qr_cost.py --cases 500
 """
@@ -17,8 +18,8 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crypto import canonical  # noqa: E402
-from sync import exchange, log  # noqa: E402
+from crypto import canonical, envelope  # noqa: E402
+from sync import exchange  # noqa: E402
 
 
 def catalogue(county, st) -> None:  # type: ignore[no-untyped-def]
@@ -43,24 +44,33 @@ def main() -> int:
         for i in range(args.cases):
             item = st.items()[i % len(st.items())]
             st.take(item["code"], form_for(item, i), "accept", "代办员")
-        with st.store.transaction() as db:
-            events = log.events_after(db, log.up(st.code), 0, limit=10 * args.cases + 100, max_bytes=1 << 40)
+        blobs, payloads = [], []
+        for hook in (None, st.qr_texts):
+            with st.store.transaction() as db:
+                push = exchange.build_push(db, me=st.me, station=st.code, county=st.county.keys,
+                                           county_name=st.county.name, limit=10 * args.cases + 100,
+                                           max_bytes=1 << 40, qr_texts=hook)
+            blobs.append(push.blob)
+            payloads.append(envelope.open_sealed(push.blob, recipient=county.me, recipient_name=county.name,
+                                                 sender=st.me.public)[1])
+        county.store.close()
         st.store.close()
-    wire = [e.to_wire() for e in events]
-    without = [w for w in wire if w["kind"] != "document.qr"]
+    without, with_ = payloads
+    n_ev, n_qr = len(with_["events"]), len(with_.get("qr_texts", {}))
     zc = zstandard.ZstdCompressor(level=args.level)
 
-    def size(ws: list[dict]) -> tuple[int, int]:
-        raw = canonical.dumps(ws)
+    def size(payload: dict) -> tuple[int, int]:
+        raw = canonical.dumps(payload)
         return len(raw), len(zc.compress(raw))
 
-    (raw_all, z_all), (raw_wo, z_wo) = size(wire), size(without)
-    n_qr = len(wire) - len(without)
-    print(f"{args.cases} applications: {len(without)} events without document.qr, {n_qr} document.qr events")
-    print(f"raw canonical JSON: {raw_wo / 1e3:.1f} kB -> {raw_all / 1e3:.1f} kB "
-          f"(+{(raw_all - raw_wo) / max(n_qr, 1):.0f} B per document.qr, x{raw_all / raw_wo:.2f})")
-    print(f"zstd-{args.level}:            {z_wo / 1e3:.1f} kB -> {z_all / 1e3:.1f} kB "
-          f"(+{(z_all - z_wo) / max(n_qr, 1):.0f} B per document.qr, x{z_all / z_wo:.2f})")
+    (raw_wo, z_wo), (raw_w, z_w) = size(without), size(with_)
+    print(f"{args.cases} applications: one push of {n_ev} events, {n_qr} QR texts beside them")
+    print(f"raw canonical JSON: {raw_wo / 1e3:.1f} kB -> {raw_w / 1e3:.1f} kB "
+          f"(+{(raw_w - raw_wo) / max(n_qr, 1):.0f} B per QR text, x{raw_w / raw_wo:.2f})")
+    print(f"zstd-{args.level}:            {z_wo / 1e3:.1f} kB -> {z_w / 1e3:.1f} kB "
+          f"(+{(z_w - z_wo) / max(n_qr, 1):.0f} B per QR text, x{z_w / z_wo:.2f})")
+    print(f"sealed push:        {len(blobs[0]) / 1e3:.1f} kB -> {len(blobs[1]) / 1e3:.1f} kB "
+          f"(+{(len(blobs[1]) - len(blobs[0])) / max(n_qr, 1):.0f} B per QR text, x{len(blobs[1]) / len(blobs[0]):.2f})")
     return 0
 
 

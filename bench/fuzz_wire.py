@@ -11,7 +11,8 @@ station or a county exposes to bytes from the other side:
 - ``sync.log.Event.from_wire`` + ``check`` on structurally mutated events (some re-signed, as a
   compromised station would);
 - the county's ``County.answer`` (``sync.exchange.answer_push`` in a transaction on a scratch SQLite
-  county with an enrolled station) on well-signed pushes with mutated payloads.
+  county with an enrolled station) on well-signed pushes with mutated payloads (their events, the
+  QR texts beside them, the other fields).
 
 Allowed outcomes per entry point are listed in ALLOWED; anything else (a ValueError, a
 RecursionError, a MemoryError, an sqlite3 error …) is counted as UNEXPECTED, printed with its
@@ -148,7 +149,7 @@ class Harness:
             st.take(item["code"], form_for(item, i), "accept", "代办员")
         with st.store.transaction() as db:
             self.push = exchange.build_push(db, me=st.me, station=st.code, county=st.county.keys,
-                                            county_name=st.county.name).blob
+                                            county_name=st.county.name, qr_texts=st.qr_texts).blob
         self.parsed = envelope.parse(self.push)
         _, self.payload = envelope.open_sealed(self.push, recipient=county.me, recipient_name=county.name,
                                                sender=st.me.public)
@@ -183,7 +184,9 @@ class Harness:
         for _ in range(rng.randint(1, 3)):
             r = rng.random()
             if r < 0.2:
-                p[rng.choice(list(p) + ["confirm", "zzz", "in_reply_to"])] = json_value(rng)
+                p[rng.choice(list(p) + ["confirm", "zzz", "in_reply_to", "qr_texts"])] = json_value(rng)
+            elif r < 0.25 and isinstance(p.get("qr_texts"), dict):
+                self.mutate_qr_texts(rng, p["qr_texts"])
             elif r < 0.3 and p:
                 p.pop(rng.choice(list(p)))
             elif r < 0.8 and isinstance(p.get("events"), list) and p["events"]:
@@ -195,6 +198,17 @@ class Harness:
                 p = json_value(rng)
                 break
         return p
+
+    def mutate_qr_texts(self, rng: random.Random, texts: dict[str, Any]) -> None:
+        """An entry of the push's ``qr_texts`` moved to another key, given another value, or added."""
+        key = rng.choice(list(texts) + ["0", "01", "-1", "4", "99", "", "1e0", " 1"])
+        r = rng.random()
+        if r < 0.4:
+            texts[key] = json_value(rng)
+        elif r < 0.7 and texts:
+            texts[key] = texts.pop(rng.choice(list(texts)))
+        else:
+            texts[key] = rng.choice(list(texts.values()) or ["x"]) + rng.choice(["", "\n", "x" * 2000])
 
     def mutate_event(self, rng: random.Random, events: list[Any], i: int) -> None:
         ev = events[i]

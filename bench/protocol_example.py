@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from crypto import canonical, envelope  # noqa: E402
 from crypto.keys import Identity, b64  # noqa: E402
 from node import cases  # noqa: E402
-from sync import log, rules  # noqa: E402
+from sync import log, rules, verify  # noqa: E402
 
 DOC = ROOT / "docs" / "PROTOCOL.md"
 START, END = "## 9. Worked example", "## 10."
@@ -36,6 +36,7 @@ SEEDS = {name: f"lastmile-example/{name}" for name in ("station-sign", "station-
 CHINA = dt.timezone(dt.timedelta(hours=8))
 TAKEN = dt.datetime(2026, 11, 22, 19, 5, 36, 792000, tzinfo=CHINA)
 SCAN = bytes(range(256)) * 800            # stands in for a 204,800-byte JPEG
+STATION_NAME = "张村便民服务站"
 
 
 def identity(who: str) -> Identity:
@@ -99,7 +100,12 @@ def build() -> dict[str, Any]:
     push_id, answer_id = "766fab0f7dcbbf152ee45844", "9e87f448bcfc0eb59285c89a"
     push_header = {"v": 1, "kind": "push", "from": "V001", "to": "county", "from_key": station.public.sign_id,
                    "to_key": county.public.enc_id, "comp": "zstd", "id": push_id, "first": 1, "last": 1}
-    push = {"events": [ev], "down_have": 1, "up_high": 1, "station_time": "2026-11-22T12:18:16.107Z"}
+    b = ev["body"]
+    qr = verify.make(sign=station.sign, key_id=station.public.sign_id, station="V001", station_name=STATION_NAME,
+                     kind=ev["kind"], at=ev["at"], event_hash=ev["hash"], receipt_no=b["receipt_no"],
+                     item_code=b["item_code"], item_name=b["item_name"])
+    push = {"events": [ev], "down_have": 1, "up_high": 1, "station_time": "2026-11-22T12:18:16.107Z",
+            "qr_texts": {"1": qr}}
     phb, phlen, pclen, ptotal = sealed_lengths(push_header, push, 19)
     compressed = zstandard.ZstdCompressor(level=19).compress(canonical.dumps(push))
     real_header, real_answer = county_answer(envelope.seal_parts(phb, compressed, sender=station,
@@ -129,9 +135,7 @@ def section() -> str:
 
 Station `V001` (a village station) has already pulled `down/V001` seq 1 (`catalog.published`, the
 catalogue of `central/catalog_demo.json`, version 1). On 22 November 2026 at 19:05:36.792 China time
-it accepts one application for item `RS-001` with one scan and pushes it (`up/V001` seq 1). The
-reference station also writes the receipt's `document.qr` (§4, §11) as seq 2 and sends it in the same
-push; this example leaves it out, so that one event is shown byte by byte.
+it accepts one application for item `RS-001` with one scan and pushes it (`up/V001` seq 1).
 
 This section is printed by `bench/protocol_example.py` from the code, and `tests/test_protocol_doc.py`
 checks that it is exactly what the code makes. The example's private keys are the SHA-256 of the
@@ -161,6 +165,9 @@ Payload (one field per line here; on the wire it is canonical, keys sorted, no s
  "events": [{{
    {event_lines}}}]}}
 ```
+
+`qr_texts` carries the receipt's QR text (§6, §11), as station `V001`, named {STATION_NAME}, prints it:
+its token is signed by the station sign key, so it too can be reproduced.
 
 The application fields are the strings the form sent (`select` values such as `"300"` are strings,
 §4); the materials are the item's three, in catalogue order; the promised date is 5 working days

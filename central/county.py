@@ -237,7 +237,7 @@ class County(Cases, Catalogue, Stations, Reports):
                                                    apply=self.apply_up_recovering,
                                                    take_back=self.reproject_down, key_history=self.key_history,
                                                    held=list(self.retired.values()), own_keys=self.own_keys(),
-                                                   signer=self._signer)
+                                                   signer=self._signer, take_qr=self.take_qr_texts)
             self._promote_keys(db, summary["station"], from_key)
             now = log.utcnow()
             skew = clock_skew(summary.get("station_time"), now)
@@ -247,6 +247,10 @@ class County(Cases, Catalogue, Stations, Reports):
             logger.warning("station %s clock is off by %d s", summary["station"], skew)
         logger.info("sync %s", summary)
         return sealed
+
+    def take_qr_texts(self, db: Any, station: str, entries: list[tuple[int, str, str]]) -> int:
+        """The QR texts a push carries beside its events (central/verify.take_qr_texts)."""
+        return doc_verify.take_qr_texts(self, db, station, entries)
 
     def import_bundle(self, path: Path, answer_to: Path) -> dict[str, Any]:
         """Take a station's USB bundle and write the answer bundle it carries back."""
@@ -262,7 +266,7 @@ class County(Cases, Catalogue, Stations, Reports):
                                                        apply=self.apply_up_recovering,
                                                        take_back=self.reproject_down, key_history=self.key_history,
                                                        held=list(self.retired.values()),
-                                                       own_keys=self.own_keys(), signer=self._signer)
+                                                       own_keys=self.own_keys(), signer=self._signer, take_qr=self.take_qr_texts)
                 self._promote_keys(db, summary["station"], from_key)
             answers.append(sealed)
             stored += summary["stored"]

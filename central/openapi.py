@@ -63,9 +63,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         path=ID, errors=(403, 404),
         description="`station_documents`: every document the station printed for the case (its application "
                     "events: 受理回执, 一次性告知书, 不予受理决定书), oldest first. `qr_text` is the exact text of the "
-                    "document's QR code as the station printed it, sent up signed in its log (`document.qr`, "
-                    "docs/PROTOCOL.md §11) and checked against the station's keys and the document before it is "
-                    "given; `null` when the station sent none (a station older than that fact). `qr_text` and "
+                    "document's QR code as the station printed it, sent up beside the document's event in the push "
+                    "(`qr_texts`, docs/PROTOCOL.md §6, §11) and checked against the station's keys and the document "
+                    "before it is kept and before it is given; `null` when the station sent none (a station older "
+                    "than that field). `qr_text` and "
                     "`verify_code` at the top: the latest document's.",
         response={"allOf": [ref("Case"), obj(["application", "qr_text", "verify_code", "station_documents"],
                                              application=ANY, qr_text=NULLABLE_STRING, verify_code=NULLABLE_STRING,

@@ -11,20 +11,18 @@ inbox puts it on the repair list with that reason.
 from __future__ import annotations
 
 import json
-import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 from central import ratings
 from crypto import canonical
 from central import reports as county_reports
-from sync import facts, log, reports, rules, verify, workdays
+from sync import facts, log, reports, rules, workdays
 from sync.facts import N_, RuleError, Status
 from sync.log import Event
 
 if TYPE_CHECKING:
     from central.county import County
 
-logger = logging.getLogger("lastmile.central")
 Projection = Callable[["County", Any, Event], None]
 
 
@@ -102,26 +100,6 @@ def station_keys_rotated(county: County, db: Any, ev: Event) -> None:
     county.store.set_meta(db, f"next_keys_seq:{ev.author}", str(ev.seq))
 
 
-def document_qr(county: County, db: Any, ev: Event) -> None:
-    """``document.qr``: the QR text the station printed on one of the case's documents, kept for the
-    case API once it verifies against the station's key history and names that document (PROTOCOL.md
-    §11). A QR text of an application event set aside is ignored (logged): that event already is."""
-    from central import verify as county_verify
-    b = ev.body
-    if owned_case(county, db, ev) is None:
-        raise RuleError(N_("%(fact)s names case %(id)s, which the county does not hold."),
-                        fact=rules.FACT_LABELS[ev.kind], id=b["id"])
-    stream = log.up(ev.author)
-    row = db.execute("SELECT seq FROM _sync_events WHERE stream = ? AND hash = ?", (stream, b["event"])).fetchone()
-    if row and db.execute("SELECT 1 FROM _sync_repairs WHERE stream = ? AND seq = ?", (stream, row[0])).fetchone():
-        logger.info("document.qr %s#%d names %s#%d, which is set aside; ignored", stream, ev.seq, stream, row[0])
-        return
-    target = log.get(db, stream, int(row[0])) if row else None
-    verify.check_qr(b, author=ev.author, event=target, directory=county_verify.directory(county, db))
-    db.execute("INSERT OR IGNORE INTO document_qr (event_hash, station, case_id, seq, qr_text) VALUES (?, ?, ?, ?, ?)",
-               (b["event"], ev.author, b["id"], ev.seq, b["qr_text"]))
-
-
 # downstream: the county's own facts -------------------------------------------------------------
 
 def catalog_published(county: County, db: Any, ev: Event) -> None:
@@ -166,7 +144,7 @@ UP: dict[str, Projection] = {
     facts.ACCEPTED: application, facts.CORRECTION_NOTICE: application, facts.REFUSED: application,
     facts.HAND_OUT: handed_out, facts.STATION_KEYS_ROTATED: station_keys_rotated,
     facts.SUPPLEMENTED: supplemented, facts.RECEIPTS_VOIDED: receipts_voided, reports.FILED: county_reports.filed,
-    facts.RATED: ratings.rated, facts.DOCUMENT_QR: document_qr,
+    facts.RATED: ratings.rated,
 }
 DOWN: dict[str, Projection] = {
     reports.TAKEN: county_reports.taken, reports.ANSWERED: county_reports.answered,

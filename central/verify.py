@@ -101,10 +101,44 @@ def check(county: County, text: Any) -> dict[str, Any]:
     return verify.lookup(text, directory(county), by_hash=by_hash, by_code=by_code)
 
 
+def take_qr_texts(county: County, db: Any, station: str, entries: list[tuple[int, str, str]]) -> int:
+    """A push's ``qr_texts`` (PROTOCOL.md §6), in the transaction that stored its events: each entry
+    (seq, hash of the event pushed at that seq, QR text) is kept in ``document_qr`` if the county
+    holds that very event in ``up/<station>`` (same hash), has not set it aside, holds no text for
+    it yet, and the text passes ``sync/verify.check_qr`` with the station's key history (the
+    directory as it stands after this push's events, a key rotation among them included); any
+    other is logged and ignored: a wrong QR text never costs the station its events. Returns how
+    many were kept."""
+    stream, kept, keys = log.up(station), 0, None
+    for seq, event_hash, text in entries:
+        ev = log.get(db, stream, seq)
+        if ev is None or ev.hash != event_hash:
+            logger.info("QR text for %s#%d ignored: the county does not hold that event", stream, seq)
+            continue
+        if db.execute("SELECT 1 FROM _sync_repairs WHERE stream = ? AND seq = ?", (stream, seq)).fetchone():
+            logger.info("QR text for %s#%d ignored: that event is set aside", stream, seq)
+            continue
+        if db.execute("SELECT 1 FROM document_qr WHERE event_hash = ?", (ev.hash,)).fetchone():
+            continue                                    # sent again (a push resent after a cut): kept already
+        case_id = ev.body.get("id") if isinstance(ev.body, dict) else None
+        keys = keys if keys is not None else directory(county, db)
+        try:
+            verify.check_qr({"id": case_id, "event": ev.hash, "qr_text": text}, author=station, event=ev,
+                            directory=keys)
+        except RuleError as exc:
+            logger.warning("QR text for %s#%d not kept: %s", stream, seq, exc.english())
+            continue
+        db.execute("INSERT INTO document_qr (event_hash, station, case_id, seq, qr_text) VALUES (?, ?, ?, ?, ?)",
+                   (ev.hash, station, case_id, seq, text))
+        kept += 1
+    return kept
+
+
 def case_codes(county: County, case: dict[str, Any]) -> dict[str, Any]:
-    """The case's station documents (PROTOCOL.md §11): each application event of the case, oldest
-    first, with its verification code and the QR text the station printed, as its ``document.qr``
-    gave it (null if none came: a station older than that fact, or one set aside). Each QR text is
+    """The case's station documents (PROTOCOL.md §11): each application event of the case the
+    county took (not one set aside: it is not the case's), oldest first, with its verification
+    code and the QR text the station printed, as its push gave it beside the event
+    (``take_qr_texts``; null if none came: a station older than ``qr_texts``). Each QR text is
     checked again against the station's key history and the event before it is given, so one
     that would not verify is never served. ``qr_text`` and ``verify_code`` at the top: the latest
     document's, as the station's application API gives them."""
@@ -113,23 +147,23 @@ def case_codes(county: County, case: dict[str, Any]) -> dict[str, Any]:
     with county.store.lock:
         conn = county.store.conn
         rows = conn.execute(f"SELECT seq FROM _sync_events WHERE stream = ? AND kind IN ({marks})"
-                            " AND json_extract(body, '$.id') = ? ORDER BY seq", (stream, *DOC_KINDS, case["id"])).fetchall()
+                            " AND json_extract(body, '$.id') = ? AND seq NOT IN"
+                            " (SELECT seq FROM _sync_repairs WHERE stream = ?) ORDER BY seq",
+                            (stream, *DOC_KINDS, case["id"], stream)).fetchall()
         events = [ev for ev in (log.get(conn, stream, int(r[0])) for r in rows) if ev is not None]
-        held = {h: (seq, text) for h, seq, text in conn.execute(
-            "SELECT event_hash, seq, qr_text FROM document_qr WHERE station = ? AND case_id = ?",
+        held = {h: text for h, text in conn.execute(
+            "SELECT event_hash, qr_text FROM document_qr WHERE station = ? AND case_id = ?",
             (case["station"], case["id"])).fetchall()}
         keys = directory(county, conn)
     docs = []
     for ev in events:
-        text = None
-        if ev.hash in held:
-            seq, text = held[ev.hash]
+        text = held.get(ev.hash)
+        if text is not None:
             try:
                 verify.check_qr({"id": case["id"], "event": ev.hash, "qr_text": text}, author=case["station"],
                                 event=ev, directory=keys)
             except RuleError as exc:
-                logger.warning("QR text of %s#%d (from #%d) no longer verifies, not served: %s", stream, ev.seq, seq,
-                               exc.english())
+                logger.warning("QR text of %s#%d no longer verifies, not served: %s", stream, ev.seq, exc.english())
                 text = None
         docs.append({"kind": ev.kind, "receipt_no": ev.body.get("receipt_no"), "at": ev.at, "seq": ev.seq,
                      "verify_code": verify.code_of(ev.hash), "qr_text": text})

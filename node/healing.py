@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from node import projections, ratings
-from node import verify as doc_verify
 from sync import exchange, log, rules
 from sync.log import Event
 from sync.rules import Status
@@ -23,7 +22,6 @@ class Healing:
     """Mixed into Station (node/station.py)."""
     store: Store
     code: str
-    record: Any
 
     # self-heal: our own events from the county's copy (PROTOCOL.md §8.5) --------------------
     def heal_hooks(self) -> exchange.HealHooks:
@@ -76,9 +74,6 @@ class Healing:
         if old.kind in rules.APPLICATION_KINDS:
             db.execute("UPDATE applications SET seq = ?, event_hash = ?, event_sig = ? WHERE id = ? AND seq IN (?, ?)",
                        (new.seq, new.hash, new.sig, old.body["id"], old.seq, -old.seq))
-            # its document now prints another QR text (the hash changed): that one goes up behind it,
-            # the displaced one naming the old hash is dropped (sync/recovery.py)
-            self.record(db, doc_verify.qr_fact(self, new))
         elif old.kind == rules.SUPPLEMENTED:
             db.execute("UPDATE applications SET last_seq = ? WHERE id = ? AND last_seq = ?",
                        (new.seq, old.body["id"], old.seq))

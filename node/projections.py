@@ -106,7 +106,6 @@ UP: dict[str, Projection] = {
     facts.REFUSED: application_taken, facts.HAND_OUT: handed_out, facts.STATION_KEYS_ROTATED: keys_announced,
     facts.SUPPLEMENTED: supplemented, facts.RECEIPTS_VOIDED: receipts_voided, reports.FILED: node_reports.filed,
     facts.RATED: ratings.rated,
-    facts.DOCUMENT_QR: lambda store, db, ev: None,     # the station prints its QR text itself (node/verify.py)
 }
 DOWN: dict[str, Projection] = {
     reports.TAKEN: node_reports.taken, reports.ANSWERED: node_reports.answered,

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import httpx
 
@@ -173,9 +173,12 @@ class Station(Intake, Healing):
                                                item=item))
         ev = log.append(db, self.me, stream=log.up(self.code), author=self.code, kind=fact.kind, body=fact.body)
         projections.UP[fact.kind](self.store, db, ev)
-        if fact.kind in doc_verify.DOC_KINDS:       # its document's QR text goes up right behind it
-            self.record(db, doc_verify.qr_fact(self, ev))
         return ev
+
+    def qr_texts(self, events: Sequence[Event]) -> dict[int, str]:
+        """What a push carries beside its events (``qr_texts``, PROTOCOL.md §6): the QR text this
+        station prints for each document event of the push, so the county can give it."""
+        return doc_verify.qr_texts(self, events)
 
     # downstream ------------------------------------------------------------
     def apply_down(self, db: sqlite3.Connection, ev: Event) -> None:
@@ -361,7 +364,7 @@ class Station(Intake, Healing):
         with httpx.Client(timeout=self.settings.http_timeout, **self.http_options) as http:
             result = client.sync_once(self.store.transaction, http, me=self.me, station=self.code,
                                       county=self.county, apply=self.apply_down, on_ack=self.mark_received,
-                                      hooks=self.heal_hooks(), send=not locked)
+                                      hooks=self.heal_hooks(), send=not locked, qr_texts=self.qr_texts)
             self._refresh_county()          # a county.keys_rotated just stored: seal to its new key
             try:
                 result.scans = self.upload_scans(http)
@@ -385,7 +388,8 @@ class Station(Intake, Healing):
         with self.store.transaction() as db:
             while True:
                 push = exchange.build_push(db, me=self.me, station=self.code, county=self.county.keys,
-                                           county_name=self.county.name, after=after, bundle=bundle_id)
+                                           county_name=self.county.name, after=after, bundle=bundle_id,
+                                           qr_texts=self.qr_texts)
                 if push.last == 0 and envelopes:
                     db.execute("DELETE FROM _sync_sent WHERE id = ?", (push.id,))
                     break

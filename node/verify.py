@@ -5,15 +5,16 @@ station's document offline with it. Blocking: call from a worker thread."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
-from typing import Any
+from typing import Any, Sequence
 
 from crypto.keys import load_retired
 from node.store import Store
 from sync import log, verify
-from sync.facts import Fact
 from sync.log import Event
 
+logger = logging.getLogger("lastmile.node")
 META = "stations_directory"
 DOC_KINDS = tuple(verify.KINDS)
 
@@ -56,23 +57,40 @@ def qr_text(st: Any, app: dict[str, Any]) -> str | None:
     return qr_of_event(st, ev) if ev is not None else None
 
 
-def qr_of_event(st: Any, ev: Event) -> str | None:
-    """The QR text of the document an application event prints (None for any other event)."""
+def qr_of_event(st: Any, ev: Event, retired: dict[str, Any] | None = None) -> str | None:
+    """The QR text of the document an application event prints (None for any other event).
+    ``retired``: the station's retired identities by key id, if already loaded."""
     if ev.kind not in verify.KINDS:
         return None
     signer = st.me
     if ev.key != st.me.public.sign_id:
-        signer = load_retired(st.settings.data / "keys.retired").get(ev.key, st.me)
+        held = retired if retired is not None else load_retired(st.settings.data / "keys.retired")
+        signer = held.get(ev.key, st.me)
     b = ev.body
     return verify.make(sign=signer.sign, key_id=signer.public.sign_id, station=st.code, station_name=st.name,
                        kind=ev.kind, at=ev.at, event_hash=ev.hash, receipt_no=b["receipt_no"],
                        item_code=b["item_code"], item_name=b["item_name"])
 
 
-def qr_fact(st: Any, ev: Event) -> Fact:
-    """``document.qr`` for the document event ``ev`` just signed (PROTOCOL.md §11): the QR text the
-    station prints for it, so the county can give the same text without the station's key."""
-    return Fact(verify.DOCUMENT_QR, {"id": ev.body["id"], "event": ev.hash, "qr_text": qr_of_event(st, ev)})
+def qr_texts(st: Any, events: Sequence[Event]) -> dict[int, str]:
+    """The push's ``qr_texts`` (PROTOCOL.md §6): seq -> the QR text the station prints for each
+    document event among ``events``, made by ``qr_of_event`` as the printed page makes it (Ed25519
+    is deterministic: the printed text, byte for byte), so the county can give it without the
+    station's key. An event whose text cannot be made (a body without its receipt fields) is left
+    out and logged: the county then gives ``qr_text: null`` for that document."""
+    docs = [ev for ev in events if ev.kind in verify.KINDS]
+    retired = load_retired(st.settings.data / "keys.retired") \
+        if any(ev.key != st.me.public.sign_id for ev in docs) else {}
+    out: dict[int, str] = {}
+    for ev in docs:
+        try:
+            text = qr_of_event(st, ev, retired)
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("no QR text for %s#%d goes up: %s", ev.stream, ev.seq, exc)
+            continue
+        if text is not None:
+            out[ev.seq] = text
+    return out
 
 
 def verify_code(app: dict[str, Any]) -> str | None:

@@ -147,7 +147,8 @@ def link_budget(db: Conn, *, per_wire_byte: float = 1.0, floor: int = 8 * 1024, 
 def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Client, *, me: Identity,
               station: str, county: Peer, apply: Apply, on_ack: Callable[[Conn, int], None] | None = None,
               max_rounds: int = 50, attempts: int = 4, cap: float = 60.0,
-              sleep: Callable[[float], None] = time.sleep, send: bool = True, **answer_options: Any) -> SyncResult:
+              sleep: Callable[[float], None] = time.sleep, send: bool = True,
+              qr_texts: exchange.QrTexts | None = None, **answer_options: Any) -> SyncResult:
     """Push everything waiting and pull everything new, a batch per round, until both are empty.
 
     The batch size follows the link: each push carries about REQUEST_SECONDS of the measured
@@ -165,7 +166,10 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
     county stored the lost push, its ack moves the cursor and nothing is sent twice.
 
     ``send=False``: a receiving sync (a locked station, node/vault.py): every push carries no events,
-    only the cursors, and the rounds go on while the county has more to send."""
+    only the cursors, and the rounds go on while the county has more to send.
+
+    ``qr_texts``: what each push carries beside its events (``exchange.build_push``), for the push
+    sealed ahead as for the one sealed now."""
     result = SyncResult()
     with transaction() as db:
         log.set_status(db, "last_attempt", log.utcnow())
@@ -199,7 +203,7 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
             if log.head(db, log.up(station))[0] <= after:
                 return None
             push = exchange.build_push(db, me=me, station=station, county=county.keys, county_name=county.name,
-                                       limit=n, max_bytes=max_bytes, after=after)
+                                       limit=n, max_bytes=max_bytes, after=after, qr_texts=qr_texts)
             return push, push_state(db)
 
     def wait_ahead() -> tuple[exchange.Push, Any] | None:
@@ -243,7 +247,7 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
                                     floor=64 * 1024)
             push = take_ahead(db, built, n) or exchange.build_push(
                 db, me=me, station=station, county=county.keys, county_name=county.name, limit=n,
-                max_bytes=max_bytes)
+                max_bytes=max_bytes, qr_texts=qr_texts)
             carried = (push.last - push.first + 1) if push.last else 0
             log.set_status(db, "push_in_flight", str(carried))
             acked_before = log.acked(db, log.up(station))

@@ -59,6 +59,11 @@ class HealHooks:
     on_resequence: Callable[[Conn, log.Event, log.Event], None]    # (old, new): re-appended
 
 
+# seq -> QR text for the document events among a push's events (node/verify.qr_texts)
+QrTexts = Callable[[Sequence[log.Event]], Mapping[int, str]]
+# county: (db, station, [(seq, hash of the pushed event, QR text)]) -> how many it kept
+TakeQr = Callable[[Conn, str, list[tuple[int, str, str]]], int]
+
 NO_HOOKS = HealHooks(lambda _db, _ev: None, lambda _db, _ev: None, lambda _db, _old, _new: None)
 
 
@@ -142,8 +147,11 @@ def _learn_in_order(events: list[Any], stream: str, county_name: str, keys: dict
 
 def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, county_name: str,
                limit: int = BATCH_EVENTS, max_bytes: int = 4 * 1024 * 1024, after: int | None = None,
-               bundle: str | None = None) -> Push:
+               bundle: str | None = None, qr_texts: QrTexts | None = None) -> Push:
     """Seal the upstream events after ``after`` (default: after the county's last ack).
+
+    ``qr_texts(events)``: what goes beside the events (the station's: seq -> the QR text it prints
+    for that document event, PROTOCOL.md §6 ``qr_texts``); nothing is added if it gives none.
 
     The push's envelope id is recorded (``_sync_sent``; with the id of the USB ``bundle`` that
     carries it, if any) and becomes the status ``last_push``: an answer is taken only if it names
@@ -158,6 +166,10 @@ def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, coun
     first, last = (events[0].seq, events[-1].seq) if events else (0, 0)
     payload = {"events": [e.to_wire() for e in events], "down_have": down_have,
                "up_high": log.head(db, stream)[0], "station_time": log.utcnow()}
+    texts = qr_texts(events) if qr_texts is not None and events else {}
+    if texts:
+        pushed = {e.seq for e in events}
+        payload["qr_texts"] = {str(seq): text for seq, text in sorted(texts.items()) if seq in pushed}
     confirm = recovery.to_confirm(db)
     if confirm:
         payload["confirm"] = confirm           # the reports of the last answer are recorded here
@@ -298,14 +310,16 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                 take_back: Apply | None = None,
                 key_history: Callable[[str], dict[str, str]] | None = None,
                 held: Sequence[Identity] = (), own_keys: Mapping[str, str] | None = None,
-                signer: Callable[[Conn, str, int | None], Identity] | None = None) -> tuple[bytes, dict[str, Any]]:
+                signer: Callable[[Conn, str, int | None], Identity] | None = None,
+                take_qr: TakeQr | None = None) -> tuple[bytes, dict[str, Any]]:
     """County side: verify and take a push, return (sealed answer, summary for logs and status).
 
     After the county rotated its keys (PROTOCOL.md §10): ``held`` are its retired identities (a push
     sealed to any X25519 key it still holds opens), ``own_keys`` its sign keys by id (events a station
     gives back verify by the key they name), and ``signer(db, station, down_have)`` the identity that
     signs for this station: the old one until the station holds the rotation event (``down_have``;
-    None: by what it confirmed before), then ``me``.
+    None: by what it confirmed before), then ``me``. ``take_qr`` takes the push's ``qr_texts``
+    (checked for form here, against the stored events there) once its events are stored.
 
     Raises EnvelopeError or a sync Rejected before anything is stored if the push is not
     well-formed, not for us, or not from a known, active station."""
@@ -320,6 +334,7 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     events, down_have = payload.get("events"), payload.get("down_have")
     if not isinstance(events, list) or type(down_have) is not int or down_have < 0:
         raise BadEvent("push lacks events or down_have")
+    texts = payload_fields.qr_texts(payload)     # its exact form, before anything is stored
     # Downstream events the station gives back (the county lost them in a restore) come first:
     # they carry decisions that the upstream events behind them (hand-outs) build on.
     returned, down_from = recovery.take_back(db, log.down(station), county_name,
@@ -332,6 +347,10 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     got = inbox.accept(db, stream=log.up(station), author=station, author_sign_key=history,
                        events=events, apply=apply, diverge="stop")
     up_stream = log.up(station)
+    kept_qr = 0
+    if texts and take_qr is not None:
+        hashes = {e["seq"]: e["hash"] for e in events}
+        kept_qr = take_qr(db, station, [(seq, hashes[seq], text) for seq, text in texts.items()])
     up_high_c, up_hash_c = log.head(db, up_stream)
     up_from, station_high = payload.get("up_from"), payload.get("up_high")
     start = (up_from if up_from is not None and up_from >= 1 else got.diverged_at if got.diverged_at
@@ -371,7 +390,8 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                                   "last": out[-1].seq if out else 0, "in_reply_to": header["id"]})
     up_high = payload.get("up_high")
     summary = {"station": station, "station_time": payload.get("station_time"), "stored": got.stored,
-               "duplicates": got.duplicates, "ack": got.high, "forks": got.forks, "repairs": got.repairs,
+               "duplicates": got.duplicates, "qr_texts": kept_qr, "ack": got.high, "forks": got.forks,
+               "repairs": got.repairs,
                "sent_down": len(out), "gap_at": got.gap_at, "taken_back": returned,
                "diverged_at": got.diverged_at, "up_returned": len(returned_up),
                "down_behind": max(0, down_have - down_high),

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from sync import reports, retention, rules, sittings, verify
+from sync import reports, retention, rules, sittings
 from sync.rules import (  # noqa: F401 - the shared vocabulary, re-exported: import it from here
     ACCEPTED, APPLICATION_KINDS, CASE_DECIDED, CATALOG_PUBLISHED, CORRECTION_NOTICE, COUNTY_KEYS_ROTATED,
     DECISIONS, HAND_OUT, NEW, RATED, RATING_ANSWERED, RECEIPTS_VOIDED, REFUSED, STATION_KEYS_ROTATED, SUPPLEMENTED,
@@ -181,14 +181,12 @@ SPECS: dict[str, FactSpec] = {s.kind: s for s in (
     FactSpec(COUNTY_KEYS_ROTATED, COUNTY, ("sign", "enc")),
     FactSpec(rules.CALENDAR_PUBLISHED, COUNTY, ("year", "holidays", "workdays", "at", "by"), (), _check_calendar),
     FactSpec(RATED, STATION, ("id", "score", "comment", "by", "at"), (), _check_rating),
-    FactSpec(verify.DOCUMENT_QR, STATION, verify.QR_FIELDS, (), lambda body, ctx: verify.check_qr_body(body)),
     FactSpec(RATING_ANSWERED, COUNTY, ("id", "answer", "by", "department", "at"), (), _check_rating_answer),
     FactSpec("stations.directory", COUNTY, ("stations", "at"), (), lambda body, ctx: _check_directory(body)),
     FactSpec(retention.RETENTION_SET, COUNTY, ("retention_days", "at", "by"), (),
              lambda body, ctx: retention.check_body(body)),
 )}
 STATIONS_DIRECTORY = "stations.directory"
-DOCUMENT_QR = verify.DOCUMENT_QR
 CALENDAR_PUBLISHED = rules.CALENDAR_PUBLISHED
 
 UPSTREAM = tuple(k for k, s in SPECS.items() if s.author == STATION)

@@ -53,8 +53,8 @@ def label_of(kind: str, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def events_naming(db: log.Conn, streams: Iterable[str], case_id: str) -> list[log.Event]:
-    """Every stored event of ``streams`` whose body's ``id`` is ``case_id`` (but ``document.qr``,
-    the QR text of a document whose own event is listed): in seq order within a stream, the streams interleaved by the events' UTC times of writing."""
+    """Every stored event of ``streams`` whose body's ``id`` is ``case_id``: in seq order within a
+    stream, the streams interleaved by the events' UTC times of writing."""
     needle = canonical.dumps({"id": case_id}).decode()[1:-1]          # "id":"<case id>", as stored
     pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     per_stream: list[list[log.Event]] = []
@@ -68,8 +68,6 @@ def events_naming(db: log.Conn, streams: Iterable[str], case_id: str) -> list[lo
                 body = canonical.loads(r[7].encode())
             except Exception:  # noqa: BLE001 - a body edited into junk: shown as such, never a crash
                 body = {"id": case_id, "unreadable": True}
-            if r[5] == rules.DOCUMENT_QR:       # a copy of what the document's own event printed, not a step
-                continue
             if isinstance(body, dict) and body.get("id") == case_id:
                 found.append(log.Event(stream=r[0], seq=int(r[1]), prev=r[2], hash=r[3], author=r[4], kind=r[5],
                                        at=r[6], body=body, sig=r[8], key=r[9]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from sync.errors import BadEvent
+from sync.verify import MAX_TEXT
 
 # key -> (accepted Python type(s) after canonical decoding, required). bool is not an int here.
 PUSH_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
@@ -21,7 +22,9 @@ PUSH_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "confirm": (list, False),        # [[seq, "repair"|"fork"], ...] reports recorded (PROTOCOL.md §6)
     "down_return": (list, False),    # down/<station> events the county lost, given back (PROTOCOL.md §6)
     "up_from": (int, False),         # self-heal: send me your copies of up/<station> from this seq (§8.5)
+    "qr_texts": (dict, False),       # seq of a document event of this push -> its QR text (§6, §11)
 }
+MAX_QR_TEXT = MAX_TEXT              # characters of one QR text: the longest sync/verify reads
 
 ANSWER_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "ack": (int, True),
@@ -61,3 +64,31 @@ def check(kind: str, payload: Any) -> dict[str, Any]:
         if not isinstance(value, typ) or (isinstance(value, bool) and typ is int):
             raise BadEvent(f"{kind} payload field {name!r} has the wrong type")
     return payload
+
+
+def qr_texts(payload: dict[str, Any]) -> dict[int, str]:
+    """A push's ``qr_texts`` (PROTOCOL.md §6), as seq -> text; {} if absent. BadEvent unless it is an
+    object of at most as many entries as the push has events, each key the decimal seq (no sign, no
+    leading zero) of an event in the push's ``events``, each value a string of 1 to MAX_QR_TEXT
+    characters. Whether a text is right for its event is not checked here (the county does, and
+    keeps or ignores each entry: a wrong text is not a malformed push)."""
+    texts = payload.get("qr_texts")
+    if texts is None:
+        return {}
+    if not isinstance(texts, dict):
+        raise BadEvent("push payload field 'qr_texts' has the wrong type")
+    events = payload.get("events")
+    events = events if isinstance(events, list) else []
+    if len(texts) > len(events):
+        raise BadEvent(f"push payload field 'qr_texts' has {len(texts)} entries for {len(events)} events")
+    seqs = {str(e["seq"]): e["seq"] for e in events
+            if isinstance(e, dict) and type(e.get("seq")) is int and e["seq"] >= 1}
+    out: dict[int, str] = {}
+    for key, text in texts.items():
+        if key not in seqs:
+            raise BadEvent(f"push payload field 'qr_texts': {key[:40]!r} is not the seq of an event in this push")
+        if not isinstance(text, str) or not 1 <= len(text) <= MAX_QR_TEXT:
+            raise BadEvent(f"push payload field 'qr_texts': the text for {key} is not a string of 1 to"
+                           f" {MAX_QR_TEXT} characters")
+        out[seqs[key]] = text
+    return out

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from crypto import canonical
 from crypto.keys import Identity
-from sync import inbox, log, retention, rules
+from sync import inbox, log, retention
 from sync.errors import BadEvent
 from sync.inbox import Apply
 from sync.log import Conn, Event
@@ -321,10 +321,7 @@ def _reappend(db: Conn, me: Identity, station: str,
     for (raw,) in rows:
         old = Event.from_wire(canonical.loads(raw.encode()))
         body = canonical.dumps(old.body).decode()
-        if old.kind == rules.DOCUMENT_QR and isinstance(old.body, dict) and not db.execute(
-                "SELECT 1 FROM _sync_events WHERE stream = ? AND hash = ?", (stream, old.body.get("event"))).fetchone():
-            pass        # its document's event was re-appended under a new hash, with a QR text of its own
-        elif not db.execute("SELECT 1 FROM _sync_events WHERE stream = ? AND kind = ? AND body = ?",
+        if not db.execute("SELECT 1 FROM _sync_events WHERE stream = ? AND kind = ? AND body = ?",
                           (stream, old.kind, body)).fetchone():
             new = log.append(db, me, stream=stream, author=station, kind=old.kind, body=old.body)
             db.execute("INSERT INTO _sync_resequenced (stream, old_seq, new_seq, kind, ref, at)"

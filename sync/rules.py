@@ -126,7 +126,6 @@ CALENDAR_PUBLISHED = "calendar.published"
 COUNTY_KEYS_ROTATED = "county.keys_rotated"
 RATED = "application.rated"            # the citizen's rating (好差评), once per case; state unchanged
 RATING_ANSWERED = "rating.answered"    # the county's answer to a rating of 1-2 (整改反馈), once
-DOCUMENT_QR = "document.qr"            # the QR text of the document an application event prints (§11)
 
 APPLICATION_KINDS = (ACCEPTED, CORRECTION_NOTICE, REFUSED)
 NEW = None           # the state of a case id nobody holds yet
@@ -168,7 +167,6 @@ FACT_LABELS = {
     REFUSED: N_("a refusal"), HAND_OUT: N_("a hand-out"), SUPPLEMENTED: N_("a supplement"),
     **{decided(d): N_("a decision") for d in DECISIONS},
     RATED: N_("a rating"), RATING_ANSWERED: N_("an answer to a rating"),
-    DOCUMENT_QR: N_("the QR text of a document"),
 }
 
 

@@ -331,37 +331,18 @@ def api_answer(result: Mapping[str, Any], translate: Callable[..., str]) -> dict
             "kind": result["kind"], "verify_code": result["code"]}
 
 
-# the QR text travels up (``document.qr``, PROTOCOL.md §4 and §11) ------------------------------------
-DOCUMENT_QR = rules.DOCUMENT_QR
-QR_FIELDS = ("id", "event", "qr_text")
-
-
-def check_qr_body(body: Any) -> str:
-    """The form of a ``document.qr`` body: exactly ``id`` (a case id, UUID v4), ``event`` (64 lowercase
-    hex: the hash of the document's application event) and ``qr_text`` (the QR text as printed, a
-    readable part and a well-formed token). Returns the case id; RuleError otherwise. Whether the
-    token verifies and matches the event is ``check_qr`` (the county, which holds the directory)."""
-    if not isinstance(body, dict) or set(body) != set(QR_FIELDS) or not isinstance(body["id"], str) \
-            or not rules.UUID4.match(body["id"]) or not isinstance(body["event"], str) \
-            or not rules.SHA256.match(body["event"]) or not isinstance(body["qr_text"], str):
-        raise rules.RuleError(N_("The QR text of a document is not described as it must be."))
-    try:
-        part, _ = parse(body["qr_text"])
-    except VerifyError:
-        part = None
-    if part is None or body["qr_text"] != body["qr_text"].strip():
-        raise rules.RuleError(N_("The QR text of a document is not described as it must be."))
-    return body["id"]
-
+# the QR text travels up beside its event (the push's ``qr_texts``, PROTOCOL.md §6 and §11) ---------
 
 def check_qr(body: Mapping[str, Any], *, author: str, event: Any, directory: Mapping[str, Mapping[str, Any]]) -> Token:
-    """A ``document.qr`` body (already of the right form) against what the county holds: ``event`` is
-    the application event in ``up/<author>`` whose hash the body names (None if not held). The
+    """A QR text the station sent up (``body``: ``id``, the case; ``event``, the hash of the document's
+    event; ``qr_text``) against what the county holds: ``event`` is the application event in
+    ``up/<author>`` with that hash (None if not held). The
     token MUST verify with the author's key history (``check``), name the author, the first 16 bytes
     of that event's hash, its kind, ``receipt_no``, ``item_code``, issued second and signing key,
     the event MUST be about the body's case, and the readable part MUST be exactly the one the
     station prints for that event (``readable``; the station's name as it printed it is the text
-    before ``（<author>）``). Returns the token; RuleError naming the first broken rule."""
+    before ``（<author>）``), and the text MUST be laid out exactly as ``make`` lays it out (no white
+    space added, no other line breaks). Returns the token; RuleError naming the first broken rule."""
     if event is None or event.kind not in KINDS:
         raise rules.RuleError(N_("The QR text names a document this office does not hold."))
     b = event.body if isinstance(event.body, dict) else {}
@@ -370,7 +351,7 @@ def check_qr(body: Mapping[str, Any], *, author: str, event: Any, directory: Map
     try:
         part, token, _ = check(body["qr_text"], directory)
     except VerifyError as exc:
-        logger.warning("document.qr of %s for %s refused: %s", author, body["id"], exc)
+        logger.warning("QR text of %s for %s does not verify: %s", author, body["id"], exc)
         raise rules.RuleError(N_("The QR text of a document does not verify with the station's keys.")) from None
     if token.station != author or token.hash16 != event.hash[:32] or token.kind != event.kind \
             or token.receipt_no != b.get("receipt_no") or token.item_code != b.get("item_code") \
@@ -379,6 +360,7 @@ def check_qr(body: Mapping[str, Any], *, author: str, event: Any, directory: Map
     name = (part or "").split("\n")[1].split(f"（{author}）")[0] if part and part.count("\n") == 2 else ""
     expected = readable(event.kind, str(b.get("receipt_no")), name, author, token.date, str(b.get("item_name")),
                         code_of(event.hash))
-    if not name or part != expected:
+    laid_out = f"{expected}\n{PREFIX}" + base64.urlsafe_b64encode(token.signed + token.sig).rstrip(b"=").decode()
+    if not name or part != expected or body["qr_text"] != laid_out:
         raise rules.RuleError(N_("The QR text does not match the document it names."))
     return token

@@ -1,20 +1,25 @@
-"""The county gives the QR text the station printed (issue 8): each document event of a case is
-followed up by ``document.qr``, signed in the station's log; the county checks it against the
-station's key history and the event before it stores or serves it. Real servers on loopback, real
-SQLite files; the hostile facts are signed with the station's real key and pushed by its real sync."""
+"""The county gives the QR text the station printed (issue 8): each push carries, beside its events,
+the QR text the station prints for each document event in it (``qr_texts``, PROTOCOL.md §6); the
+county checks each against the station's key history and the event before it keeps or serves it.
+Real servers on loopback, real SQLite files; the hostile entries are pushes a station builds
+itself with its real keys (``exchange.build_push`` with its own ``qr_texts``), sent to the county
+over HTTP."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sqlite3
-from typing import Any
+from typing import Any, Callable
 
+import httpx
 import segno
 
 from crypto.keys import Identity
+from node import verify as doc_verify
 from node.station import Station
-from sync import inbox, log, verify
+from sync import client, exchange, inbox, log, verify
+from tests.central.test_hostile_station import forge, good_body
 from tests.conftest import log_in
 from tests.e2e.test_walking_skeleton import full_application
 
@@ -37,8 +42,8 @@ def _form(app: dict[str, Any]) -> dict[str, Any]:
             "reason": app.get("reason", "")}
 
 
-def _verify(client, text: str) -> dict[str, Any]:
-    r = client.post("/api/v1/verify", json={"code": text})
+def _verify(client_, text: str) -> dict[str, Any]:
+    r = client_.post("/api/v1/verify", json={"code": text})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -49,10 +54,15 @@ def _county_case(http, system, case_id: str) -> dict[str, Any]:
     return r.json()
 
 
-def _repairs(system, station: str) -> dict[int, dict[str, Any]]:
-    conn = sqlite3.connect(system.data / "central" / "central.db")
+def _county_db(system) -> sqlite3.Connection:
+    return sqlite3.connect(system.data / "central" / "central.db")
+
+
+def _kept(system) -> dict[str, str]:
+    """The QR texts the county keeps: event hash -> text."""
+    conn = _county_db(system)
     try:
-        return {r["seq"]: json.loads(r["reason"]) for r in inbox.repairs(conn, log.up(station))}
+        return dict(conn.execute("SELECT event_hash, qr_text FROM document_qr").fetchall())
     finally:
         conn.close()
 
@@ -79,9 +89,12 @@ def test_the_county_gives_each_document_the_qr_text_the_station_printed(system, 
     assert r.status_code == 201, r.text
     refusal = r.json()
     assert refusal["qr_text"].startswith("不予受理决定书 ")
+    # Three documents are three records to send, not six: the QR texts are no records of their own.
+    assert node.get("/api/v1/status").json()["sync"]["up_waiting"] == 3
 
-    # Before the station syncs, the county holds nothing; after, each document with its QR text.
-    assert node.post("/api/v1/sync").status_code == 200
+    # After the station syncs, the county holds each document with its QR text.
+    moved = node.post("/api/v1/sync")
+    assert moved.status_code == 200 and moved.json()["sent"] == 3
     case = _county_case(http, system, notice["id"])
     docs = case["station_documents"]
     assert [d["kind"] for d in docs] == ["application.correction_notice", "application.accepted"]
@@ -107,18 +120,24 @@ def test_the_county_gives_each_document_the_qr_text_the_station_printed(system, 
         got = _verify(other, d["qr_text"])
         assert got["valid"] is True and got["station"] == "V1" and got["state"] is None
 
-    # The case's history lists the documents' own events, not their QR copies.
+    # The case's history lists the documents' events, one step each.
     kinds = [e["kind"] for e in case["history"]]
-    assert "document.qr" not in kinds and kinds[:2] == ["application.correction_notice", "application.accepted"]
+    assert kinds[:2] == ["application.correction_notice", "application.accepted"]
 
 
-def _forge(st: Station, body: Any) -> int:
-    """Sign a ``document.qr`` with the station's real key as its next upstream event, as a hostile node would."""
+def _push_with(system, st: Station, texts: Callable[[list[log.Event]], dict[int, str]]) -> httpx.Response:
+    """A push of all of the station's upstream events (from seq 1), built and sealed with its real
+    keys, with ``texts`` beside them as a hostile station would make them; sent to the county's
+    sync endpoint. Its answer is not applied: the station's cursor stays where it was."""
     with st.store.transaction() as db:
-        return log.append(db, st.me, stream=log.up(st.code), author=st.code, kind=verify.DOCUMENT_QR, body=body).seq
+        push = exchange.build_push(db, me=st.me, station=st.code, county=st.county.keys,
+                                   county_name=st.county.name, after=0, qr_texts=texts)
+    with httpx.Client(timeout=30) as h:
+        return h.post(f"{system.central_url}/sync/v1/exchange", content=push.blob,
+                      headers={"content-type": "application/octet-stream"})
 
 
-def test_a_qr_text_that_does_not_verify_or_names_another_document_is_never_served(system, http, caplog):
+def test_a_qr_text_that_does_not_verify_or_names_another_document_is_never_kept_or_served(system, http, caplog):
     v1 = system.stations["V1"]
     node = http(v1["url"], v1["token"])
     item = _item(node)
@@ -134,6 +153,13 @@ def test_a_qr_text_that_does_not_verify_or_names_another_document_is_never_serve
             ev_a = log.get(st.store.conn, log.up("V1"), int(st.store.application(a["id"])["seq"]))
             ev_b = log.get(st.store.conn, log.up("V1"), int(st.store.application(b["id"])["seq"]))
         assert ev_a is not None and ev_b is not None
+        # A document event the county sets aside (a's case id again), with the QR text V1 would print for it.
+        aside = forge(st, "application.accepted", good_body(st, id=a["id"]))
+        with st.store.lock:
+            ev_aside = log.get(st.store.conn, log.up("V1"), aside)
+        assert ev_aside is not None
+        aside_text = doc_verify.qr_of_event(st, ev_aside)
+
         stranger = Identity.generate()
         by_stranger = verify.make(sign=stranger.sign, key_id=stranger.public.sign_id, station="V1",
                                   station_name="V1站", kind=ev_b.kind, at=ev_b.at, event_hash=ev_b.hash,
@@ -141,35 +167,42 @@ def test_a_qr_text_that_does_not_verify_or_names_another_document_is_never_serve
         own_key_other_item = verify.make(sign=st.me.sign, key_id=st.me.public.sign_id, station="V1",
                                          station_name="V1站", kind=ev_b.kind, at=ev_b.at, event_hash=ev_b.hash,
                                          receipt_no=b["receipt_no"], item_code="MZ-999", item_name="伪造事项")
-        forged = {
-            # a's genuine QR text, said to be case b's
-            _forge(st, {"id": b["id"], "event": ev_a.hash, "qr_text": a["qr_text"]}): "another case",
-            # a's genuine QR text, naming b's event
-            _forge(st, {"id": b["id"], "event": ev_b.hash, "qr_text": a["qr_text"]}): "does not match",
-            # the readable part changed after signing
-            _forge(st, {"id": b["id"], "event": ev_b.hash,
-                        "qr_text": b["qr_text"].replace(b["receipt_no"], a["receipt_no"], 1)}): "does not verify",
-            # signed by a key that is not V1's
-            _forge(st, {"id": b["id"], "event": ev_b.hash, "qr_text": by_stranger}): "does not verify",
-            # V1's own key, but another item than the signed application names
-            _forge(st, {"id": b["id"], "event": ev_b.hash, "qr_text": own_key_other_item}): "does not match",
-            # a document V1 never sent
-            _forge(st, {"id": b["id"], "event": "ab" * 32, "qr_text": b["qr_text"]}): "does not hold",
-        }
-        malformed = _forge(st, {"id": b["id"], "event": ev_b.hash, "qr_text": "受理回执\nLM2:xyz"})
+        forged = [
+            ({ev_b.seq: a["qr_text"]}, "does not match"),                 # a's genuine text, beside b's event
+            ({ev_b.seq: b["qr_text"].replace(b["receipt_no"], a["receipt_no"], 1)}, "does not verify"),  # edited
+            ({ev_b.seq: by_stranger}, "does not verify"),                 # signed by a key that is not V1's
+            ({ev_b.seq: own_key_other_item}, "does not match"),           # V1's key, another item than b names
+            ({ev_b.seq: b["qr_text"] + "\n"}, "does not match"),          # b's text, but not as it is laid out
+            ({ev_b.seq: "受理回执\nLM2:xyz"}, "does not verify"),           # not a token at all
+            ({aside: aside_text}, "is set aside"),                        # right, but for an event set aside
+        ]
+        for texts, why in forged:
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="lastmile.central.verify"):
+                r = _push_with(system, st, lambda _events, texts=texts: texts)
+            # a wrong text is not a malformed push: the county takes the events and answers as always
+            assert r.status_code == 200, r.text
+            notes = [rec.getMessage() for rec in caplog.records if "QR text for up/V1#" in rec.getMessage()]
+            assert any(why in n for n in notes), (why, notes)
+            assert _kept(system) == {}, why
     finally:
         st.store.close()
 
-    with caplog.at_level(logging.WARNING):
-        assert node.post("/api/v1/sync").status_code == 200
-    assert node.get("/api/v1/status").json()["sync"]["up_waiting"] == 0        # stored and acked all the same
-    repairs = _repairs(system, "V1")
-    for seq, why in forged.items():
-        assert why in repairs[seq]["m"], (seq, repairs[seq])
-    assert "not described as it must be" in repairs[malformed]["m"]
-    assert any("document.qr of V1" in r.getMessage() for r in caplog.records)
+    conn = _county_db(system)
+    try:
+        repairs = {r["seq"]: json.loads(r["reason"]) for r in inbox.repairs(conn, log.up("V1"))}
+    finally:
+        conn.close()
+    assert repairs[aside]["m"].startswith("Case id %(id)s is already held by the county")
+    for app in (a, b):                                 # nothing forged is served
+        case = _county_case(http, system, app["id"])
+        assert case["qr_text"] is None and [d["qr_text"] for d in case["station_documents"]] == [None]
 
-    # The genuine QR texts (sent right behind each application) are served; nothing forged is.
+    # The station's own sync sends its events again with the genuine texts: those are kept and served;
+    # the set-aside event is listed nowhere, its text not kept.
+    assert node.post("/api/v1/sync").status_code == 200
+    assert node.get("/api/v1/status").json()["sync"]["up_waiting"] == 0
+    assert _kept(system) == {ev_a.hash: a["qr_text"], ev_b.hash: b["qr_text"]}
     for app in (a, b):
         case = _county_case(http, system, app["id"])
         assert case["qr_text"] == app["qr_text"] and [d["qr_text"] for d in case["station_documents"]] == [app["qr_text"]]
@@ -177,7 +210,7 @@ def test_a_qr_text_that_does_not_verify_or_names_another_document_is_never_serve
 
 
 def test_an_older_station_s_documents_have_no_qr_text_at_the_county(system, http):
-    """A station before ``document.qr`` sends only the document's event: the county gives its
+    """A station before ``qr_texts`` pushes the document's event alone: the county gives its
     verification code and ``qr_text: null`` (it cannot sign), and the QR text still verifies there."""
     v1 = system.stations["V1"]
     node = http(v1["url"], v1["token"])
@@ -186,15 +219,13 @@ def test_an_older_station_s_documents_have_no_qr_text_at_the_county(system, http
     assert r.status_code == 201, r.text
     app = r.json()
     st = _station(system, "V1")
-    try:      # as an older station's log: the document's event alone
-        with st.store.transaction() as db:
-            seq = db.execute("SELECT max(seq) FROM _sync_events WHERE stream = ?", (log.up("V1"),)).fetchone()[0]
-            assert db.execute("SELECT kind FROM _sync_events WHERE stream = ? AND seq = ?",
-                              (log.up("V1"), seq)).fetchone()[0] == verify.DOCUMENT_QR
-            db.execute("DELETE FROM _sync_events WHERE stream = ? AND seq = ?", (log.up("V1"), seq))
+    try:      # as an older station syncs: its pushes carry the events and no qr_texts
+        with httpx.Client(timeout=30) as h:
+            got = client.sync_once(st.store.transaction, h, me=st.me, station="V1", county=st.county,
+                                   apply=st.apply_down)
+        assert got.sent == 1 and got.acked == 1
     finally:
         st.store.close()
-    assert node.post("/api/v1/sync").status_code == 200
     case = _county_case(http, system, app["id"])
     assert case["qr_text"] is None and case["verify_code"] == app["verify_code"]
     assert case["station_documents"] == [{"kind": "application.accepted", "receipt_no": app["receipt_no"],

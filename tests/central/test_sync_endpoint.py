@@ -50,7 +50,7 @@ def test_a_replayed_push_gets_the_same_ack_and_stores_nothing_twice(system, v1, 
     second = post(http, system, blob)
     assert second.status_code == 200 and stored(system) == after_first
     acks = [envelope.parse(r.content).header["ack"] for r in (first, second)]
-    assert acks == [2, 2]       # the application and its document.qr
+    assert acks == [1, 1]
 
 
 @pytest.mark.parametrize("case, status, code", [
@@ -100,7 +100,7 @@ def test_a_revoked_station_is_refused_and_says_so(system, v1, http):
     node = http(system.stations["V1"]["url"], system.stations["V1"]["token"])
     r = node.post("/api/v1/sync")
     assert r.status_code == 502 and r.json()["error"] == "revoked_station"
-    assert node.get("/api/v1/status").json()["sync"]["up_waiting"] == 2     # kept, not dropped (with its document.qr)
+    assert node.get("/api/v1/status").json()["sync"]["up_waiting"] == 1     # kept, not dropped
 
 
 def test_a_diverged_push_stores_nothing_and_the_station_is_told_to_heal(system, v1, http, tmp_path):

@@ -99,8 +99,8 @@ def hostile_push(system, st: Station, case: str) -> bytes:
     """A push signed and sealed with the station's real keys, but with bytes a correct sender never makes."""
     county = County(CentralSettings(data=system.data / "central"))
     try:
+        from sync import log
         with st.store.transaction() as db:
-            from sync import log
             events = [e.to_wire() for e in log.events_after(db, log.up("V1"), 0, 10)]
         payload = {"events": events, "down_have": 1}
         raw = canonical.dumps(payload)
@@ -117,6 +117,13 @@ def hostile_push(system, st: Station, case: str) -> bytes:
             raw = canonical.dumps({**payload, "zzz_extension": 1})
         elif case == "bool_down_have":
             raw = canonical.dumps({**payload, "down_have": True})
+        elif case.startswith("qr_"):             # the QR texts beside the events (PROTOCOL.md §6)
+            text = st.qr_texts([log.Event.from_wire(e) for e in events])[1]
+            raw = canonical.dumps({**payload, "qr_texts": {
+                "qr_not_a_map": [text], "qr_seq_not_in_push": {"2": text}, "qr_seq_leading_zero": {"01": text},
+                "qr_seq_zero": {"0": text}, "qr_more_than_events": {"1": text, "2": text},
+                "qr_text_not_a_string": {"1": 7}, "qr_text_empty": {"1": ""},
+                "qr_text_too_long": {"1": text + "x" * 2000}}[case]})
         head = {"v": 1, "kind": "push", "from": "V1", "to": county.name, "from_key": st.me.public.sign_id,
                 "to_key": county.me.public.enc_id, "comp": "zstd", "id": "ab" * 12, "first": 1, "last": 1}
         compressed = zstandard.ZstdCompressor().compress(raw) + extra
@@ -132,6 +139,14 @@ def hostile_push(system, st: Station, case: str) -> bytes:
     ("deep", 400, "malformed_envelope", "nested"),
     ("unknown_key", 422, "bad_event", "unknown fields: zzz_extension"),
     ("bool_down_have", 422, "bad_event", "down_have"),
+    ("qr_not_a_map", 422, "bad_event", "'qr_texts' has the wrong type"),
+    ("qr_seq_not_in_push", 422, "bad_event", "'2' is not the seq of an event in this push"),
+    ("qr_seq_leading_zero", 422, "bad_event", "'01' is not the seq of an event in this push"),
+    ("qr_seq_zero", 422, "bad_event", "'0' is not the seq of an event in this push"),
+    ("qr_more_than_events", 422, "bad_event", "has 2 entries for 1 events"),
+    ("qr_text_not_a_string", 422, "bad_event", "the text for 1 is not a string of 1 to 2000 characters"),
+    ("qr_text_empty", 422, "bad_event", "the text for 1 is not a string of 1 to 2000 characters"),
+    ("qr_text_too_long", 422, "bad_event", "the text for 1 is not a string of 1 to 2000 characters"),
 ])
 def test_the_county_refuses_hostile_payloads_with_a_clear_4xx_and_stores_nothing(system, v1, http, case, status,
                                                                                   code, words):

@@ -36,11 +36,11 @@ def test_application_reaches_county_and_result_comes_back(system, http):
     assert r.status_code == 201, r.text
     app = r.json()
     assert app["status"] == "accepted" and app["receipt_no"].startswith("V1-") and app["promised_date"]
-    assert node.get("/api/v1/status").json()["sync"]["up_waiting"] == 2       # with its document.qr
+    assert node.get("/api/v1/status").json()["sync"]["up_waiting"] == 1
 
     # 3. Sync: the application reaches the county; the station sees nothing waiting.
     moved = node.post("/api/v1/sync").json()
-    assert moved["sent"] == 2 and moved["state"]["up_waiting"] == 0 and moved["state"]["last_contact"]
+    assert moved["sent"] == 1 and moved["state"]["up_waiting"] == 0 and moved["state"]["last_contact"]
     assert node.get(f"/api/v1/applications/{app['id']}").json()["status"] == "received"
 
     # 4. The county sees it, in the right department, with a verified station signature.

@@ -23,7 +23,7 @@ def test_node_sync_prints_a_summary_and_json_on_request(system, station):
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert not text.lstrip().startswith("{")
-    assert "sync done: sent 4 records, the county confirmed 4"   # 2 applications, each with its document.qr in text
+    assert "sync done: sent 2 records, the county confirmed 2" in text
     assert "still waiting to go up: 0 records, 0 scan(s)" in text
     assert "last contact with the county: 20" in text
 
@@ -31,7 +31,7 @@ def test_node_sync_prints_a_summary_and_json_on_request(system, station):
     out = run("node", "sync", "--data", data, "--json")
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
-    assert got["sent"] == 2 and got["acked"] == 2 and got["state"]["up_waiting"] == 0
+    assert got["sent"] == 1 and got["acked"] == 1 and got["state"]["up_waiting"] == 0
 
 
 def test_node_sync_that_cannot_reach_the_county_says_so_and_what_waits(system, station):
@@ -44,9 +44,9 @@ def test_node_sync_that_cannot_reach_the_county_says_so_and_what_waits(system, s
     out = run("node", "sync", "--data", data)
     assert out.returncode == 1
     assert "sync failed" in out.stderr
-    assert "nothing is lost" in out.stdout and "still waiting to go up: 2 records, 0 scan(s)" in out.stdout
+    assert "nothing is lost" in out.stdout and "still waiting to go up: 1 record, 0 scan(s)" in out.stdout
     out = run("node", "sync", "--data", data, "--json")
-    assert out.returncode == 1 and json.loads(out.stdout)["up_waiting"] == 2
+    assert out.returncode == 1 and json.loads(out.stdout)["up_waiting"] == 1
 
 
 def test_node_export_and_import_print_summaries_and_json_on_request(system, station, tmp_path):
@@ -61,11 +61,11 @@ def test_node_export_and_import_print_summaries_and_json_on_request(system, stat
     assert f"lastmile node import {stick}.answer --data {data}" in out.stdout
     out = run("central", "import", str(stick), "--data", central)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("bundle of station V1 taken: 4 records newly stored")
+    assert out.stdout.startswith("bundle of station V1 taken: 2 records newly stored")
     assert f"lastmile node import {stick}.answer --data STATION_DIR" in out.stdout
     out = run("node", "import", f"{stick}.answer", "--data", data)
     assert out.returncode == 0, out.stderr
-    assert "answer applied: the county confirmed 4 records" in out.stdout
+    assert "answer applied: the county confirmed 2 records" in out.stdout
     assert "still waiting to go up: 0 records" in out.stdout
 
     out = run("node", "export", "--data", data, "--to", str(tmp_path / "again.bundle"), "--json")

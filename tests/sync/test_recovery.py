@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from central.app import create_app as central_app
 from central.county import County, Settings as CentralSettings
+from node import verify as doc_verify
 from node.station import Settings as NodeSettings, Station
 from sync import bundle, exchange, log, recovery
 from sync.errors import StaleAnswer
@@ -44,7 +45,7 @@ def round_trip(county: County, st: Station, *, take_answer: bool = True, limit: 
     """One exchange, as over the network: push, the county answers, the station takes it."""
     with st.store.transaction() as db:
         push = exchange.build_push(db, me=st.me, station=st.code, county=st.county.keys, county_name=st.county.name,
-                                   limit=limit)
+                                   limit=limit, qr_texts=st.qr_texts)
     sealed = county.answer(push.blob)
     if take_answer:
         with st.store.transaction() as db:
@@ -74,7 +75,7 @@ def test_a_replayed_old_answer_neither_rewinds_the_cursor_nor_sets_the_clock(pai
     with serve(central_app(county.settings)) as url:
         st.county = replace(st.county, url=url)
         st.sync()
-    assert acked(st) == 6
+    assert acked(st) == 3
     skew_before = st.store.sync_status("clock_skew_s")
     time.sleep(2.2)                                    # the recorded answer's clock is now 2 s old
 
@@ -86,7 +87,7 @@ def test_a_replayed_old_answer_neither_rewinds_the_cursor_nor_sets_the_clock(pai
         st.county = replace(st.county, url=url)
         with pytest.raises(StaleAnswer):
             st.sync()
-    assert acked(st) == 6, "a replayed answer moved the cursor back"
+    assert acked(st) == 3, "a replayed answer moved the cursor back"
     assert st.store.sync_status("clock_skew_s") == skew_before
     assert st.sync_state()["last_error_code"] == "stale_answer"
 
@@ -104,7 +105,7 @@ def test_an_old_answer_is_refused_as_fresh_and_applied_without_rewinding_as_old(
     with st.store.transaction() as db:
         got = exchange.apply_answer(db, old, **kw)     # a known push, answered late: safe, never rewinds
     assert got.server_time is None
-    assert acked(st) == 6
+    assert acked(st) == 3
 
 
 def test_an_answer_to_a_push_never_sent_is_refused(pair):
@@ -151,9 +152,9 @@ def test_an_answer_file_to_an_old_export_is_applied_without_rewinding(pair):
     county.import_bundle(root / "a.bundle", root / "a.answer")
     take(st, 2)
     round_trip(county, st)
-    assert acked(st) == 6
+    assert acked(st) == 3
     st.import_answers(root / "a.answer")
-    assert acked(st) == 6
+    assert acked(st) == 3
     assert bundle.read(root / "a.answer").in_reply_to == bundle.read(root / "a.bundle").id
 
 
@@ -218,12 +219,14 @@ def test_a_twin_that_wrote_other_events_at_the_same_numbers_heals_instead_of_for
         # was cloned or restored, and its next number starts a new block.
         held = county.store._all("SELECT id FROM cases")
         assert sorted(r[0] for r in held) == sorted(a["id"] for a in theirs + ours)
+        # Each document's QR text went up beside its event, ours with the event re-sequenced (a new
+        # hash, a new text): the county keeps what each copy now prints, nothing for the displaced one.
+        kept = dict(county.store._all("SELECT case_id, qr_text FROM document_qr"))
+        assert kept == {a["id"]: doc_verify.qr_text(s, s.store.application(a["id"]))
+                        for s, apps in ((twin, theirs), (st, ours)) for a in apps}
         assert take(st, 1)[0]["receipt_no"].endswith("-01001")
         assert st.sync_state()["reported"] == [] and st.sync_state()["forks"] == 0
-        # ours (1) comes back as 3; its document.qr is not re-sequenced but made anew (4) for the new hash
-        assert [(r["old_seq"], r["new_seq"]) for r in st.sync_state()["resequenced"]] == [(1, 3)]
-        assert sorted(r[0] for r in county.store._all("SELECT case_id FROM document_qr")) == sorted(
-            a["id"] for a in theirs + ours)
+        assert [(r["old_seq"], r["new_seq"]) for r in st.sync_state()["resequenced"]] == [(1, 2)]
         with county.store.transaction() as db:
             assert recovery.open_reports(db, "up/S1") == ([], [])
     finally:
@@ -426,10 +429,14 @@ def test_a_restored_station_heals_from_the_county_and_resequences_what_it_took_s
         assert mine[later[0]["id"]]["status"] == "approved"            # the decision came back with it
         assert all(mine[a["id"]]["status"] == "received" for a in early + later[1:] + since)
         assert {a["receipt_no"] for a in since} == {mine[a["id"]]["receipt_no"] for a in since}
+        # The re-sequenced documents' QR texts went up again with their events, by themselves: the
+        # county gives every document what the restored station now prints for it.
+        kept = dict(county.store._all("SELECT case_id, qr_text FROM document_qr WHERE event_hash IN"
+                                      " (SELECT hash FROM _sync_events WHERE stream = 'up/S1')"))
+        assert kept == {i: doc_verify.qr_text(st, app) for i, app in mine.items()}
         state = st.sync_state()
         moved = {r["ref"]: (r["old_seq"], r["new_seq"]) for r in state["resequenced"]}
-        # #5: the voided block; each application is followed by its document.qr, made anew when it moves
-        assert moved == {"": (5, 11), since[0]["receipt_no"]: (6, 12), since[1]["receipt_no"]: (8, 14)}
+        assert moved == {"": (3, 6), since[0]["receipt_no"]: (4, 7), since[1]["receipt_no"]: (5, 8)}   # #3: the voided block
         assert {r["what"] for r in state["recovered"]} >= {"up_healed", "resequenced"}
         assert state["forks"] == 0 and state["reported"] == [] and not state["healing"]
         for conn in (county.store.conn, st.store.conn):
@@ -596,20 +603,20 @@ def test_a_usb_only_station_sends_again_what_a_restored_county_lost(pair):
         st.import_answers(root / f"{name}.answer")
 
     usb_round("a")
-    assert acked(st) == 4                                   # two applications, each with its document.qr
+    assert acked(st) == 2
     county.store.close()
     copy_db(root / "county-backup", csettings.data)          # the county's disk died: restore the backup
     county = County(csettings)
     second = take(st, 1)
     st.export(root / "old.bundle")                          # exported, but its answer comes back late
-    usb_round("b")                                          # the county lacks #1-#4: the cursor goes back
+    usb_round("b")                                          # the county lacks #1, #2: the cursor goes back
     assert acked(st) == 0
     county.import_bundle(root / "old.bundle", root / "old.answer")
     st.import_answers(root / "old.answer")                  # an older export's answer never rewinds
     usb_round("c")
     try:
         assert sorted(county_cases(county).values()) == sorted(a["id"] for a in first + second)
-        assert acked(st) == 6
+        assert acked(st) == 3
     finally:
         county.store.close()
         county = County(csettings)
