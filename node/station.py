@@ -32,6 +32,8 @@ from sync.log import Event
 logger = logging.getLogger("lastmile.node")
 CHINA = dt.timezone(dt.timedelta(hours=8))
 #: the county's events stored while the station was locked, to apply at the unlock (Station.apply_deferred)
+#: how long a station pushes without ``qr_texts`` after its county refused the field (an older county)
+QR_TEXTS_RETRY_S = 24 * 3600
 DEFERRED_SCHEMA = "CREATE TABLE IF NOT EXISTS vault_deferred (stream TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (stream, seq))"
 
 
@@ -362,9 +364,24 @@ class Station(Intake, Healing):
         self._switch_keys()
         self._refresh_county()
         with httpx.Client(timeout=self.settings.http_timeout, **self.http_options) as http:
-            result = client.sync_once(self.store.transaction, http, me=self.me, station=self.code,
-                                      county=self.county, apply=self.apply_down, on_ack=self.mark_received,
-                                      hooks=self.heal_hooks(), send=not locked, qr_texts=self.qr_texts)
+            texts = self._qr_texts_hook()
+
+            def once(qr_texts: exchange.QrTexts | None) -> client.SyncResult:
+                return client.sync_once(self.store.transaction, http, me=self.me, station=self.code,
+                                        county=self.county, apply=self.apply_down, on_ack=self.mark_received,
+                                        hooks=self.heal_hooks(), send=not locked, qr_texts=qr_texts)
+            try:
+                result = once(texts)
+            except client.Rejected as exc:
+                if texts is None or exc.code != "bad_event" or "qr_texts" not in str(exc):
+                    raise
+                # A county older than the field refuses every push that carries it (PROTOCOL.md §6):
+                # push without it, and offer it again a day later (the county may be upgraded by then).
+                logger.warning("the county does not take the QR texts beside the events yet (%s); "
+                               "sending without them for a day", exc)
+                with self.store.transaction() as db:
+                    log.set_status(db, "qr_texts_refused_at", str(time.time()))
+                result = once(None)
             self._refresh_county()          # a county.keys_rotated just stored: seal to its new key
             try:
                 result.scans = self.upload_scans(http)
@@ -378,6 +395,13 @@ class Station(Intake, Healing):
                 raise
             return result
 
+    def _qr_texts_hook(self) -> exchange.QrTexts | None:
+        """``self.qr_texts``, unless the county refused the field in the last day (an older county)."""
+        refused = self.store.sync_status("qr_texts_refused_at")
+        if refused and time.time() - float(refused) < QR_TEXTS_RETRY_S:
+            return None
+        return self.qr_texts
+
     def export(self, to: Path) -> dict[str, Any]:
         """Write every upstream event the county has not confirmed to a bundle file (USB stick).
 
@@ -389,7 +413,7 @@ class Station(Intake, Healing):
             while True:
                 push = exchange.build_push(db, me=self.me, station=self.code, county=self.county.keys,
                                            county_name=self.county.name, after=after, bundle=bundle_id,
-                                           qr_texts=self.qr_texts)
+                                           qr_texts=self._qr_texts_hook())
                 if push.last == 0 and envelopes:
                     db.execute("DELETE FROM _sync_sent WHERE id = ?", (push.id,))
                     break

@@ -232,3 +232,42 @@ def test_an_older_station_s_documents_have_no_qr_text_at_the_county(system, http
                                           "at": case["station_documents"][0]["at"], "seq": 1,
                                           "verify_code": app["verify_code"], "qr_text": None}]
     assert _verify(http(system.central_url), app["qr_text"])["valid"] is True
+
+
+def test_a_station_upgraded_before_its_county_still_syncs_without_the_qr_texts(system, http, monkeypatch, caplog):
+    """The county must be upgraded first (INSTALL), but an installer may visit the station first. A
+    county older than ``qr_texts`` refuses any push carrying it (its strict payload check); the
+    station then pushes without it, for a day, instead of sending nothing. (The older county is this
+    county with the field taken out of its list of push fields: the check that refuses it is the same.)"""
+    from sync import payload as payload_fields
+    older = {k: v for k, v in payload_fields.PUSH_FIELDS.items() if k != "qr_texts"}
+    monkeypatch.setattr(payload_fields, "PUSH_FIELDS", older)
+    monkeypatch.setitem(payload_fields.FIELDS, "push", older)
+    v1 = system.stations["V1"]
+    node = http(v1["url"], v1["token"])
+    item = _item(node)              # a push with no events: nothing to refuse yet
+    app = node.post("/api/v1/applications", json=full_application(item)).json()
+    st = _station(system, "V1")
+    try:
+        with caplog.at_level(logging.WARNING, logger="lastmile.node"):
+            got = st.sync()
+        assert got.sent == 1 and got.acked == 1
+        assert "does not take the QR texts" in caplog.text
+        case = _county_case(http, system, app["id"])
+        assert case["receipt_no"] == app["receipt_no"] and case["qr_text"] is None
+        # Within the day it does not offer them again; the next case goes up at the first try.
+        second = node.post("/api/v1/applications", json=full_application(item)).json()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="lastmile.node"):
+            assert st.sync().sent == 1
+        assert "does not take the QR texts" not in caplog.text
+        assert _county_case(http, system, second["id"])["qr_text"] is None
+        # The county is upgraded; a day later the station offers the texts again and they are kept.
+        monkeypatch.undo()
+        with st.store.transaction() as db:
+            log.set_status(db, "qr_texts_refused_at", "0")
+        third = node.post("/api/v1/applications", json=full_application(item)).json()
+        assert st.sync().sent == 1
+        assert _county_case(http, system, third["id"])["qr_text"] == third["qr_text"]
+    finally:
+        st.store.close()
