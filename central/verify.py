@@ -123,8 +123,7 @@ def take_qr_texts(county: County, db: Any, station: str, entries: list[tuple[int
         case_id = ev.body.get("id") if isinstance(ev.body, dict) else None
         keys = keys if keys is not None else directory(county, db)
         try:
-            verify.check_qr({"id": case_id, "event": ev.hash, "qr_text": text}, author=station, event=ev,
-                            directory=keys)
+            verify.check_qr(text, author=station, event=ev, directory=keys)
         except RuleError as exc:
             logger.warning("QR text for %s#%d not kept: %s", stream, seq, exc.english())
             continue
@@ -160,8 +159,7 @@ def case_codes(county: County, case: dict[str, Any]) -> dict[str, Any]:
         text = held.get(ev.hash)
         if text is not None:
             try:
-                verify.check_qr({"id": case["id"], "event": ev.hash, "qr_text": text}, author=case["station"],
-                                event=ev, directory=keys)
+                verify.check_qr(text, author=case["station"], event=ev, directory=keys)
             except RuleError as exc:
                 logger.warning("QR text of %s#%d no longer verifies, not served: %s", stream, ev.seq, exc.english())
                 text = None

@@ -333,25 +333,21 @@ def api_answer(result: Mapping[str, Any], translate: Callable[..., str]) -> dict
 
 # the QR text travels up beside its event (the push's ``qr_texts``, PROTOCOL.md §6 and §11) ---------
 
-def check_qr(body: Mapping[str, Any], *, author: str, event: Any, directory: Mapping[str, Mapping[str, Any]]) -> Token:
-    """A QR text the station sent up (``body``: ``id``, the case; ``event``, the hash of the document's
-    event; ``qr_text``) against what the county holds: ``event`` is the application event in
-    ``up/<author>`` with that hash (None if not held). The
-    token MUST verify with the author's key history (``check``), name the author, the first 16 bytes
-    of that event's hash, its kind, ``receipt_no``, ``item_code``, issued second and signing key,
-    the event MUST be about the body's case, and the readable part MUST be exactly the one the
-    station prints for that event (``readable``; the station's name as it printed it is the text
-    before ``（<author>）``), and the text MUST be laid out exactly as ``make`` lays it out (no white
-    space added, no other line breaks). Returns the token; RuleError naming the first broken rule."""
+def check_qr(text: str, *, author: str, event: Any, directory: Mapping[str, Mapping[str, Any]]) -> Token:
+    """A QR text a station sent up beside ``event``, its document's event in ``up/<author>`` as the
+    county holds it. The token MUST verify with the author's key history (``check``), name the
+    author, the first 16 bytes of that event's hash, its kind, ``receipt_no``, ``item_code``, issued
+    second and signing key; the readable part MUST be exactly the one the station prints for that
+    event (``readable``; the station's name as it printed it is the text before ``（<author>）``), and
+    the text MUST be laid out exactly as ``make`` lays it out (no white space added, no other line
+    breaks). Returns the token; RuleError naming the first broken rule."""
     if event is None or event.kind not in KINDS:
         raise rules.RuleError(N_("The QR text names a document this office does not hold."))
     b = event.body if isinstance(event.body, dict) else {}
-    if b.get("id") != body["id"]:
-        raise rules.RuleError(N_("The QR text names a document of another case."))
     try:
-        part, token, _ = check(body["qr_text"], directory)
+        part, token, _ = check(text, directory)
     except VerifyError as exc:
-        logger.warning("QR text of %s for %s does not verify: %s", author, body["id"], exc)
+        logger.warning("QR text of %s for %s#%d does not verify: %s", author, event.stream, event.seq, exc)
         raise rules.RuleError(N_("The QR text of a document does not verify with the station's keys.")) from None
     if token.station != author or token.hash16 != event.hash[:32] or token.kind != event.kind \
             or token.receipt_no != b.get("receipt_no") or token.item_code != b.get("item_code") \
@@ -361,6 +357,6 @@ def check_qr(body: Mapping[str, Any], *, author: str, event: Any, directory: Map
     expected = readable(event.kind, str(b.get("receipt_no")), name, author, token.date, str(b.get("item_name")),
                         code_of(event.hash))
     laid_out = f"{expected}\n{PREFIX}" + base64.urlsafe_b64encode(token.signed + token.sig).rstrip(b"=").decode()
-    if not name or part != expected or body["qr_text"] != laid_out:
+    if not name or part != expected or text != laid_out:
         raise rules.RuleError(N_("The QR text does not match the document it names."))
     return token
