@@ -227,12 +227,15 @@ class Vault:
 
     # schema ------------------------------------------------------------------------------------
     @staticmethod
+    def _present(conn: sqlite3.Connection) -> list[tuple[str, tuple[str, ...]]]:
+        """(table, encrypted columns) of ``ENCRYPTED`` for the tables that exist."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return [(t, cols) for t, cols in ENCRYPTED.items() if t in tables]
+
+    @staticmethod
     def triggers(conn: sqlite3.Connection) -> None:
         """The triggers that encrypt each new value of ``ENCRYPTED`` (for the tables that exist)."""
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        for table, columns in ENCRYPTED.items():
-            if table not in tables:
-                continue
+        for table, columns in Vault._present(conn):
             sets = ", ".join(f"{c} = lm_enc(NEW.{c})" for c in columns)
             clear = "lm_on() AND (" + " OR ".join(_clear(f"NEW.{c}") for c in columns) + ")"   # no recursion
             conn.execute(f"CREATE TRIGGER IF NOT EXISTS lmvault_{table}_ins AFTER INSERT ON {table} WHEN {clear} "
@@ -241,31 +244,25 @@ class Vault:
                          f"ON {table} WHEN {clear} BEGIN UPDATE {table} SET {sets} WHERE rowid = NEW.rowid; END")
 
     @staticmethod
+    def _rewrite(conn: sqlite3.Connection, needs: Callable[[str], str], value: str) -> int:
+        """Set every encrypted column to ``value`` (SQL, ``{c}`` the column) in the rows where some
+        column ``needs`` it (SQL condition of the column); the number of rows changed."""
+        changed = 0
+        for table, columns in Vault._present(conn):
+            sets = ", ".join(f"{c} = CASE WHEN {needs(c)} THEN {value.format(c=c)} ELSE {c} END" for c in columns)
+            where = " OR ".join(needs(c) for c in columns)
+            changed += conn.execute(f"UPDATE {table} SET {sets} WHERE {where}").rowcount
+        return changed
+
+    @staticmethod
     def encrypt_all(conn: sqlite3.Connection) -> int:
         """Encrypt in place every value still in clear; the number of rows changed."""
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        changed = 0
-        for table, columns in ENCRYPTED.items():
-            if table not in tables:
-                continue
-            clear = " OR ".join(_clear(c) for c in columns)
-            sets = ", ".join(f"{c} = lm_enc({c})" for c in columns)
-            changed += conn.execute(f"UPDATE {table} SET {sets} WHERE {clear}").rowcount
-        return changed
+        return Vault._rewrite(conn, _clear, "lm_enc({c})")
 
     @staticmethod
     def reseal_all(conn: sqlite3.Connection) -> int:
         """Unlocked: turn every value written while locked (``lmpub1:``) into an ``lmenc1:`` value."""
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        changed = 0
-        for table, columns in ENCRYPTED.items():
-            if table not in tables:
-                continue
-            sets = ", ".join(f"{c} = CASE WHEN {_sealed_to_pub(c)} THEN lm_enc(lm_open({c})) ELSE {c} END"
-                             for c in columns)
-            changed += conn.execute(f"UPDATE {table} SET {sets} WHERE "
-                                    + " OR ".join(_sealed_to_pub(c) for c in columns)).rowcount
-        return changed
+        return Vault._rewrite(conn, _sealed_to_pub, "lm_enc(lm_open({c}))")
 
     # keys ----------------------------------------------------------------------------------------
     def create(self, conn: sqlite3.Connection) -> None:
