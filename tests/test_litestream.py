@@ -25,7 +25,7 @@ from node.station import Settings as NodeSettings
 from sync.rules import valid_id_for_demo
 from tests.conftest import add_station, make_county, serve
 from tests.e2e.test_walking_skeleton import full_application
-from tests.node.test_vault import image, needles
+from tests.node.test_vault import image, raw_hits
 
 PEOPLE = [("欧阳淑珍", valid_id_for_demo("41052219560312002"), "13911112222"),
           ("司马建国", valid_id_for_demo("41052219610704003"), "13922223333"),
@@ -73,18 +73,6 @@ def wait_replicated(replica: Path, probe: Path, table: str, n: int) -> None:
             return
         assert time.monotonic() < deadline, f"the replica never held {n} rows of {table}: {done.stderr[-500:]}"
         time.sleep(0.3)
-
-
-def raw_hits(folder: Path, people: list[tuple[str, str, str]]) -> dict[str, list[str]]:
-    """{needle: files of ``folder`` whose raw bytes contain it}."""
-    files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
-    found: dict[str, list[str]] = {}
-    for person in people:
-        for n in needles(*person):
-            where = [str(p.relative_to(folder)) for p in files if n in p.read_bytes()]
-            if where:
-                found[n.decode()] = where
-    return found
 
 
 def settle(node: Any) -> dict[str, Any]:

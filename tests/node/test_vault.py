@@ -56,12 +56,17 @@ def leaks(data: Path, to: Path) -> dict[str, list[str]]:
     """Copy the whole data folder as a thief would (database, WAL, shared memory, blobs, documents,
     keys, logs) and search its raw bytes for every person: {needle: files it is in}."""
     shutil.copytree(data, to)
-    files = [p for p in sorted(to.rglob("*")) if p.is_file()]
-    assert {"node.db", "node.db-wal"} <= {p.name for p in files}
+    assert {"node.db", "node.db-wal"} <= {p.name for p in to.iterdir()}
+    return raw_hits(to, EVERYONE)
+
+
+def raw_hits(folder: Path, people: list[tuple[str, str, str]]) -> dict[str, list[str]]:
+    """{needle: files of ``folder`` whose raw bytes contain it}, for every form of each person's data."""
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
     found: dict[str, list[str]] = {}
-    for person in EVERYONE:
+    for person in people:
         for n in needles(*person):
-            where = [str(p.relative_to(to)) for p in files if n in p.read_bytes()]
+            where = [str(p.relative_to(folder)) for p in files if n in p.read_bytes()]
             if where:
                 found[n.decode()] = where
     return found
