@@ -31,9 +31,9 @@ from sync.log import Event
 
 logger = logging.getLogger("lastmile.node")
 CHINA = dt.timezone(dt.timedelta(hours=8))
-#: the county's events stored while the station was locked, to apply at the unlock (Station.apply_deferred)
 #: how long a station pushes without ``qr_texts`` after its county refused the field (an older county)
 QR_TEXTS_RETRY_S = 24 * 3600
+#: the county's events stored while the station was locked, to apply at the unlock (Station.apply_deferred)
 DEFERRED_SCHEMA = "CREATE TABLE IF NOT EXISTS vault_deferred (stream TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (stream, seq))"
 
 

@@ -60,6 +60,7 @@ TABLES = {
 
 
 TOKEN_ENV = "LASTMILE_NODE_TOKEN"
+BUSY_MS = 5000          # how long a statement waits for another connection's lock (Litestream's, say)
 
 
 class AccountDisabled(PermissionError):
@@ -74,7 +75,7 @@ class Store:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
         self.vault = vaults.Vault()         # node/vault.py: personal data encrypted at rest
         self.vault.install(self.conn)
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000", "foreign_keys=ON",
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", f"busy_timeout={BUSY_MS}", "foreign_keys=ON",
                        "secure_delete=ON"):
             self.conn.execute(f"PRAGMA {pragma}")
         self.db = sqlite_utils.Database(self.conn)
@@ -284,7 +285,7 @@ class Store:
             try:
                 busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
             finally:
-                self.conn.execute("PRAGMA busy_timeout = 5000")
+                self.conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
         return not busy
 
     def vault_refresh(self) -> bool:
