@@ -192,6 +192,10 @@ class Station(Intake, Healing):
         if self.store.vault.locked or db.execute("SELECT 1 FROM vault_deferred LIMIT 1").fetchone():
             db.execute("INSERT OR IGNORE INTO vault_deferred (stream, seq) VALUES (?, ?)", (ev.stream, ev.seq))
             return
+        self._project_down(db, ev)
+
+    def _project_down(self, db: sqlite3.Connection, ev: Event) -> None:
+        """The projection of one county event, with nothing waiting before it."""
         project = projections.DOWN.get(ev.kind)
         if project is None:
             raise ValueError(f"unknown event kind {ev.kind!r}")
@@ -212,7 +216,7 @@ class Station(Intake, Healing):
                     continue
                 db.execute("SAVEPOINT lastmile_deferred")
                 try:
-                    self.apply_down(db, ev)
+                    self._project_down(db, ev)      # not apply_down: it would queue it behind the rest
                     done += 1
                 except Exception as exc:  # noqa: BLE001 - as sync/inbox.py: set aside, never block
                     db.execute("ROLLBACK TO SAVEPOINT lastmile_deferred")
