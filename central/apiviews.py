@@ -18,7 +18,8 @@ from templates.web import api_error
 logger = logging.getLogger("lastmile.central")
 
 STATION_KEYS = ("code", "name", "level", "status", "enrolled_at", "last_contact", "clock_skew_s", "up_waiting",
-                "received", "down_waiting", "scans_missing")
+                "received", "down_waiting", "scans_missing", "down_have", "down_applied", "catalog_applied",
+                "catalog_latest", "locked", "not_applying")
 
 
 def _stations(c: County) -> dict[str, Any]:

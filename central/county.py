@@ -83,6 +83,16 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+def applied_columns(summary: dict[str, Any]) -> dict[str, Any]:
+    """The station's row as its push reports it: what it holds of down/<station>, and (a station
+    newer than ``applied``, PROTOCOL.md §6) what it has applied of it and of the catalogue."""
+    applied = summary.get("applied")
+    if applied is None:
+        return {"down_have": summary["down_have"]}
+    return {"down_have": summary["down_have"], "down_applied": applied["down"],
+            "catalog_applied": applied["catalog"], "locked": int(applied["locked"])}
+
+
 class County(Cases, Catalogue, Stations, Reports):
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
@@ -242,7 +252,7 @@ class County(Cases, Catalogue, Stations, Reports):
             now = log.utcnow()
             skew = clock_skew(summary.get("station_time"), now)
             self.store.update_station(db, summary["station"], last_contact=now, clock_skew_s=skew,
-                                      up_waiting=summary["up_waiting"])
+                                      up_waiting=summary["up_waiting"], **applied_columns(summary))
         if skew is not None and abs(skew) > SKEW_LIMIT_S:
             logger.warning("station %s clock is off by %d s", summary["station"], skew)
         logger.info("sync %s", summary)
@@ -268,6 +278,8 @@ class County(Cases, Catalogue, Stations, Reports):
                                                        held=list(self.retired.values()),
                                                        own_keys=self.own_keys(), signer=self._signer, take_qr=self.take_qr_texts)
                 self._promote_keys(db, summary["station"], from_key)
+                if summary["applied"] is not None:
+                    self.store.update_station(db, summary["station"], **applied_columns(summary))
             answers.append(sealed)
             stored += summary["stored"]
             stations.add(summary["station"])

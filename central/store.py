@@ -73,7 +73,12 @@ CASE_COLS = ("id", "station", "seq", "kind", "status", "receipt_no", "item_code"
 LATER_CASE_COLS = {"time_limit_days": "INTEGER", "suspensions": "TEXT", "correction": "TEXT", "supplement": "TEXT",
                    "collector": "TEXT"}
 STATION_COLS = ("code", "name", "level", "status", "sign_key", "enc_key", "enroll_code_hash", "enroll_expires",
-                "enrolled_at", "last_contact", "clock_skew_s", "up_waiting", "created_at")
+                "enrolled_at", "last_contact", "clock_skew_s", "up_waiting", "created_at",
+                "down_have", "down_applied", "catalog_applied", "locked")
+#: Columns added after the first release: what the station said in its last push it holds of
+#: down/<station> and has applied of it and of the catalogue, and whether it was locked (PROTOCOL.md §6 ``applied``)
+LATER_STATION_COLS = {"down_have": "INTEGER", "down_applied": "INTEGER", "catalog_applied": "INTEGER",
+                      "locked": "INTEGER"}
 
 
 class Store:
@@ -94,6 +99,10 @@ class Store:
             for column, kind in LATER_CASE_COLS.items():
                 if column not in have:
                     db.execute(f"ALTER TABLE cases ADD COLUMN {column} {kind}")
+            have = [r[1] for r in db.execute("PRAGMA table_info(stations)").fetchall()]
+            for column, kind in LATER_STATION_COLS.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE stations ADD COLUMN {column} {kind}")
             ratings.create(db)          # central/ratings.py: ratings and their follow-ups
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say

@@ -378,14 +378,31 @@ def _stations_context(c: County) -> dict[str, Any]:
     """The stations page's data, read from the store (in a worker thread, never on the loop)."""
     counts = c.store.station_sync_counts()
     scans_missing = c.store.incomplete_scans_by_station()
+    latest = c.store.latest_catalog()
+    catalog = latest[0] if latest else 0
     rows = []
     for st in c.store.stations():
         up = counts.get(f"up/{st['code']}", {"high": 0})
         down = counts.get(f"down/{st['code']}", {"high": 0, "acked": 0})
         rows.append({**st, "received": up["high"], "down_waiting": down["high"] - down["acked"],
-                     "scans_missing": scans_missing.get(st["code"], 0)})
+                     "scans_missing": scans_missing.get(st["code"], 0), "locked": bool(st["locked"]),
+                     "catalog_latest": catalog, "not_applying": not_applying(st, catalog)})
     return {"stations": rows, "problems": c.store.sync_problems(), "recoveries": c.store.recoveries(),
             "county_keys": c.county_key_history(), "on_old_key": c.on_old_key()}
+
+
+def not_applying(st: dict[str, Any], catalog: int) -> str | None:
+    """Why a station that receives the county's events does not apply them, by its last push
+    (PROTOCOL.md §6 ``applied``), or None: ``locked`` (they wait for an agent to log in), ``stalled``
+    (unlocked, and still not applied), ``catalogue`` (it holds an older catalogue than the county's
+    latest, or none)."""
+    if st["down_applied"] is None:
+        return None                     # a station older than the report: nothing to judge by
+    if st["down_applied"] < (st["down_have"] or 0):
+        return "locked" if st["locked"] else "stalled"
+    if (st["catalog_applied"] or 0) < catalog:
+        return "catalogue"
+    return None
 
 
 # JSON API ----------------------------------------------------------------------

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -31,8 +32,9 @@ from sync.log import Event
 
 logger = logging.getLogger("lastmile.node")
 CHINA = dt.timezone(dt.timedelta(hours=8))
-#: how long a station pushes without ``qr_texts`` after its county refused the field (an older county)
-QR_TEXTS_RETRY_S = 24 * 3600
+#: how long a station pushes without an optional field (``qr_texts``, ``applied``) after its county
+#: refused it (an older county, PROTOCOL.md §6)
+NEWER_FIELD_RETRY_S = 24 * 3600
 #: the county's events stored while the station was locked, to apply at the unlock (Station.apply_deferred)
 DEFERRED_SCHEMA = "CREATE TABLE IF NOT EXISTS vault_deferred (stream TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (stream, seq))"
 
@@ -50,6 +52,31 @@ class Settings:
     @property
     def key_dir(self) -> Path:
         return self.data / "keys"
+
+
+def _names_field(message: str, name: str) -> bool:
+    """Whether a county's ``bad_event`` refusal is about the push field ``name`` (an older county
+    names an unknown one in "unknown fields: a, b", a newer one a malformed one as 'name')."""
+    unknown = re.search(r"unknown fields: ([\w, ]+)", message)
+    return f"'{name}'" in message or (unknown is not None and name in unknown.group(1).replace(" ", "").split(","))
+
+
+def stall_reason(state: dict[str, Any]) -> str | None:
+    """Why the sync does not do its work although the county answers, or None (``sync.stall_reason``
+    of ``GET /api/v1/status``, shown on the page):
+
+    - ``not_applied``: unlocked, yet county events that came while locked still wait to be applied;
+    - ``no_catalogue``: the county has answered, and the station still holds no catalogue to accept from;
+    - ``not_confirmed``: the county answers but has confirmed none of the waiting items for minutes.
+
+    A locked station waiting for the unlock is not stalled (``locked``, ``down_deferred`` say it)."""
+    if state["down_deferred"] and not state["locked"]:
+        return "not_applied"
+    if state["last_contact"] and not state["catalog_version"] and not state["down_deferred"]:
+        return "no_catalogue"
+    if state["stalled"]:
+        return "not_confirmed"
+    return None
 
 
 class NotEnrolled(Exception):
@@ -368,24 +395,28 @@ class Station(Intake, Healing):
         self._switch_keys()
         self._refresh_county()
         with httpx.Client(timeout=self.settings.http_timeout, **self.http_options) as http:
-            texts = self._qr_texts_hook()
+            offered = self._push_extras()
 
-            def once(qr_texts: exchange.QrTexts | None) -> client.SyncResult:
+            def once() -> client.SyncResult:
                 return client.sync_once(self.store.transaction, http, me=self.me, station=self.code,
                                         county=self.county, apply=self.apply_down, on_ack=self.mark_received,
-                                        hooks=self.heal_hooks(), send=not locked, qr_texts=qr_texts)
-            try:
-                result = once(texts)
-            except client.Rejected as exc:
-                if texts is None or exc.code != "bad_event" or "qr_texts" not in str(exc):
-                    raise
-                # A county older than the field refuses every push that carries it (PROTOCOL.md §6):
-                # push without it, and offer it again a day later (the county may be upgraded by then).
-                logger.warning("the county does not take the QR texts beside the events yet (%s); "
-                               "sending without them for a day", exc)
-                with self.store.transaction() as db:
-                    log.set_status(db, "qr_texts_refused_at", str(time.time()))
-                result = once(None)
+                                        hooks=self.heal_hooks(), send=not locked, **offered)
+            while True:
+                try:
+                    result = once()
+                    break
+                except client.Rejected as exc:
+                    refused = [f for f in offered if exc.code == "bad_event" and _names_field(str(exc), f)]
+                    if not refused:
+                        raise
+                    # A county older than a field refuses every push that carries it (PROTOCOL.md §6):
+                    # push without it, and offer it again a day later (the county may be upgraded by then).
+                    logger.warning("the county does not take %s in a push yet (%s); sending without for a day",
+                                   ", ".join(refused), exc)
+                    with self.store.transaction() as db:
+                        for name in refused:
+                            log.set_status(db, f"{name}_refused_at", str(time.time()))
+                            del offered[name]
             self._refresh_county()          # a county.keys_rotated just stored: seal to its new key
             try:
                 result.scans = self.upload_scans(http)
@@ -399,12 +430,24 @@ class Station(Intake, Healing):
                 raise
             return result
 
-    def _qr_texts_hook(self) -> exchange.QrTexts | None:
-        """``self.qr_texts``, unless the county refused the field in the last day (an older county)."""
-        refused = self.store.sync_status("qr_texts_refused_at")
-        if refused and time.time() - float(refused) < QR_TEXTS_RETRY_S:
-            return None
-        return self.qr_texts
+    def applied(self, db: sqlite3.Connection) -> dict[str, Any]:
+        """How far this station has applied what the county sent (a push's ``applied``, PROTOCOL.md
+        §6): every ``down/<station>`` event up to ``down`` is applied or set aside for repair, those
+        after it wait for the unlock (``vault_deferred``); ``catalog`` is the catalogue version in force."""
+        first_waiting = db.execute("SELECT min(seq) FROM vault_deferred").fetchone()[0]
+        down = first_waiting - 1 if first_waiting else log.head(db, log.down(self.code))[0]
+        return {"down": down, "catalog": int(self.store.catalog().get("version") or 0),
+                "locked": self.store.vault.locked}
+
+    def _push_extras(self) -> dict[str, Any]:
+        """The optional fields a push carries beside its events (``sync_once``'s ``qr_texts`` and
+        ``applied``), less those the county refused in the last day (an older county)."""
+        extras: dict[str, Any] = {"qr_texts": self.qr_texts, "applied": self.applied}
+        for name in list(extras):
+            refused = self.store.sync_status(f"{name}_refused_at")
+            if refused and time.time() - float(refused) < NEWER_FIELD_RETRY_S:
+                del extras[name]
+        return extras
 
     def export(self, to: Path) -> dict[str, Any]:
         """Write every upstream event the county has not confirmed to a bundle file (USB stick).
@@ -417,7 +460,7 @@ class Station(Intake, Healing):
             while True:
                 push = exchange.build_push(db, me=self.me, station=self.code, county=self.county.keys,
                                            county_name=self.county.name, after=after, bundle=bundle_id,
-                                           qr_texts=self._qr_texts_hook())
+                                           **self._push_extras())
                 if push.last == 0 and envelopes:
                     db.execute("DELETE FROM _sync_sent WHERE id = ?", (push.id,))
                     break
@@ -468,7 +511,15 @@ class Station(Intake, Healing):
     def sync_state(self) -> dict[str, Any]:
         state = self.store.sync_state(log.up(self.code), log.down(self.code))
         state.update(self.store.recovery_state(log.up(self.code)))
-        state["docs_waiting"] = documents.waiting(self)
+        # Locked, the decisions cannot be read: which documents are due waits for the unlock.
+        state["docs_waiting"] = [] if self.store.vault.locked else documents.waiting(self)
+        with self.store.lock:
+            applied = self.applied(self.store.conn)
+            deferred = self.store.conn.execute("SELECT count(*) FROM vault_deferred").fetchone()[0]
+        state.update(down_applied=applied["down"], down_deferred=deferred, catalog_version=applied["catalog"],
+                     locked=applied["locked"])
+        state["stall_reason"] = stall_reason(state)
+        state["stalled"] = state["stall_reason"] is not None
         return state
 
     def sync_loop(self) -> client.SyncLoop:

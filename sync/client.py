@@ -148,7 +148,8 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
               station: str, county: Peer, apply: Apply, on_ack: Callable[[Conn, int], None] | None = None,
               max_rounds: int = 50, attempts: int = 4, cap: float = 60.0,
               sleep: Callable[[float], None] = time.sleep, send: bool = True,
-              qr_texts: exchange.QrTexts | None = None, **answer_options: Any) -> SyncResult:
+              qr_texts: exchange.QrTexts | None = None, applied: exchange.Applied | None = None,
+              **answer_options: Any) -> SyncResult:
     """Push everything waiting and pull everything new, a batch per round, until both are empty.
 
     The batch size follows the link: each push carries about REQUEST_SECONDS of the measured
@@ -168,8 +169,8 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
     ``send=False``: a receiving sync (a locked station, node/vault.py): every push carries no events,
     only the cursors, and the rounds go on while the county has more to send.
 
-    ``qr_texts``: what each push carries beside its events (``exchange.build_push``), for the push
-    sealed ahead as for the one sealed now."""
+    ``qr_texts``, ``applied``: what each push carries beside its events (``exchange.build_push``),
+    for the push sealed ahead as for the one sealed now."""
     result = SyncResult()
     with transaction() as db:
         log.set_status(db, "last_attempt", log.utcnow())
@@ -194,7 +195,8 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
         """What a push carries besides the events; a push sealed ahead is sent only if it is unchanged."""
         try:
             return (log.head(db, log.down(station))[0], recovery.heal_from(db), recovery.to_confirm(db),
-                    [e.seq for e in recovery.to_return(db, log.down(station), max_bytes=1 << 20)])
+                    [e.seq for e in recovery.to_return(db, log.down(station), max_bytes=1 << 20)],
+                    dict(applied(db)) if applied is not None else None)
         except Exception:  # noqa: BLE001 - unknown state: never equal, so never sent ahead
             return object()
 
@@ -203,7 +205,8 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
             if log.head(db, log.up(station))[0] <= after:
                 return None
             push = exchange.build_push(db, me=me, station=station, county=county.keys, county_name=county.name,
-                                       limit=n, max_bytes=max_bytes, after=after, qr_texts=qr_texts)
+                                       limit=n, max_bytes=max_bytes, after=after, qr_texts=qr_texts,
+                                       applied=applied)
             return push, push_state(db)
 
     def wait_ahead() -> tuple[exchange.Push, Any] | None:
@@ -247,7 +250,7 @@ def sync_once(transaction: Callable[[], ContextManager[Conn]], http: httpx.Clien
                                     floor=64 * 1024)
             push = take_ahead(db, built, n) or exchange.build_push(
                 db, me=me, station=station, county=county.keys, county_name=county.name, limit=n,
-                max_bytes=max_bytes, qr_texts=qr_texts)
+                max_bytes=max_bytes, qr_texts=qr_texts, applied=applied)
             carried = (push.last - push.first + 1) if push.last else 0
             log.set_status(db, "push_in_flight", str(carried))
             acked_before = log.acked(db, log.up(station))

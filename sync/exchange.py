@@ -61,6 +61,8 @@ class HealHooks:
 
 # seq -> QR text for the document events among a push's events (node/verify.qr_texts)
 QrTexts = Callable[[Sequence[log.Event]], Mapping[int, str]]
+# the station's ``applied`` report (PROTOCOL.md §6), read in the transaction that builds the push
+Applied = Callable[[Conn], Mapping[str, Any]]
 # county: (db, station, [(seq, hash of the pushed event, QR text)]) -> how many it kept
 TakeQr = Callable[[Conn, str, list[tuple[int, str, str]]], int]
 
@@ -147,11 +149,13 @@ def _learn_in_order(events: list[Any], stream: str, county_name: str, keys: dict
 
 def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, county_name: str,
                limit: int = BATCH_EVENTS, max_bytes: int = 4 * 1024 * 1024, after: int | None = None,
-               bundle: str | None = None, qr_texts: QrTexts | None = None) -> Push:
+               bundle: str | None = None, qr_texts: QrTexts | None = None,
+               applied: Applied | None = None) -> Push:
     """Seal the upstream events after ``after`` (default: after the county's last ack).
 
     ``qr_texts(events)``: what goes beside the events (the station's: seq -> the QR text it prints
     for that document event, PROTOCOL.md §6 ``qr_texts``); nothing is added if it gives none.
+    ``applied(db)``: how far the station has applied the county's events and catalogue (§6 ``applied``).
 
     The push's envelope id is recorded (``_sync_sent``; with the id of the USB ``bundle`` that
     carries it, if any) and becomes the status ``last_push``: an answer is taken only if it names
@@ -170,6 +174,8 @@ def build_push(db: Conn, *, me: Identity, station: str, county: PublicKeys, coun
     if texts:
         pushed = {e.seq for e in events}
         payload["qr_texts"] = {str(seq): text for seq, text in sorted(texts.items()) if seq in pushed}
+    if applied is not None:
+        payload["applied"] = dict(applied(db))
     confirm = recovery.to_confirm(db)
     if confirm:
         payload["confirm"] = confirm           # the reports of the last answer are recorded here
@@ -335,6 +341,7 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     if not isinstance(events, list) or type(down_have) is not int or down_have < 0:
         raise BadEvent("push lacks events or down_have")
     texts = payload_fields.qr_texts(payload)     # its exact form, before anything is stored
+    applied = payload_fields.applied(payload)
     # Downstream events the station gives back (the county lost them in a restore) come first:
     # they carry decisions that the upstream events behind them (hand-outs) build on.
     returned, down_from = recovery.take_back(db, log.down(station), county_name,
@@ -394,7 +401,7 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                "repairs": got.repairs,
                "sent_down": len(out), "gap_at": got.gap_at, "taken_back": returned,
                "diverged_at": got.diverged_at, "up_returned": len(returned_up),
-               "down_behind": max(0, down_have - down_high),
+               "down_behind": max(0, down_have - down_high), "down_have": down_have, "applied": applied,
                "up_waiting": max(0, up_high - got.high) if type(up_high) is int else None}
     return sealed, summary
 

@@ -23,6 +23,7 @@ PUSH_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "down_return": (list, False),    # down/<station> events the county lost, given back (PROTOCOL.md §6)
     "up_from": (int, False),         # self-heal: send me your copies of up/<station> from this seq (§8.5)
     "qr_texts": (dict, False),       # seq of a document event of this push -> its QR text (§6, §11)
+    "applied": (dict, False),        # what the station has applied of down/<station> and the catalogue (§6)
 }
 MAX_QR_TEXT = MAX_TEXT              # characters of one QR text: the longest sync/verify reads
 
@@ -92,3 +93,24 @@ def qr_texts(payload: dict[str, Any]) -> dict[int, str]:
                            f" {MAX_QR_TEXT} characters")
         out[seqs[key]] = text
     return out
+
+
+APPLIED_FIELDS = {"down": int, "catalog": int, "locked": bool}
+
+
+def applied(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """A push's ``applied`` (PROTOCOL.md §6): ``{"down", "catalog", "locked"}``, or None if absent.
+    BadEvent unless it has exactly those keys, ``down`` and ``catalog`` integers >= 0 (not booleans),
+    ``down`` at most the push's ``down_have``, and ``locked`` a boolean."""
+    value = payload.get("applied")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != set(APPLIED_FIELDS):
+        raise BadEvent("push payload field 'applied' must have exactly down, catalog and locked")
+    for name, typ in APPLIED_FIELDS.items():
+        v = value[name]
+        if not isinstance(v, typ) or (typ is int and (isinstance(v, bool) or v < 0)):
+            raise BadEvent(f"push payload field 'applied': {name} has the wrong type or is negative")
+    if value["down"] > payload.get("down_have", 0):
+        raise BadEvent("push payload field 'applied': down is beyond down_have")
+    return dict(value)

@@ -124,6 +124,14 @@ def hostile_push(system, st: Station, case: str) -> bytes:
                 "qr_seq_zero": {"0": text}, "qr_more_than_events": {"1": text, "2": text},
                 "qr_text_not_a_string": {"1": 7}, "qr_text_empty": {"1": ""},
                 "qr_text_too_long": {"1": text + "x" * 2000}}[case]})
+        elif case.startswith("applied_"):        # what the station applied (PROTOCOL.md §6)
+            raw = canonical.dumps({**payload, "applied": {
+                "applied_not_a_map": [1, 1, False], "applied_missing_key": {"down": 1, "catalog": 1},
+                "applied_extra_key": {"down": 1, "catalog": 1, "locked": False, "x": 1},
+                "applied_negative": {"down": -1, "catalog": 1, "locked": False},
+                "applied_bool_down": {"down": True, "catalog": 1, "locked": False},
+                "applied_locked_not_bool": {"down": 1, "catalog": 1, "locked": 0},
+                "applied_beyond_have": {"down": 2, "catalog": 1, "locked": False}}[case]})
         head = {"v": 1, "kind": "push", "from": "V1", "to": county.name, "from_key": st.me.public.sign_id,
                 "to_key": county.me.public.enc_id, "comp": "zstd", "id": "ab" * 12, "first": 1, "last": 1}
         compressed = zstandard.ZstdCompressor().compress(raw) + extra
@@ -147,6 +155,13 @@ def hostile_push(system, st: Station, case: str) -> bytes:
     ("qr_text_not_a_string", 422, "bad_event", "the text for 1 is not a string of 1 to 2000 characters"),
     ("qr_text_empty", 422, "bad_event", "the text for 1 is not a string of 1 to 2000 characters"),
     ("qr_text_too_long", 422, "bad_event", "the text for 1 is not a string of 1 to 2000 characters"),
+    ("applied_not_a_map", 422, "bad_event", "'applied' has the wrong type"),
+    ("applied_missing_key", 422, "bad_event", "'applied' must have exactly down, catalog and locked"),
+    ("applied_extra_key", 422, "bad_event", "'applied' must have exactly down, catalog and locked"),
+    ("applied_negative", 422, "bad_event", "'applied': down has the wrong type or is negative"),
+    ("applied_bool_down", 422, "bad_event", "'applied': down has the wrong type or is negative"),
+    ("applied_locked_not_bool", 422, "bad_event", "'applied': locked has the wrong type"),
+    ("applied_beyond_have", 422, "bad_event", "'applied': down is beyond down_have"),
 ])
 def test_the_county_refuses_hostile_payloads_with_a_clear_4xx_and_stores_nothing(system, v1, http, case, status,
                                                                                   code, words):
