@@ -52,7 +52,7 @@ ROUTES = [
     Route("/api/v1/ratings", rating_views.api_ratings),
     Route("/api/v1/ratings/{case_id}/answer", rating_views.api_answer, methods=["POST"]),
     *verify_routes(lambda request, text: doc_verify.check(views.county(request), text),
-                   lambda request: views.county(request).name),
+                   lambda request: views.county(request).name, lambda request: views.county(request).me.sign),
     Route("/api/v1/calendar/{year}", views.api_calendar, methods=["GET", "PUT"]),
     openapi_route(openapi.DOCUMENT),
     Route("/api/v1/settings/retention", retention_views.api_retention, methods=["GET", "PUT"]),

@@ -75,7 +75,15 @@ def _held(county: County, ev: log.Event) -> verify.Held:
     return verify.Held(station=ev.author, kind=ev.kind, receipt_no=str(b.get("receipt_no", "")),
                        item_code=str(b.get("item_code", "")), item_name=str(b.get("item_name", "")), at=ev.at,
                        key_id=ev.key, hash=ev.hash, state=case["status"] if case else None,
-                       applicant_name=str(applicant.get("name", "")), id_number=str(applicant.get("id_number", "")))
+                       applicant_name=str(applicant.get("name", "")), id_number=str(applicant.get("id_number", "")),
+                       station_name=_station_name(county, ev.author),
+                       replaced_by=verify.replacement(ev.kind, str(b.get("receipt_no", "")), case))
+
+
+def _station_name(county: County, code: str) -> str:
+    with county.store.lock:
+        row = county.store.conn.execute("SELECT name FROM stations WHERE code = ?", (code,)).fetchone()
+    return str(row[0]) if row else ""
 
 
 def check(county: County, text: Any) -> dict[str, Any]:

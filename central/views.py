@@ -27,7 +27,7 @@ from sync import blobs
 from sync.rules import Status
 from sync.errors import RevokedStation, SyncError, UnknownStation
 from templates import N_, gettext_for, locale_of, reason_text, render
-from templates.web import api_error, bearer_user, checked_form, json_object, session_user
+from templates.web import api_error, bearer_user, checked_form, json_object, session_user, upload_form
 from central.apierrors import refusal
 
 logger = logging.getLogger("lastmile.central")
@@ -353,15 +353,14 @@ async def scan_view(request: Request) -> Response:
 
 async def decide_page(request: Request) -> Response:
     user = clerk(request)
-    form = await form_of(request)
     c = county(request)
-    materials = [{"code": key[4:], "problem": str(value), "text": str(form.get("fix_text_" + key[4:], ""))}
-                 for key, value in form.multi_items() if key.startswith("fix_") and not key.startswith("fix_text_")
-                 and value]
+    async with upload_form(request) as form:        # result documents: real files (templates/web.py)
+        materials = [{"code": key[4:], "problem": str(value), "text": str(form.get("fix_text_" + key[4:], ""))}
+                     for key, value in form.multi_items() if key.startswith("fix_") and not key.startswith("fix_text_")
+                     and value]
+        decision, note, written = str(form.get("decision", "")), str(form.get("note", "")), await docviews.form_fields(form)
     try:
-        await run_in_threadpool(lambda written: c.decide(request.path_params["id"], str(form.get("decision", "")),
-                                                         str(form.get("note", "")), user, materials, **written),
-                                await docviews.form_fields(form))
+        await run_in_threadpool(lambda: c.decide(request.path_params["id"], decision, note, user, materials, **written))
     except CountyError as exc:
         logger.info("decision on %s by %s refused: %s %s", request.path_params["id"], user["username"], exc.code, exc)
         case = await run_in_threadpool(readable_case, c, user, request.path_params["id"])

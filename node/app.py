@@ -67,11 +67,15 @@ ROUTES = [
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 
-# Every route reads at most 64 KiB of body, except intake with scans (templates/limits.py).
+# Every route reads at most 64 KiB of body, except those that take scans (templates/limits.py): each
+# takes what intake takes (node/scans.py: up to 15 MB a file before downscaling, several files).
+SCANS_BODY = 64 * MiB
 BODY_LIMITS = [
-    Rule("POST", "/apply/[^/]+", 64 * MiB),
-    Rule("POST", "/bundle/[^/]+", 64 * MiB),
-    Rule("POST", "/api/v1/applications", 64 * MiB),
+    Rule("POST", "/apply/[^/]+", SCANS_BODY),
+    Rule("POST", "/bundle/[^/]+", SCANS_BODY),
+    Rule("POST", "/api/v1/applications", SCANS_BODY),
+    Rule("POST", "/applications/[^/]+/(supplement|complete)", SCANS_BODY),               # 补正, 补齐材料
+    Rule("POST", "/api/v1/applications/[^/]+/(supplement|complete)", SCANS_BODY),
 ]
 
 

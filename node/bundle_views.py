@@ -16,7 +16,7 @@ from node.station import Station
 from node.views import (FORM, _replayed, agent, api_scans, app_json, application_of, form_scans, form_submission,
                         station)
 from templates import N_, csrf_token, gettext_for, locale_of, render
-from templates.web import api_error
+from templates.web import api_error, upload_form
 
 logger = logging.getLogger("lastmile.node")
 
@@ -46,7 +46,7 @@ async def bundle_submit(request: Request) -> Response:
     user = agent(request)
     st = station(request)
     code = request.path_params["code"]
-    async with request.form(max_files=50, max_fields=500) as form:   # closes the uploaded files
+    async with upload_form(request) as form:
         token, first = await form_submission(request, st, user, form)
         if first is not None:       # a double click, the back button: the receipt of the first submission
             return RedirectResponse(f"/applications/{first['app_id']}/bundle-receipt", 303)

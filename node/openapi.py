@@ -55,7 +55,8 @@ SCHEMAS: dict[str, Any] = {
                    role={"type": "string", "enum": ["admin", "agent"]}, active=BOOLEAN),
     "Sitting": obj(["bundle_id", "applications", "receipt_url"], bundle_id=STRING, bundle=NULLABLE_STRING,
                    applications=array(ref("Application")), receipt_url=STRING),
-    "Verification": obj(["valid", "reason"], valid=BOOLEAN, reason=STRING),
+    "Verification": obj(["valid", "reason"], valid=BOOLEAN, reason=STRING, undetermined=BOOLEAN,
+                                           station_name=NULLABLE_STRING, replaced_by=nullable(OBJECT)),
 }
 
 APP = ref("Application")

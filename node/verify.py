@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sqlite3
 from typing import Any, Sequence
 
-from crypto.keys import load_retired
+import httpx
+
+from crypto.errors import CryptoError
+from crypto.keys import load_retired, unb64, verify as verify_sig
 from node.store import Store
 from sync import log, verify
 from sync.log import Event
+from sync.rules import N_
 
 logger = logging.getLogger("lastmile.node")
 META = "stations_directory"
@@ -104,11 +109,70 @@ def _held(st: Any, ev: Event) -> verify.Held:
     return verify.Held(station=st.code, kind=ev.kind, receipt_no=str(b.get("receipt_no", "")),
                        item_code=str(b.get("item_code", "")), item_name=str(b.get("item_name", "")), at=ev.at,
                        key_id=ev.key, hash=ev.hash, state=app["status"] if app else None,
-                       applicant_name=str(applicant.get("name", "")), id_number=str(applicant.get("id_number", "")))
+                       applicant_name=str(applicant.get("name", "")), id_number=str(applicant.get("id_number", "")),
+                       station_name=st.name, replaced_by=verify.replacement(ev.kind, str(b.get("receipt_no", "")), app))
+
+
+ASK_SECONDS = 5.0       # the whole of one question to the county: the verify page never waits longer
+
+CONFIRMED = N_("The county's records hold this document, issued by %(station)s: compare what is shown here "
+               "with the paper.")
+UNKNOWN = N_("Neither this station nor the county has a document with this verification code on record. Check "
+             "that it was typed right; a document issued in the last few days may not have reached the county "
+             "yet: scan its QR code, or ask the station that issued it.")
+CANNOT_CONFIRM = N_("This code cannot be confirmed here: a typed code carries no signature, so only the issuing "
+                    "station or the county can check it, and the county cannot be reached now. Scan the QR code, "
+                    "or ask the station that issued the document or the county.")
+
+
+def ask_county(st: Any, code: str) -> dict[str, Any] | None:
+    """The county's answer for a typed code (its public ``POST /api/v1/verify``, at the address the
+    station syncs with), or None if it cannot be had now: no address, no answer within ASK_SECONDS,
+    or an answer not signed by the county's key (PROTOCOL.md §11, "A typed code elsewhere") for the
+    nonce sent: nothing between the station and the county can make a "genuine" here. Blocking."""
+    url = str(st.county.url or "")
+    if not url.startswith(("http://", "https://")):
+        return None
+    nonce = secrets.token_urlsafe(24)
+    try:
+        with httpx.Client(timeout=httpx.Timeout(ASK_SECONDS), **st.http_options) as http:
+            r = http.post(url + "/api/v1/verify", json={"code": code, "nonce": nonce},
+                          headers={"accept-language": "zh-CN"})
+        if r.status_code != 200:
+            raise ValueError(f"answered {r.status_code}")
+        verify_sig(st.county.keys.sign, unb64(r.headers.get("lastmile-signature", "")),
+                   verify.ANSWER_DOMAIN + nonce.encode() + b"|" + r.content)
+        answer = r.json()
+        if not isinstance(answer, dict) or not isinstance(answer.get("valid"), bool) \
+                or (answer["valid"] and answer.get("verify_code") != code):
+            raise ValueError("not a verify answer for this code")
+    except (httpx.HTTPError, CryptoError, ValueError, TypeError) as exc:
+        logger.info("typed code not confirmed with the county: %s", exc)
+        return None
+    return answer
+
+
+def _from_county(result: dict[str, Any], answer: dict[str, Any] | None) -> dict[str, Any]:
+    """The page's answer for a typed code this station does not hold, from the county's answer."""
+    if answer is None:
+        return {**result, "undetermined": True, "reason": CANNOT_CONFIRM, "params": {}}
+    if not answer["valid"]:
+        return {**result, "reason": UNKNOWN, "params": {}}
+    fields = ("station", "station_name", "receipt_no", "item", "issued_at", "key_id", "state", "kind",
+              "applicant", "id_number", "replaced_by")
+    shown = {k: answer.get(k) if isinstance(answer.get(k), (str, type(None))) else None for k in fields}
+    replaced = answer.get("replaced_by")
+    shown["replaced_by"] = replaced if isinstance(replaced, dict) and replaced.get("kind") in verify.KINDS \
+        and isinstance(replaced.get("receipt_no"), str) else None
+    if shown["kind"] not in verify.KINDS:
+        shown["kind"] = None
+    who = shown["station_name"] or shown["station"] or ""
+    return {**result, **shown, "valid": True, "checked_by": "county", "reason": CONFIRMED, "params": {"station": who}}
 
 
 def check(st: Any, text: Any) -> dict[str, Any]:
-    """Verify a scanned QR text or a typed code at this station (verify.lookup)."""
+    """Verify a scanned QR text or a typed code at this station (verify.lookup); a typed code this
+    station does not hold is asked of the county (``ask_county``). Blocking: a worker thread."""
     stream = log.up(st.code)
     marks = ",".join("?" * len(DOC_KINDS))
 
@@ -129,4 +193,7 @@ def check(st: Any, text: Any) -> dict[str, Any]:
             ev = log.get(st.store.conn, stream, seq) if seq is not None else None
         return _held(st, ev) if ev else None
 
-    return verify.lookup(text, directory(st), by_hash=by_hash, by_code=by_code)
+    result = verify.lookup(text, directory(st), by_hash=by_hash, by_code=by_code)
+    if not result["valid"] and result["code"] and not result["receipt_no"]:     # a typed code not held here
+        return _from_county(result, ask_county(st, result["code"]))
+    return result

@@ -26,7 +26,7 @@ from sync.errors import Retryable, SyncError
 from sync.rules import Status
 from crypto.errors import CryptoError
 from templates import N_, check_csrf, csrf_token, gettext_for, locale_of, reason_text, render
-from templates.web import api_error, bearer_user, checked_form, json_object, session_user
+from templates.web import api_error, bearer_user, checked_form, json_object, session_user, upload_form
 
 logger = logging.getLogger("lastmile.node")
 
@@ -169,7 +169,7 @@ async def form_submission(request: Request, st: Station, user: dict[str, Any], f
 async def apply_submit(request: Request) -> Response:
     user = agent(request)
     st = station(request)
-    async with request.form(max_files=50, max_fields=500) as form:   # closes the uploaded files
+    async with upload_form(request) as form:
         token, first = await form_submission(request, st, user, form)
         if first is not None:       # a double click, the back button: the receipt of the first submission
             return RedirectResponse(f"/applications/{first['app_id']}/document", 303)
@@ -302,9 +302,7 @@ async def supplement(request: Request) -> Response:
     and a note; the same case goes up again as a supplement."""
     user = agent(request)
     st = station(request)
-    async with request.form(max_files=50, max_fields=200) as form:
-        if not check_csrf(request, form):
-            raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
+    async with upload_form(request) as form:
         try:
             attached = await form_scans(form)
             await run_in_threadpool(st.supplement, request.path_params["id"],

@@ -41,6 +41,10 @@ ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"      # Crockford base32: no I, L, 
 KINDS = {rules.ACCEPTED: 1, rules.CORRECTION_NOTICE: 2, rules.REFUSED: 3}
 KIND_OF = {v: k for k, v in KINDS.items()}
 TITLES = {rules.ACCEPTED: "受理回执", rules.CORRECTION_NOTICE: "一次性告知书", rules.REFUSED: "不予受理决定书"}
+#: the kind of document as the verify page names it, in the reader's language (the QR text's TITLES are fixed)
+KIND_NAMES = {rules.ACCEPTED: N_("Acceptance receipt"), rules.CORRECTION_NOTICE: N_("One-time notice of missing materials"),
+              rules.REFUSED: N_("Decision not to accept")}
+ANSWER_DOMAIN = b"lastmile-verify/1|"     # the county's signature over its verify answer to a station
 CHINA = dt.timezone(dt.timedelta(hours=8))
 MAX_TEXT = 2000
 _FIXED = 46
@@ -263,6 +267,19 @@ class Held:
     state: str | None
     applicant_name: str = ""
     id_number: str = ""
+    station_name: str = ""
+    replaced_by: dict[str, str] | None = None    # {"kind", "receipt_no"}: the case's later document
+
+
+def replacement(kind: str, receipt_no: str, case: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """The document that replaced this one, from the case as the office holds it now: a station
+    notice completed (or noticed again) gets a new receipt number on the same case, so a case whose
+    receipt number is no longer this document's has a later document (its kind from the case's
+    status: a notice, a refusal, else an acceptance). None if this is still the case's document."""
+    if not case or not case.get("receipt_no") or case["receipt_no"] == receipt_no:
+        return None
+    later = {rules.Status.CORRECTION_NOTICE: rules.CORRECTION_NOTICE, rules.Status.REFUSED: rules.REFUSED}
+    return {"kind": later.get(case.get("status"), rules.ACCEPTED), "receipt_no": str(case["receipt_no"])}
 
 
 def masked_name(name: str) -> str:
@@ -281,7 +298,8 @@ def lookup(text: Any, directory: Mapping[str, Mapping[str, Any]], *, by_hash: Ca
     Never raises for any input."""
     out: dict[str, Any] = {"valid": False, "station": None, "station_name": None, "receipt_no": None,
                            "item": None, "item_code": None, "issued_at": None, "key_id": None, "state": None,
-                           "kind": None, "code": None, "applicant": None, "id_number": None, "params": {}}
+                           "kind": None, "code": None, "applicant": None, "id_number": None, "replaced_by": None,
+                           "undetermined": False, "params": {}}
     if not isinstance(text, str) or not text.strip():
         return {**out, "reason": N_("Enter the verification code or the text of the QR code.")}
     code = normal_code(text) if PREFIX not in text and len(text) <= 40 else None
@@ -317,7 +335,8 @@ def _held(h: Held) -> dict[str, Any]:
     return {"station": h.station, "receipt_no": h.receipt_no, "item": h.item_name, "item_code": h.item_code,
             "issued_at": dt.datetime.fromtimestamp(_iso_seconds(h.at), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "key_id": h.key_id, "state": h.state, "kind": h.kind, "code": code_of(h.hash),
-            "applicant": masked_name(h.applicant_name), "id_number": masked_id(h.id_number)}
+            "applicant": masked_name(h.applicant_name), "id_number": masked_id(h.id_number),
+            "replaced_by": h.replaced_by, **({"station_name": h.station_name} if h.station_name else {})}
 
 
 def api_answer(result: Mapping[str, Any], translate: Callable[..., str]) -> dict[str, Any]:
@@ -328,7 +347,9 @@ def api_answer(result: Mapping[str, Any], translate: Callable[..., str]) -> dict
     return {"valid": result["valid"], "reason": translate(message, **params),
             "station": result["station"], "receipt_no": result["receipt_no"], "item": result["item"],
             "issued_at": result["issued_at"], "key_id": result["key_id"], "state": result["state"],
-            "kind": result["kind"], "verify_code": result["code"]}
+            "kind": result["kind"], "verify_code": result["code"], "station_name": result.get("station_name"),
+            "replaced_by": result.get("replaced_by"), "undetermined": bool(result.get("undetermined")),
+            "applicant": result.get("applicant"), "id_number": result.get("id_number")}
 
 
 # the QR text travels up beside its event (the push's ``qr_texts``, PROTOCOL.md §6 and §11) ---------

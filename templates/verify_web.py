@@ -5,6 +5,7 @@ applicant's name and ID number masked). The check itself runs in a worker thread
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Callable
 
 from starlette.concurrency import run_in_threadpool
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from crypto.keys import b64
 from sync import verify
 from templates import N_, gettext_for, locale_of, render
 from templates.web import api_error, json_object
@@ -19,10 +21,14 @@ from templates.web import api_error, json_object
 logger = logging.getLogger("lastmile.verify")
 
 Check = Callable[[Request, Any], "dict[str, Any]"]
+Signer = Callable[[Request], Callable[[bytes], bytes]]
+NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
-def verify_routes(check: Check, office: Callable[[Request], str]) -> list[Route]:
-    """``GET /verify`` (the page, ``?code=``) and ``POST /api/v1/verify`` (``{"code": …}``)."""
+def verify_routes(check: Check, office: Callable[[Request], str], signer: Signer | None = None) -> list[Route]:
+    """``GET /verify`` (the page, ``?code=``) and ``POST /api/v1/verify`` (``{"code": …}``). With
+    ``signer`` (the county's sign function), a body with a ``nonce`` gets its answer signed
+    (``Lastmile-Signature``, PROTOCOL.md §11): a station asking about a typed code trusts only that."""
 
     async def page(request: Request) -> Response:
         code = request.query_params.get("code", "")
@@ -30,7 +36,8 @@ def verify_routes(check: Check, office: Callable[[Request], str]) -> list[Route]
         if code.strip():
             result = await run_in_threadpool(check, request, code)
             logger.info("verify page: %s %s", "valid" if result["valid"] else "refused", result["reason"])
-        return render(request, "verify.html", office=office(request), code=code, result=result)
+        return render(request, "verify.html", office=office(request), code=code, result=result,
+                      kind_names=verify.KIND_NAMES)
 
     async def api(request: Request) -> Response:
         payload = await json_object(request)
@@ -39,8 +46,16 @@ def verify_routes(check: Check, office: Callable[[Request], str]) -> list[Route]
             logger.info("verify API: bad request body")
             return api_error(422, "invalid", N_("Give \"code\": the text of the QR code or the typed verification code."),
                              {"code": "a non-empty string of at most 2000 characters"})
+        nonce = payload.get("nonce")
+        if nonce is not None and (signer is None or not isinstance(nonce, str) or not NONCE.fullmatch(nonce)):
+            return api_error(422, "invalid", N_("\"nonce\" is 16-64 base64url characters, and only the county signs."),
+                             {"nonce": "16-64 base64url characters, at the county only"})
         result = await run_in_threadpool(check, request, code)
         logger.info("verify API: %s %s", "valid" if result["valid"] else "refused", result["reason"])
-        return JSONResponse(verify.api_answer(result, gettext_for(locale_of(request))))
+        answer = JSONResponse(verify.api_answer(result, gettext_for(locale_of(request))))
+        if nonce is not None and signer is not None:
+            signature = signer(request)(verify.ANSWER_DOMAIN + nonce.encode() + b"|" + bytes(answer.body))
+            answer.headers["lastmile-signature"] = b64(signature)
+        return answer
 
     return [Route("/verify", page), Route("/api/v1/verify", api, methods=["POST"])]

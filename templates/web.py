@@ -7,6 +7,7 @@ beside the templates it renders.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -14,7 +15,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -72,6 +73,24 @@ def session_user(request: Request) -> dict[str, Any]:
     if not user or not request.scope.get("lastmile.session_checked"):
         raise HTTPException(303, headers={"location": "/login"})
     return user  # type: ignore[no-any-return]
+
+
+MAX_FILES, MAX_FIELDS = 50, 500     # of one form with files: a sitting's scans, its items' fields
+MAX_FIELD_BYTES = 1024 * 1024       # one text field of such a form (Starlette's own default, said here)
+
+
+@contextlib.asynccontextmanager
+async def upload_form(request: Request) -> AsyncIterator[Any]:
+    """The posted multipart form of every page that takes files (intake, a sitting, a supplement, a
+    station notice completed, a decision's result documents), with this session's CSRF token checked;
+    the uploaded files are closed when the block ends. A file part has no size limit here: Starlette
+    spools it to a temporary file, and the route's BodyLimit (node/app.py, central/app.py) bounds the
+    whole body; ``max_part_size`` bounds only a text field. Use this, never a bare ``request.form()``,
+    on a form with files, so that every such form takes what intake takes."""
+    async with request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES) as form:
+        if not check_csrf(request, form):
+            raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
+        yield form
 
 
 async def checked_form(request: Request) -> Any:
