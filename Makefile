@@ -23,10 +23,11 @@ DEMO_ARGS ?=
 demo: $(VENV)/.installed-demo
 	$(VENV)/bin/lastmile demo --data data/demo $(DEMO_ARGS)
 
-# Debian packages the tests use: Chromium and CJK fonts for the browser tests,
+# Debian packages the tests use: Chromium and CJK fonts for the browser tests, poppler-utils
+# (pdftoppm, pdftotext, pdfinfo) to read the printed documents back (tests/e2e/test_printed_qr.py),
 # installed only when missing and when we may (root).
 system-deps:
-	@missing=""; for p in chromium fonts-noto-cjk; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in chromium fonts-noto-cjk poppler-utils; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "please install:$$missing (sudo apt-get install$$missing)"; fi; \

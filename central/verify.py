@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from central.county import County
 
 logger = logging.getLogger("lastmile.central.verify")
+DOC_KINDS = tuple(verify.KINDS)      # the station's intake documents, whose QR texts the pushes carry
 META = "stations_directory_hash"
-DOC_KINDS = tuple(verify.KINDS)
 
 
 def stations(county: County, db: Any) -> list[dict[str, Any]]:
@@ -68,16 +68,11 @@ def directory(county: County, db: Any = None) -> dict[str, dict[str, Any]]:
         return {s["code"]: s for s in stations(county, county.store.conn)}
 
 
-def _held(county: County, ev: log.Event) -> verify.Held:
-    b = ev.body
-    case = county.store.case(str(b.get("id", "")))
-    applicant = b.get("applicant") if isinstance(b.get("applicant"), dict) else {}
-    return verify.Held(station=ev.author, kind=ev.kind, receipt_no=str(b.get("receipt_no", "")),
-                       item_code=str(b.get("item_code", "")), item_name=str(b.get("item_name", "")), at=ev.at,
-                       key_id=ev.key, hash=ev.hash, state=case["status"] if case else None,
-                       applicant_name=str(applicant.get("name", "")), id_number=str(applicant.get("id_number", "")),
-                       station_name=_station_name(county, ev.author),
-                       replaced_by=verify.replacement(ev.kind, str(b.get("receipt_no", "")), case))
+def _held(county: County, station: str, ev: log.Event) -> verify.Held:
+    case_id = str(ev.body.get("id", "")) if isinstance(ev.body, dict) else ""
+    case = county.store.case(case_id) if ev.kind != verify.REPORT_FILED else None
+    return verify.held_of(station, ev, case, case["status"] if case else None,
+                          station_name=_station_name(county, station))
 
 
 def _station_name(county: County, code: str) -> str:
@@ -87,24 +82,30 @@ def _station_name(county: County, code: str) -> str:
 
 
 def check(county: County, text: Any) -> dict[str, Any]:
-    """Verify a scanned QR text or a typed code at the county (verify.lookup)."""
-    marks = ",".join("?" * len(DOC_KINDS))
+    """Verify a scanned QR text or a typed code at the county (verify.lookup): with its copy of
+    every station's log (``up/<station>``) and of its own decisions to it (``down/<station>``)."""
+    marks = ",".join("?" * len(verify.EVENT_KINDS))
     conn = county.store.conn
 
     def by_hash(station: str, hash16: str) -> verify.Held | None:
         with county.store.lock:
-            row = conn.execute(f"SELECT seq FROM _sync_events WHERE stream = ? AND kind IN ({marks})"
-                               " AND substr(hash, 1, 32) = ?", (log.up(station), *DOC_KINDS, hash16)).fetchone()
-            ev = log.get(conn, log.up(station), row[0]) if row else None
-        return _held(county, ev) if ev else None
+            row = conn.execute(f"SELECT stream, seq FROM _sync_events WHERE stream IN (?, ?) AND kind IN ({marks})"
+                               " AND substr(hash, 1, 32) = ?",
+                               (log.up(station), log.down(station), *verify.EVENT_KINDS, hash16)).fetchone()
+            ev = log.get(conn, row[0], row[1]) if row else None
+        return _held(county, station, ev) if ev else None
 
     def by_code(code: str) -> verify.Held | None:
         with county.store.lock:
-            rows = conn.execute(f"SELECT stream, seq, hash FROM _sync_events WHERE stream LIKE 'up/%' AND kind IN ({marks})",
-                                DOC_KINDS).fetchall()
-            hit = next(((s, q) for s, q, h in rows if verify.code_of(h) == code), None)
-            ev = log.get(conn, hit[0], hit[1]) if hit else None
-        return _held(county, ev) if ev else None
+            rows = conn.execute(f"SELECT stream, seq, kind, hash FROM _sync_events WHERE (stream LIKE 'up/%'"
+                                f" OR stream LIKE 'down/%') AND kind IN ({marks})", verify.EVENT_KINDS).fetchall()
+            hit = verify.find_code(rows, code)
+            ev = log.get(conn, hit[0][0], hit[0][1]) if hit else None
+        if ev is None or hit is None:
+            return None
+        held = _held(county, hit[0][0].split("/", 1)[1], ev)
+        held.document = hit[1]
+        return held
 
     return verify.lookup(text, directory(county), by_hash=by_hash, by_code=by_code)
 

@@ -12,9 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from node import apierrors, bundles, cases, idem
+from node import verify as doc_verify
 from node.station import Station
-from node.views import (FORM, _replayed, agent, api_scans, app_json, application_of, form_scans, form_submission,
-                        station)
+from node.views import (FORM, _printed_qr, _replayed, agent, api_scans, app_json, application_of, form_scans,
+                        form_submission, station)
 from templates import N_, csrf_token, gettext_for, locale_of, render
 from templates.web import api_error, upload_form
 
@@ -83,7 +84,8 @@ def _receipt_context(st: Station, app: dict[str, Any]) -> dict[str, Any]:
                 received.setdefault(m["code"], m)
     return {"sitting": sitting, "named": named, "received": list(received.values()),
             "departments": st.department_names(), "contact": st.contact(),
-            "items": {a["item_code"]: st.item(a["item_code"]) for a in sitting}}
+            "items": {a["item_code"]: st.item(a["item_code"]) for a in sitting},
+            **_printed_qr(doc_verify.bundle_printed(st, sitting))}
 
 
 async def bundle_receipt(request: Request) -> Response:
@@ -92,7 +94,7 @@ async def bundle_receipt(request: Request) -> Response:
     if not app["body"].get("bundle"):
         return RedirectResponse(f"/applications/{app['id']}/document", 303)
     context = await run_in_threadpool(_receipt_context, st, app)
-    return render(request, "node/bundle_receipt.html", st=st, app=app, body=app["body"], **context)
+    return render(request, "node/bundle_receipt.html", official=True, st=st, app=app, body=app["body"], **context)
 
 
 # JSON API ----------------------------------------------------------------------

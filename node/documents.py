@@ -21,7 +21,10 @@ import httpx
 from crypto import envelope
 from crypto.errors import CryptoError
 from crypto.keys import Identity
+from node import bundles
+from node import verify as doc_verify
 from sync import docs, log
+from sync.rules import Status
 
 if TYPE_CHECKING:
     from node.station import Station
@@ -37,20 +40,26 @@ def folder(st: Station) -> Path:
     return st.settings.data / "docs"
 
 
-def decision_body(st: Station, app: dict[str, Any]) -> dict[str, Any] | None:
-    """The body of the county's decision the application's row shows (the latest ``case.decided``
-    for it that was applied), as the county signed it; None if undecided."""
+def decision_event(st: Station, app: dict[str, Any]) -> log.Event | None:
+    """The county's ``case.decided`` event the application's row shows (the latest for it that was
+    applied), as the county signed it; None if undecided."""
     if not app.get("decision"):
         return None
     with st.store.lock:
         rows = st.store.conn.execute(
-            "SELECT body FROM _sync_events WHERE stream = ? AND kind = 'case.decided'"
+            "SELECT seq, body FROM _sync_events WHERE stream = ? AND kind = 'case.decided'"
             " AND json_extract(body, '$.id') = ? ORDER BY seq DESC", (log.down(st.code), app["id"])).fetchall()
-    for (raw,) in rows:
-        body = json.loads(raw)
-        if body.get("at") == app.get("decided_at") and body.get("decision") == app.get("decision"):
-            return body
+        for seq, raw in rows:
+            body = json.loads(raw)
+            if body.get("at") == app.get("decided_at") and body.get("decision") == app.get("decision"):
+                return log.get(st.store.conn, log.down(st.code), seq)
     return None
+
+
+def decision_body(st: Station, app: dict[str, Any]) -> dict[str, Any] | None:
+    """The body of the county's decision the application's row shows (``decision_event``); None if undecided."""
+    ev = decision_event(st, app)
+    return dict(ev.body) if ev is not None else None
 
 
 def received(st: Station, sha: str) -> bool:
@@ -135,16 +144,26 @@ def errors(st: Station) -> dict[str, str]:
 
 def listing(st: Station, app: dict[str, Any]) -> list[dict[str, Any]]:
     """The documents of a case, for the page and the API: the station's own intake document, the
-    county's written decision, and each result document with whether it has arrived."""
+    sitting's receipt (一件事一次办), the county's written decision or correction request, and each
+    result document with whether it has arrived. Each printed one with the ``qr_text`` and
+    ``verify_code`` it prints (node/verify.py)."""
     base = f"/applications/{app['id']}"
     out = [{"kind": INTAKE_DOCUMENT.get(app["kind"], "receipt"), "name": "", "url": f"{base}/document",
-            "complete": True}]
-    body = decision_body(st, app)
-    if body is None:
+            "complete": True, **doc_verify.intake_printed(st, app)}]
+    if isinstance(app["body"], dict) and app["body"].get("bundle"):
+        out.append({"kind": "bundle_receipt", "name": "", "url": f"{base}/bundle-receipt", "complete": True,
+                    **doc_verify.bundle_printed(st, bundles.sitting_of(st, app))})
+    ev = decision_event(st, app)
+    if ev is None:
         return out
+    body = ev.body
     if body["decision"] in ("approve", "reject"):
         out.append({"kind": "approval_notice" if body["decision"] == "approve" else "rejection_decision",
-                    "name": "", "url": f"{base}/decision-document", "complete": True})
+                    "name": "", "url": f"{base}/decision-document", "complete": True,
+                    **doc_verify.decision_printed(st, app, ev)})
+    elif app["status"] == Status.CORRECTION_REQUESTED:
+        out.append({"kind": "correction_request", "name": "", "url": f"{base}/correction-notice", "complete": True,
+                    **doc_verify.decision_printed(st, app, ev)})
     for a in body.get("attachments") or []:
         out.append({"kind": "attachment", "name": a["name"], "url": f"{base}/attachments/{a['sha256']}",
                     "complete": received(st, a["sha256"]), "sha256": a["sha256"], "mime": a["mime"],

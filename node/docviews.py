@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from node import documents
 from node.station import Station
-from node.views import application_of
+from node.views import _decision_qr, application_of
 from templates import N_, render
 
 logger = logging.getLogger("lastmile.node")
@@ -21,7 +21,7 @@ logger = logging.getLogger("lastmile.node")
 
 def _decision_parts(st: Station, app: dict[str, Any]) -> dict[str, Any]:
     return {"decision": documents.decision_body(st, app), "documents": documents.listing(st, app),
-            "departments": st.department_names()}
+            "departments": st.department_names(), **_decision_qr(st, app)}
 
 
 async def decision_document(request: Request) -> Response:
@@ -30,7 +30,7 @@ async def decision_document(request: Request) -> Response:
     parts = await run_in_threadpool(_decision_parts, st, app)
     if parts["decision"] is None or parts["decision"]["decision"] not in ("approve", "reject"):
         raise HTTPException(404, N_("The county has not approved or rejected this application yet."))
-    return render(request, "node/decision_document.html", st=st, app=app, body=app["body"], **parts)
+    return render(request, "node/decision_document.html", official=True, st=st, app=app, body=app["body"], **parts)
 
 
 async def attachment(request: Request) -> Response:

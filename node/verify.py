@@ -21,7 +21,6 @@ from sync.rules import N_
 
 logger = logging.getLogger("lastmile.node")
 META = "stations_directory"
-DOC_KINDS = tuple(verify.KINDS)
 
 
 def directory_published(store: Store, db: sqlite3.Connection, ev: Event) -> None:
@@ -62,19 +61,60 @@ def qr_text(st: Any, app: dict[str, Any]) -> str | None:
     return qr_of_event(st, ev) if ev is not None else None
 
 
-def qr_of_event(st: Any, ev: Event, retired: dict[str, Any] | None = None) -> str | None:
-    """The QR text of the document an application event prints (None for any other event).
-    ``retired``: the station's retired identities by key id, if already loaded."""
-    if ev.kind not in verify.KINDS:
+def qr_of_event(st: Any, ev: Event, retired: dict[str, Any] | None = None, *, kind: str | None = None,
+                case: dict[str, Any] | None = None) -> str | None:
+    """The QR text of the document of ``kind`` (verify.DOCS; default: the intake document of an
+    application event, None for any other event) that ``ev`` prints. A document naming the station's
+    own event is signed by the key that signed it; one naming the county's decision by the station's
+    current key. ``case``: the application a decision is about. ``retired``: the station's retired
+    identities by key id, if already loaded."""
+    kind = kind or (ev.kind if ev.kind in verify.KINDS else None)
+    if kind is None or kind not in verify.prints(ev.kind, ev.body):
         return None
     signer = st.me
-    if ev.key != st.me.public.sign_id:
+    if verify.DOC[kind].own and ev.key != st.me.public.sign_id:
         held = retired if retired is not None else load_retired(st.settings.data / "keys.retired")
         signer = held.get(ev.key, st.me)
-    b = ev.body
+    receipt_no, item_code, item_name = verify.fields(kind, ev.body, case)
     return verify.make(sign=signer.sign, key_id=signer.public.sign_id, station=st.code, station_name=st.name,
-                       kind=ev.kind, at=ev.at, event_hash=ev.hash, receipt_no=b["receipt_no"],
-                       item_code=b["item_code"], item_name=b["item_name"])
+                       kind=kind, at=ev.at, event_hash=ev.hash, receipt_no=receipt_no,
+                       item_code=item_code, item_name=item_name)
+
+
+def printed(st: Any, ev: Event | None, kind: str, case: dict[str, Any] | None = None) -> dict[str, str | None]:
+    """``qr_text`` and ``verify_code`` of the document of ``kind`` that ``ev`` prints (both None
+    without the event): what the page prints and the API gives."""
+    text = qr_of_event(st, ev, kind=kind, case=case) if ev is not None and kind in verify.DOC else None
+    return {"qr_text": text, "verify_code": verify.code_of(ev.hash, kind) if text and ev is not None else None}
+
+
+def intake_printed(st: Any, app: dict[str, Any]) -> dict[str, str | None]:
+    """``qr_text`` and ``verify_code`` of the station's intake document of an application (受理回执,
+    一次性告知书 or 不予受理决定书: its latest application event's)."""
+    ev = _event(st, app["event_hash"]) if app.get("event_hash") else None
+    return printed(st, ev, ev.kind if ev is not None else "")
+
+
+def bundle_printed(st: Any, sitting: Sequence[dict[str, Any]]) -> dict[str, str | None]:
+    """``qr_text`` and ``verify_code`` of a 一件事一次办 sitting's receipt: it names the latest
+    application event of the sitting's first case (one text, whichever case's page printed it)."""
+    first = sitting[0] if sitting else {}
+    ev = _event(st, first["event_hash"]) if first.get("event_hash") else None
+    return printed(st, ev, verify.BUNDLE_RECEIPT)
+
+
+def decision_printed(st: Any, app: dict[str, Any], ev: Event | None) -> dict[str, str | None]:
+    """``qr_text`` and ``verify_code`` of the county's written decision ``ev`` on ``app`` as the
+    station hands it over: 办结通知书, 不予批准决定书 or 材料补正通知书 (by its ``decision``)."""
+    kinds = verify.prints(ev.kind, ev.body) if ev is not None else ()
+    return printed(st, ev, kinds[0], app) if kinds else {"qr_text": None, "verify_code": None}
+
+
+def report_printed(st: Any, report: dict[str, Any]) -> dict[str, str | None]:
+    """``qr_text`` and ``verify_code`` of a 办不成事 report's receipt (its ``report.filed`` event)."""
+    with st.store.lock:
+        ev = log.get(st.store.conn, log.up(st.code), int(report["seq"]))
+    return printed(st, ev if ev is not None and ev.kind == verify.REPORT_FILED else None, verify.REPORT_RECEIPT)
 
 
 def qr_texts(st: Any, events: Sequence[Event]) -> dict[int, str]:
@@ -103,14 +143,9 @@ def verify_code(app: dict[str, Any]) -> str | None:
 
 
 def _held(st: Any, ev: Event) -> verify.Held:
-    app = st.store.application(ev.body.get("id", ""))
-    b = ev.body
-    applicant = b.get("applicant") if isinstance(b.get("applicant"), dict) else {}
-    return verify.Held(station=st.code, kind=ev.kind, receipt_no=str(b.get("receipt_no", "")),
-                       item_code=str(b.get("item_code", "")), item_name=str(b.get("item_name", "")), at=ev.at,
-                       key_id=ev.key, hash=ev.hash, state=app["status"] if app else None,
-                       applicant_name=str(applicant.get("name", "")), id_number=str(applicant.get("id_number", "")),
-                       station_name=st.name, replaced_by=verify.replacement(ev.kind, str(b.get("receipt_no", "")), app))
+    case_id = str(ev.body.get("id", "")) if isinstance(ev.body, dict) else ""
+    app = st.store.application(case_id) if ev.kind != verify.REPORT_FILED else None
+    return verify.held_of(st.code, ev, app, app["status"] if app else None, station_name=st.name)
 
 
 ASK_SECONDS = 5.0       # the whole of one question to the county: the verify page never waits longer
@@ -162,36 +197,42 @@ def _from_county(result: dict[str, Any], answer: dict[str, Any] | None) -> dict[
               "applicant", "id_number", "replaced_by")
     shown = {k: answer.get(k) if isinstance(answer.get(k), (str, type(None))) else None for k in fields}
     replaced = answer.get("replaced_by")
-    shown["replaced_by"] = replaced if isinstance(replaced, dict) and replaced.get("kind") in verify.KINDS \
+    shown["replaced_by"] = replaced if isinstance(replaced, dict) and replaced.get("kind") in verify.DOC \
         and isinstance(replaced.get("receipt_no"), str) else None
-    if shown["kind"] not in verify.KINDS:
+    if shown["kind"] not in verify.DOC:
         shown["kind"] = None
     who = shown["station_name"] or shown["station"] or ""
     return {**result, **shown, "valid": True, "checked_by": "county", "reason": CONFIRMED, "params": {"station": who}}
 
 
 def check(st: Any, text: Any) -> dict[str, Any]:
-    """Verify a scanned QR text or a typed code at this station (verify.lookup); a typed code this
+    """Verify a scanned QR text or a typed code at this station (verify.lookup): any document it
+    printed names an event of its own log or one of the county's decisions to it; a typed code this
     station does not hold is asked of the county (``ask_county``). Blocking: a worker thread."""
-    stream = log.up(st.code)
-    marks = ",".join("?" * len(DOC_KINDS))
+    streams = (log.up(st.code), log.down(st.code))
+    marks = ",".join("?" * len(verify.EVENT_KINDS))
+    where = f"stream IN (?, ?) AND kind IN ({marks})"
 
     def by_hash(station: str, hash16: str) -> verify.Held | None:
         if station != st.code:
             return None
         with st.store.lock:
-            row = st.store.conn.execute(f"SELECT seq FROM _sync_events WHERE stream = ? AND kind IN ({marks})"
-                                        " AND substr(hash, 1, 32) = ?", (stream, *DOC_KINDS, hash16)).fetchone()
-            ev = log.get(st.store.conn, stream, row[0]) if row else None
+            row = st.store.conn.execute(f"SELECT stream, seq FROM _sync_events WHERE {where} AND substr(hash, 1, 32) = ?",
+                                        (*streams, *verify.EVENT_KINDS, hash16)).fetchone()
+            ev = log.get(st.store.conn, row[0], row[1]) if row else None
         return _held(st, ev) if ev else None
 
     def by_code(code: str) -> verify.Held | None:
         with st.store.lock:
-            rows = st.store.conn.execute(f"SELECT seq, hash FROM _sync_events WHERE stream = ? AND kind IN ({marks})",
-                                         (stream, *DOC_KINDS)).fetchall()
-            seq = next((s for s, h in rows if verify.code_of(h) == code), None)
-            ev = log.get(st.store.conn, stream, seq) if seq is not None else None
-        return _held(st, ev) if ev else None
+            rows = st.store.conn.execute(f"SELECT stream, seq, kind, hash FROM _sync_events WHERE {where}",
+                                         (*streams, *verify.EVENT_KINDS)).fetchall()
+            hit = verify.find_code(rows, code)
+            ev = log.get(st.store.conn, hit[0][0], hit[0][1]) if hit else None
+        if ev is None or hit is None:
+            return None
+        held = _held(st, ev)
+        held.document = hit[1]
+        return held
 
     result = verify.lookup(text, directory(st), by_hash=by_hash, by_code=by_code)
     if not result["valid"] and result["code"] and not result["receipt_no"]:     # a typed code not held here

@@ -10,7 +10,6 @@ import logging
 import threading
 from typing import Any
 
-import segno
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -25,7 +24,7 @@ from node.store import AccountDisabled
 from sync.errors import Retryable, SyncError
 from sync.rules import Status
 from crypto.errors import CryptoError
-from templates import N_, check_csrf, csrf_token, gettext_for, locale_of, reason_text, render
+from templates import N_, check_csrf, csrf_token, gettext_for, locale_of, qr_svg, reason_text, render
 from templates.web import api_error, bearer_user, checked_form, json_object, session_user, upload_form
 
 logger = logging.getLogger("lastmile.node")
@@ -122,7 +121,7 @@ async def guide(request: Request) -> Response:
     if item is None:
         raise HTTPException(404, N_("This service item is not in the station's catalogue."))
     version = await run_in_threadpool(lambda: st.store.catalog()["version"])
-    return render(request, "node/guide.html", st=st, item=item, departments=departments, version=version)
+    return render(request, "node/guide.html", official=True, st=st, item=item, departments=departments, version=version)
 
 
 async def apply_form(request: Request) -> Response:
@@ -263,7 +262,7 @@ def _history_and_rating(request: Request, st: Station, app: dict[str, Any]) -> d
 
 
 def _document_parts(st: Station, app: dict[str, Any]) -> tuple[str, dict[str, dict[str, str]]]:
-    return segno.make(verification_text(st, app), error="m").svg_inline(scale=2), st.department_names()
+    return qr_svg(verification_text(st, app)), st.department_names()
 
 
 def verify_check(request: Request, text: Any) -> dict[str, Any]:
@@ -274,7 +273,8 @@ def verify_check(request: Request, text: Any) -> dict[str, Any]:
 async def document(request: Request) -> Response:
     st, app = await application_of(request)
     qr, departments = await run_in_threadpool(_document_parts, st, app)
-    return render(request, "node/document.html", st=st, app=app, body=app["body"], qr=qr, departments=departments,
+    return render(request, "node/document.html", official=True, st=st, app=app, body=app["body"], qr=qr,
+                  departments=departments,
                   appeal=await run_in_threadpool(documents.catalog_appeal, st),
                   verify_code=doc_verify.verify_code(app),
                   item=await run_in_threadpool(st.item, app["item_code"]), contact=await run_in_threadpool(st.contact))
@@ -323,8 +323,20 @@ async def correction_document(request: Request) -> Response:
         raise HTTPException(404, N_("The county has not asked for corrections on this case."))
     life = await run_in_threadpool(st.life, app)
     departments = await run_in_threadpool(st.department_names)
-    return render(request, "node/correction_document.html", st=st, app=app, life=life, departments=departments,
-                  contact=await run_in_threadpool(st.contact))
+    qr = await run_in_threadpool(_decision_qr, st, app)
+    return render(request, "node/correction_document.html", official=True, st=st, app=app, life=life,
+                  departments=departments, contact=await run_in_threadpool(st.contact), **qr)
+
+
+def _decision_qr(st: Station, app: dict[str, Any]) -> dict[str, str | None]:
+    """``qr`` (the SVG), ``qr_text`` and ``verify_code`` of the county's written decision on ``app``
+    as the station prints it (材料补正通知书, 办结通知书, 不予批准决定书). Blocking."""
+    return _printed_qr(doc_verify.decision_printed(st, app, documents.decision_event(st, app)))
+
+
+def _printed_qr(printed: dict[str, str | None]) -> dict[str, str | None]:
+    """A document's ``qr_text`` and ``verify_code`` with ``qr``, its SVG (None without a text)."""
+    return {**printed, "qr": qr_svg(printed["qr_text"]) if printed["qr_text"] else None}
 
 
 def _sync_quietly(st: Station) -> None:
@@ -594,7 +606,9 @@ async def report_page(request: Request) -> Response:
     if r is None:
         raise HTTPException(404, N_("No such report at this station."))
     items = await run_in_threadpool(lambda: {i["code"]: i for i in st.store.catalog()["items"]})
-    return render(request, "node/report.html", st=st, r=r, items=items, contact=await run_in_threadpool(st.contact))
+    qr = await run_in_threadpool(lambda: _printed_qr(doc_verify.report_printed(st, r)))
+    return render(request, "node/report.html", official=True, st=st, r=r, items=items,
+                  contact=await run_in_threadpool(st.contact), **qr)
 
 
 async def api_report_create(request: Request) -> Response:
@@ -613,7 +627,7 @@ async def api_report_create(request: Request) -> Response:
         _ = gettext_for(locale_of(request))
         details = {k: _(v) for k, v in exc.errors.items()}
         return api_error(422, "invalid", " ".join(details.values()), details)
-    return JSONResponse(reports.as_json(r), 201)
+    return JSONResponse({**reports.as_json(r), **await run_in_threadpool(doc_verify.report_printed, st, r)}, 201)
 
 
 async def api_report(request: Request) -> Response:
@@ -623,4 +637,4 @@ async def api_report(request: Request) -> Response:
     r = await run_in_threadpool(reports.report, st.store, request.path_params["id"])
     if r is None:
         return api_error(404, "not_found", "No such report at this station.")
-    return JSONResponse(reports.as_json(r))
+    return JSONResponse({**reports.as_json(r), **await run_in_threadpool(doc_verify.report_printed, st, r)})

@@ -38,12 +38,50 @@ FORMAT = 1
 SIG_DOMAIN = b"lastmile-doc/1|"
 CODE_DOMAIN = b"lastmile-code/1|"
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"      # Crockford base32: no I, L, O, U
+#: the station's intake documents: the event kind is the document kind (the push's ``qr_texts``, §6)
 KINDS = {rules.ACCEPTED: 1, rules.CORRECTION_NOTICE: 2, rules.REFUSED: 3}
-KIND_OF = {v: k for k, v in KINDS.items()}
-TITLES = {rules.ACCEPTED: "受理回执", rules.CORRECTION_NOTICE: "一次性告知书", rules.REFUSED: "不予受理决定书"}
+BUNDLE_RECEIPT = "bundle_receipt"               # 一件事一次办 receipt or notice of a sitting
+CORRECTION_REQUEST = "correction_request"       # the county's 材料补正通知书, handed over by the station
+APPROVAL_NOTICE = "approval_notice"             # 办结通知书
+REJECTION_DECISION = "rejection_decision"       # 不予批准决定书
+REPORT_RECEIPT = "report_receipt"               # receipt of a 办不成事 report
+REPORT_FILED = "report.filed"                   # sync/reports.FILED (not imported: sync.reports imports rules only)
+REPORT_ITEM = "办不成事诉求"                    # the item line of a report receipt
+NO_ITEM = "-"                                   # the token's item code of a report naming no item
+
+
+@dataclass(frozen=True)
+class Doc:
+    """A printed document kind (PROTOCOL.md §11): its kind byte, title, the kinds of the event its
+    token names, whether that event is the station's own (``up/<station>``, signed by the key that
+    signs the token) or the county's ``case.decided`` to the station, and that decision."""
+    code: int
+    kind: str
+    title: str
+    events: tuple[str, ...]
+    own: bool = True
+    decision: str | None = None
+
+
+DOCS = (Doc(1, rules.ACCEPTED, "受理回执", (rules.ACCEPTED,)),
+        Doc(2, rules.CORRECTION_NOTICE, "一次性告知书", (rules.CORRECTION_NOTICE,)),
+        Doc(3, rules.REFUSED, "不予受理决定书", (rules.REFUSED,)),
+        Doc(4, BUNDLE_RECEIPT, "一件事一次办回执", (rules.ACCEPTED, rules.CORRECTION_NOTICE)),
+        Doc(5, CORRECTION_REQUEST, "材料补正通知书", (rules.CASE_DECIDED,), own=False, decision="correction"),
+        Doc(6, APPROVAL_NOTICE, "办结通知书", (rules.CASE_DECIDED,), own=False, decision="approve"),
+        Doc(7, REJECTION_DECISION, "不予批准决定书", (rules.CASE_DECIDED,), own=False, decision="reject"),
+        Doc(8, REPORT_RECEIPT, "办不成事诉求受理回执", (REPORT_FILED,)))
+DOC = {d.kind: d for d in DOCS}
+CODES = {d.kind: d.code for d in DOCS}
+KIND_OF = {d.code: d.kind for d in DOCS}
+TITLES = {d.kind: d.title for d in DOCS}
+#: every event kind a document's token can name
+EVENT_KINDS = tuple(dict.fromkeys(e for d in DOCS for e in d.events))
 #: the kind of document as the verify page names it, in the reader's language (the QR text's TITLES are fixed)
 KIND_NAMES = {rules.ACCEPTED: N_("Acceptance receipt"), rules.CORRECTION_NOTICE: N_("One-time notice of missing materials"),
-              rules.REFUSED: N_("Decision not to accept")}
+              rules.REFUSED: N_("Decision not to accept"), BUNDLE_RECEIPT: N_("Receipt of a one-visit sitting"),
+              CORRECTION_REQUEST: N_("Notice to supply materials"), APPROVAL_NOTICE: N_("Notice of completion"),
+              REJECTION_DECISION: N_("Decision not to approve"), REPORT_RECEIPT: N_("Receipt of a report")}
 ANSWER_DOMAIN = b"lastmile-verify/1|"     # the county's signature over its verify answer to a station
 CHINA = dt.timezone(dt.timedelta(hours=8))
 MAX_TEXT = 2000
@@ -82,13 +120,17 @@ class Token:
 
     @property
     def code(self) -> str:
-        return code_of(self.hash16)
+        return code_of(self.hash16, self.kind)
 
 
-def code_of(event_hash: str) -> str:
-    """The typed verification code of the document whose event has ``event_hash`` (hex, at least
-    the first 32 characters): 12 Crockford base32 characters, grouped by 4."""
-    digest = hashlib.sha256(CODE_DOMAIN + bytes.fromhex(event_hash[:32])).digest()
+def code_of(event_hash: str, kind: str | None = None) -> str:
+    """The typed verification code of the document of ``kind`` whose event has ``event_hash`` (hex,
+    at least the first 32 characters): 12 Crockford base32 characters, grouped by 4. An intake
+    document's (kinds 1-3, or ``kind`` None) hashes the event's hash alone; any other kind's adds
+    its kind byte, so two documents naming one event have two codes."""
+    code = CODES[kind] if kind is not None else 1
+    extra = bytes([code]) if code > 3 else b""
+    digest = hashlib.sha256(CODE_DOMAIN + bytes.fromhex(event_hash[:32]) + extra).digest()
     n = int.from_bytes(digest[:8], "big") >> 4            # the first 60 bits
     chars = "".join(ALPHABET[(n >> (5 * (11 - i))) & 31] for i in range(12))
     return f"{chars[:4]}-{chars[4:8]}-{chars[8:]}"
@@ -121,11 +163,12 @@ def _short(s: str) -> bytes:
 
 def make(*, sign: Callable[[bytes], bytes], key_id: str, station: str, station_name: str, kind: str, at: str,
          event_hash: str, receipt_no: str, item_code: str, item_name: str) -> str:
-    """The QR text of a document: three readable lines and the signed token."""
+    """The QR text of a document of ``kind`` (a ``DOCS`` kind) naming the event of ``event_hash``
+    and ``at``: three readable lines and the signed token."""
     issued = _iso_seconds(at)
     date = dt.datetime.fromtimestamp(issued, CHINA).strftime("%Y-%m-%d")
-    text = readable(kind, receipt_no, station_name, station, date, item_name, code_of(event_hash))
-    signed = (bytes([FORMAT, KINDS[kind]]) + struct.pack(">I", issued) + bytes.fromhex(key_id)
+    text = readable(kind, receipt_no, station_name, station, date, item_name, code_of(event_hash, kind))
+    signed = (bytes([FORMAT, CODES[kind]]) + struct.pack(">I", issued) + bytes.fromhex(key_id)
               + bytes.fromhex(event_hash[:32]) + hashlib.sha256(text.encode("utf-8")).digest()[:16]
               + _short(station) + _short(receipt_no) + _short(item_code))
     token = base64.urlsafe_b64encode(signed + sign(SIG_DOMAIN + signed)).rstrip(b"=").decode()
@@ -255,7 +298,10 @@ def check_directory(body: Any) -> dict[str, dict[str, Any]]:
 # one answer for page, API and CLI -------------------------------------------------------------------
 @dataclass
 class Held:
-    """What an office holds about the document's event (its own log, or the county's copy)."""
+    """What an office holds about the event a document's token names (its own log, or the county's
+    copy): ``kind`` the event's kind, ``prints`` the document kinds that event prints (``prints``),
+    ``document`` the one a typed code matched (``find_code``); receipt number and item are the
+    case's (``fields``)."""
     station: str
     kind: str
     receipt_no: str
@@ -269,6 +315,8 @@ class Held:
     id_number: str = ""
     station_name: str = ""
     replaced_by: dict[str, str] | None = None    # {"kind", "receipt_no"}: the case's later document
+    prints: tuple[str, ...] = ()
+    document: str = ""
 
 
 def replacement(kind: str, receipt_no: str, case: Mapping[str, Any] | None) -> dict[str, str] | None:
@@ -280,6 +328,56 @@ def replacement(kind: str, receipt_no: str, case: Mapping[str, Any] | None) -> d
         return None
     later = {rules.Status.CORRECTION_NOTICE: rules.CORRECTION_NOTICE, rules.Status.REFUSED: rules.REFUSED}
     return {"kind": later.get(case.get("status"), rules.ACCEPTED), "receipt_no": str(case["receipt_no"])}
+
+
+def prints(event_kind: str, body: Any) -> tuple[str, ...]:
+    """The document kinds an event prints: an intake event its own document (and the sitting's
+    receipt if its case is one of a 一件事一次办 sitting), a ``case.decided`` the written decision of
+    its ``decision``, a ``report.filed`` its receipt."""
+    b = body if isinstance(body, dict) else {}
+    return tuple(d.kind for d in DOCS if event_kind in d.events
+                 and (d.decision is None or b.get("decision") == d.decision)
+                 and (d.kind != BUNDLE_RECEIPT or isinstance(b.get("bundle"), dict)))
+
+
+def fields(kind: str, body: Any, case: Mapping[str, Any] | None = None) -> tuple[str, str, str]:
+    """(receipt_no, item_code, item_name) a document of ``kind`` prints, from its event's body, or,
+    for the county's decisions (whose body names only the case), from ``case`` (the office's row
+    of the case: ``receipt_no``, ``item_code``, ``item_name``)."""
+    b = body if isinstance(body, dict) else {}
+    if kind == REPORT_RECEIPT:
+        return str(b.get("receipt_no", "")), str(b.get("item_code") or NO_ITEM), REPORT_ITEM
+    src: Mapping[str, Any] = b if DOC[kind].own else (case or {})
+    return str(src.get("receipt_no", "")), str(src.get("item_code", "")), str(src.get("item_name", ""))
+
+
+def held_of(station: str, ev: Any, case: Mapping[str, Any] | None, state: str | None, *,
+            station_name: str = "") -> Held:
+    """The ``Held`` of a document event ``ev`` (an Event) of ``station``; ``case`` the office's row
+    of its case (None if not held), ``state`` what the answer shows as the case's state, and the
+    later document that replaced a station's notice (``replacement``)."""
+    b = ev.body if isinstance(ev.body, dict) else {}
+    kinds = prints(ev.kind, b)
+    receipt_no, item_code, item_name = fields(kinds[0], b, case) if kinds else ("", "", "")
+    person = b.get("citizen") if ev.kind == REPORT_FILED else b.get("applicant")
+    person = person if isinstance(person, dict) else {}
+    if not person and case:
+        person = {"name": case.get("applicant_name", ""), "id_number": case.get("id_number", "")}
+    return Held(station=station, kind=ev.kind, receipt_no=receipt_no, item_code=item_code, item_name=item_name,
+                at=ev.at, key_id=ev.key, hash=ev.hash, state=state, applicant_name=str(person.get("name") or ""),
+                id_number=str(person.get("id_number") or ""), prints=kinds, station_name=station_name,
+                replaced_by=replacement(ev.kind, receipt_no, case) if kinds and DOC[kinds[0]].own
+                and ev.kind != REPORT_FILED else None)
+
+
+def find_code(rows: Any, code: str) -> tuple[Any, str] | None:
+    """(the row, the document kind) among ``rows`` (each ``(…, event kind, event hash)``) whose
+    document has the typed ``code``; None if none has."""
+    for row in rows:
+        for d in DOCS:
+            if row[-2] in d.events and code_of(row[-1], d.kind) == code:
+                return row, d.kind
+    return None
 
 
 def masked_name(name: str) -> str:
@@ -295,7 +393,9 @@ def lookup(text: Any, directory: Mapping[str, Mapping[str, Any]], *, by_hash: Ca
     """Check a scanned QR text or a typed code. The answer: ``valid``, ``reason`` (English message id)
     and ``params``, and what the document says (``station``, ``receipt_no``, ``item``, ``issued_at``,
     ``key_id``, ``state``, ``kind``, ``code``, ``applicant`` masked when the office holds the event).
-    Never raises for any input."""
+    ``by_hash(station, hash16)``: the held event of ``EVENT_KINDS`` a token names; ``by_code(code)``:
+    the held event whose document has that code, ``document`` set (``find_code``). Never raises for
+    any input."""
     out: dict[str, Any] = {"valid": False, "station": None, "station_name": None, "receipt_no": None,
                            "item": None, "item_code": None, "issued_at": None, "key_id": None, "state": None,
                            "kind": None, "code": None, "applicant": None, "id_number": None, "replaced_by": None,
@@ -305,11 +405,11 @@ def lookup(text: Any, directory: Mapping[str, Mapping[str, Any]], *, by_hash: Ca
     code = normal_code(text) if PREFIX not in text and len(text) <= 40 else None
     if code is not None:
         held = by_code(code)
-        if held is None:
+        if held is None or held.document not in held.prints:
             return {**out, "code": code, "reason": N_(
                 "No document with this verification code is on record here. A typed code can be checked only "
                 "at the station that issued the document or at the county; elsewhere, scan the QR code.")}
-        return {**out, **_held(held), "valid": True, "code": code, "params": {"station": held.station},
+        return {**out, **_held(held, held.document), "valid": True, "code": code, "params": {"station": held.station},
                 "reason": N_("This office's records hold this document, signed by station %(station)s: compare "
                              "what is shown here with the paper.")}
     try:
@@ -321,20 +421,21 @@ def lookup(text: Any, directory: Mapping[str, Mapping[str, Any]], *, by_hash: Ca
                key_id=token.key_id, kind=token.kind, code=token.code)
     held = by_hash(token.station, token.hash16)
     if held is not None:
-        if (held.kind, held.receipt_no, held.item_code, held.key_id, _iso_seconds(held.at)) != \
-                (token.kind, token.receipt_no, token.item_code, token.key_id, token.issued):
+        own = DOC[token.kind].own
+        if token.kind not in held.prints or (held.receipt_no, held.item_code, _iso_seconds(held.at)) != \
+                (token.receipt_no, token.item_code, token.issued) or (own and held.key_id != token.key_id):
             return {**out, "reason": N_("The code does not match this office's record of the document: it is forged.")}
-        return {**out, **_held(held), "valid": True, "params": {"station": token.station},
+        return {**out, **_held(held, token.kind), "key_id": token.key_id, "valid": True, "params": {"station": token.station},
                 "reason": N_("Genuine: issued and signed by station %(station)s, and on record here.")}
     return {**out, "valid": True, "params": {"station": token.station},
             "reason": N_("Genuine: issued and signed by station %(station)s (checked with its public key; "
                          "this office holds no copy of the case).")}
 
 
-def _held(h: Held) -> dict[str, Any]:
+def _held(h: Held, kind: str) -> dict[str, Any]:
     return {"station": h.station, "receipt_no": h.receipt_no, "item": h.item_name, "item_code": h.item_code,
             "issued_at": dt.datetime.fromtimestamp(_iso_seconds(h.at), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "key_id": h.key_id, "state": h.state, "kind": h.kind, "code": code_of(h.hash),
+            "key_id": h.key_id, "state": h.state, "kind": kind, "code": code_of(h.hash, kind),
             "applicant": masked_name(h.applicant_name), "id_number": masked_id(h.id_number),
             "replaced_by": h.replaced_by, **({"station_name": h.station_name} if h.station_name else {})}
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import segno
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from starlette.requests import Request
@@ -129,12 +130,25 @@ def check_csrf(request: Request, form: Any) -> bool:
     return bool(form.get("csrf")) and secrets.compare_digest(str(form.get("csrf")), csrf_token(request))
 
 
-def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    locale = locale_of(request)
+def render(request: Request, name: str, status_code: int = 200, *, official: bool = False,
+           **context: Any) -> HTMLResponse:
+    """The page ``name`` in the session's language; an ``official`` one (a printable document a
+    citizen takes home, a service guide) always in Chinese, whatever the session's language."""
+    locale = DEFAULT if official else locale_of(request)
     env = environment(locale)
     html = env.get_template(name).render(request=request, csrf=csrf_token(request),
                                          user=request.session.get("user"), **context)
     return HTMLResponse(html, status_code=status_code)
+
+
+def qr_svg(text: str) -> str:
+    """``text`` as an inline SVG QR code (error level M, PROTOCOL.md §11): 2 px a module on the
+    screen, with a viewBox so that the print stylesheet scales the whole symbol to its printed
+    width instead of cropping it to its top-left corner."""
+    qr = segno.make(text, error="m")
+    svg = qr.svg_inline(scale=2)
+    width, height = qr.symbol_size(scale=2)
+    return svg.replace("<svg ", f'<svg viewBox="0 0 {width} {height}" ', 1)
 
 
 def static_dir() -> Path:
