@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import AsyncIterator
 
@@ -69,8 +70,25 @@ BODY_LIMITS = [
 ]
 
 
+class QuietSyncAccess(logging.Filter):
+    """Drops uvicorn's access line of a station's answered sync (``POST /sync/v1/exchange`` 200),
+    unless the access log is at DEBUG: each station syncs every few seconds, and the county's own
+    ``sync`` line (central/county.py) already says, at INFO, each one that moved something. A
+    refused or failed sync keeps its access line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (isinstance(args, tuple) and len(args) >= 5 and args[1] == "POST" and args[2] == "/sync/v1/exchange"
+                and args[4] == 200):
+            return logging.getLogger("uvicorn.access").isEnabledFor(logging.DEBUG)
+        return True
+
+
 def create_app(settings: Settings) -> Starlette:
     county = County(settings)
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, QuietSyncAccess) for f in access.filters):
+        access.addFilter(QuietSyncAccess())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

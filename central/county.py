@@ -255,7 +255,9 @@ class County(Cases, Catalogue, Stations, Reports):
                                       up_waiting=summary["up_waiting"], **applied_columns(summary))
         if skew is not None and abs(skew) > SKEW_LIMIT_S:
             logger.warning("station %s clock is off by %d s", summary["station"], skew)
-        logger.info("sync %s", summary)
+        moved = any(summary.get(k) for k in ("stored", "duplicates", "qr_texts", "forks", "repairs", "sent_down",
+                                              "gap_at", "taken_back", "diverged_at", "up_returned"))
+        logger.log(logging.INFO if moved else logging.DEBUG, "sync %s", summary)   # idle: every few seconds
         return sealed
 
     def take_qr_texts(self, db: Any, station: str, entries: list[tuple[int, str, str]]) -> int:

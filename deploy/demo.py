@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from crypto.keys import private_dir
 from deploy.cli import DEMO_CATALOG
 
 ADDRESSES = {"V001": ("示范县张村村委会一楼便民服务站", "0371-6512-3401"),
@@ -95,9 +96,9 @@ def run(data: Path, *, host: str, base_port: int, sync_interval: float) -> int:
     info_path = data / "demo.json"
     first = not info_path.exists()
     procs: list[subprocess.Popen[bytes]] = []
+    private_dir(data)       # 0700 like every folder the apps make (demo.json holds the API tokens)
     try:
         if first:
-            data.mkdir(parents=True, exist_ok=True)
             subprocess.run([sys.executable, "-m", "deploy.cli", "central", "init", "--data", str(data / "central")],
                            check=True)
         procs.append(_spawn("central", "serve", "--data", str(data / "central"), "--host", host, "--port", str(ports[0])))

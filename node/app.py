@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
@@ -79,6 +80,13 @@ BODY_LIMITS = [
 ]
 
 
+def cookie_name(station_code: str) -> str:
+    """The session cookie of this station: one per station code, since a browser keeps cookies per
+    host, not per port (the demo's V001 and T001 on one 127.0.0.1 would log each other out); the
+    county's is ``lastmile_central``. Only letters, digits and ``_`` (a cookie name is a token)."""
+    return "lastmile_node_" + re.sub(r"[^A-Za-z0-9_]", "_", station_code)
+
+
 def create_app(settings: Settings, *, background_sync: bool = True) -> Starlette:
     station = Station(settings)
     idem.create(station.store)
@@ -100,7 +108,7 @@ def create_app(settings: Settings, *, background_sync: bool = True) -> Starlette
 
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: error_handler(("/api/",)), **vault_views.HANDLERS},
                     middleware=[Middleware(SecureCookies), Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
-                                           session_cookie="lastmile_node", same_site="strict"),
+                                           session_cookie=cookie_name(station.code), same_site="strict"),
                                 Middleware(SessionGuard, accounts=views.accounts),
                                 Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS),
                                 Middleware(WorkCalendarState, load=station.calendar)])

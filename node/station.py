@@ -418,16 +418,23 @@ class Station(Intake, Healing):
                             log.set_status(db, f"{name}_refused_at", str(time.time()))
                             del offered[name]
             self._refresh_county()          # a county.keys_rotated just stored: seal to its new key
+            fetched = 0
             try:
                 result.scans = self.upload_scans(http)
                 if not self.store.vault.locked:
                     self.apply_deferred()                   # unlocked during this sync
-                    documents.fetch_pending(self, http)      # the decisions' result documents, resumably
+                    fetched = documents.fetch_pending(self, http)   # the decisions' result documents, resumably
             except (SyncError, CryptoError) as exc:
                 with self.store.transaction() as db:
                     log.set_status(db, "last_error", f"scans: {exc}"[:500])
                     log.set_status(db, "last_error_code", getattr(exc, "code", "error"))
                 raise
+            # INFO only when something moved: the loop syncs every few seconds, and an idle sync
+            # logged at INFO buries everything else (a failure is logged by the loop, as a warning)
+            moved = result.sent or result.acked or result.received or result.scans or fetched
+            logger.log(logging.INFO if moved else logging.DEBUG,
+                       "sync: %d event(s) sent, %d confirmed, %d received, %d scan(s), %d document(s)",
+                       result.sent, result.acked, result.received, result.scans, fetched)
             return result
 
     def applied(self, db: sqlite3.Connection) -> dict[str, Any]:

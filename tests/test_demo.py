@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from node.store import TOKEN_ENV
+from tests.test_file_modes import loose, umask
 
 
 def _free_base() -> int:
@@ -60,10 +61,13 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 def test_demo_runs_on_the_base_port_given_and_follows_it_when_resumed_elsewhere(tmp_path):
     data = tmp_path / "demo"
     base = _free_base()
-    proc = _start(data, base)
+    with umask(0o022):
+        proc = _start(data, base)
     try:
         for port in range(base, base + 3):
             assert httpx.get(f"http://127.0.0.1:{port}/login", timeout=10).status_code == 200
+        # --data itself is as private as every folder in it (demo.json holds the API tokens)
+        assert loose(data) == []
     finally:
         _stop(proc)
     again = _free_base()

@@ -168,3 +168,26 @@ def test_password_rules(tmp_path):
         county.add_user("boss", "督办", "1234567890", "supervisor", None)
     assert err.value.code == "weak_password" and county.store.user("username", "boss") is None
     county.store.close()
+
+
+def test_one_browser_keeps_its_logins_at_two_stations_and_the_county(system, http):
+    """A browser keeps cookies per host, not per port: the demo's stations and county on one
+    127.0.0.1 must each have their own session cookie, or logging in at one logs out of the other."""
+    v1, t1, county = system.stations["V1"]["url"], system.stations["T1"]["url"], system.central_url
+    browser = http(v1, follow_redirects=True)          # one cookie jar for all three, as in one browser
+
+    def log_in_at(url: str, username: str) -> None:
+        csrf = browser.get(f"{url}/login").text.split('name="csrf" value="')[1].split('"')[0]
+        r = browser.post(f"{url}/login", data={"username": username, "password": PASSWORD, "csrf": csrf})
+        assert r.status_code == 200 and "/login" not in str(r.url)
+
+    def at_home(url: str) -> bool:
+        return browser.get(f"{url}/", follow_redirects=False).status_code == 200
+
+    log_in_at(v1, "agent")
+    log_in_at(t1, "agent")
+    log_in_at(county, "minzheng")
+    assert at_home(v1) and at_home(t1) and at_home(county)
+    assert "V1代办员" in browser.get(f"{v1}/").text and "T1代办员" in browser.get(f"{t1}/").text
+    names = {c.name for c in browser.cookies.jar}
+    assert {"lastmile_node_V1", "lastmile_node_T1", "lastmile_central"} <= names

@@ -1,6 +1,22 @@
 // The only script of the pages (the CSP allows no inline script). Everything works without it;
-// it only adds the print button and the start page's self-updating "today" lists.
+// it only adds the print button, the start page's self-updating "today" lists, and names the files
+// chosen with our own file buttons.
 "use strict";
+// Our own file buttons (templates/_forms.html): the browser's inputs hide behind them once this
+// runs, and the chosen files are named beside them.
+document.documentElement.classList.add("js");
+document.addEventListener("change", function (e) {
+  var input = e.target;
+  if (!input || input.type !== "file" || !input.closest) { return; }
+  var group = input.closest(".files");
+  var shown = group && group.querySelector(".chosen");
+  if (!shown) { return; }
+  var names = [];
+  group.querySelectorAll("input[type=file]").forEach(function (i) {
+    for (var k = 0; k < i.files.length; k++) { names.push(i.files[k].name); }
+  });
+  shown.textContent = names.length ? names.join(", ") : shown.getAttribute("data-none");
+});
 document.addEventListener("click", function (e) {
   var t = e.target.closest && e.target.closest("[data-print]");
   if (t) { e.preventDefault(); window.print(); }

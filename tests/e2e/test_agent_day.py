@@ -170,7 +170,7 @@ def step_bundle_intake(day: Day) -> None:
         box.check()
     scan = day.tmp / "出生医学证明.jpg"
     Image.merge("RGB", [Image.effect_noise((1000, 700), 30)] * 3).save(scan, "JPEG")
-    page.set_input_files("input[name=scan_id_card]", str(scan))     # a material both items need: once
+    page.set_input_files("input[name=scan_id_card]:not([capture])", str(scan))     # a material both items need: once
     look(day, "05b-bundle-form")
     page.click("button[value=accept]")
     items = page.locator("#sitting-items tr.sitting-item")

@@ -110,4 +110,5 @@ def test_agent_and_clerk_walk_one_case_in_the_browser(system, browser, tmp_path)
     expect(station.locator("#results")).to_have_count(0)
 
     station.click("text=English")
-    expect(station.locator("#today h2").first).to_have_text("Results to hand out")
+    expect(station.locator("#new-application h2")).to_have_text("New application")
+    expect(station.locator("#nothing-waiting")).to_contain_text("Results to hand out")    # nothing left to hand out

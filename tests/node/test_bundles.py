@@ -150,7 +150,9 @@ def test_the_bundle_form_asks_everything_once_and_prints_one_receipt(system, v1,
     assert "/bundle/YJS-002" in page.get("/search", params={"q": "残疾人"}).text
     form = page.get("/bundle/YJS-001")
     assert form.status_code == 200
-    assert form.text.count('name="scan_id_card"') == 1 and form.text.count('value="household_register"') == 1
+    # one picker for a material both items need: its files input and its camera input (templates/_forms.html)
+    assert form.text.count('name="scan_id_card"') == 2 and form.text.count('name="scan_id_card" accept="image/*" capture') == 1
+    assert form.text.count('value="household_register"') == 1
     assert form.text.count('name="f_child_order"') == 1 and 'name="f_insured_category"' in form.text
     data = {"csrf": hidden(form.text, "csrf"), "submit_token": hidden(form.text, "submit_token"),
             "name": "王芳", "id_number": ID, "phone": "", "address": "",
