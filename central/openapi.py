@@ -41,7 +41,7 @@ SCHEDULE = obj(["year", "source", "provisional", "holidays", "workdays"], year=I
 SCHEMAS: dict[str, Any] = {
     "Retention": obj(["retention_days", "set_at", "set_by", "default"], retention_days=INTEGER,
                      set_at=NULLABLE_STRING, set_by=NULLABLE_STRING, default=BOOLEAN),"Case": CASE, "Report": REPORT, "Rating": RATING, "Schedule": SCHEDULE,
-                           "Verification": obj(["valid", "reason"], valid=BOOLEAN, reason=STRING, undetermined=BOOLEAN,
+                           "Verification": obj(["valid", "reason"], valid=BOOLEAN, reason=STRING, undetermined=BOOLEAN, pending=BOOLEAN,
                                            station_name=NULLABLE_STRING, replaced_by=nullable(OBJECT))}
 
 SCAN = operation("A scan of a case, as the station sent it (JPEG or PDF, judged from its bytes)", errors=(403, 404, 415),
@@ -121,7 +121,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                   "additionalProperties": False}),
     ("POST", "/api/v1/verify"): operation(
         "Check a document's QR code text or typed verification code", auth=False,
-        body=obj(["code"], code=STRING, nonce=STRING), response=ref("Verification"), errors=(422,),
+        body=obj(["code"], code=STRING, nonce=STRING), response=ref("Verification"), errors=(422, 429),
         description="A station asking about a typed code it does not hold sends a `nonce` (16-64 base64url "
                     "characters); the answer then carries `Lastmile-Signature`: the county's Ed25519 signature, "
                     "unpadded base64url, over `lastmile-verify/1|` + nonce + `|` + the answer's bytes "

@@ -28,9 +28,15 @@ class Reports:
             if r["status"] != reports.OPEN:
                 raise CountyError(409, "already_taken", N_("%(name)s already took this report."),
                                   {"name": r["taken_by"] or ""})
-            self.record(db, r["station"], facts.Fact(reports.TAKEN, {
-                "id": report_id, "by": user["name"], "department": user.get("department") or "", "at": log.utcnow()}))
+            self._take(db, r, user)
             return self.store.report(report_id, db) or {}
+
+    def _take(self: County, db: Any, r: dict[str, Any], user: dict[str, Any]) -> None:
+        """``report.taken`` by ``user`` (the fact names the display name and department, as stations
+        show them), and the taker's user name kept beside it: 首问负责 is checked by it (``owns``)."""
+        self.record(db, r["station"], facts.Fact(reports.TAKEN, {
+            "id": r["id"], "by": user["name"], "department": user.get("department") or "", "at": log.utcnow()}))
+        self.store.update_report(db, r["id"], taken_username=user["username"])
 
     def answer_report(self: County, report_id: str, answer: str, user: dict[str, Any]) -> dict[str, Any]:
         """Answer a report (taking it first if nobody has); only whoever took it may answer it."""
@@ -42,10 +48,8 @@ class Reports:
             if r["status"] == reports.ANSWERED_STATE:
                 raise CountyError(409, "already_answered", N_("This report has already been answered."))
             if r["status"] == reports.OPEN:
-                self.record(db, r["station"], facts.Fact(reports.TAKEN, {
-                    "id": report_id, "by": user["name"], "department": user.get("department") or "",
-                    "at": log.utcnow()}))
-            elif r["taken_by"] != user["name"] and user.get("role") != "supervisor":
+                self._take(db, r, user)
+            elif not owns(r, user) and user.get("role") != "supervisor":
                 raise CountyError(403, "not_yours", N_("%(name)s took this report and answers it."),
                                   {"name": r["taken_by"] or ""})
             self.record(db, r["station"], facts.Fact(reports.ANSWERED, {
@@ -58,6 +62,15 @@ class Reports:
         if r is None:
             raise CountyError(404, "not_found", N_("No such report."))
         return r
+
+
+def owns(r: dict[str, Any], user: dict[str, Any]) -> bool:
+    """Whether ``user`` took report ``r`` (首问负责): by user name; a report taken before the user name
+    was kept (``taken_username`` NULL) by display name and department both, as the fact recorded them."""
+    if r.get("taken_username"):
+        return bool(r["taken_username"] == user.get("username"))
+    return bool(r["taken_by"]) and r["taken_by"] == user.get("name") \
+        and (r["taken_department"] or "") == (user.get("department") or "")
 
 
 def as_json(r: dict[str, Any]) -> dict[str, Any]:

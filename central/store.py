@@ -69,6 +69,9 @@ CASE_COLS = ("id", "station", "seq", "kind", "status", "receipt_no", "item_code"
              "applicant_name", "id_number", "accepted_at", "promised_date", "received_at", "decision",
              "decision_note", "decided_by", "decided_at", "handed_out_at",
              "time_limit_days", "suspensions", "correction", "supplement", "collector")
+#: The user name of whoever took a report (首问负责 is checked by it; ``taken_by`` is the display name the
+#: fact carries). Rows taken before it have NULL (central/reports.py ``owns``).
+LATER_REPORT_COLS = {"taken_username": "TEXT"}
 #: Columns added after the first release (a database made before them gets them at start).
 LATER_CASE_COLS = {"time_limit_days": "INTEGER", "suspensions": "TEXT", "correction": "TEXT", "supplement": "TEXT",
                    "collector": "TEXT"}
@@ -99,6 +102,10 @@ class Store:
             for column, kind in LATER_CASE_COLS.items():
                 if column not in have:
                     db.execute(f"ALTER TABLE cases ADD COLUMN {column} {kind}")
+            have = [r[1] for r in db.execute("PRAGMA table_info(reports)").fetchall()]
+            for column, kind in LATER_REPORT_COLS.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE reports ADD COLUMN {column} {kind}")
             have = [r[1] for r in db.execute("PRAGMA table_info(stations)").fetchall()]
             for column, kind in LATER_STATION_COLS.items():
                 if column not in have:
@@ -282,7 +289,7 @@ class Store:
 
     # 办不成事 reports ----------------------------------------------------------
     REPORT_COLS = ("id", "station", "seq", "receipt_no", "status", "body", "filed_at", "received_at", "taken_by",
-                   "taken_department", "taken_at", "answer", "answered_by", "answered_at")
+                   "taken_department", "taken_at", "answer", "answered_by", "answered_at", "taken_username")
 
     def insert_report(self, db: Any, row: dict[str, Any]) -> None:
         cols = [c for c in self.REPORT_COLS if c in row]

@@ -84,30 +84,31 @@ def _station_name(county: County, code: str) -> str:
 def check(county: County, text: Any) -> dict[str, Any]:
     """Verify a scanned QR text or a typed code at the county (verify.lookup): with its copy of
     every station's log (``up/<station>``) and of its own decisions to it (``down/<station>``)."""
-    marks = ",".join("?" * len(verify.EVENT_KINDS))
     conn = county.store.conn
 
-    def by_hash(station: str, hash16: str) -> verify.Held | None:
+    def held_events(codes: tuple[str, ...], streams: tuple[str, ...] | None) -> list[tuple[log.Event, str]]:
+        """(event, document kind) of the held events whose document may have one of ``codes``: one
+        indexed query and a read of each (usually one) event under the store's lock; the codes were
+        hashed before it."""
         with county.store.lock:
-            row = conn.execute(f"SELECT stream, seq FROM _sync_events WHERE stream IN (?, ?) AND kind IN ({marks})"
-                               " AND substr(hash, 1, 32) = ?",
-                               (log.up(station), log.down(station), *verify.EVENT_KINDS, hash16)).fetchone()
-            ev = log.get(conn, row[0], row[1]) if row else None
+            rows = verify.code_rows(conn, codes, streams)
+            found = [(log.get(conn, stream, seq), doc) for stream, seq, doc in rows]
+        return [(ev, doc) for ev, doc in found if ev is not None]
+
+    def by_hash(station: str, hash16: str) -> verify.Held | None:
+        ev = next((ev for ev, _ in held_events(verify.codes_of_event(hash16), (log.up(station), log.down(station)))
+                   if ev.hash[:32] == hash16 and ev.kind in verify.EVENT_KINDS), None)
         return _held(county, station, ev) if ev else None
 
     def by_code(code: str) -> verify.Held | None:
-        with county.store.lock:
-            rows = conn.execute(f"SELECT stream, seq, kind, hash FROM _sync_events WHERE (stream LIKE 'up/%'"
-                                f" OR stream LIKE 'down/%') AND kind IN ({marks})", verify.EVENT_KINDS).fetchall()
-            hit = verify.find_code(rows, code)
-            ev = log.get(conn, hit[0][0], hit[0][1]) if hit else None
-        if ev is None or hit is None:
-            return None
-        held = _held(county, hit[0][0].split("/", 1)[1], ev)
-        held.document = hit[1]
-        return held
+        for ev, doc in held_events((code,), None):
+            if doc in verify.prints(ev.kind, ev.body):
+                held = _held(county, ev.stream.split("/", 1)[1], ev)
+                held.document = doc
+                return held
+        return None
 
-    return verify.lookup(text, directory(county), by_hash=by_hash, by_code=by_code)
+    return verify.lookup(text, directory(county), by_hash=by_hash, by_code=by_code, county=True)
 
 
 def take_qr_texts(county: County, db: Any, station: str, entries: list[tuple[int, str, str]]) -> int:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer, ensure_ascii=False, indent=2))
     else:
-        print(("✓ " if answer["valid"] else "✗ ") + answer["reason"])
+        print(("✓ " if answer["valid"] else "? " if answer["undetermined"] else "✗ ") + answer["reason"])
         for k in ("station", "receipt_no", "item", "issued_at", "key_id", "state", "verify_code"):
             if answer[k]:
                 print(f"  {k}: {answer[k]}")

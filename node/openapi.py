@@ -56,13 +56,13 @@ SCHEMAS: dict[str, Any] = {
                    role={"type": "string", "enum": ["admin", "agent"]}, active=BOOLEAN),
     "Sitting": obj(["bundle_id", "applications", "receipt_url"], bundle_id=STRING, bundle=NULLABLE_STRING,
                    applications=array(ref("Application")), receipt_url=STRING),
-    "Verification": obj(["valid", "reason"], valid=BOOLEAN, reason=STRING, undetermined=BOOLEAN,
+    "Verification": obj(["valid", "reason"], valid=BOOLEAN, reason=STRING, undetermined=BOOLEAN, pending=BOOLEAN,
                                            station_name=NULLABLE_STRING, replaced_by=nullable(OBJECT)),
 }
 
 APP = ref("Application")
 VERIFY = operation("Check a document's QR code text or typed verification code", auth=False,
-                   body=obj(["code"], code=STRING), response=ref("Verification"), errors=(422,), tags=["documents"])
+                   body=obj(["code"], code=STRING), response=ref("Verification"), errors=(422, 429), tags=["documents"])
 
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/openapi.json"): operation("This document", auth=False, errors=()),

@@ -210,29 +210,30 @@ def check(st: Any, text: Any) -> dict[str, Any]:
     printed names an event of its own log or one of the county's decisions to it; a typed code this
     station does not hold is asked of the county (``ask_county``). Blocking: a worker thread."""
     streams = (log.up(st.code), log.down(st.code))
-    marks = ",".join("?" * len(verify.EVENT_KINDS))
-    where = f"stream IN (?, ?) AND kind IN ({marks})"
+
+    def held_events(codes: tuple[str, ...]) -> list[tuple[Event, str]]:
+        """(event, document kind) of the held events whose document may have one of ``codes``: one
+        indexed query and a read of each (usually one) event under the store's lock; the codes were
+        hashed before it."""
+        with st.store.lock:
+            rows = verify.code_rows(st.store.conn, codes, streams)
+            found = [(log.get(st.store.conn, stream, seq), doc) for stream, seq, doc in rows]
+        return [(ev, doc) for ev, doc in found if ev is not None]
 
     def by_hash(station: str, hash16: str) -> verify.Held | None:
         if station != st.code:
             return None
-        with st.store.lock:
-            row = st.store.conn.execute(f"SELECT stream, seq FROM _sync_events WHERE {where} AND substr(hash, 1, 32) = ?",
-                                        (*streams, *verify.EVENT_KINDS, hash16)).fetchone()
-            ev = log.get(st.store.conn, row[0], row[1]) if row else None
+        ev = next((ev for ev, _ in held_events(verify.codes_of_event(hash16))
+                   if ev.hash[:32] == hash16 and ev.kind in verify.EVENT_KINDS), None)
         return _held(st, ev) if ev else None
 
     def by_code(code: str) -> verify.Held | None:
-        with st.store.lock:
-            rows = st.store.conn.execute(f"SELECT stream, seq, kind, hash FROM _sync_events WHERE {where}",
-                                         (*streams, *verify.EVENT_KINDS)).fetchall()
-            hit = verify.find_code(rows, code)
-            ev = log.get(st.store.conn, hit[0][0], hit[0][1]) if hit else None
-        if ev is None or hit is None:
-            return None
-        held = _held(st, ev)
-        held.document = hit[1]
-        return held
+        for ev, doc in held_events((code,)):
+            if doc in verify.prints(ev.kind, ev.body):
+                held = _held(st, ev)
+                held.document = doc
+                return held
+        return None
 
     result = verify.lookup(text, directory(st), by_hash=by_hash, by_code=by_code)
     if not result["valid"] and result["code"] and not result["receipt_no"]:     # a typed code not held here

@@ -127,6 +127,8 @@ def store(db: Conn, ev: Event) -> None:
                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                (ev.stream, ev.seq, ev.prev, ev.hash, ev.author, ev.key, ev.kind, ev.at,
                 canonical.dumps(ev.body).decode(), ev.sig, utcnow()))
+    from sync import verify         # not at the top: sync.verify is above this module
+    verify.index_event(db, ev.stream, ev.seq, ev.kind, ev.hash)
 
 
 def remove_from(db: Conn, stream: str, seq: int) -> list[Event]:
@@ -135,6 +137,7 @@ def remove_from(db: Conn, stream: str, seq: int) -> list[Event]:
     out = [_row(r) for r in db.execute(f"SELECT {_COLS} FROM _sync_events WHERE stream = ? AND seq >= ?"
                                        " ORDER BY seq", (stream, seq)).fetchall()]
     db.execute("DELETE FROM _sync_events WHERE stream = ? AND seq >= ?", (stream, seq))
+    db.execute("DELETE FROM _sync_codes WHERE stream = ? AND seq >= ?", (stream, seq))
     return out
 
 

@@ -40,9 +40,18 @@ STATEMENTS = (
         ref TEXT NOT NULL, at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS _sync_sent (
         id TEXT PRIMARY KEY, bundle TEXT, first BIGINT NOT NULL, last BIGINT NOT NULL, at TEXT NOT NULL)""",
+    # Both sides: the typed verification code of every document an event of a document kind may
+    # print (sync/verify.py ``index_event``, PROTOCOL.md §11), filled as the event is stored, so a
+    # typed code is one indexed lookup instead of a hash of every event.
+    """CREATE TABLE IF NOT EXISTS _sync_codes (
+        code TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, doc TEXT NOT NULL,
+        PRIMARY KEY (code, stream, seq, doc))""",
+    """CREATE INDEX IF NOT EXISTS _sync_codes_event ON _sync_codes (stream, seq)""",
 )
 
 
 def create(db) -> None:  # type: ignore[no-untyped-def]
     for sql in STATEMENTS:
         db.execute(sql)
+    from sync import verify         # not at the top: sync.verify is above this module
+    verify.index_existing(db)       # a database made before _sync_codes: its codes, once

@@ -24,7 +24,7 @@ import logging
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from crypto.errors import CryptoError
 from crypto.keys import verify as verify_sig
@@ -300,7 +300,7 @@ def check_directory(body: Any) -> dict[str, dict[str, Any]]:
 class Held:
     """What an office holds about the event a document's token names (its own log, or the county's
     copy): ``kind`` the event's kind, ``prints`` the document kinds that event prints (``prints``),
-    ``document`` the one a typed code matched (``find_code``); receipt number and item are the
+    ``document`` the one a typed code matched (``code_rows``); receipt number and item are the
     case's (``fields``)."""
     station: str
     kind: str
@@ -370,14 +370,56 @@ def held_of(station: str, ev: Any, case: Mapping[str, Any] | None, state: str | 
                 and ev.kind != REPORT_FILED else None)
 
 
-def find_code(rows: Any, code: str) -> tuple[Any, str] | None:
-    """(the row, the document kind) among ``rows`` (each ``(…, event kind, event hash)``) whose
-    document has the typed ``code``; None if none has."""
-    for row in rows:
-        for d in DOCS:
-            if row[-2] in d.events and code_of(row[-1], d.kind) == code:
-                return row, d.kind
-    return None
+#: event kind -> the document kinds an event of that kind may print (``prints`` decides from its body)
+CANDIDATES = {e: tuple(d.kind for d in DOCS if e in d.events) for e in EVENT_KINDS}
+INDEXED = "codes_indexed"       # _sync_status: the codes of the events stored before _sync_codes are in
+
+
+def index_event(db: Any, stream: str, seq: int, event_kind: str, event_hash: str) -> None:
+    """Record in ``_sync_codes`` the typed code of every document an event of ``event_kind`` may
+    print (``CANDIDATES``: from its kind and hash alone, so a station whose bodies are sealed
+    (node/vault.py) indexes too; ``prints`` later tells which the event really prints). Called by
+    ``sync.log.store`` inside the transaction that stores the event."""
+    docs = CANDIDATES.get(event_kind)
+    if docs:
+        db.executemany("INSERT INTO _sync_codes (code, stream, seq, doc) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                       [(code_of(event_hash, d), stream, seq, d) for d in docs])
+
+
+def index_existing(db: Any) -> int:
+    """The migration: index the events stored before ``_sync_codes`` existed, once (marked in
+    ``_sync_status``). Returns how many events it indexed."""
+    if db.execute("SELECT 1 FROM _sync_status WHERE name = ?", (INDEXED,)).fetchone():
+        return 0
+    marks = ",".join("?" * len(EVENT_KINDS))
+    rows = db.execute(f"SELECT stream, seq, kind, hash FROM _sync_events WHERE kind IN ({marks})",
+                      EVENT_KINDS).fetchall()
+    db.executemany("INSERT INTO _sync_codes (code, stream, seq, doc) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                   [(code_of(h, d), stream, seq, d) for stream, seq, kind, h in rows for d in CANDIDATES[kind]])
+    db.execute("INSERT INTO _sync_status (name, value) VALUES (?, ?)", (INDEXED, "1"))
+    if rows:
+        logger.warning("indexed the verification codes of %d document events stored before the index", len(rows))
+    return len(rows)
+
+
+def codes_of_event(hash16: str) -> tuple[str, ...]:
+    """Every typed code a document naming the event of ``hash16`` may have (one per document kind;
+    kinds 1-3 share one): a token's event is found through ``_sync_codes`` too (``code_rows``)."""
+    return tuple(dict.fromkeys(code_of(hash16, d.kind) for d in DOCS))
+
+
+def code_rows(db: Any, codes: Sequence[str], streams: Sequence[str] | None = None) -> list[tuple[str, int, str]]:
+    """(stream, seq, document kind) of each held event whose document may have one of the typed
+    ``codes`` (``_sync_codes``: an indexed lookup per code; the codes are computed by the caller,
+    outside any lock), in ``streams`` if given, else in any ``up/`` or ``down/`` stream. The caller
+    checks that the event is still held and really prints that document."""
+    marks = ",".join("?" * len(codes))
+    sql, params = f"SELECT stream, seq, doc FROM _sync_codes WHERE code IN ({marks})", list(codes)
+    if streams:
+        sql += f" AND stream IN ({','.join('?' * len(streams))})"
+        params += list(streams)
+    rows = db.execute(sql + " ORDER BY stream, seq", params).fetchall()
+    return [(str(r[0]), int(r[1]), str(r[2])) for r in rows if str(r[0]).startswith(("up/", "down/"))]
 
 
 def masked_name(name: str) -> str:
@@ -388,18 +430,45 @@ def masked_id(id_number: str) -> str:
     return f"{id_number[:6]}********{id_number[-4:]}" if len(id_number) >= 10 else ""
 
 
+#: a token whose event this office does not hold, signed by a key its station no longer uses (PROTOCOL.md §11)
+PENDING_REVOKED = N_("Signature valid, awaiting the county's confirmation: the key of station %(station)s that "
+                     "signed this document was revoked on %(date)s, after the document's date. Whoever held that key "
+                     "could still sign documents dated before then, so only the county, which holds every document "
+                     "the station issued, can confirm this one: check it at the county.")
+PENDING_RETIRED = N_("Signature valid, awaiting the county's confirmation: station %(station)s stopped using the key "
+                     "that signed this document on %(date)s (new keys or a replacement computer), and this office "
+                     "cannot tell whether that key is still in safe hands. Only the county, which holds every "
+                     "document that key signed, can confirm it: check it at the county.")
+PENDING_COUNTY = N_("Signature valid, awaiting the county's confirmation: the signature of station %(station)s "
+                    "verifies, but the county holds no record of this document yet (the station has not synced it). "
+                    "Check again after the station's next sync.")
+NOT_AT_COUNTY_REVOKED = N_("Not confirmed: the county holds no record of this document, and the key of station "
+                           "%(station)s that signed it was revoked on %(date)s, so no record of it can come any more. "
+                           "Do not accept it as genuine.")
+NOT_AT_COUNTY_RETIRED = N_("Not confirmed: the county holds no record of this document, and station %(station)s "
+                           "stopped using the key that signed it on %(date)s; every document that key signed and the "
+                           "station sent is on record here. Do not accept it as genuine; ask the station that issued it.")
+
+
+def key_of(entry: Mapping[str, Any], key_id: str) -> Mapping[str, Any]:
+    return next((k for k in entry.get("keys", []) if k.get("sign_id") == key_id), {})
+
+
 def lookup(text: Any, directory: Mapping[str, Mapping[str, Any]], *, by_hash: Callable[[str, str], Held | None],
-           by_code: Callable[[str], Held | None]) -> dict[str, Any]:
+           by_code: Callable[[str], Held | None], county: bool = False) -> dict[str, Any]:
     """Check a scanned QR text or a typed code. The answer: ``valid``, ``reason`` (English message id)
     and ``params``, and what the document says (``station``, ``receipt_no``, ``item``, ``issued_at``,
     ``key_id``, ``state``, ``kind``, ``code``, ``applicant`` masked when the office holds the event).
     ``by_hash(station, hash16)``: the held event of ``EVENT_KINDS`` a token names; ``by_code(code)``:
-    the held event whose document has that code, ``document`` set (``find_code``). Never raises for
-    any input."""
+    the held event whose document has that code, ``document`` set (``code_rows``). ``county``: the
+    office holds every station's log, so it confirms a token only if it holds its event. A token
+    whose event the office does not hold is otherwise genuine only if signed by its station's
+    current key; signed by a revoked or retired one it is ``pending`` (the signature verifies, the
+    county must confirm). Never raises for any input."""
     out: dict[str, Any] = {"valid": False, "station": None, "station_name": None, "receipt_no": None,
                            "item": None, "item_code": None, "issued_at": None, "key_id": None, "state": None,
                            "kind": None, "code": None, "applicant": None, "id_number": None, "replaced_by": None,
-                           "undetermined": False, "params": {}}
+                           "undetermined": False, "pending": False, "params": {}}
     if not isinstance(text, str) or not text.strip():
         return {**out, "reason": N_("Enter the verification code or the text of the QR code.")}
     code = normal_code(text) if PREFIX not in text and len(text) <= 40 else None
@@ -427,6 +496,17 @@ def lookup(text: Any, directory: Mapping[str, Mapping[str, Any]], *, by_hash: Ca
             return {**out, "reason": N_("The code does not match this office's record of the document: it is forged.")}
         return {**out, **_held(held, token.kind), "key_id": token.key_id, "valid": True, "params": {"station": token.station},
                 "reason": N_("Genuine: issued and signed by station %(station)s, and on record here.")}
+    key = key_of(entry, token.key_id)
+    revoked, retired = key.get("revoked_at"), key.get("valid_until")
+    gone = {"station": token.station, "date": str(revoked or retired or "")[:10]}
+    if county:          # it holds every event a station sent: one it does not hold is not confirmed
+        if revoked or retired:
+            return {**out, "params": gone, "reason": NOT_AT_COUNTY_REVOKED if revoked else NOT_AT_COUNTY_RETIRED}
+        return {**out, "undetermined": True, "pending": True, "params": {"station": token.station},
+                "reason": PENDING_COUNTY}
+    if revoked or retired:
+        return {**out, "undetermined": True, "pending": True, "params": gone,
+                "reason": PENDING_REVOKED if revoked else PENDING_RETIRED}
     return {**out, "valid": True, "params": {"station": token.station},
             "reason": N_("Genuine: issued and signed by station %(station)s (checked with its public key; "
                          "this office holds no copy of the case).")}
@@ -450,6 +530,7 @@ def api_answer(result: Mapping[str, Any], translate: Callable[..., str]) -> dict
             "issued_at": result["issued_at"], "key_id": result["key_id"], "state": result["state"],
             "kind": result["kind"], "verify_code": result["code"], "station_name": result.get("station_name"),
             "replaced_by": result.get("replaced_by"), "undetermined": bool(result.get("undetermined")),
+            "pending": bool(result.get("pending")),
             "applicant": result.get("applicant"), "id_number": result.get("id_number")}
 
 

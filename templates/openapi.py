@@ -41,6 +41,8 @@ ERROR_TEXT = {400: "The body is not JSON, or a header is malformed.", 401: "No v
               409: "The case's (or report's, or account's) state forbids it now.",
               413: "The body is too large.", 415: "The stored file is of a type that is not served.",
               422: "The request is well-formed JSON but breaks a rule; `details` names the fields.",
+              429: "Too many requests from this address (the public verify API: 60 a minute); `Retry-After` says "
+                   "when to try again.",
               502: "The county refused the sync.", 503: "The county cannot be reached now; try later."}
 
 

@@ -6,23 +6,46 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any, Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from crypto.keys import b64
 from sync import verify
 from templates import N_, gettext_for, locale_of, render
-from templates.web import api_error, json_object
+from templates.web import LoginThrottle, api_error, client_address, json_object
 
 logger = logging.getLogger("lastmile.verify")
 
 Check = Callable[[Request, Any], "dict[str, Any]"]
 Signer = Callable[[Request], Callable[[bytes], bytes]]
 NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+#: checks per client address: ``PER_MINUTE`` within a minute, then refused (429) for a minute
+PER_MINUTE = 60
+TOO_MANY = N_("Too many verification requests from this address. Wait a minute and try again.")
+
+
+def throttle_of(request: Request) -> LoginThrottle:
+    """The app's limit on checks per client address (``app.state.verify_throttle``): the login's
+    limiter (templates/web.py), counting every check."""
+    state = request.app.state
+    if not isinstance(getattr(state, "verify_throttle", None), LoginThrottle):
+        state.verify_throttle = LoginThrottle(per_address=PER_MINUTE, window=60, lock_for=60, what="document verification")
+    return state.verify_throttle  # type: ignore[no-any-return]
+
+
+def limited(request: Request) -> int | None:
+    """Count a check from the request's client address: None if it may run, else the seconds to
+    wait (the Retry-After of the 429)."""
+    lock = throttle_of(request).allow(client_address(request))
+    if lock is None:
+        return None
+    logger.warning("verify: too many checks from %s, refused", client_address(request))
+    return max(1, int(lock[1] - time.time()) + 1)
 
 
 def verify_routes(check: Check, office: Callable[[Request], str], signer: Signer | None = None) -> list[Route]:
@@ -34,6 +57,10 @@ def verify_routes(check: Check, office: Callable[[Request], str], signer: Signer
         code = request.query_params.get("code", "")
         result = None
         if code.strip():
+            wait = limited(request)
+            if wait is not None:
+                return PlainTextResponse(gettext_for(locale_of(request))(TOO_MANY), 429,
+                                         headers={"retry-after": str(wait)})
             result = await run_in_threadpool(check, request, code)
             logger.info("verify page: %s %s", "valid" if result["valid"] else "refused", result["reason"])
         return render(request, "verify.html", office=office(request), code=code, result=result,
@@ -50,6 +77,12 @@ def verify_routes(check: Check, office: Callable[[Request], str], signer: Signer
         if nonce is not None and (signer is None or not isinstance(nonce, str) or not NONCE.fullmatch(nonce)):
             return api_error(422, "invalid", N_("\"nonce\" is 16-64 base64url characters, and only the county signs."),
                              {"nonce": "16-64 base64url characters, at the county only"})
+        wait = limited(request)
+        if wait is not None:
+            answer = api_error(429, "too_many_requests", gettext_for(locale_of(request))(TOO_MANY),
+                               {"retry_after": wait})
+            answer.headers["retry-after"] = str(wait)
+            return answer
         result = await run_in_threadpool(check, request, code)
         logger.info("verify API: %s %s", "valid" if result["valid"] else "refused", result["reason"])
         answer = JSONResponse(verify.api_answer(result, gettext_for(locale_of(request))))

@@ -106,21 +106,35 @@ class LoginThrottle:
 
     ``per_account`` failures within ``window`` seconds lock that account's password login for
     ``lock_for`` seconds (its API token keeps working); ``per_address`` failures from one address,
-    whatever the accounts, lock logins from that address the same way. A restart forgets."""
+    whatever the accounts, lock logins from that address the same way. A restart forgets.
+
+    The same counter limits a public route per client address (``allow``, the verify page and API,
+    templates/verify_web.py): every request counts there, not only failures; ``what`` names it in
+    the log."""
 
     def __init__(self, per_account: int = 5, per_address: int = 20, window: float = 900, lock_for: float = 900,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, what: str = "password login") -> None:
         self.limits = {"account": per_account, "address": per_address}
-        self.window, self.lock_for, self.clock = window, lock_for, clock
+        self.window, self.lock_for, self.clock, self.what = window, lock_for, clock, what
         self._failures: dict[tuple[str, str], collections.deque[float]] = {}
         self._locked: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
     @staticmethod
-    def _keys(username: str, address: str) -> list[tuple[str, str]]:
-        return [("account", username.strip().lower()), ("address", address)]
+    def _keys(username: str | None, address: str) -> list[tuple[str, str]]:
+        """The counters a request touches: its account's (none for ``allow``) and its address's."""
+        return ([] if username is None else [("account", username.strip().lower())]) + [("address", address)]
 
-    def locked_until(self, username: str, address: str) -> tuple[str, float] | None:
+    def allow(self, address: str) -> tuple[str, float] | None:
+        """Count one request from ``address`` to a route limited per address: None if it may be
+        served, else (``address``, the time the lock ends). ``per_address`` requests within
+        ``window`` are served; the next ones are refused for ``lock_for`` seconds."""
+        lock = self.locked_until(None, address)
+        if lock is None:
+            self.failed(None, address)
+        return lock
+
+    def locked_until(self, username: str | None, address: str) -> tuple[str, float] | None:
         """(``account`` or ``address``, the time the lock ends) if a lock holds, else None."""
         now = self.clock()
         with self._lock:
@@ -128,7 +142,7 @@ class LoginThrottle:
                                                       for k in self._keys(username, address)) if until > now]
         return max(held, key=lambda h: h[1]) if held else None
 
-    def failed(self, username: str, address: str) -> None:
+    def failed(self, username: str | None, address: str) -> None:
         now = self.clock()
         with self._lock:
             if len(self._failures) > 50_000:        # someone tries many names: forget the stale ones
@@ -144,8 +158,8 @@ class LoginThrottle:
                 if len(times) >= self.limits[key[0]]:
                     self._locked[key] = now + self.lock_for
                     times.clear()
-                    logger.warning("password login locked for %s %r for %d s after repeated failures",
-                                   key[0], key[1], self.lock_for)
+                    logger.warning("%s locked for %s %r for %d s after %d attempts", self.what,
+                                   key[0], key[1], self.lock_for, self.limits[key[0]])
 
     def succeeded(self, username: str) -> None:
         with self._lock:

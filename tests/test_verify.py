@@ -144,7 +144,10 @@ def test_document_signed_after_revocation_is_refused_at_another_station(system, 
     other.post("/api/v1/sync")          # T1 gets the directory with V1's revoked key
     got = _api_verify(other, after["qr_text"])
     assert got["valid"] is False and "吊销" in got["reason"]
-    assert _api_verify(other, before["qr_text"])["valid"] is True     # signed before: still genuine
+    # Signed before the revocation: the signature holds, but a thief could date a paper so; only the
+    # county confirms it (PROTOCOL.md §11; tests/test_verify_attacks.py for the county's side).
+    got = _api_verify(other, before["qr_text"])
+    assert got["valid"] is False and got["pending"] is True and got["reason"].startswith("签名有效，尚待县中心确认")
     assert _api_verify(http(system.central_url), after["qr_text"])["valid"] is False
 
 
