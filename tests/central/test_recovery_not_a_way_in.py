@@ -232,3 +232,79 @@ def test_any_mutation_of_a_returned_event_is_refused_or_changes_nothing(system, 
         assert projections(system) == before
     finally:
         t1.store.close()
+
+
+# 2. up_return ----------------------------------------------------------------------------------
+
+PEOPLE = ("欧阳淑珍", "司马建国")
+
+
+def v1_with_people(system, http) -> Station:
+    """V1 takes two applications with names, ID numbers and phones, and syncs them up."""
+    v1 = station(system, "V1")
+    v1.sync()
+    item = next(i for i in v1.items() if i["department"] == "minzheng")
+    for i, name in enumerate(PEOPLE):
+        form = {**form_for(item, i), "name": name}
+        v1.take(item["code"], form, "accept", "代办员")
+    v1.sync()
+    return v1
+
+
+def disk_copy(system, v1: Station, tmp_path) -> Station:
+    """What a thief has after copying V1's disk: its data folder, keys in clear. Locked: no token."""
+    import shutil
+    with v1.store.lock:
+        v1.store.conn.execute("PRAGMA wal_checkpoint(FULL)")
+    shutil.copytree(v1.settings.data, tmp_path / "stolen")
+    from node.station import Settings as NodeSettings
+    return Station(NodeSettings(data=tmp_path / "stolen"))
+
+
+def test_a_copy_of_a_stations_disk_gets_no_personal_record_back_without_a_restore_mark(system, http, tmp_path):
+    v1 = v1_with_people(system, http)
+    thief = disk_copy(system, v1, tmp_path)
+    for ask in ({"up_from": 1}, {"up_high": 0}):
+        r = post(http, system, hand_made_push(thief, **ask))
+        assert r.status_code == 200, r.status_code
+        header, answer = open_answer(thief, r.content)
+        assert "up_return" not in answer and "up_keys" not in answer
+        assert header["up_refused"] == "restore_not_marked"
+        assert answer["up_high"] >= 2                                 # the head (a number and a hash) only
+        assert not any(name in json.dumps(answer, ensure_ascii=False) for name in PEOPLE)
+    v1.sync()                                          # the real station notices nothing
+    assert v1.sync_state()["last_error"] is None and v1.sync_state()["stall_reason"] is None
+
+    # A clerk cannot mark it; a supervisor can (API), and only then does the county give the log back.
+    clerk = http(system.central_url, system.clerk_tokens["minzheng"])
+    r = clerk.post("/api/v1/stations/V1/restore")
+    assert r.status_code == 403 and r.json()["error"] == "supervisor_only"
+    r = post(http, system, hand_made_push(thief, up_from=1))
+    assert "up_return" not in open_answer(thief, r.content)[1]
+    boss = http(system.central_url, system.central_token)
+    assert boss.post("/api/v1/stations/NOPE/restore").status_code == 404
+    mark = boss.post("/api/v1/stations/V1/restore")
+    assert mark.status_code == 200 and mark.json()["station"] == "V1" and mark.json()["until"]
+    listed = {s["code"]: s for s in boss.get("/api/v1/stations").json()["stations"]}
+    assert listed["V1"]["restore_until"] and listed["T1"]["restore_until"] is None
+    header, answer = open_answer(thief, post(http, system, hand_made_push(thief, up_from=1)).content)
+    assert "up_refused" not in header and len(answer["up_return"]) >= 2
+    assert all(name in json.dumps(answer["up_return"], ensure_ascii=False) for name in PEOPLE)
+
+
+def test_the_stations_page_marks_a_station_restored_for_a_supervisor_only(system, http):
+    page, landing = log_in(http, system.central_url, "minzheng")
+    assert "/stations/V1/restore" not in page.get("/stations").text          # no button for a clerk
+    csrf = page.get("/stations").text.split('name="csrf" value="')[1].split('"')[0] \
+        if 'name="csrf"' in page.get("/stations").text else page.cookies.get("csrf", "")
+    r = page.post("/stations/V1/restore", data={"csrf": csrf})
+    assert r.status_code == 403
+    boss, _ = log_in(http, system.central_url, "boss")
+    text = boss.get("/stations").text
+    assert 'action="/stations/V1/restore"' in text
+    csrf = text.split('name="csrf" value="')[1].split('"')[0]
+    assert boss.post("/stations/V1/restore", data={"csrf": "wrong"}).status_code == 400       # CSRF
+    done = boss.post("/stations/V1/restore", data={"csrf": csrf})
+    assert done.status_code == 200 and 'id="restore-marked"' in done.text
+    assert 'action="/stations/V1/restore"' not in done.text                  # marked: no button, the time
+
