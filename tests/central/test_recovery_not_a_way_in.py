@@ -26,6 +26,7 @@ from crypto import canonical, envelope
 from node.station import Station
 from sync import exchange, log
 from tests.conftest import CATALOG, log_in
+from tests.sync.test_recovery import pair  # noqa: F401 - a county and a station in this process
 from tests.sync.test_protocol_machine import form_for
 
 
@@ -308,3 +309,47 @@ def test_the_stations_page_marks_a_station_restored_for_a_supervisor_only(system
     assert done.status_code == 200 and 'id="restore-marked"' in done.text
     assert 'action="/stations/V1/restore"' not in done.text                  # marked: no button, the time
 
+
+
+def test_a_marked_restore_never_brings_back_a_case_purged_under_the_retention_period(pair):
+    """The county keeps every body, but gives a restored station a case handed out longer ago than
+    the retention period only as its redacted stub: the station had removed it by design."""
+    import datetime as dt
+
+    from tests.sync.test_recovery import CLERK, copy_db, round_trip
+
+    county, st, root = pair
+    st.store.close()
+    copy_db(st.settings.data, root / "station-backup")          # before either case
+    st = Station(type(st.settings)(data=st.settings.data))
+    item = next(i for i in st.items() if i["department"] == "minzheng")
+    old = st.take(item["code"], {**form_for(item, 0), "name": PEOPLE[0]}, "accept", "代办员")
+    new = st.take(item["code"], {**form_for(item, 1), "name": PEOPLE[1]}, "accept", "代办员")
+    round_trip(county, st)
+    county.decide(old["id"], "approve", "", CLERK)
+    round_trip(county, st)
+    assert st.hand_out(old["id"], "代办员")
+    round_trip(county, st)
+    st.store.close()
+    copy_db(root / "station-backup", st.settings.data)          # the disk dies: restore the backup
+    st = Station(type(st.settings)(data=st.settings.data))
+    county.now = lambda: dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=31)   # a month later
+    county.mark_restored("S1", "installer")
+    try:
+        answers = [round_trip(county, st) for _ in range(4)]
+        returned = []
+        for blob in answers:
+            with st.store.transaction() as db:
+                keys = exchange.county_sign_keys(db, st.county.keys)
+            returned += envelope.open_sealed(blob, recipient=st.me, recipient_name="S1", sender=keys)[1].get(
+                "up_return", [])
+        text = json.dumps(returned, ensure_ascii=False)
+        assert PEOPLE[1] in text and PEOPLE[0] not in text
+        about_old = [e for e in returned if e["body"].get("id") == old["id"]]
+        assert about_old and all(e["body"]["_redacted"] == "retention" for e in about_old)
+        assert st.store.application(new["id"])["applicant_name"] == PEOPLE[1]          # healed, whole
+        assert st.store.application(old["id"])["applicant_name"] in ("", None)          # healed, a stub
+        assert st.sync_state()["stall_reason"] is None
+        assert county.restore_mark("S1") is None                # spent once the station held its log again
+    finally:
+        st.store.close()
