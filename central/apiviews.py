@@ -8,16 +8,17 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import views
-from central.county import County
+from central import permissions, views
+from central.apierrors import refusal
+from central.county import County, CountyError
 from templates import gettext_for, locale_of
 from templates.web import api_error
 
 logger = logging.getLogger("lastmile.central")
 
-STATION_KEYS = ("code", "name", "level", "status", "enrolled_at", "last_contact", "clock_skew_s", "up_waiting",
+STATION_KEYS = ("restore_until", "code", "name", "level", "status", "enrolled_at", "last_contact", "clock_skew_s", "up_waiting",
                 "received", "down_waiting", "scans_missing", "down_have", "down_applied", "catalog_applied",
                 "catalog_latest", "locked", "not_applying")
 
@@ -53,3 +54,34 @@ async def api_scan(request: Request) -> Response:
             "This scan is neither a JPEG image nor a PDF, so it is not shown."))
     return Response(data, media_type=mime, headers={"cache-control": "private, no-store",
                                                     "x-content-type-options": "nosniff"})
+
+
+def _mark(c: County, code: str, user: dict[str, Any]) -> dict[str, Any]:
+    permissions.check_mark_restored(user)           # one check for the page and the API
+    mark = c.mark_restored(code, user["username"])
+    logger.warning("station %s marked restored by %s", code, user["username"])
+    return mark
+
+
+async def mark_restored_page(request: Request) -> Response:
+    """``POST /stations/{code}/restore`` from the stations page (supervisors): the county gives the
+    station its own records back at its next sync, once, within 24 hours."""
+    user = views.clerk(request)
+    await views.form_of(request)                      # the session's CSRF token, or 403
+    try:
+        await run_in_threadpool(_mark, views.county(request), request.path_params["code"], user)
+    except CountyError as exc:
+        return views.render(request, "central/stations.html", exc.status, supervisor=True, error=exc.text(
+            gettext_for(locale_of(request))), **await run_in_threadpool(views._stations_context, views.county(request)))
+    return RedirectResponse("/stations?m=restore_marked", 303)
+
+
+async def api_mark_restored(request: Request) -> Response:
+    """``POST /api/v1/stations/{code}/restore`` (supervisors): the same as the page's button;
+    answers the mark ``{"station", "at", "until", "by", "served"}``."""
+    user = await views.api_user(request)
+    try:
+        mark = await run_in_threadpool(_mark, views.county(request), request.path_params["code"], user)
+    except CountyError as exc:
+        return refusal(request, exc)
+    return JSONResponse(mark)

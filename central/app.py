@@ -41,6 +41,8 @@ ROUTES = [
     Route("/cases/{id}/decision", views.decide_page, methods=["POST"]),
     Route("/cases/{id}/scans/{sha}", views.scan_view),
     Route("/stations", views.stations_page),
+    Route("/stations/{code}/restore", apiviews.mark_restored_page, methods=["POST"]),
+    Route("/api/v1/stations/{code}/restore", apiviews.api_mark_restored, methods=["POST"]),
     Route("/reports", views.reports_page),
     Route("/reports/{id}/{action:str}", views.report_action, methods=["POST"]),
     Route("/api/v1/reports", views.api_reports),

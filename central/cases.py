@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from central import documents, permissions, projections
 from central.errors import CountyError, N_
-from sync import facts, log, retention, rules
+from sync import facts, log, reports, retention, rules
 from sync.errors import BadEvent
 from sync.log import Event
 
@@ -69,11 +69,31 @@ class Cases:
 
     def reproject_down(self, db: Any, ev: Event) -> None:
         """Re-project one of the county's own downstream events that a station gave back after the
-        county was restored from an old backup: the catalogue version, the decision. A decision on
-        a case the county has not got back yet waits for it (``recovery_pending``)."""
+        county was restored from an old backup (``recovery.take_back`` has already checked that it is
+        whole, hashes to what the county signed, and sits in that station's stream at the number the
+        county sent it). Checked like any other fact, since a station chose to send it: the body's
+        shape (sync/facts.py), the case or report it names belongs to that station, and the
+        transition is legal (the projection checks the state). A catalogue, calendar, retention,
+        directory or key fact is stored but never re-projected: the county's own tables are their
+        source (issue 15), not what a station hands back. A decision on a case the county has not got
+        back yet waits for it (``recovery_pending``, for that station only). A broken rule sets the
+        event aside for repair (sync/inbox.py)."""
+        if ev.kind in projections.GIVEN_BACK_STORED_ONLY:
+            return
         project = projections.DOWN.get(ev.kind)
         if project is None:
-            raise ValueError(f"unknown event kind {ev.kind!r}")
+            raise rules.RuleError(N_("Unknown event kind %(kind)s."), kind=ev.kind)
+        facts.spec(ev.kind).validate(ev.body)
+        station = ev.stream.split("/", 1)[1]
+        named = ev.body.get("id")
+        if ev.kind in (reports.TAKEN, reports.ANSWERED):
+            owner = (self.store.report(named, db) or {}).get("station")
+        else:
+            owner = (self.store.case(named, db) or {}).get("station")
+        if owner is not None and owner != station:
+            raise rules.RuleError(N_("Station %(author)s sent %(fact)s for case %(id)s, which belongs to station "
+                                     "%(owner)s."), author=station, fact=rules.FACT_LABELS.get(ev.kind, ev.kind),
+                                  id=str(named), owner=owner)
         project(self, db, ev)
 
     def apply_up_recovering(self, db: Any, ev: Event) -> None:
@@ -86,9 +106,16 @@ class Cases:
             self._apply_pending(db, case_id)
 
     def _apply_pending(self, db: Any, case_id: str) -> None:
-        body = self.store.take_pending_decision(db, case_id)
-        case = self.store.case(case_id, db) if body else None
-        if body and case:
+        """A decision given back before its case came back: applied to the case only if the case is
+        the same station's (the one whose stream carried the decision), else dropped with a log line."""
+        pending = self.store.take_pending_decision(db, case_id)
+        case = self.store.case(case_id, db) if pending else None
+        if pending and case:
+            station, body = pending
+            if station != case["station"]:
+                logger.error("a decision given back by %s names case %s of %s: not applied", station, case_id,
+                             case["station"])
+                return
             projections.decide_case(self, db, case, json.loads(body))
 
     def apply_up(self, db: Any, ev: Event) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from central import permissions, projections
+from central import retention as county_retention
 from central.reports import Reports
 from central import verify as doc_verify
 from central.cases import DECISIONS, SCAN_KEYS, SIGNED_COLUMNS, Cases, record_mismatches, signed_columns  # noqa: F401
@@ -108,6 +109,8 @@ class County(Cases, Catalogue, Stations, Reports):
         self._blob_lock = threading.Lock()
         self._nonces: dict[str, float] = {}     # scan request nonces seen, until they expire
         self._catalogs: dict[int, dict[str, Any]] = {}     # published catalogue versions, by version
+        # The county's clock for the retention period of what it gives back (tests move it on).
+        self.now: Any = lambda: dt.datetime.now(dt.timezone.utc)
         doc_verify.publish_now(self)    # once after an upgrade (or a change made offline): every station's keys
 
     @staticmethod
@@ -247,7 +250,8 @@ class County(Cases, Catalogue, Stations, Reports):
                                                    apply=self.apply_up_recovering,
                                                    take_back=self.reproject_down, key_history=self.key_history,
                                                    held=list(self.retired.values()), own_keys=self.own_keys(),
-                                                   signer=self._signer, take_qr=self.take_qr_texts)
+                                                   signer=self._signer, take_qr=self.take_qr_texts,
+                                                   may_return=self.may_return, redact_up=self.as_returned)
             self._promote_keys(db, summary["station"], from_key)
             now = log.utcnow()
             skew = clock_skew(summary.get("station_time"), now)
@@ -256,9 +260,13 @@ class County(Cases, Catalogue, Stations, Reports):
         if skew is not None and abs(skew) > SKEW_LIMIT_S:
             logger.warning("station %s clock is off by %d s", summary["station"], skew)
         moved = any(summary.get(k) for k in ("stored", "duplicates", "qr_texts", "forks", "repairs", "sent_down",
-                                              "gap_at", "taken_back", "diverged_at", "up_returned"))
+                                              "gap_at", "taken_back", "diverged_at", "up_returned", "up_refused"))
         logger.log(logging.INFO if moved else logging.DEBUG, "sync %s", summary)   # idle: every few seconds
         return sealed
+
+    def as_returned(self, db: Any, ev: Event) -> Event:
+        """A station's own event as ``up_return`` carries it: a purged case's as its stub (central/retention.py)."""
+        return county_retention.as_returned(self, db, ev)
 
     def take_qr_texts(self, db: Any, station: str, entries: list[tuple[int, str, str]]) -> int:
         """The QR texts a push carries beside its events (central/verify.take_qr_texts)."""
@@ -278,7 +286,8 @@ class County(Cases, Catalogue, Stations, Reports):
                                                        apply=self.apply_up_recovering,
                                                        take_back=self.reproject_down, key_history=self.key_history,
                                                        held=list(self.retired.values()),
-                                                       own_keys=self.own_keys(), signer=self._signer, take_qr=self.take_qr_texts)
+                                                       own_keys=self.own_keys(), signer=self._signer, take_qr=self.take_qr_texts,
+                                                       may_return=self.may_return, redact_up=self.as_returned)
                 self._promote_keys(db, summary["station"], from_key)
                 if summary["applied"] is not None:
                     self.store.update_station(db, summary["station"], **applied_columns(summary))

@@ -17,6 +17,7 @@ PAGE_ACTIONS: dict[tuple[str, str], tuple[str, str] | str] = {
     ("POST", "/cases/{id}/decision"): ("POST", "/api/v1/cases/{id}/decision"),
     ("POST", "/reports/{id}/{action}"): ("POST", "/api/v1/reports/{id}/{action}"),
     ("POST", "/ratings/{case_id}/answer"): ("POST", "/api/v1/ratings/{case_id}/answer"),
+    ("POST", "/stations/{code}/restore"): ("POST", "/api/v1/stations/{code}/restore"),
 }
 
 ID = {"id": STRING}
@@ -89,10 +90,16 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                         status=STRING, received=INTEGER, down_waiting=INTEGER,
                                         scans_missing=INTEGER, down_have=nullable(INTEGER),
                                         down_applied=nullable(INTEGER), catalog_applied=nullable(INTEGER),
-                                        catalog_latest=INTEGER, locked=BOOLEAN,
+                                        catalog_latest=INTEGER, locked=BOOLEAN, restore_until=NULLABLE_STRING,
                                         not_applying={"enum": [None, "locked", "stalled", "catalogue"]})),
                      problems=array(OBJECT), recoveries=array(OBJECT), county_keys=array(OBJECT),
                      on_old_key=array(ANY))),
+    ("POST", "/api/v1/stations/{code}/restore"): operation(
+        "Mark a station restored from a backup or replaced (supervisors): for 24 hours, once, the county gives "
+        "it its own records back when it asks (PROTOCOL.md §8.5, the restore mark)", path={"code": STRING},
+        errors=(403, 404, 409),
+        response=obj(["station", "at", "until", "by", "served"], station=STRING, at=STRING, until=STRING, by=STRING,
+                     served=BOOLEAN), description="Reads no body."),
     ("GET", "/api/v1/reports"): operation("The stations' 办不成事 reports, open ones first", errors=(),
                                           response=obj(["reports"], reports=array(ref("Report")))),
     ("POST", "/api/v1/reports/{id}/{action}"): operation(

@@ -71,6 +71,14 @@ def is_supervisor(user: dict[str, Any]) -> bool:
     return user.get("role") == "supervisor"
 
 
+def check_mark_restored(user: dict[str, Any]) -> None:
+    """Who may mark a station restored or replaced (the county then gives the station its own records
+    back, once, for 24 hours): a supervisor. The stations page's button and ``POST
+    /api/v1/stations/{code}/restore`` both ask here; Forbidden (403 ``supervisor_only``) otherwise."""
+    if not is_supervisor(user):
+        raise Forbidden(N_("Only a supervisor may mark a station restored."), "supervisor_only")
+
+
 def may_answer_rating(user: dict[str, Any], case: dict[str, Any]) -> bool:
     """Who answers a rating's follow-up (整改反馈): a supervisor, or a clerk of the case's department;
     the ratings list is filtered by ``visible_departments`` the same way."""

@@ -153,6 +153,11 @@ DOWN: dict[str, Projection] = {
     facts.STATIONS_DIRECTORY: lambda county, db, ev: None,    # keys are the county's own table (central/verify.py)
     "retention.set": lambda county, db, ev: None,     # the county's own meta (central/retention.py)
 }
+#: Downstream kinds a station may give back after a county restore that are stored again but never
+#: re-projected from what the station sent: the county's own tables (catalogue versions, calendar,
+#: retention period, key directory, its keys on disk) are their source (issue 15).
+GIVEN_BACK_STORED_ONLY = frozenset({facts.CATALOG_PUBLISHED, facts.CALENDAR_PUBLISHED, "retention.set",
+                                    facts.STATIONS_DIRECTORY, facts.COUNTY_KEYS_ROTATED})
 #: Downstream kinds with no projection: ``County.rotate_keys`` writes them and keeps the key
 #: history itself; one given back after a restore is not re-projected (the keys are on disk).
 NOT_PROJECTED = {facts.COUNTY_KEYS_ROTATED}

@@ -4,11 +4,14 @@ station just enrolled. The station purges by it (node/retention.py, sync/retenti
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 from sync import facts, log, retention
+from sync.log import Event
 
 if TYPE_CHECKING:
     from central.county import County
@@ -47,3 +50,37 @@ def send_all(county: County, db: Any, station: str) -> None:
     row = db.execute("SELECT value FROM meta WHERE name = ?", (META,)).fetchone()
     if row and row[0]:
         county.record(db, station, facts.Fact(retention.RETENTION_SET, json.loads(row[0])))
+
+
+def purged_at_station(county: County, db: Any, ev: Event, now: dt.datetime | None = None) -> bool:
+    """Whether the station has removed (or is about to remove) the personal data of the case or
+    report ``ev`` names: the case was handed out, or the report answered, more than the retention
+    period ago (the station's rule, sync/retention.py; the county counts from the time the station
+    wrote on the hand-out, a day early, so a station clock running slow does not let one through)."""
+    ref = ev.body.get("id") if isinstance(ev.body, dict) else None
+    if not isinstance(ref, str):
+        return False
+    row = db.execute("SELECT handed_out_at FROM cases WHERE id = ?", (ref,)).fetchone()
+    if row is None:
+        row = db.execute("SELECT answered_at FROM reports WHERE id = ?", (ref,)).fetchone()
+    if row is None or not row[0]:
+        return False
+    try:
+        since = dt.datetime.fromisoformat(str(row[0]).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.timezone.utc)
+    days = current(county)["retention_days"]
+    now = now or county.now()
+    return since <= now - dt.timedelta(days=days - 1)
+
+
+def as_returned(county: County, db: Any, ev: Event) -> Event:
+    """A station's own event as the county gives it back (``up_return``, PROTOCOL.md §8.5): whole,
+    unless it names a case or report purged at the station under the retention period: then its
+    redacted stub (hash and signature kept, §8.7). The county keeps every body; it never hands
+    back personal data the station has removed by design."""
+    if retention.is_redacted(ev.body) or not purged_at_station(county, db, ev):
+        return ev
+    return dataclasses.replace(ev, body=retention.redact(ev.body))

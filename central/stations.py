@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("lastmile.central")
 LEVELS = ("village", "township", "county")
 ENROL_HOURS = 72
+RESTORE_HOURS = 24          # how long a restore mark lets the county give a station its own log back
+RESTORE_MARK = "restore_mark:"
 
 
 class Stations:
@@ -105,6 +107,9 @@ class Stations:
                     self.store.retire_station_keys(db, code, now, head)
                     db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
                                (log.up(code), now, "replaced", head + 1, head))
+                    # The county re-opened enrolment (`station add --replace`) and the new computer
+                    # proved the one-time code: that is the installer's word; it rebuilds from our copy.
+                    self.mark_restored(code, "enrolment of a replacement computer", db=db)
                 self.store.add_station_key(db, code, keys.sign, keys.enc, keys.sign_id, keys.enc_id,
                                            "replaced" if st["sign_key"] else "enrolled", now, head + 1)
                 self.store.update_station(db, code, status="active", sign_key=keys.sign, enc_key=keys.enc,
@@ -126,6 +131,63 @@ class Stations:
                                              county_keys=county_keys, station_name=st["name"],
                                              station_level=st["level"])
         return answer
+
+    # the restore mark: a station's own log goes back to it only after an installer asked (issue 15)
+    def mark_restored(self, code: str, by: str, *, db: Any = None) -> dict[str, Any]:
+        """Mark ``code`` restored or replaced: for the next ``RESTORE_HOURS`` hours the county gives the
+        station its own upstream log back when it asks (``up_return``, PROTOCOL.md §8.5), until it
+        holds it all again; then the mark is spent. Without a mark nobody gets a station's log back,
+        not even with its keys (a copy of its disk). CountyError 404 for an unknown station, 409 for a
+        revoked one."""
+        if db is None:
+            with self.store.transaction() as tx:
+                return self.mark_restored(code, by, db=tx)
+        st = self.store.station(code)
+        if st is None:
+            raise CountyError(404, "unknown_station", N_("No such station."))
+        if st["status"] == "revoked":
+            raise CountyError(409, "revoked", N_("This station is revoked: enrol its computer again first."))
+        now = dt.datetime.now(dt.timezone.utc)
+        mark = {"at": now.isoformat(timespec="seconds"), "by": by, "served": False,
+                "until": (now + dt.timedelta(hours=RESTORE_HOURS)).isoformat(timespec="seconds")}
+        self.store.set_meta(db, RESTORE_MARK + code, json.dumps(mark))
+        db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
+                   (log.up(code), log.utcnow(), "restore_marked", 0, 0))
+        logger.warning("station %s marked restored by %s: it may get its own log back until %s", code, by,
+                       mark["until"])
+        return {"station": code, **mark}
+
+    def restore_mark(self, code: str, db: Any = None) -> dict[str, Any] | None:
+        """The station's restore mark while it holds (not spent, not expired), else None."""
+        if db is not None:
+            row = db.execute("SELECT value FROM meta WHERE name = ?", (RESTORE_MARK + code,)).fetchone()
+            raw = str(row[0]) if row else None
+        else:
+            raw = self.store.meta(RESTORE_MARK + code)
+        if not raw:
+            return None
+        mark = json.loads(raw)
+        if dt.datetime.fromisoformat(mark["until"]) < dt.datetime.now(dt.timezone.utc):
+            return None
+        return dict(mark)
+
+    def may_return(self, db: Any, code: str, needed: bool) -> bool:
+        """``exchange.answer_push``'s gate: the county gives a station its own log back only under a
+        live restore mark. The mark is spent by the first push, after it was used, that needs nothing
+        back (the station holds its whole log again); a lost answer's push asks again and is served."""
+        mark = self.restore_mark(code, db)
+        if needed:
+            if mark is None:
+                logger.warning("station %s asked for its own log back without a restore mark: refused", code)
+                return False
+            if not mark["served"]:
+                self.store.set_meta(db, RESTORE_MARK + code, json.dumps({**mark, "served": True}))
+            return True
+        if mark is not None and mark["served"]:
+            self.store.set_meta(db, RESTORE_MARK + code, "")
+            db.execute("INSERT INTO _sync_recoveries (stream, at, what, first, last) VALUES (?, ?, ?, ?, ?)",
+                       (log.up(code), log.utcnow(), "restore_done", 0, 0))
+        return True
 
     def revoke(self, code: str) -> None:
         with self.store.transaction() as db:

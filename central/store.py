@@ -256,11 +256,12 @@ class Store:
         db.execute("INSERT INTO recovery_pending (case_id, station, body) VALUES (?, ?, ?)"
                    " ON CONFLICT (case_id) DO UPDATE SET body = excluded.body", (case_id, station, body))
 
-    def take_pending_decision(self, db: Any, case_id: str) -> str | None:
-        row = db.execute("SELECT body FROM recovery_pending WHERE case_id = ?", (case_id,)).fetchone()
+    def take_pending_decision(self, db: Any, case_id: str) -> tuple[str, str] | None:
+        """(station whose stream gave it back, body) of a decision waiting for its case, taken out."""
+        row = db.execute("SELECT station, body FROM recovery_pending WHERE case_id = ?", (case_id,)).fetchone()
         if row:
             db.execute("DELETE FROM recovery_pending WHERE case_id = ?", (case_id,))
-        return str(row[0]) if row else None
+        return (str(row[0]), str(row[1])) if row else None
 
     def recoveries(self) -> list[dict[str, Any]]:
         """What stations gave back or re-sequenced after a restore or a replacement, newest first."""

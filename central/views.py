@@ -369,8 +369,10 @@ async def decide_page(request: Request) -> Response:
 
 
 async def stations_page(request: Request) -> Response:
-    clerk(request)
-    return render(request, "central/stations.html", **await run_in_threadpool(_stations_context, county(request)))
+    user = clerk(request)
+    return render(request, "central/stations.html", supervisor=permissions.is_supervisor(user),
+                  marked=request.query_params.get("m") == "restore_marked", error=None,
+                  **await run_in_threadpool(_stations_context, county(request)))
 
 
 def _stations_context(c: County) -> dict[str, Any]:
@@ -383,7 +385,9 @@ def _stations_context(c: County) -> dict[str, Any]:
     for st in c.store.stations():
         up = counts.get(f"up/{st['code']}", {"high": 0})
         down = counts.get(f"down/{st['code']}", {"high": 0, "acked": 0})
+        mark = c.restore_mark(st["code"])
         rows.append({**st, "received": up["high"], "down_waiting": down["high"] - down["acked"],
+                     "restore_until": mark["until"] if mark else None,
                      "scans_missing": scans_missing.get(st["code"], 0), "locked": bool(st["locked"]),
                      "catalog_latest": catalog, "not_applying": not_applying(st, catalog)})
     return {"stations": rows, "problems": c.store.sync_problems(), "recoveries": c.store.recoveries(),

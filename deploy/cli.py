@@ -35,9 +35,19 @@ def _central(args: argparse.Namespace) -> int:
         return 0
     if args.cmd in ("backup", "restore"):
         return _backup(args, settings.db_path, "central")
+    if args.cmd == "station":
+        args.code = args.code or args.station_code
+        if not args.code:
+            print("error: name the station: lastmile central station ACTION CODE --data DIR", file=sys.stderr)
+            return 2
     county = County(settings)
     try:
-        if args.cmd == "station" and args.action == "add":
+        if args.cmd == "station" and args.action == "restore":
+            mark = county.mark_restored(args.code, "cli")
+            print(f"station {args.code} marked restored until {mark['until']} (UTC): at its next sync it gets its "
+                  "own records back from the county, once; the mark then ends by itself. Without the mark the "
+                  "county gives a station's records to nobody, not even to a copy of its disk")
+        elif args.cmd == "station" and args.action == "add":
             code = county.add_station(args.code, args.name, args.level or ("" if args.replace else "village"),
                                       replace=args.replace)
             fingerprint = county.me.public.fingerprint()
@@ -402,10 +412,13 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--data", required=True)
     x.add_argument("--host", default="127.0.0.1")
     x.add_argument("--port", type=int, default=8700)
-    st = c.add_parser("station", help="register or revoke a station")
-    st.add_argument("action", choices=["add", "revoke"])
+    st = c.add_parser("station", help="register, revoke, or mark restored a station")
+    st.add_argument("action", choices=["add", "revoke", "restore"],
+                    help="restore: the station was restored from a backup or its computer replaced; for 24 h "
+                         "the county gives it its own records back when it asks (once)")
+    st.add_argument("station_code", nargs="?", metavar="CODE", help="the station code (or --code)")
     st.add_argument("--data", required=True)
-    st.add_argument("--code", required=True)
+    st.add_argument("--code", help="the station code")
     st.add_argument("--name", default="")
     st.add_argument("--level", choices=["village", "township", "county"], default=None,
                     help="add: village (the default), township or county; --replace keeps the station's level")

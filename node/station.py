@@ -69,7 +69,13 @@ def stall_reason(state: dict[str, Any]) -> str | None:
     - ``no_catalogue``: the county has answered, and the station still holds no catalogue to accept from;
     - ``not_confirmed``: the county answers but has confirmed none of the waiting items for minutes.
 
+    - ``restore_not_marked``: the station is behind the county's copy of its own log, and the county
+      gives it back only once it has marked the station restored (PROTOCOL.md §8.5, the answer's
+      ``up_refused``); until then the station's new facts wait.
+
     A locked station waiting for the unlock is not stalled (``locked``, ``down_deferred`` say it)."""
+    if state.get("up_refused"):
+        return "restore_not_marked"
     if state["down_deferred"] and not state["locked"]:
         return "not_applied"
     if state["last_contact"] and not state["catalog_version"] and not state["down_deferred"]:
@@ -525,6 +531,7 @@ class Station(Intake, Healing):
             deferred = self.store.conn.execute("SELECT count(*) FROM vault_deferred").fetchone()[0]
         state.update(down_applied=applied["down"], down_deferred=deferred, catalog_version=applied["catalog"],
                      locked=applied["locked"])
+        state["up_refused"] = self.store.sync_status(exchange.UP_REFUSED) or None
         state["stall_reason"] = stall_reason(state)
         state["stalled"] = state["stall_reason"] is not None
         return state

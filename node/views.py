@@ -56,7 +56,7 @@ def _home_context(st: Station) -> dict[str, Any]:
     """Everything the home page shows, read from the store (in a worker thread, never on the loop)."""
     recent = st.store.applications(limit=20)
     return {"sync": st.sync_state(), **_today(st), "recent": recent, "lives": {a["id"]: st.life(a) for a in recent},
-            "items": st.items(), "bundles": bundles.offered(st)}
+            "items": st.items(), "bundles": bundles.offered(st), "station_code": st.code}
 
 
 DUE_WITHIN = 3      # working days: a case this close to its promised date is listed on the start page

@@ -66,6 +66,15 @@ Applied = Callable[[Conn], Mapping[str, Any]]
 # county: (db, station, [(seq, hash of the pushed event, QR text)]) -> how many it kept
 TakeQr = Callable[[Conn, str, list[tuple[int, str, str]]], int]
 
+# county: (db, station, the push asks for the station's own log back) -> may it be returned
+MayReturn = Callable[[Conn, str, bool], bool]
+# county: (db, event of up/<station>) -> the event as it may go back (a purged case: its stub)
+RedactUp = Callable[[Conn, log.Event], log.Event]
+#: the answer header's ``up_refused`` (PROTOCOL.md §6): the county gives a station its own log back
+#: only after the station was marked restored or replaced at the county
+RESTORE_NOT_MARKED = "restore_not_marked"
+UP_REFUSED = "up_refused"          # _sync_status at the station: the code of the last refusal, or ""
+
 NO_HOOKS = HealHooks(lambda _db, _ev: None, lambda _db, _ev: None, lambda _db, _old, _new: None)
 
 
@@ -259,6 +268,10 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
     healed = recovery.heal(db, me=me, station=station, county_high=payload.get("up_high"),
                            county_hash=payload.get("up_hash"), returned=payload.get("up_return"), keys=keys,
                            on_own=hooks.on_own, on_displace=hooks.on_displace, on_resequence=hooks.on_resequence)
+    # The county gives our own log back only once we are marked restored at the county (§6, §8.5):
+    # behind it and refused, we say so on the sync page and do not ask again in this run.
+    refused = header.get(UP_REFUSED) if isinstance(header.get(UP_REFUSED), str) else ""
+    log.set_status(db, UP_REFUSED, "" if healed.consistent else refused[:100])
     if healed.consistent:
         high, _ = log.head(db, up_stream)
         if ack > high:
@@ -306,7 +319,7 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
     return StationResult(acked=max(0, log.acked(db, up_stream) - before), received=got.stored + healed.stored,
                          forks=got.forks, repairs=repairs,
                          more=bool(payload.get("more")) or (isinstance(down_high, int) and down_high > got.high)
-                         or recovery.heal_from(db) is not None,
+                         or (recovery.heal_from(db) is not None and not refused),
                          server_time=server_time, healed=healed.stored, resequenced=healed.resequenced)
 
 
@@ -317,7 +330,8 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                 key_history: Callable[[str], dict[str, str]] | None = None,
                 held: Sequence[Identity] = (), own_keys: Mapping[str, str] | None = None,
                 signer: Callable[[Conn, str, int | None], Identity] | None = None,
-                take_qr: TakeQr | None = None) -> tuple[bytes, dict[str, Any]]:
+                take_qr: TakeQr | None = None, may_return: MayReturn | None = None,
+                redact_up: RedactUp | None = None) -> tuple[bytes, dict[str, Any]]:
     """County side: verify and take a push, return (sealed answer, summary for logs and status).
 
     After the county rotated its keys (PROTOCOL.md §10): ``held`` are its retired identities (a push
@@ -326,6 +340,14 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     signs for this station: the old one until the station holds the rotation event (``down_have``;
     None: by what it confirmed before), then ``me``. ``take_qr`` takes the push's ``qr_texts``
     (checked for form here, against the stored events there) once its events are stored.
+
+    ``may_return(db, station, needed)``: whether the county may give the station its own log back
+    (``up_return``): asked with ``needed=True`` when the push asks for it (``up_from``, ``up_high``
+    below the county's head, or a push that does not extend the county's copy); when it says no, the
+    answer carries no ``up_return`` and its header says why (``up_refused``: ``restore_not_marked``,
+    PROTOCOL.md §6, §8.5). Asked with ``needed=False`` otherwise (the county may then end a restore
+    mark that was used). ``redact_up(db, event)``: the event as it may be returned (a case purged at
+    the station under the retention period goes back as its redacted stub, §8.7).
 
     Raises EnvelopeError or a sync Rejected before anything is stored if the push is not
     well-formed, not for us, or not from a known, active station."""
@@ -362,7 +384,12 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     up_from, station_high = payload.get("up_from"), payload.get("up_high")
     start = (up_from if up_from is not None and up_from >= 1 else got.diverged_at if got.diverged_at
              else station_high + 1 if type(station_high) is int and 0 <= station_high < up_high_c else None)
+    refused_up: str | None = None
+    if may_return is not None and not may_return(db, station, start is not None):
+        refused_up, start = RESTORE_NOT_MARKED, None     # a station's log goes back only after a restore mark
     returned_up = recovery.up_return(db, up_stream, start)
+    if redact_up is not None:
+        returned_up = [redact_up(db, e) for e in returned_up]
     if got.diverged_at:
         logger.warning("%s: the push does not extend the county's copy from #%d (a station restored from a"
                        " backup?); it heals from the county's copy", up_stream, got.diverged_at)
@@ -394,13 +421,14 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                            sender_name=county_name, recipient=keys,
                            recipient_name=station, kind="answer",
                            extra={"ack": got.high, "first": out[0].seq if out else 0,
-                                  "last": out[-1].seq if out else 0, "in_reply_to": header["id"]})
+                                  "last": out[-1].seq if out else 0, "in_reply_to": header["id"],
+                                  **({"up_refused": refused_up} if refused_up else {})})
     up_high = payload.get("up_high")
     summary = {"station": station, "station_time": payload.get("station_time"), "stored": got.stored,
                "duplicates": got.duplicates, "qr_texts": kept_qr, "ack": got.high, "forks": got.forks,
                "repairs": got.repairs,
                "sent_down": len(out), "gap_at": got.gap_at, "taken_back": returned,
-               "diverged_at": got.diverged_at, "up_returned": len(returned_up),
+               "diverged_at": got.diverged_at, "up_returned": len(returned_up), "up_refused": refused_up,
                "down_behind": max(0, down_have - down_high), "down_have": down_have, "applied": applied,
                "up_waiting": max(0, up_high - got.high) if type(up_high) is int else None}
     return sealed, summary

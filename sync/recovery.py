@@ -105,14 +105,26 @@ def to_confirm(db: Conn) -> list[list[Any]]:
 MAX_RETURN = 500
 
 
-def returned_chain(events: list[Any], what: str, *, stream: str, author: str, keys: Any) -> list[Event]:
+def returned_chain(events: list[Any], what: str, *, stream: str, author: str, keys: Any,
+                   stubs: bool = True) -> list[Event]:
     """Events the other side gives back (``what``: ``down_return`` or ``up_return``), in seq order:
     each of ``stream`` by ``author`` and signed by a key of ``keys``, all one contiguous chain;
-    else BadEvent, and nothing is stored."""
+    else BadEvent, and nothing is stored.
+
+    ``stubs=False`` (the county taking back its own events, ``down_return``): a redacted stub is
+    refused too, and every event's hash is recomputed from its whole content (stream, seq, prev,
+    kind, body ...) and must be the hash the county signed. A stub's body is not hashed, so with a
+    stub a station could pair any hash the county ever signed with a body of its own (issue 15)."""
     parsed = sorted((Event.from_wire(e) for e in events), key=lambda e: e.seq)
     for ev in parsed:
         if ev.stream != stream or ev.author != author:
             raise BadEvent(f"event {ev.stream}#{ev.seq} in {what} is not {author}'s on {stream}")
+        if not stubs:
+            if retention.is_redacted(ev.body) or retention.REDACTED_KEY in ev.body:
+                raise BadEvent(f"event {ev.stream}#{ev.seq} in {what} is a redacted stub: the county takes"
+                               " back only whole events whose body hashes to the hash it signed")
+            ev.check(keys)                      # the hash recomputed from the content, then the signature
+            continue
         retention.check_event(ev, keys)         # a redacted stub: its signature (§8.7)
     if any(b.seq != a.seq + 1 or b.prev != a.hash for a, b in zip(parsed, parsed[1:])):
         raise BadEvent(f"{what} is not one contiguous chain")
@@ -147,7 +159,16 @@ def to_return(db: Conn, stream: str, max_bytes: int) -> list[Event]:
     start = log.get_status(db, "down_return_from")
     if not start:
         return []
-    return log.events_after(db, stream, int(start) - 1, MAX_RETURN, max(64 * 1024, max_bytes))
+    events = log.events_after(db, stream, int(start) - 1, MAX_RETURN, max(64 * 1024, max_bytes))
+    # The county takes back only whole events (a stub's body no longer hashes to its signed hash):
+    # give back those before the first the retention purge redacted here (PROTOCOL.md §8.5, §8.7).
+    for i, ev in enumerate(events):
+        if retention.is_redacted(ev.body):
+            if i == 0:
+                logger.warning("%s: the county lacks #%d, which this station holds only redacted (purged after"
+                               " the retention period): it cannot be given back", stream, ev.seq)
+            return events[:i]
+    return events
 
 
 def take_back(db: Conn, stream: str, county_name: str, county_sign_key: str, events: Any,
@@ -167,7 +188,8 @@ def take_back(db: Conn, stream: str, county_name: str, county_sign_key: str, eve
         raise BadEvent("down_return must be a list of events")
     if not events:
         return 0, None
-    parsed = returned_chain(events, "down_return", stream=stream, author=county_name, keys=county_sign_key)
+    parsed = returned_chain(events, "down_return", stream=stream, author=county_name, keys=county_sign_key,
+                            stubs=False)
     before, _ = log.head(db, stream)
     first = parsed[0]
     if first.seq > before + 1:

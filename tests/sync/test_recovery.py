@@ -212,8 +212,15 @@ def test_a_twin_that_wrote_other_events_at_the_same_numbers_heals_instead_of_for
         round_trip(county, twin)                       # the twin's seq 1 reaches the county first
         ours = take(st, 1)
         round_trip(county, st, take_answer=False)      # ours does not extend the county's copy; answer lost
+        round_trip(county, st)
+        # A copy of a station gets nothing of the county's copy until an installer marks it restored
+        # at the county (issue 15): it says so, and its own events wait.
+        assert st.sync_state()["stall_reason"] == "restore_not_marked"
+        assert len(county.store._all("SELECT id FROM cases")) == 1
+        county.mark_restored("S1", "installer")
         for _ in range(4):
             round_trip(county, st)
+        assert st.sync_state()["stall_reason"] is None
         # Both copies numbered their first receipt 00001: two live copies of one station cannot
         # share a counter. Both applications reach the county (by case id); the healed copy knows it
         # was cloned or restored, and its next number starts a new block.
@@ -371,6 +378,7 @@ def test_a_station_copied_back_by_hand_learns_from_the_county_which_numbers_it_i
     st.store.close()
     copy_db(root / "station-backup", st.settings.data)
     st = Station(NodeSettings(data=st.settings.data))
+    county.mark_restored("S1", "installer")          # the installer's step at the county (INSTALL.md)
     try:
         for _ in range(4):
             round_trip(county, st)
@@ -417,6 +425,10 @@ def test_a_restored_station_heals_from_the_county_and_resequences_what_it_took_s
         restore(root / "station-backup", st.settings.data, replace=True)
         st = Station(NodeSettings(data=st.settings.data))
         since = take(st, 2)                         # taken before the next sync, at seqs 3, 4 the county holds
+        st.county = replace(st.county, url=url)
+        st.sync()                                   # not marked restored at the county yet: nothing back
+        assert st.sync_state()["stall_reason"] == "restore_not_marked"
+        county.mark_restored("S1", "installer")     # `lastmile central station restore S1` (INSTALL.md)
         settle(st, url)
     try:
         everyone = early + later + since
