@@ -46,6 +46,8 @@ class Settings:
     data: Path
     name: str = "county"
     max_concurrent_syncs: int = 8     # more at once are answered 503 + Retry-After, spread at random
+    max_unverified_bytes: int = 64 * 1024 * 1024   # bodies held before their sender is authenticated, all
+                                                   # connections together; more: 503 busy_unverified
     calendar_today: dt.date | None = None   # the day the calendar warning counts from (tests); None: today
 
     @property
