@@ -35,6 +35,12 @@ def answer_of(sock: socket.socket) -> tuple[int, dict]:
             break
         data += piece
     head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        body += piece
     status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1") else 0
     try:
         return status, json.loads(body) if body else {}
