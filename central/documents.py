@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
+from templates.limits import MAX_DECODE, decoded_bytes
+
 from central.errors import CountyError, N_
 from crypto import envelope
 from sync import docs
@@ -83,6 +85,10 @@ def prepare(name: str, raw: bytes) -> Attachment:
                 if img.size[0] * img.size[1] > MAX_PIXELS:
                     raise CountyError(422, "bad_attachment", N_(
                         "A result document's picture has too many pixels (at most 40 million)."))
+                if decoded_bytes(img.size, img.mode) > MAX_DECODE:         # before any pixel is decoded
+                    raise CountyError(422, "bad_attachment", N_(
+                        "A result document's picture would take too much memory to open (at most 64 MB once "
+                        "decoded)."))
                 img.verify()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise CountyError(422, "bad_attachment", N_(

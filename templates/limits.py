@@ -373,3 +373,16 @@ def over_budget(what: str) -> Any:
     logger.warning("%s deferred %d s: the county holds its limit of unauthenticated bytes", what, wait)
     return JSONResponse({"error": "busy_unverified", "message": "too many unauthenticated bytes are held; retry later",
                          "details": {"retry_after": wait}}, 503, headers={"retry-after": str(wait)})
+
+
+# Pictures: memory of a decode (issue 15, finding 13) ---------------------------------------------
+MAX_DECODE = 64 * MiB
+_ONE_BYTE = {"1", "L", "P"}                 # Pillow keeps these in one byte per pixel …
+_TWO_BYTES = {"I;16", "I;16L", "I;16B", "I;16N"}    # … these in two, every other mode in four
+
+
+def decoded_bytes(size: tuple[int, int], mode: str) -> int:
+    """What Pillow holds to decode a picture of ``size`` in ``mode``: pixels × its bytes per pixel
+    (RGB, RGBA, CMYK, I and F take four). Read from the header, before any pixel is decoded."""
+    per_pixel = 1 if mode in _ONE_BYTE else 2 if mode in _TWO_BYTES else 4
+    return size[0] * size[1] * per_pixel
