@@ -108,7 +108,6 @@ class County(Cases, Catalogue, Stations, Reports):
         self.retired = load_retired(settings.data / "keys.retired")
         self.name = self.store.meta("county_name") or settings.name
         self._blob_lock = threading.Lock()
-        self._nonces: dict[str, float] = {}     # scan request nonces seen, until they expire
         self._catalogs: dict[int, dict[str, Any]] = {}     # published catalogue versions, by version
         doc_verify.publish_now(self)    # once after an upgrade (or a change made offline): every station's keys
 
@@ -306,12 +305,8 @@ class County(Cases, Catalogue, Stations, Reports):
             raise CountyError(401, "expired_request", "the scan request has expired (or the station's clock is off)")
         if expires > now + blobs.MAX_AHEAD_S:
             raise CountyError(401, "expired_request", "the scan request is valid too far ahead")
-        with self._blob_lock:
-            for seen in [n for n, until in self._nonces.items() if until < now]:
-                del self._nonces[seen]
-            if nonce in self._nonces:
-                raise CountyError(401, "replayed_request", "this scan request was already received")
-            self._nonces[nonce] = float(expires)
+        if not self.store.use_nonce(nonce, expires, now):
+            raise CountyError(401, "replayed_request", "this scan request was already received")
         size = self.store.scan_size(station, sha)
         if size is None:
             raise CountyError(404, "unknown_scan", "no application of this station lists this scan")

@@ -139,12 +139,8 @@ def serve(county: County, station: str, sha: str, offset: int, expires: int, non
         raise CountyError(401, "expired_request", "the document request has expired (or the station's clock is off)")
     if expires > now + docs.MAX_AHEAD_S:
         raise CountyError(401, "expired_request", "the document request is valid too far ahead")
-    with county._blob_lock:
-        for seen in [n for n, until in county._nonces.items() if until < now]:
-            del county._nonces[seen]
-        if nonce in county._nonces:
-            raise CountyError(401, "replayed_request", "this document request was already received")
-        county._nonces[nonce] = float(expires)
+    if not county.store.use_nonce(nonce, expires, now):         # the scans' table: one nonce space
+        raise CountyError(401, "replayed_request", "this document request was already received")
     path = doc_dir(county, station) / f"{sha}.sealed"
     if not path.exists():
         raise CountyError(404, "unknown_document", "no decision sent to this station lists this document")
