@@ -131,7 +131,7 @@ def discard(folder: Path, sha: str) -> None:
 
 # station side: upload ---------------------------------------------------------------
 def _check(resp: httpx.Response) -> None:
-    if resp.status_code in (429, 502, 503, 504):
+    if resp.status_code in (408, 429, 502, 503, 504):        # 408: a chunk came too slowly; retried smaller
         after = resp.headers.get("retry-after", "")
         raise Retryable(f"county answered {resp.status_code}", float(after) if after.isdigit() else None)
     if resp.status_code >= 400 and resp.status_code != 409:
