@@ -293,6 +293,15 @@ class County(Cases, Catalogue, Stations, Reports):
     def blob_dir(self, station: str) -> Path:
         return self.settings.data / "blobs" / station
 
+    def fresh_nonce(self, nonce: str, expires: int, now: float) -> bool:
+        """Record a signed request's nonce (central.db, until it expires); False if seen before. A
+        database too busy to record it is ``503 busy`` (the station asks again), never a 500."""
+        try:
+            return self.store.use_nonce(nonce, expires, now)
+        except sqlite3.Error as exc:
+            logger.warning("request nonce not recorded, database busy: %s", exc)
+            raise CountyError(503, "busy", "the county's database is busy; ask again") from exc
+
     def scan_request(self, station: str, sha: str, offset: int | str, total: int, signature: str,
                      expires: int, nonce: str) -> None:
         """Check a scan request before any of its body is read: signed by the station, not expired
@@ -305,7 +314,7 @@ class County(Cases, Catalogue, Stations, Reports):
             raise CountyError(401, "expired_request", "the scan request has expired (or the station's clock is off)")
         if expires > now + blobs.MAX_AHEAD_S:
             raise CountyError(401, "expired_request", "the scan request is valid too far ahead")
-        if not self.store.use_nonce(nonce, expires, now):
+        if not self.fresh_nonce(nonce, expires, now):
             raise CountyError(401, "replayed_request", "this scan request was already received")
         size = self.store.scan_size(station, sha)
         if size is None:

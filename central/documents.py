@@ -139,7 +139,7 @@ def serve(county: County, station: str, sha: str, offset: int, expires: int, non
         raise CountyError(401, "expired_request", "the document request has expired (or the station's clock is off)")
     if expires > now + docs.MAX_AHEAD_S:
         raise CountyError(401, "expired_request", "the document request is valid too far ahead")
-    if not county.store.use_nonce(nonce, expires, now):         # the scans' table: one nonce space
+    if not county.fresh_nonce(nonce, expires, now):         # the scans' table: one nonce space
         raise CountyError(401, "replayed_request", "this document request was already received")
     path = doc_dir(county, station) / f"{sha}.sealed"
     if not path.exists():
