@@ -19,7 +19,7 @@ from central.county import County, Settings
 from crypto import envelope
 from sync import blobs
 from templates import static_dir
-from templates.limits import KiB, MiB, BodyLimit, Rule, SecurityHeaders, upload_bound
+from templates.limits import KiB, MiB, BodyLimit, ByteBudget, ReadTimeout, Rule, SecurityHeaders, upload_bound
 from central import calendar
 from central import retention_views
 from templates.workcal import WorkCalendarState
@@ -104,9 +104,10 @@ def create_app(settings: Settings) -> Starlette:
                                            session_cookie="lastmile_central", same_site="strict"),
                                 Middleware(SessionGuard, accounts=views.accounts),
                                 Middleware(ratings.OpenFollowUps, county=lambda: county),
-                                Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS),
+                                Middleware(SecurityHeaders), Middleware(ReadTimeout), Middleware(BodyLimit, rules=BODY_LIMITS),
                                 Middleware(WorkCalendarState, load=lambda: calendar.calendar_of(county),
                                            today=settings.calendar_today, warn_roles=("supervisor",))])
     app.state.county = county
     app.state.sync_slots = threading.BoundedSemaphore(settings.max_concurrent_syncs)
+    app.state.unverified = ByteBudget(settings.max_unverified_bytes)   # pushes and enrolments before auth
     return app

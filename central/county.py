@@ -47,6 +47,8 @@ class Settings:
     data: Path
     name: str = "county"
     max_concurrent_syncs: int = 8     # more at once are answered 503 + Retry-After, spread at random
+    max_unverified_bytes: int = 64 * 1024 * 1024   # bodies held before their sender is authenticated, all
+                                                   # connections together; more: 503 busy_unverified
     calendar_today: dt.date | None = None   # the day the calendar warning counts from (tests); None: today
 
     @property
@@ -107,7 +109,6 @@ class County(Cases, Catalogue, Stations, Reports):
         self.retired = load_retired(settings.data / "keys.retired")
         self.name = self.store.meta("county_name") or settings.name
         self._blob_lock = threading.Lock()
-        self._nonces: dict[str, float] = {}     # scan request nonces seen, until they expire
         self._catalogs: dict[int, dict[str, Any]] = {}     # published catalogue versions, by version
         # The county's clock for the retention period of what it gives back (tests move it on).
         self.now: Any = lambda: dt.datetime.now(dt.timezone.utc)
@@ -301,6 +302,15 @@ class County(Cases, Catalogue, Stations, Reports):
     def blob_dir(self, station: str) -> Path:
         return self.settings.data / "blobs" / station
 
+    def fresh_nonce(self, nonce: str, expires: int, now: float) -> bool:
+        """Record a signed request's nonce (central.db, until it expires); False if seen before. A
+        database too busy to record it is ``503 busy`` (the station asks again), never a 500."""
+        try:
+            return self.store.use_nonce(nonce, expires, now)
+        except sqlite3.Error as exc:
+            logger.warning("request nonce not recorded, database busy: %s", exc)
+            raise CountyError(503, "busy", "the county's database is busy; ask again") from exc
+
     def scan_request(self, station: str, sha: str, offset: int | str, total: int, signature: str,
                      expires: int, nonce: str) -> None:
         """Check a scan request before any of its body is read: signed by the station, not expired
@@ -313,12 +323,8 @@ class County(Cases, Catalogue, Stations, Reports):
             raise CountyError(401, "expired_request", "the scan request has expired (or the station's clock is off)")
         if expires > now + blobs.MAX_AHEAD_S:
             raise CountyError(401, "expired_request", "the scan request is valid too far ahead")
-        with self._blob_lock:
-            for seen in [n for n, until in self._nonces.items() if until < now]:
-                del self._nonces[seen]
-            if nonce in self._nonces:
-                raise CountyError(401, "replayed_request", "this scan request was already received")
-            self._nonces[nonce] = float(expires)
+        if not self.fresh_nonce(nonce, expires, now):
+            raise CountyError(401, "replayed_request", "this scan request was already received")
         size = self.store.scan_size(station, sha)
         if size is None:
             raise CountyError(404, "unknown_scan", "no application of this station lists this scan")

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
+from templates.limits import MAX_DECODE, decoded_bytes
+
 from central.errors import CountyError, N_
 from crypto import envelope
 from sync import docs
@@ -83,6 +85,10 @@ def prepare(name: str, raw: bytes) -> Attachment:
                 if img.size[0] * img.size[1] > MAX_PIXELS:
                     raise CountyError(422, "bad_attachment", N_(
                         "A result document's picture has too many pixels (at most 40 million)."))
+                if decoded_bytes(img.size, img.mode) > MAX_DECODE:         # before any pixel is decoded
+                    raise CountyError(422, "bad_attachment", N_(
+                        "A result document's picture would take too much memory to open (at most 64 MB once "
+                        "decoded)."))
                 img.verify()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise CountyError(422, "bad_attachment", N_(
@@ -133,12 +139,8 @@ def serve(county: County, station: str, sha: str, offset: int, expires: int, non
         raise CountyError(401, "expired_request", "the document request has expired (or the station's clock is off)")
     if expires > now + docs.MAX_AHEAD_S:
         raise CountyError(401, "expired_request", "the document request is valid too far ahead")
-    with county._blob_lock:
-        for seen in [n for n, until in county._nonces.items() if until < now]:
-            del county._nonces[seen]
-        if nonce in county._nonces:
-            raise CountyError(401, "replayed_request", "this document request was already received")
-        county._nonces[nonce] = float(expires)
+    if not county.fresh_nonce(nonce, expires, now):         # the scans' table: one nonce space
+        raise CountyError(401, "replayed_request", "this document request was already received")
     path = doc_dir(county, station) / f"{sha}.sealed"
     if not path.exists():
         raise CountyError(404, "unknown_document", "no decision sent to this station lists this document")

@@ -60,6 +60,7 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS document_qr (
         event_hash TEXT PRIMARY KEY, station TEXT NOT NULL, case_id TEXT NOT NULL, seq BIGINT NOT NULL,
         qr_text TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS request_nonces (nonce TEXT PRIMARY KEY, expires BIGINT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS scans_by_hash ON scans (station, sha256)""",
     """CREATE INDEX IF NOT EXISTS cases_queue ON cases (department, status)""",
     """CREATE INDEX IF NOT EXISTS cases_station ON cases (station, status)""",
@@ -118,6 +119,16 @@ class Store:
     def close(self) -> None:
         with self.lock:         # never while another thread is inside a statement (node/store.py close)
             self.conn.close()
+
+    def use_nonce(self, nonce: str, expires: int, now: float) -> bool:
+        """Record a signed request's nonce until it expires; False if it was seen before. In the
+        database, not in memory, so a request seen before a restart (or by another central
+        process) is still refused after it; expired nonces are dropped as new ones come."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM request_nonces WHERE expires < ?", (int(now),))
+            cur = db.execute("INSERT INTO request_nonces (nonce, expires) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING",
+                             (nonce, int(expires)))
+            return cur.rowcount == 1
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:

@@ -21,12 +21,13 @@ from central import verify as doc_verify
 from central.county import County, CountyError
 from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
-                           WrongRecipient)
+                           MalformedEnvelope, WrongRecipient)
 from crypto.keys import PublicKeys, verify
 from sync import blobs
 from sync.rules import Status
 from sync.errors import RevokedStation, SyncError, UnknownStation
 from templates import N_, gettext_for, locale_of, reason_text, render
+from templates.limits import ByteBudget, OverBudget, over_budget
 from templates.web import api_error, bearer_user, checked_form, json_object, session_user, upload_form
 from central.apierrors import refusal
 
@@ -70,16 +71,60 @@ def _authentic(c: County, blob: bytes) -> None:
     verify(keys.sign, p.signature, p.signed)
 
 
+def _known_sender(c: County, header: dict[str, Any]) -> None:
+    """The sender a push's header names is an enrolled, active station, signing with a key the
+    county accepts for it (UnknownStation, RevokedStation, BadSignature)."""
+    keys = c.station_keys_for(header["from"], header["from_key"])
+    if header["from_key"] != keys.sign_id:
+        raise BadSignature("envelope is signed with a key that is not the station's current key")
+
+
+class PushReader:
+    """Reads a push as it arrives, each piece counted against the process's budget of
+    unauthenticated bytes (``held``: what the caller gives back once the signature is checked).
+    As soon as its header is in, the envelope's shape, its total length (≤ 16 MiB, and the one
+    ``Content-Length`` declares) and its sender (enrolled, active, a key the county accepts) are
+    checked, so that a push from nobody is refused after a few hundred bytes, never buffered whole."""
+
+    def __init__(self, request: Request, c: County) -> None:
+        self.request, self.c, self.held = request, c, 0
+        self.budget: ByteBudget = request.app.state.unverified
+
+    async def read(self) -> bytes:
+        declared = self.request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > envelope.MAX_ENVELOPE:
+            raise EnvelopeTooLarge(f"body of {declared} bytes exceeds {envelope.MAX_ENVELOPE}")
+        buf, total = bytearray(), None
+        async for piece in self.request.stream():
+            if not piece:
+                continue
+            if not self.budget.take(len(piece)):
+                raise OverBudget()
+            self.held += len(piece)
+            buf += piece
+            if total is None:
+                head = envelope.parse_head(bytes(buf[:13 + envelope.MAX_HEADER]))
+                if head is not None:
+                    header, total = head
+                    if declared.isdigit() and int(declared) != total:
+                        raise MalformedEnvelope(f"Content-Length {declared} is not the envelope's length {total}")
+                    await run_in_threadpool(_known_sender, self.c, header)
+            if len(buf) > (total or envelope.MAX_ENVELOPE):
+                raise MalformedEnvelope("the body is longer than the envelope's lengths say")
+        return bytes(buf)
+
+
 async def sync_exchange(request: Request) -> Response:
-    """Read the whole push within a deadline and check its signature, and only then take one of the
+    """Read the push as it arrives, checking its header and sender as soon as they are in, within a
+    deadline and the budget of unauthenticated bytes; check its signature; only then take one of the
     ``max_concurrent_syncs`` slots: a connection that trickles bytes, or sends junk, holds none."""
     peer = request.client.host if request.client else "?"
     declared = request.headers.get("content-length", "")
     size = int(declared) if declared.isdigit() else envelope.MAX_ENVELOPE
     c = county(request)
+    reader = PushReader(request, c)
     try:
-        blob = await asyncio.wait_for(read_limited(request, envelope.MAX_ENVELOPE),
-                                      SYNC_READ_S + min(size, envelope.MAX_ENVELOPE) / SYNC_MIN_RATE)
+        blob = await asyncio.wait_for(reader.read(), SYNC_READ_S + min(size, envelope.MAX_ENVELOPE) / SYNC_MIN_RATE)
         await run_in_threadpool(_authentic, c, blob)
     except ClientDisconnect:
         # A power cut or a dropped link mid-upload: routine at a village station, nothing stored.
@@ -88,8 +133,12 @@ async def sync_exchange(request: Request) -> Response:
     except asyncio.TimeoutError:
         logger.warning("sync from %s: the push did not arrive in time", peer)
         return api_error(408, "too_slow", "the push did not arrive in time; nothing was stored")
+    except OverBudget:
+        return over_budget(f"sync from {peer}")
     except (CryptoError, SyncError) as exc:
         return _sync_refusal(peer, exc)
+    finally:
+        reader.budget.give(reader.held)
     slots = request.app.state.sync_slots
     if not slots.acquire(blocking=False):
         # Too many stations at once (say, 300 reconnecting after an outage): ask this one to come
@@ -214,6 +263,11 @@ async def enroll(request: Request) -> Response:
     """Step 2: a station proves with a MAC keyed by its one-time code (never sent) that it knows
     the code, binding its keys and the county keys it checked; the county answers with its own MAC."""
     peer = request.client.host if request.client else "?"
+    budget: ByteBudget = request.app.state.unverified
+    declared = request.headers.get("content-length", "")
+    reserve = min(int(declared), ENROL_BODY_LIMIT + 1) if declared.isdigit() else ENROL_BODY_LIMIT
+    if not budget.take(reserve):                    # the request's MAC is checked only once it is all in
+        return over_budget(f"enrolment from {peer}")
     try:
         body = json.loads(await read_limited(request, ENROL_BODY_LIMIT))
         if not isinstance(body, dict):
@@ -233,6 +287,8 @@ async def enroll(request: Request) -> Response:
     except CountyError as exc:
         logger.warning("enrolment of %r from %s refused: %s", body.get("station"), peer, exc)
         return api_error(exc.status, exc.code, str(exc))
+    finally:
+        budget.give(reserve)
     logger.info("station %s enrolled from %s", station, peer)
     return JSONResponse(answer)
 

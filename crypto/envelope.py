@@ -87,6 +87,40 @@ def seal_parts(header_bytes: bytes, compressed: bytes, *, sender: Identity, reci
     return signed + sender.sign(signed)
 
 
+def parse_head(prefix: bytes, *, max_size: int = MAX_ENVELOPE) -> tuple[dict[str, Any], int] | None:
+    """The (not yet authenticated) header and the whole envelope's length, read from its first
+    bytes as they arrive; None until the header is complete. The checks of ``parse`` that need no
+    more than the header, so that a receiver refuses a bad or oversized envelope before it holds
+    the rest of it (PROTOCOL.md §5, §7)."""
+    if prefix[:4] != MAGIC[:len(prefix[:4])]:
+        raise MalformedEnvelope("not a lastmile envelope (bad magic)")
+    if len(prefix) >= 5 and prefix[4] != VERSION:
+        raise MalformedEnvelope(f"unsupported envelope version {prefix[4]}")
+    if len(prefix) < 9:
+        return None
+    (hlen,) = struct.unpack(">I", prefix[5:9])
+    if hlen > MAX_HEADER:
+        raise MalformedEnvelope("header length out of range")
+    if len(prefix) < 13 + hlen:
+        return None
+    (clen,) = struct.unpack(">I", prefix[9 + hlen:13 + hlen])
+    total = 13 + hlen + clen + SIG_LEN
+    if total > max_size:
+        raise EnvelopeTooLarge(f"envelope of {total} bytes exceeds {max_size}")
+    try:
+        header = canonical.loads(prefix[9:9 + hlen])
+    except BadEncoding as exc:
+        raise MalformedEnvelope(f"unreadable header: {exc}") from exc
+    if not isinstance(header, dict):
+        raise MalformedEnvelope("header is not an object")
+    for name, typ in REQUIRED_HEADER.items():
+        if type(header.get(name)) is not typ:
+            raise MalformedEnvelope(f"header field {name!r} missing or of the wrong type")
+    if header["v"] != VERSION or header["comp"] != "zstd":
+        raise MalformedEnvelope("unsupported header version or compression")
+    return header, total
+
+
 def parse(blob: bytes, *, max_size: int = MAX_ENVELOPE) -> Parsed:
     """Check the outer shape and read the (not yet authenticated) header."""
     if len(blob) > max_size:

@@ -16,6 +16,18 @@ from deploy import summaries, verify_cli
 DEMO_CATALOG = Path(__file__).resolve().parent.parent / "central" / "catalog_demo.json"
 
 
+def serve(app: Any, host: str, port: int) -> int:
+    """Run ``app`` under uvicorn with the limits of templates/limits.py ``server_config``: h11 with a
+    timeout on request heads (uvicorn has none), keep-alive closed after 5 idle seconds; the body
+    timeouts and the byte budgets are the apps' own middleware."""
+    import uvicorn
+
+    from templates.limits import server_config
+    server = uvicorn.Server(server_config(app, host=host, port=port, log_level="info"))
+    server.run()
+    return 0 if server.started else 3
+
+
 def _central(args: argparse.Namespace) -> int:
     from central.county import County, CountyError, Settings
     from crypto.errors import CryptoError
@@ -28,11 +40,8 @@ def _central(args: argparse.Namespace) -> int:
         print(f"county centre ready in {args.data}; key fingerprint {county.me.public.fingerprint()}")
         return 0
     if args.cmd == "serve":
-        import uvicorn
-
         from central.app import create_app
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
-        return 0
+        return serve(create_app(settings), args.host, args.port)
     if args.cmd in ("backup", "restore"):
         return _backup(args, settings.db_path, "central")
     if args.cmd == "station":
@@ -211,11 +220,8 @@ def _node(args: argparse.Namespace) -> int:
               "1000; the numbers skipped are put on record for the county.")
         return 0
     if args.cmd == "serve":
-        import uvicorn
-
         from node.app import create_app
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
-        return 0
+        return serve(create_app(settings), args.host, args.port)
     import sqlite3
 
     from node.store import TOKEN_ENV

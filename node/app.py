@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 from node import apiviews, bundle_views, docviews, idem, logredact, rating_views, staff, views, vault_views
 from node.station import Settings, Station
 from templates import static_dir
-from templates.limits import MiB, BodyLimit, Rule, SecurityHeaders
+from templates.limits import MiB, BodyLimit, ReadTimeout, Rule, SecurityHeaders
 from templates.verify_web import verify_routes
 from node import openapi
 from templates.openapi import route as openapi_route
@@ -110,7 +110,7 @@ def create_app(settings: Settings, *, background_sync: bool = True) -> Starlette
                     middleware=[Middleware(SecureCookies), Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
                                            session_cookie=cookie_name(station.code), same_site="strict"),
                                 Middleware(SessionGuard, accounts=views.accounts),
-                                Middleware(SecurityHeaders), Middleware(BodyLimit, rules=BODY_LIMITS),
+                                Middleware(SecurityHeaders), Middleware(ReadTimeout), Middleware(BodyLimit, rules=BODY_LIMITS),
                                 Middleware(WorkCalendarState, load=station.calendar)])
     app.state.station = station
     return app

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from templates.limits import MAX_DECODE, decoded_bytes
+
 MAX_UPLOAD = 15 * 1024 * 1024      # what an agent may attach, before downscaling
 MAX_SCAN = 4 * 1024 * 1024         # what may travel, after downscaling
 MAX_SIDE = 2000                    # pixels: A4 at ~170 dpi, legible for ID cards and certificates
@@ -26,6 +28,8 @@ def N_(message: str) -> str:
     return message
 
 
+TOO_MUCH_MEMORY = N_("The picture would take too much memory to open (at most 64 MB once decoded); take or "
+                     "scan it at a lower resolution.")
 TOO_MANY_PIXELS = N_("The picture has too many pixels (at most 40 million); take or scan it at a lower resolution.")
 
 
@@ -66,10 +70,14 @@ def prepare(material: str, name: str, raw: bytes) -> Scan:
                 raise ScanError(N_("Attach a photo or scan (JPEG, PNG) or a PDF."))
             if img.size[0] * img.size[1] > MAX_PIXELS:
                 raise ScanError(TOO_MANY_PIXELS)
-            img = ImageOps.exif_transpose(img)
             small = len(raw) <= 300 * 1024 and max(img.size) <= MAX_SIDE and img.format == "JPEG"
             if small:
                 return Scan(material, safe_name, "image/jpeg", raw)
+            if img.format == "JPEG":            # decode at 1/2, 1/4 or 1/8 scale when that still covers MAX_SIDE
+                img.draft("RGB", (MAX_SIDE, MAX_SIDE))
+            if decoded_bytes(img.size, img.mode) > MAX_DECODE:     # from the header: nothing decoded yet
+                raise ScanError(TOO_MUCH_MEMORY)
+            img = ImageOps.exif_transpose(img)
             img.thumbnail((MAX_SIDE, MAX_SIDE))
             out = io.BytesIO()
             img.convert("RGB").save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)

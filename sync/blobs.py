@@ -22,6 +22,7 @@ from typing import Callable
 import httpx
 import tenacity
 
+from crypto.errors import BadEncoding, BadSignature
 from crypto.keys import Identity, PublicKeys, b64, private_dir, unb64, verify
 from sync.errors import Rejected, Retryable, SyncError
 
@@ -130,11 +131,13 @@ def discard(folder: Path, sha: str) -> None:
 
 # station side: upload ---------------------------------------------------------------
 def _check(resp: httpx.Response) -> None:
-    if resp.status_code in (429, 502, 503, 504):
+    if resp.status_code in (408, 429, 502, 503, 504):        # 408: a chunk came too slowly; retried smaller
         after = resp.headers.get("retry-after", "")
         raise Retryable(f"county answered {resp.status_code}", float(after) if after.isdigit() else None)
     if resp.status_code >= 400 and resp.status_code != 409:
-        code, message = "rejected", resp.headers.get("lastmile-error", "")
+        # a HEAD refusal has no body: its code is in Lastmile-Error (PROTOCOL.md §7)
+        header = resp.headers.get("lastmile-error", "")
+        code, message = header or "rejected", header
         try:
             body = resp.json()
             if isinstance(body, dict):

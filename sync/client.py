@@ -27,7 +27,7 @@ from sync.log import Conn
 
 logger = logging.getLogger("lastmile.sync")
 SYNC_PATH = "/sync/v1/exchange"
-RETRY_STATUS = (429, 502, 503, 504)
+RETRY_STATUS = (408, 429, 502, 503, 504)     # 408: the county cut a body that came too slowly
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

@@ -1,5 +1,7 @@
-"""ASGI middleware both apps use: one request-body limit for every route, and the security
-headers of every HTML page.
+"""ASGI middleware both apps use: one request-body limit for every route, read timeouts on every
+body, and the security headers of every HTML page; the byte budget of unauthenticated bodies; and
+the server configuration both ``serve`` commands (and the tests' servers) run with, which adds the
+timeout on request headers that uvicorn lacks.
 
 ``BodyLimit`` refuses a body over its route's limit with 413 before the app reads it when
 ``Content-Length`` says so, and while streaming when it does not (a chunked body is counted as it
@@ -12,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import re
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
+import uvicorn
 from starlette.requests import Request
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from templates import N_, gettext_for, locale_of, render
 
@@ -179,3 +184,205 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+# Read timeouts (issue 15, finding 5) ------------------------------------------------------------
+# The numbers, for a 2G village link of 64 kbit/s (8 KB/s, 300-1000 ms round trips, drops): a
+# request head is < 2 KB, well under a second on that link; 20 s leaves room for TCP retransmits
+# (RTO up to several seconds). A body chunk of the project is 8 KiB to 1 MiB (scans, sized to
+# about 4 s of the measured link) or a push sized to about 4 s of the link: a body that sends
+# nothing for 30 s is not on a working link. After 20 s of waiting, a body must average 512 B/s
+# (4 kbit/s): one sixteenth of the slowest link we serve, so a 64 kbit/s link passes even when it
+# carries 16 transfers at once or loses most of its time to drops and retransmits.
+HEAD_TIMEOUT_S = 20.0
+BODY_IDLE_S = 30.0
+BODY_GRACE_S = 20.0
+BODY_FLOOR_BPS = 512
+KEEP_ALIVE_S = 5
+TOO_SLOW = N_("What you sent arrived too slowly and was cut off. Please try again.")
+
+
+class TooSlow(Exception):
+    pass
+
+
+class ReadTimeout:
+    """Every request body: 408 (``too_slow``) when no byte of it arrives for ``idle`` seconds, or
+    when, after ``grace`` seconds spent waiting for it, it has averaged less than ``floor`` bytes a
+    second. Only the time the app spends waiting for the client counts (a handler that writes a
+    chunk to disk between reads is not the client's delay). A connection that trickles a body
+    therefore holds its worker, its memory and any budget it took for at most ``idle`` seconds, or
+    ``grace`` seconds at below the floor."""
+
+    def __init__(self, app: Any, idle: float = BODY_IDLE_S, grace: float = BODY_GRACE_S,
+                 floor: float = BODY_FLOOR_BPS, json_prefixes: tuple[str, ...] = JSON_PREFIXES) -> None:
+        self.app, self.idle, self.grace, self.floor, self.json_prefixes = app, idle, grace, floor, json_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        waited, seen = 0.0, 0
+        finished = started = False
+
+        async def timed() -> Message:
+            nonlocal waited, seen, finished
+            if finished:
+                return await receive()
+            began = loop.time()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle)
+            except asyncio.TimeoutError:
+                raise TooSlow(f"no byte of the body for {self.idle:.0f} s, {seen} bytes in") from None
+            waited += loop.time() - began
+            if message["type"] != "http.request":
+                finished = True
+                return message
+            seen += len(message.get("body", b""))
+            finished = not message.get("more_body")
+            if not finished and waited > self.grace and seen < self.floor * waited:
+                raise TooSlow(f"{seen} bytes in {waited:.0f} s, below {self.floor} bytes/s")
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, timed, watched)
+        except TooSlow as exc:
+            client = scope.get("client") or ("?", 0)
+            logger.warning("body too slow from %s: %s %s: %s; cut", client[0], scope["method"], scope["path"], exc)
+            if started:
+                return
+            if scope["path"].startswith(self.json_prefixes):
+                body = json.dumps({"error": "too_slow", "message": f"the request body arrived too slowly ({exc}); "
+                                   "nothing of it was used", "details": None}).encode()
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            else:
+                request = Request(scope, receive)
+                page = render(request, "error.html", 408, message=gettext_for(locale_of(request))(TOO_SLOW))
+                body, headers = bytes(page.body), list(page.raw_headers)
+            await send({"type": "http.response.start", "status": 408,
+                        "headers": [*headers, (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a timeout on the request head. uvicorn has none: h11 waits
+    for the end of the headers forever, and ``timeout_keep_alive`` is armed only after a response
+    and cancelled by any byte received, so a connection that sends half a request line (or nothing
+    at all) is held open for good. Here the head of every request (the first on a connection and
+    each one after a response) must be complete within ``head_timeout`` seconds; if it is not, a
+    client that sent part of one gets ``408`` and the connection is closed."""
+
+    head_timeout = HEAD_TIMEOUT_S
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_of: Any = None
+        self._head_bytes = 0
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._disarm_head_timer()
+        self._head_of, self._head_bytes = self.cycle, 0
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def data_received(self, data: bytes) -> None:
+        self._head_bytes += len(data)
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._head_timer is not None and self.cycle is not self._head_of:
+            self._disarm_head_timer()               # a new request's head is complete
+
+    def on_response_complete(self) -> None:
+        self._arm_head_timer()                      # before: a pipelined request may be handled at once
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self.cycle is not self._head_of:
+            return
+        if self._head_bytes:
+            prefix = "%s:%d - " % self.client if self.client else ""
+            logger.warning("%srequest head not complete after %.0f s (%d bytes); closed", prefix, self.head_timeout,
+                           self._head_bytes)
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                                 b"content-length: 0\r\nconnection: close\r\n\r\n")
+        self.transport.close()
+
+
+def server_config(app: Any, *, head_timeout: float = HEAD_TIMEOUT_S, **options: Any) -> uvicorn.Config:
+    """The uvicorn configuration of both ``serve`` commands and of the tests' servers: h11 with the
+    head timeout above, keep-alive connections closed after ``KEEP_ALIVE_S`` idle seconds."""
+    protocol = GuardedH11Protocol if head_timeout == HEAD_TIMEOUT_S else \
+        type("GuardedH11Protocol", (GuardedH11Protocol,), {"head_timeout": head_timeout})
+    options.setdefault("timeout_keep_alive", KEEP_ALIVE_S)
+    return uvicorn.Config(app, http=protocol, **options)
+
+
+# Bytes before authentication (issue 15, finding 5) ----------------------------------------------
+UNVERIFIED_LIMIT = 64 * MiB
+
+
+class ByteBudget:
+    """Bytes of request bodies held in memory before their sender is authenticated, across every
+    connection of this process: a push before its signature is checked, an enrolment request
+    before its MAC is. ``take`` reserves bytes as they arrive and says False, reserving nothing,
+    when that would pass ``limit``; the caller answers 503 ``busy_unverified`` with Retry-After.
+    Only the event loop touches it (no lock needed)."""
+
+    def __init__(self, limit: int = UNVERIFIED_LIMIT) -> None:
+        self.limit, self.held, self.peak = limit, 0, 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        self.peak = max(self.peak, self.held)
+        return True
+
+    def give(self, n: int) -> None:
+        self.held -= n
+
+
+class OverBudget(Exception):
+    pass
+
+
+def over_budget(what: str) -> Any:
+    """The 503 ``busy_unverified`` answer, with a Retry-After spread at random over 5-30 s."""
+    from starlette.responses import JSONResponse
+    wait = random.randint(5, 30)
+    logger.warning("%s deferred %d s: the county holds its limit of unauthenticated bytes", what, wait)
+    return JSONResponse({"error": "busy_unverified", "message": "too many unauthenticated bytes are held; retry later",
+                         "details": {"retry_after": wait}}, 503, headers={"retry-after": str(wait)})
+
+
+# Pictures: memory of a decode (issue 15, finding 13) ---------------------------------------------
+MAX_DECODE = 64 * MiB
+_ONE_BYTE = {"1", "L", "P"}                 # Pillow keeps these in one byte per pixel …
+_TWO_BYTES = {"I;16", "I;16L", "I;16B", "I;16N"}    # … these in two, every other mode in four
+
+
+def decoded_bytes(size: tuple[int, int], mode: str) -> int:
+    """What Pillow holds to decode a picture of ``size`` in ``mode``: pixels × its bytes per pixel
+    (RGB, RGBA, CMYK, I and F take four). Read from the header, before any pixel is decoded."""
+    per_pixel = 1 if mode in _ONE_BYTE else 2 if mode in _TWO_BYTES else 4
+    return size[0] * size[1] * per_pixel

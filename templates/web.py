@@ -14,10 +14,12 @@ import os
 import secrets
 import threading
 import time
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartException, MultiPartParser, parse_options_header
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -79,18 +81,40 @@ MAX_FILES, MAX_FIELDS = 50, 500     # of one form with files: a sitting's scans,
 MAX_FIELD_BYTES = 1024 * 1024       # one text field of such a form (Starlette's own default, said here)
 
 
+class InMemoryMultiPart(MultiPartParser):
+    """Starlette's multipart parser with every file part kept in memory: its SpooledTemporaryFile
+    gets ``max_size`` 0, which never rolls over to disk. Starlette's own parser spools a part over
+    1 MiB in clear to a temporary file in TMPDIR, outside the vault, where a scan of an identity
+    card would outlive the request on a stolen disk. The route's BodyLimit (node/app.py,
+    central/app.py: at most 96 MiB) bounds what is held."""
+
+    spool_max_size = 0
+
+
 @contextlib.asynccontextmanager
 async def upload_form(request: Request) -> AsyncIterator[Any]:
     """The posted multipart form of every page that takes files (intake, a sitting, a supplement, a
     station notice completed, a decision's result documents), with this session's CSRF token checked;
-    the uploaded files are closed when the block ends. A file part has no size limit here: Starlette
-    spools it to a temporary file, and the route's BodyLimit (node/app.py, central/app.py) bounds the
-    whole body; ``max_part_size`` bounds only a text field. Use this, never a bare ``request.form()``,
-    on a form with files, so that every such form takes what intake takes."""
-    async with request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES) as form:
+    the uploaded files are closed when the block ends. File parts stay in memory, never in a
+    temporary file (``InMemoryMultiPart``); the route's BodyLimit bounds the whole body;
+    ``max_part_size`` bounds only a text field. Use this, never a bare ``request.form()``, on a form
+    with files, so that every such form takes what intake takes."""
+    content_type, _ = parse_options_header(request.headers.get("content-type"))
+    if content_type == b"multipart/form-data":
+        try:
+            async with aclosing(request.stream()) as stream:
+                form = await InMemoryMultiPart(request.headers, stream, max_files=MAX_FILES, max_fields=MAX_FIELDS,
+                                               max_part_size=MAX_FIELD_BYTES).parse()
+        except MultiPartException as exc:
+            raise HTTPException(400, exc.message) from exc
+    else:                                   # no files can come any other way
+        form = await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES)
+    try:
         if not check_csrf(request, form):
             raise HTTPException(400, N_("The page expired; please go back, reload and try again."))
         yield form
+    finally:
+        await form.close()
 
 
 async def checked_form(request: Request) -> Any:

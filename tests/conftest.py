@@ -21,6 +21,7 @@ from node.app import create_app as node_app
 from node.enroll import enroll
 from node.station import Settings as NodeSettings
 from node.store import Store as NodeStore
+from templates.limits import server_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = json.loads((ROOT / "central" / "catalog_demo.json").read_text(encoding="utf-8"))
@@ -28,10 +29,12 @@ PASSWORD = "village-key-2718"     # passes the password rules: 10+ characters, n
 
 
 @contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
+def serve(app: Any, **options: Any) -> Iterator[str]:
+    """``app`` on a loopback port, configured as ``lastmile … serve`` runs it (templates/limits.py
+    ``server_config``: the request-head timeout); ``options`` go to it (``head_timeout=``)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(server_config(app, log_level="warning", lifespan="on", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -161,3 +161,54 @@ def test_a_body_over_the_real_limit_still_gets_the_clear_413(system):
     for path in ("/api/v1/applications/x/supplement", "/api/v1/applications/x/complete"):
         status, body = declared_too_large(url, path, "application/json")
         assert status == 413 and '"too_large"' in body
+
+
+def files_open_in(folder) -> set[str]:
+    """What this process (the app servers run in its threads) holds open under ``folder``: a
+    temporary file made with O_TMPFILE or unlinked at once shows here, never in the folder."""
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            held.add(target)
+    return held
+
+
+def test_an_uploaded_photo_is_never_spooled_in_clear_to_the_temporary_folder(system, http, photo, tmp_path,
+                                                                              monkeypatch):
+    import tempfile
+    import threading
+    spool = tmp_path / "tmpdir"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))          # TMPDIR of the server threads
+    v1 = system.stations["V1"]
+    station = http(v1["url"], v1["token"])
+    sync(station)
+    page, _ = log_in(http, v1["url"], "agent")
+    base = {"csrf": csrf(page), **APPLICANT, **{"f_" + k: v for k, v in fields().items()}, "reason": ""}
+    notice = station.post("/api/v1/applications", json={"item": ITEM["code"], "decision": "correction",
+                                                        "applicant": APPLICANT, "fields": fields(), "materials": []})
+    case_id = notice.json()["id"]
+    token = page.get(f"/applications/{case_id}/complete").text.split('name="submit_token" value="')[1].split('"')[0]
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.update(files_open_in(spool))
+            stop.wait(0.001)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        done = page.post(f"/applications/{case_id}/complete",
+                         data={**base, "submit_token": token, "decision": "accept", "materials": REQUIRED},
+                         files={f"scan_{MATERIAL}": ("手机照片.jpg", photo, "image/jpeg")})
+    finally:
+        stop.set()
+        watcher.join()
+    assert done.status_code == 200 and "受理回执" in done.text, done.text[:500]
+    assert [s["name"] for s in scans_of(station, case_id)] == ["手机照片.jpg"]
+    assert seen == set() and list(spool.iterdir()) == []

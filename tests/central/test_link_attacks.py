@@ -207,7 +207,8 @@ def send_huge(url: str, path: str, *, chunked: bool, total: int = 300 * 1024 * 1
 def test_huge_bodies_get_413_at_once_and_nothing_is_held_in_memory(system, http, path, content_type, chunked):
     before = rss_mib()
     status, sent, seconds = send_huge(system.central_url, path, chunked=chunked, content_type=content_type)
-    assert status == 413 and seconds < 10
+    # a chunked "push" of zeros is refused at its first bytes, as no envelope (400 malformed_envelope)
+    assert status == (400 if chunked and path == "/sync/v1/exchange" else 413) and seconds < 10
     assert sent <= 32 * 1024 * 1024                                    # cut off near the limit, not at 300 MB
     assert rss_mib() - before < 100
     c = http(system.central_url)

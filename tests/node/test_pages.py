@@ -170,7 +170,9 @@ def test_a_big_but_honest_photo_still_goes_through(catalogued):
     from PIL import Image
     item, form = catalogued["item"], catalogued["form"]
     out = io.BytesIO()
-    Image.new("RGB", (6000, 4000), "white").save(out, "PNG")                 # 24 MP, under the limit
+    # 16 MP: an RGB PNG that decodes to exactly 64 MB (Pillow keeps RGB in four bytes a pixel), the most
+    # a picture may take to open; a 24 MP PNG (96 MB) is refused since issue 15, finding 13
+    Image.new("RGB", (4000, 4000), "white").save(out, "PNG")
     r = catalogued["api"].post("/api/v1/applications", json={
         "item": item["code"], "decision": "accept", "applicant": {k: form[k] for k in ("name", "id_number")},
         "fields": {k[2:]: v for k, v in form.items() if k.startswith("f_")}, "materials": form["materials"],
@@ -178,3 +180,42 @@ def test_a_big_but_honest_photo_still_goes_through(catalogued):
                    "data_base64": base64.b64encode(out.getvalue()).decode()}]})
     assert r.status_code == 201, r.text
     assert r.json()["scans"][0]["name"] == "scan.jpg"
+
+
+def colour_png(width: int = 8000, height: int = 5000) -> bytes:
+    """A 40-megapixel RGB PNG (exactly the pixel limit), all black, in ~170 KB: decoded, it takes
+    160 MB (Pillow keeps RGB in four bytes a pixel)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    z = zlib.compressobj(6)
+    row = bytes(3 * width + 1)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_a_picture_that_would_take_over_64_mb_to_decode_is_refused_before_decoding(catalogued, http, system):
+    big = colour_png()
+    assert len(big) < 400_000
+    item, form = catalogued["item"], catalogued["form"]
+    page, home = log_in(http, catalogued["url"], "agent")
+    csrf = home.text.split('name="csrf" value="')[1].split('"')[0]
+    token = page.get(f"/apply/{item['code']}").text.split('name="submit_token" value="')[1].split('"')[0]
+    before, start = peak_rss_mb(), time.monotonic()
+    r = page.post(f"/apply/{item['code']}", data={**form, "csrf": csrf, "submit_token": token, "decision": "accept"},
+                  files={f"scan_{item['materials'][0]['code']}": ("大图.png", big, "image/png")})
+    took, grew = time.monotonic() - start, peak_rss_mb() - before
+    assert r.status_code == 422 and "解码后占用内存过大" in r.text, r.text[-2000:]
+    assert took < 1.5 and grew < 64, (took, grew)
+    # the county's result documents: the same bound, the same kind of message
+    from tests.sync.test_decision_documents import b64
+    app = catalogued["api"].post("/api/v1/applications", json={
+        "item": item["code"], "decision": "accept", "applicant": {k: form[k] for k in ("name", "id_number")},
+        "fields": {k[2:]: v for k, v in form.items() if k.startswith("f_")}, "materials": form["materials"]}).json()
+    assert catalogued["api"].post("/api/v1/sync").status_code == 200
+    county = http(system.central_url, system.clerk_tokens[item["department"]])
+    start = time.monotonic()
+    r = county.post(f"/api/v1/cases/{app['id']}/decision", json={
+        "decision": "approve", "attachments": [{"name": "证照.png", "data_base64": b64(big)}]})
+    assert r.status_code == 422 and r.json()["error"] == "bad_attachment" and time.monotonic() - start < 1.5
+    assert "64 MB" in r.json()["message"], r.json()

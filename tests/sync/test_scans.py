@@ -322,3 +322,23 @@ def test_scans_are_served_only_as_jpeg_or_pdf_judged_from_their_bytes(system, st
                 assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content == jpeg
             elif scan in disguised:
                 assert r.status_code == 415                          # decrypted, sniffed, refused
+
+
+def test_a_captured_scan_request_is_still_refused_after_the_county_restarts(system, station, http):
+    """Nonces are kept in the county's database until they expire: a request seen just before a
+    restart is not taken once more after it (it was, when they lived in memory)."""
+    from central.app import create_app
+    from tests.conftest import serve
+    app = application_with_scans(station, http, system)
+    events_only(station)
+    scan = app["scans"][1]
+    sha, total = scan["sha256"], scan["size"] + 48
+    captured = {"lastmile-station": "V1", "upload-offset": "0", "upload-length": str(total),
+                "content-type": "application/offset+octet-stream", **signed_headers(station.me, sha, 0, total)}
+    sealed = (station.blob_dir / f"{sha}.sealed").read_bytes()
+    settings = CentralSettings(data=system.data / "central")
+    with serve(create_app(settings)) as before:
+        assert httpx.patch(before + blobs.BLOB_PATH + sha, content=sealed[:100], headers=captured).status_code == 204
+    with serve(create_app(settings)) as after:                   # a new county process, the same data
+        replay = httpx.patch(after + blobs.BLOB_PATH + sha, content=sealed[:100], headers=captured)
+        assert replay.status_code == 401 and replay.json()["error"] == "replayed_request"
