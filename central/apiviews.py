@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from central import views
 from central.county import County
-from templates import gettext_for, locale_of
+from templates import gettext_for, locale_of, throttle
 from templates.web import api_error
 
 logger = logging.getLogger("lastmile.central")
@@ -53,3 +53,19 @@ async def api_scan(request: Request) -> Response:
             "This scan is neither a JPEG image nor a PDF, so it is not shown."))
     return Response(data, media_type=mime, headers={"cache-control": "private, no-store",
                                                     "x-content-type-options": "nosniff"})
+
+
+async def api_user_unlock(request: Request) -> Response:
+    """``POST /api/v1/users/{username}/unlock`` (supervisors): forget the wrong passwords counted for
+    an account, so its next login is checked at once (templates/throttle.py). The county's way out
+    when someone's guessing slows a clerk down; ``lastmile central user unlock`` does the same."""
+    user = await views.api_user(request)
+    if user.get("role") != "supervisor":
+        return api_error(403, "forbidden", gettext_for(locale_of(request))(
+            "Only a supervisor can clear the login count of an account."))
+    c, username = views.county(request), request.path_params["username"]
+    if await run_in_threadpool(c.session_user, username) is None:
+        return api_error(404, "not_found", gettext_for(locale_of(request))("No such user."))
+    had = await run_in_threadpool(throttle.release, c.store, username)
+    logger.info("%r cleared the login count of %r", user.get("username"), username)
+    return JSONResponse({"username": username, "cleared": had})

@@ -21,6 +21,7 @@ import sqlite_utils
 from crypto import canonical, passwords
 from crypto.keys import PublicKeys, private_dir, private_file
 from node import ratings
+from templates import throttle
 from node import vault as vaults
 from sync import log, schema
 from sync.blobs import SCAN_ERROR
@@ -90,6 +91,7 @@ class Store:
             self.db["applications"].create_index(["status"], if_not_exists=True)
             self._upgrade_users()
             ratings.create(self.conn)       # node/ratings.py: the citizens' ratings and the county's answers
+            throttle.create(self.conn)      # templates/throttle.py: password checks counted per name and address
             self.conn.execute(vaults.SCHEMA)
             vaults.Vault.triggers(self.conn)
             self.vault.exists = self.conn.execute("SELECT 1 FROM meta WHERE name = 'vault'").fetchone() is not None
