@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from central import permissions, views
 from central.apierrors import refusal
 from central.county import County, CountyError
-from templates import gettext_for, locale_of
+from templates import gettext_for, locale_of, throttle
 from templates.web import api_error
 
 logger = logging.getLogger("lastmile.central")
@@ -85,3 +85,19 @@ async def api_mark_restored(request: Request) -> Response:
     except CountyError as exc:
         return refusal(request, exc)
     return JSONResponse(mark)
+
+
+async def api_user_unlock(request: Request) -> Response:
+    """``POST /api/v1/users/{username}/unlock`` (supervisors): forget the wrong passwords counted for
+    an account, so its next login is checked at once (templates/throttle.py). The county's way out
+    when someone's guessing slows a clerk down; ``lastmile central user unlock`` does the same."""
+    user = await views.api_user(request)
+    if user.get("role") != "supervisor":
+        return api_error(403, "forbidden", gettext_for(locale_of(request))(
+            "Only a supervisor can clear the login count of an account."))
+    c, username = views.county(request), request.path_params["username"]
+    if await run_in_threadpool(c.session_user, username) is None:
+        return api_error(404, "not_found", gettext_for(locale_of(request))("No such user."))
+    had = await run_in_threadpool(throttle.release, c.store, username)
+    logger.info("%r cleared the login count of %r", user.get("username"), username)
+    return JSONResponse({"username": username, "cleared": had})

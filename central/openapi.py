@@ -82,6 +82,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                      text=STRING)),
                  attachments=array(obj(["name", "data_base64"], name=STRING, data_base64=STRING)))),
     ("GET", "/api/v1/cases/{id}/scans/{sha}"): SCAN,
+    ("POST", "/api/v1/users/{username}/unlock"): operation(
+        "Forget the wrong passwords counted for an account, so its next login is checked at once (supervisor)",
+        errors=(401, 403, 404), path={"username": STRING},
+        response=obj(["username", "cleared"], username=STRING, cleared=BOOLEAN)),
     ("GET", "/api/v1/stations"): operation(
         "What the stations page shows: each station's state and sync counts, sync problems, restores, the "
         "county's keys", errors=(),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from central import ratings
+from templates import throttle
 from crypto.keys import private_dir, private_file
 from sync import inbox, schema
 
@@ -112,6 +113,7 @@ class Store:
                 if column not in have:
                     db.execute(f"ALTER TABLE stations ADD COLUMN {column} {kind}")
             ratings.create(db)          # central/ratings.py: ratings and their follow-ups
+            throttle.create(db)         # templates/throttle.py: password checks counted per name and address
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say
                 side.chmod(0o600)

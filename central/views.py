@@ -26,7 +26,7 @@ from crypto.keys import PublicKeys, verify
 from sync import blobs
 from sync.rules import Status
 from sync.errors import RevokedStation, SyncError, UnknownStation
-from templates import N_, gettext_for, locale_of, reason_text, render
+from templates import N_, gettext_for, locale_of, reason_text, render, throttle
 from templates.limits import ByteBudget, OverBudget, over_budget
 from templates.web import api_error, bearer_user, checked_form, json_object, session_user, upload_form
 from central.apierrors import refusal
@@ -251,6 +251,14 @@ async def _stream_scan(request: Request, c: County, station: str, sha: str, offs
 
 
 ENROL_BODY_LIMIT = 16 * 1024
+# Wrong enrolment MACs slow down their sender's address: 5 pass, then 1 s, 2 s … at most a minute.
+# The code is never voided by them (central/stations.py enroll), and another address is not slowed.
+ENROL_THROTTLE = throttle.Throttle({"enrol": throttle.Rule(5, 1, 60)})
+
+
+def _enrol_succeeded(c: County, peer: str) -> None:
+    with c.store.transaction() as db:
+        ENROL_THROTTLE.undo(db, "enrol", peer)
 
 
 async def enroll_county(request: Request) -> Response:
@@ -276,7 +284,17 @@ async def enroll(request: Request) -> Response:
         if not isinstance(station, str) or not isinstance(mac, str) or not blobs.SHA.fullmatch(mac):
             raise TypeError("'station' must be a string and 'mac' 64 lowercase hex digits")
         keys = PublicKeys.from_dict(body["keys"])
-        answer = await run_in_threadpool(county(request).enroll, station, keys, mac)
+        c = county(request)
+        wait = await run_in_threadpool(ENROL_THROTTLE.admit_keys, c.store, {"enrol": peer})
+        if wait:
+            retry = max(1, int(wait[1] + 0.999))
+            logger.warning("enrolment of %r from %s slowed down: wait %d s", station, peer, retry)
+            slow = api_error(429, "slow_down", f"too many wrong enrolment proofs from this address; wait {retry} "
+                             "seconds, then try again", {"retry_after": retry})
+            slow.headers["retry-after"] = str(retry)
+            return slow
+        answer = await run_in_threadpool(c.enroll, station, keys, mac)
+        await run_in_threadpool(_enrol_succeeded, c, peer)
     except EnvelopeTooLarge as exc:
         return api_error(413, "too_large", str(exc))
     except ClientDisconnect:

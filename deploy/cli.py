@@ -65,7 +65,7 @@ def _central(args: argparse.Namespace) -> int:
                       "now on; the new one enrols with new keys (the old keys stay on record, so its old records "
                       "still verify) and rebuilds everything from the county's copy by itself")
             print(f"station {args.code} registered. One-time enrolment code (valid 72 h, one use, "
-                  f"5 wrong tries void it): {code}")
+                  f"wrong tries only slow it down): {code}")
             print(f"county key fingerprint (the installer types it at the station as --fingerprint): {fingerprint}")
             print("the same fingerprint as a QR code, to scan at the station:")
             import segno
@@ -75,6 +75,11 @@ def _central(args: argparse.Namespace) -> int:
         elif args.cmd == "station" and args.action == "revoke":
             county.revoke(args.code)
             print(f"station {args.code} revoked; its syncs are now refused")
+        elif args.cmd == "user" and args.action == "unlock":
+            from templates import throttle
+            had = throttle.release(county.store, args.username)
+            print(f"wrong passwords counted for {args.username} forgotten; its next login is checked at once"
+                  if had else f"no wrong passwords were counted for {args.username}; nothing to do")
         elif args.cmd == "user" and args.action == "passwd":
             county.set_password(args.username, read_password(args))
             print(f"password of {args.username} changed; every session of it has ended")
@@ -230,7 +235,12 @@ def _node(args: argparse.Namespace) -> int:
     try:
         if args.cmd == "user":
             try:
-                if args.action == "passwd":
+                if args.action == "unlock":
+                    from templates import throttle
+                    had = throttle.release(station.store, args.username)
+                    print(f"wrong passwords counted for {args.username} forgotten; its next login is checked at "
+                          "once" if had else f"no wrong passwords were counted for {args.username}; nothing to do")
+                elif args.action == "passwd":
                     station.store.set_password(args.username, read_password(args))
                     print(f"password of {args.username} changed; every session of it has ended")
                 else:
@@ -379,8 +389,10 @@ def read_password(args: argparse.Namespace) -> str:
 
 def _user_parser(sub: Any, help_text: str, central: bool) -> None:
     u = sub.add_parser("user", help=help_text)
-    u.add_argument("action", choices=["add", "passwd"], help="add (or replace) an account, or change its password; "
-                                                               "either ends every session of the account")
+    u.add_argument("action", choices=["add", "passwd", "unlock"],
+                   help="add (or replace) an account, or change its password (either ends every session of the "
+                        "account); unlock: forget the wrong passwords counted for it, so its next login is "
+                        "checked at once")
     u.add_argument("--data", required=True)
     u.add_argument("--username", required=True)
     u.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")

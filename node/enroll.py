@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ class EnrolmentFailed(Exception):
 
 
 ENROL_PATH = "/enroll/v2"
+
+
+MAX_SLOW_DOWN_S = 120.0      # how long enrolment waits out the county's 429 before giving up
 
 
 def _refusal(resp: httpx.Response) -> str:
@@ -82,6 +86,15 @@ def enroll(settings: Settings, *, central_url: str, station: str, code: str,
                 mac = enrolment.request_mac(key, station=station, station_keys=me.public.to_dict(),
                                             county_name=county_name, county_keys=county.to_dict())
                 resp = http.post(base + ENROL_PATH, json={"station": station, "keys": me.public.to_dict(), "mac": mac})
+                waited = 0.0
+                while resp.status_code == 429 and waited < MAX_SLOW_DOWN_S:
+                    # Someone sent wrong proofs from this address: the county slows it down for a
+                    # while (never voiding the code); wait as it says and send the same request again.
+                    pause = min(float(resp.headers.get("retry-after") or 1), MAX_SLOW_DOWN_S - waited)
+                    time.sleep(max(0.1, pause))
+                    waited += max(0.1, pause)
+                    resp = http.post(base + ENROL_PATH, json={"station": station, "keys": me.public.to_dict(),
+                                                              "mac": mac})
         except httpx.TransportError as exc:
             raise EnrolmentFailed(f"cannot reach the county centre at {central_url}: {exc}") from exc
         if resp.status_code != 200:

@@ -58,8 +58,10 @@ class Healing:
     def _mark_restored(self, db: sqlite3.Connection) -> None:
         """The county holds events of ours we do not (a restore, a replacement PC) or others at our
         numbers (a cloned PC): receipt numbers the lost or other copy issued may be unknown here, so
-        the next one starts a new block (``_receipt_no``)."""
-        if not self.store.meta("restored_at"):
+        the next one starts a new block (``_receipt_no``). Not again while the heal of a restore
+        whose block was already taken goes on (``restore_jumped``, cleared once healed): that block
+        was started after the restore was known, so nothing unknown can be in it."""
+        if not self.store.meta("restored_at") and not self.store.meta("restore_jumped"):
             self.store.set_meta(db, "restored_at", log.utcnow())
 
     def _displace_own(self, db: sqlite3.Connection, ev: Event) -> None:

@@ -108,11 +108,15 @@ class Intake:
         if self.store.meta("restored_at"):
             # Restored from a backup: the lost copy may have issued numbers nobody here knows of.
             # Jump to the next block and put the skipped numbers on record, signed, for the county.
-            block = (number - 1) // rules.RESTORE_BLOCK * rules.RESTORE_BLOCK + rules.RESTORE_BLOCK + 1
+            # A copy that was itself made while marked (``restore_marks`` 2 or more) jumps one block
+            # further per mark: the copy it was made from took the next block itself.
+            marks = int(self.store.meta("restore_marks") or 1)
+            block = (number - 1) // rules.RESTORE_BLOCK * rules.RESTORE_BLOCK + marks * rules.RESTORE_BLOCK + 1
             self.record(db, facts.Fact(facts.RECEIPTS_VOIDED, facts.SPECS[facts.RECEIPTS_VOIDED].to_body(
                 day=day, first=number, last=block - 1, at=now.isoformat(timespec="seconds"),
                 reason=f"restored from a backup at {self.store.meta('restored_at')}")))
-            db.execute("DELETE FROM meta WHERE name = 'restored_at'")
+            db.execute("DELETE FROM meta WHERE name IN ('restored_at', 'restore_marks')")
+            self.store.set_meta(db, "restore_jumped", now.isoformat(timespec="seconds"))
             number = block
         db.execute("INSERT INTO receipt_numbers (day, last) VALUES (?, ?)"
                    " ON CONFLICT (day) DO UPDATE SET last = excluded.last", (day, number))

@@ -53,7 +53,7 @@ SCHEMAS: dict[str, Any] = {
                   owner=nullable(OBJECT), answer=nullable(OBJECT), qr_text=NULLABLE_STRING,
                   verify_code=NULLABLE_STRING),
     "Account": obj(["username", "name", "role", "active"], username=STRING, name=STRING,
-                   role={"type": "string", "enum": ["admin", "agent"]}, active=BOOLEAN),
+                   role={"type": "string", "enum": ["admin", "agent"]}, active=BOOLEAN, login_wait_s=INTEGER),
     "Sitting": obj(["bundle_id", "applications", "receipt_url"], bundle_id=STRING, bundle=NULLABLE_STRING,
                    applications=array(ref("Application")), receipt_url=STRING),
     "Verification": obj(["valid", "reason"], valid=BOOLEAN, reason=STRING, undetermined=BOOLEAN, pending=BOOLEAN,
@@ -126,10 +126,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                  role={"type": "string", "enum": ["admin", "agent"]}, password=STRING),
         response={"allOf": [ref("Account"), obj(["token"], token=STRING)]}),
     ("POST", "/api/v1/staff/{username}/{action}"): operation(
-        "Disable or enable an account, or set its password (admin)", errors=(403, 404, 409, 422),
-        path={"username": USERNAME, "action": {"type": "string", "enum": ["disable", "enable", "password"]}},
+        "Disable or enable an account, set its password, or clear its count of wrong passwords (admin)",
+        errors=(403, 404, 409, 422),
+        path={"username": USERNAME, "action": {"type": "string", "enum": ["disable", "enable", "password", "unlock"]}},
         body=obj(password=STRING), response=ref("Account"),
-        description="`password` needs `{\"password\"}`; `disable` and `enable` read no body."),
+        description="`password` needs `{\"password\"}`; `disable`, `enable` and `unlock` read no body. `unlock` "
+                    "forgets the wrong passwords counted for the account, so its next login is checked at once."),
     ("POST", "/api/v1/verify"): VERIFY,
 }
 

@@ -435,6 +435,9 @@ class Station(Intake, Healing):
                     log.set_status(db, "last_error", f"scans: {exc}"[:500])
                     log.set_status(db, "last_error_code", getattr(exc, "code", "error"))
                 raise
+            if self.store.meta("restore_jumped") and not self.store.recovery_state(log.up(self.code))["healing"]:
+                with self.store.transaction() as db:    # healed: a restore found later is a new one
+                    db.execute("DELETE FROM meta WHERE name = 'restore_jumped'")
             # INFO only when something moved: the loop syncs every few seconds, and an idle sync
             # logged at INFO buries everything else (a failure is logged by the loop, as a warning)
             moved = result.sent or result.acked or result.received or result.scans or fetched

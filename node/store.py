@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ import sqlite_utils
 from crypto import canonical, passwords
 from crypto.keys import PublicKeys, private_dir, private_file
 from node import ratings
+from templates import throttle
 from node import vault as vaults
 from sync import log, schema
 from sync.blobs import SCAN_ERROR
@@ -59,8 +61,36 @@ TABLES = {
 }
 
 
+logger = logging.getLogger("lastmile.node")
 TOKEN_ENV = "LASTMILE_NODE_TOKEN"
 BUSY_MS = 5000          # how long a statement waits for another connection's lock (Litestream's, say)
+
+
+def file_identity(path: Path) -> str:
+    """``device:inode:birth time`` of a file. A copy is a new file: a new birth time to the
+    nanosecond even where the file system hands the copy the inode number the deleted original
+    had (ext4 does, at once). Without statx (not Linux, or a file system that keeps no birth time)
+    only ``device:inode``."""
+    st = os.stat(path)
+    return f"{st.st_dev}:{st.st_ino}" + (f":{born}" if (born := _birth_ns(path)) else "")
+
+
+def _birth_ns(path: Path) -> int | None:
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        statx = libc.statx
+    except (OSError, AttributeError):
+        return None
+    buf = ctypes.create_string_buffer(256)      # struct statx
+    at_fdcwd, statx_btime = -100, 0x800
+    if statx(ctypes.c_int(at_fdcwd), os.fsencode(path), ctypes.c_int(0), ctypes.c_uint(statx_btime), buf) != 0:
+        return None
+    mask = int.from_bytes(buf.raw[0:4], "little")
+    if not mask & statx_btime:
+        return None
+    sec, nsec = int.from_bytes(buf.raw[80:88], "little", signed=True), int.from_bytes(buf.raw[88:92], "little")
+    return sec * 1_000_000_000 + nsec
 
 
 class AccountDisabled(PermissionError):
@@ -90,14 +120,38 @@ class Store:
             self.db["applications"].create_index(["status"], if_not_exists=True)
             self._upgrade_users()
             ratings.create(self.conn)       # node/ratings.py: the citizens' ratings and the county's answers
+            throttle.create(self.conn)      # templates/throttle.py: password checks counted per name and address
             self.conn.execute(vaults.SCHEMA)
             vaults.Vault.triggers(self.conn)
             self.vault.exists = self.conn.execute("SELECT 1 FROM meta WHERE name = 'vault'").fetchone() is not None
             if self.vault.exists:
                 self.vault.load_public(self.conn)       # writes while locked are sealed to it
+            self._check_file_identity()
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say
                 side.chmod(0o600)
+
+    def _check_file_identity(self) -> None:
+        """A database file that is not the one this database was last opened as (another inode or
+        device: a copy put back, a Litestream restore, another disk) may be a stale copy whose lost
+        original issued receipt numbers nobody here knows of. Mark it restored before anything can
+        issue a number, so the next one starts a new block (node/intake.py _receipt_no; issue 15,
+        finding 6). The identity is of the file (``file_identity``), which no copy carries; a copy
+        made by an older version has none to compare and is only marked at its first sync
+        (node/healing.py)."""
+        here = file_identity(self.path)
+        row = self.conn.execute("SELECT value FROM meta WHERE name = 'db_file'").fetchone()
+        if row is not None and row[0] != here:
+            logger.warning("%s is a copy (file %s, was %s): marked restored, its next receipt number starts a "
+                           "new block", self.path, here, row[0])
+            marks = self.conn.execute("SELECT value FROM meta WHERE name = 'restore_marks'").fetchone()
+            if self.conn.execute("SELECT 1 FROM meta WHERE name = 'restored_at'").fetchone() is None:
+                self.set_meta(self.conn, "restored_at", log.utcnow())
+            else:               # copied while already marked: its original takes the next block itself
+                self.set_meta(self.conn, "restore_marks", str(int(marks[0] if marks else 1) + 1))
+            self.conn.execute("DELETE FROM meta WHERE name = 'restore_jumped'")   # a new restore
+        if row is None or row[0] != here:
+            self.set_meta(self.conn, "db_file", here)
 
     def close(self) -> None:
         """Close the connection once no other thread is inside a statement on it.

@@ -20,7 +20,6 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 15, 8, 1
 REQUEST_CONTEXT = b"lastmile-enrol-request/2|"
 ANSWER_CONTEXT = b"lastmile-enrol-answer/2|"
 SALT_CONTEXT = b"lastmile-enrol/2|"
-MAX_ATTEMPTS = 5                 # wrong MACs before the code is void
 _CODE = re.compile(r"[0-9A-F]{16}")
 
 

@@ -12,10 +12,13 @@ API, sync and enrolment paths get the JSON error shape; pages a plain translated
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import random
 import re
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
@@ -386,3 +389,41 @@ def decoded_bytes(size: tuple[int, int], mode: str) -> int:
     (RGB, RGBA, CMYK, I and F take four). Read from the header, before any pixel is decoded."""
     per_pixel = 1 if mode in _ONE_BYTE else 2 if mode in _TWO_BYTES else 4
     return size[0] * size[1] * per_pixel
+
+
+class PerAddress:
+    """A public route's limit per client address, in memory (the verify page and API,
+    templates/verify_web.py): ``per_window`` requests within ``window`` seconds are served, then the
+    address is refused for ``window`` seconds. Logins are slowed differently, in the database
+    (templates/throttle.py): a restart must not forget a password guesser, while a rate of
+    look-ups needs no write per request."""
+
+    def __init__(self, per_window: int, window: float, what: str, clock: Callable[[], float] = time.time) -> None:
+        self.per_window, self.window, self.what, self.clock = per_window, window, what, clock
+        self._seen: dict[str, collections.deque[float]] = {}
+        self._refused: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, address: str) -> float | None:
+        """Count one request from ``address``: None if it may be served, else when the refusal ends."""
+        now = self.clock()
+        with self._lock:
+            if len(self._seen) > 50_000:            # many addresses: forget the stale ones
+                for key in [k for k, d in self._seen.items() if not d or d[-1] < now - self.window]:
+                    del self._seen[key]
+                for key in [k for k, until in self._refused.items() if until <= now]:
+                    del self._refused[key]
+            until = self._refused.get(address, 0.0)
+            if until > now:
+                return until
+            times = self._seen.setdefault(address, collections.deque())
+            times.append(now)
+            while times and times[0] < now - self.window:
+                times.popleft()
+            if len(times) > self.per_window:
+                self._refused[address] = now + self.window
+                times.clear()
+                logger.warning("%s: %r refused for %d s after %d requests", self.what, address, self.window,
+                               self.per_window)
+                return now + self.window
+        return None

@@ -17,7 +17,8 @@ from starlette.routing import Route
 from crypto.keys import b64
 from sync import verify
 from templates import N_, gettext_for, locale_of, render
-from templates.web import LoginThrottle, api_error, client_address, json_object
+from templates.limits import PerAddress
+from templates.web import api_error, client_address, json_object
 
 logger = logging.getLogger("lastmile.verify")
 
@@ -29,23 +30,21 @@ PER_MINUTE = 60
 TOO_MANY = N_("Too many verification requests from this address. Wait a minute and try again.")
 
 
-def throttle_of(request: Request) -> LoginThrottle:
-    """The app's limit on checks per client address (``app.state.verify_throttle``): the login's
-    limiter (templates/web.py), counting every check."""
+def throttle_of(request: Request) -> PerAddress:
+    """The app's limit on checks per client address (``app.state.verify_throttle``)."""
     state = request.app.state
-    if not isinstance(getattr(state, "verify_throttle", None), LoginThrottle):
-        state.verify_throttle = LoginThrottle(per_address=PER_MINUTE, window=60, lock_for=60, what="document verification")
+    if not isinstance(getattr(state, "verify_throttle", None), PerAddress):
+        state.verify_throttle = PerAddress(PER_MINUTE, 60, "document verification")
     return state.verify_throttle  # type: ignore[no-any-return]
 
 
 def limited(request: Request) -> int | None:
     """Count a check from the request's client address: None if it may run, else the seconds to
     wait (the Retry-After of the 429)."""
-    lock = throttle_of(request).allow(client_address(request))
-    if lock is None:
+    until = throttle_of(request).allow(client_address(request))
+    if until is None:
         return None
-    logger.warning("verify: too many checks from %s, refused", client_address(request))
-    return max(1, int(lock[1] - time.time()) + 1)
+    return max(1, int(until - time.time()) + 1)
 
 
 def verify_routes(check: Check, office: Callable[[Request], str], signer: Signer | None = None) -> list[Route]:

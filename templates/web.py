@@ -6,15 +6,10 @@ beside the templates it renders.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import datetime as dt
 import logging
 import os
 import secrets
-import threading
-import time
-from contextlib import aclosing
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
@@ -26,7 +21,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from templates import LOCALES, N_, check_csrf, gettext_for, local_time, locale_of, render
+from templates import LOCALES, N_, check_csrf, gettext_for, locale_of, render
+from templates.throttle import LoginThrottle, Transactional
 
 logger = logging.getLogger("lastmile.web")
 
@@ -125,71 +121,6 @@ async def checked_form(request: Request) -> Any:
     return form
 
 
-class LoginThrottle:
-    """Failed password logins, counted per account and per client address, in memory.
-
-    ``per_account`` failures within ``window`` seconds lock that account's password login for
-    ``lock_for`` seconds (its API token keeps working); ``per_address`` failures from one address,
-    whatever the accounts, lock logins from that address the same way. A restart forgets.
-
-    The same counter limits a public route per client address (``allow``, the verify page and API,
-    templates/verify_web.py): every request counts there, not only failures; ``what`` names it in
-    the log."""
-
-    def __init__(self, per_account: int = 5, per_address: int = 20, window: float = 900, lock_for: float = 900,
-                 clock: Callable[[], float] = time.time, what: str = "password login") -> None:
-        self.limits = {"account": per_account, "address": per_address}
-        self.window, self.lock_for, self.clock, self.what = window, lock_for, clock, what
-        self._failures: dict[tuple[str, str], collections.deque[float]] = {}
-        self._locked: dict[tuple[str, str], float] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _keys(username: str | None, address: str) -> list[tuple[str, str]]:
-        """The counters a request touches: its account's (none for ``allow``) and its address's."""
-        return ([] if username is None else [("account", username.strip().lower())]) + [("address", address)]
-
-    def allow(self, address: str) -> tuple[str, float] | None:
-        """Count one request from ``address`` to a route limited per address: None if it may be
-        served, else (``address``, the time the lock ends). ``per_address`` requests within
-        ``window`` are served; the next ones are refused for ``lock_for`` seconds."""
-        lock = self.locked_until(None, address)
-        if lock is None:
-            self.failed(None, address)
-        return lock
-
-    def locked_until(self, username: str | None, address: str) -> tuple[str, float] | None:
-        """(``account`` or ``address``, the time the lock ends) if a lock holds, else None."""
-        now = self.clock()
-        with self._lock:
-            held = [(kind, until) for kind, until in ((k[0], self._locked.get(k, 0.0))
-                                                      for k in self._keys(username, address)) if until > now]
-        return max(held, key=lambda h: h[1]) if held else None
-
-    def failed(self, username: str | None, address: str) -> None:
-        now = self.clock()
-        with self._lock:
-            if len(self._failures) > 50_000:        # someone tries many names: forget the stale ones
-                for key in [k for k, d in self._failures.items() if not d or d[-1] < now - self.window]:
-                    del self._failures[key]
-                for key in [k for k, until in self._locked.items() if until <= now]:
-                    del self._locked[key]
-            for key in self._keys(username, address):
-                times = self._failures.setdefault(key, collections.deque())
-                times.append(now)
-                while times and times[0] < now - self.window:
-                    times.popleft()
-                if len(times) >= self.limits[key[0]]:
-                    self._locked[key] = now + self.lock_for
-                    times.clear()
-                    logger.warning("%s locked for %s %r for %d s after %d attempts", self.what,
-                                   key[0], key[1], self.lock_for, self.limits[key[0]])
-
-    def succeeded(self, username: str) -> None:
-        with self._lock:
-            self._failures.pop(self._keys(username, "")[0], None)
-
-
 def client_address(request: Request) -> str:
     """The client's address; behind a proxy trusted through uvicorn's ``--forwarded-allow-ips``
     (FORWARDED_ALLOW_IPS), the address the proxy reports."""
@@ -202,15 +133,22 @@ SESSION_ENDED = N_("You have been logged out: this account was disabled or its p
 
 def session_routes(template: str, authenticate: Authenticate,
                    context: Callable[[Request], dict[str, Any]] = lambda request: {},
-                   accounts: AccountsOf | None = None) -> list[Route]:
-    """/login (GET, POST), /logout and /lang/{locale}. Failed logins are counted per app, in
-    ``app.state.login_throttle`` (a LoginThrottle with the default limits unless set before)."""
+                   accounts: AccountsOf | None = None,
+                   throttle_store: Callable[[Request], Transactional] | None = None) -> list[Route]:
+    """/login (GET, POST), /logout and /lang/{locale}. Every password check is counted first, in
+    ``throttle_store``'s database (templates/throttle.py), by ``app.state.login_throttle`` (a
+    LoginThrottle with the default rules unless set before)."""
 
     def throttle_of(request: Request) -> LoginThrottle:
         state = request.app.state
         if not isinstance(getattr(state, "login_throttle", None), LoginThrottle):
             state.login_throttle = LoginThrottle()
         return state.login_throttle  # type: ignore[no-any-return]
+
+    def store_of(request: Request) -> Transactional:
+        if throttle_store is not None:
+            return throttle_store(request)
+        return accounts(request) if accounts is not None else None  # type: ignore[return-value]
 
     async def login_page(request: Request) -> Response:
         error = None
@@ -223,25 +161,27 @@ def session_routes(template: str, authenticate: Authenticate,
         username, password = str(form.get("username", ""))[:200], str(form.get("password", ""))[:1000]
         address = client_address(request)
         _ = gettext_for(locale_of(request))
-        limiter = throttle_of(request)
-        lock = limiter.locked_until(username, address)
-        if lock:
-            kind, until = lock
-            logger.warning("login for %r from %s refused: %s locked", username, address, kind)
-            when = local_time(dt.datetime.fromtimestamp(until, dt.timezone.utc).isoformat())
-            message = (_(N_("Too many failed logins for this account. Password login is locked until %(time)s "
-                            "(China time); try again then."), time=when) if kind == "account" else
-                       _(N_("Too many failed logins from this computer. Logins from it are locked until %(time)s "
-                            "(China time); try again then."), time=when))
+        limiter, store = throttle_of(request), store_of(request)
+        # Counted before the hash is checked, in one transaction: concurrent guesses cannot all slip
+        # through between a look at the count and its update (issue 15, finding 8).
+        wait = await run_in_threadpool(limiter.admit, store, username, address)
+        if wait:
+            kind, seconds = wait
+            retry = max(1, int(seconds + 0.999))
+            logger.info("login for %r from %s slowed down: %s must wait %d s", username, address, kind, retry)
+            message = (_(N_("Too many wrong passwords for this user name. Wait %(seconds)s seconds, then try again. "
+                            "If you have forgotten your password, ask your administrator."), seconds=retry)
+                       if kind == "name" else
+                       _(N_("Too many wrong passwords from this computer. Wait %(seconds)s seconds, then try "
+                            "again."), seconds=retry))
             page = render(request, template, 429, error=message, **context(request))
-            page.headers["retry-after"] = str(max(1, int(until - time.time())))
+            page.headers["retry-after"] = str(retry)
             return page
         user = await run_in_threadpool(authenticate, request, username, password)
         if not user:
-            limiter.failed(username, address)
             logger.info("failed login for %r from %s", username, address)
             return render(request, template, 401, error=_(N_("Wrong user name or password.")), **context(request))
-        limiter.succeeded(username)
+        await run_in_threadpool(limiter.succeeded, store, username, address)
         logger.info("login of %r from %s", username, address)
         lang = request.session.get("lang")
         request.session.clear()                     # a fresh session: new CSRF token, nothing carried over

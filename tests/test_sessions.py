@@ -1,4 +1,4 @@
-"""Logins, sessions and passwords, at both apps: guessing is throttled, logout and a password change
+"""Logins, sessions and passwords, at both apps: guessing is slowed down, logout and a password change
 end every session, cookies are Secure over HTTPS, and passwords follow the rules."""
 
 from __future__ import annotations
@@ -40,24 +40,24 @@ def cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subpr
                           cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120)
 
 
-def test_five_wrong_passwords_lock_the_account_but_not_its_api_token(system, http):
+def test_five_wrong_passwords_slow_the_account_down_but_not_its_api_token(system, http):
     url = system.central_url
     for _ in range(5):
         assert try_login(http, url, "minzheng", "wrong-password-1").status_code == 401
-    r = try_login(http, url, "minzheng", PASSWORD)       # the right one, now too late
-    assert r.status_code == 429 and "锁定至" in r.text and "北京时间" in r.text
-    assert 800 < int(r.headers["retry-after"]) <= 900
+    r = try_login(http, url, "minzheng", PASSWORD)       # the right one, too early
+    assert r.status_code == 429 and "请等" in r.text and "秒后再试" in r.text
+    assert 1 <= int(r.headers["retry-after"]) <= 5
     r = http(url, system.clerk_tokens["minzheng"]).get("/api/v1/cases")
     assert r.status_code == 200                           # the API token keeps working
-    assert try_login(http, url, "renshe", PASSWORD).status_code == 303   # other accounts are not locked
+    assert try_login(http, url, "renshe", PASSWORD).status_code == 303   # other accounts are not slowed
 
 
-def test_twenty_failures_from_one_address_lock_that_address_only(system, http):
+def test_twenty_failures_from_one_address_slow_that_address_only(system, http):
     url = system.stations["V1"]["url"]
     for n in range(20):
         assert try_login(http, url, f"nobody{n}", "wrong-password-1").status_code == 401
     r = try_login(http, url, "agent", PASSWORD)
-    assert r.status_code == 429 and "本机登录失败次数过多" in r.text
+    assert r.status_code == 429 and "这台电脑输错密码的次数太多" in r.text and int(r.headers["retry-after"]) <= 5
     # Another computer (the address as uvicorn reports it, here through a trusted loopback proxy).
     assert try_login(http, url, "agent", PASSWORD, **{"x-forwarded-for": "10.1.2.3"}).status_code == 303
 

@@ -264,7 +264,7 @@ def test_a_station_restored_or_replaced_after_a_county_rotation_gets_every_old_d
         county.store.close()
         added = cli("central", "station", "add", "--code", "S1", "--replace", "--data", data)
         assert added.returncode == 0, added.stderr
-        otp = added.stdout.split("code (valid 72 h, one use, 5 wrong tries void it): ")[1].split()[0]
+        otp = added.stdout.split("code (valid 72 h, one use, wrong tries only slow it down): ")[1].split()[0]
         county = County(county.settings)
         new_data = root / "S1-new"
         enroll(NodeSettings(data=new_data), central_url=url, station="S1", code=otp,

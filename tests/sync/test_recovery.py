@@ -221,9 +221,11 @@ def test_a_twin_that_wrote_other_events_at_the_same_numbers_heals_instead_of_for
         for _ in range(4):
             round_trip(county, st)
         assert st.sync_state()["stall_reason"] is None
-        # Both copies numbered their first receipt 00001: two live copies of one station cannot
-        # share a counter. Both applications reach the county (by case id); the healed copy knows it
-        # was cloned or restored, and its next number starts a new block.
+        # The copy knew it was one when it opened (a new database file: issue 15, finding 6), so its
+        # first number started a new block; the original numbered 00001. Both applications reach the
+        # county (by case id); the healed original learns it was cloned, and its next number starts
+        # the block after the copy's.
+        assert theirs[0]["receipt_no"].endswith("-01001") and ours[0]["receipt_no"].endswith("-00001")
         held = county.store._all("SELECT id FROM cases")
         assert sorted(r[0] for r in held) == sorted(a["id"] for a in theirs + ours)
         # Each document's QR text went up beside its event, ours with the event re-sequenced (a new
@@ -231,9 +233,10 @@ def test_a_twin_that_wrote_other_events_at_the_same_numbers_heals_instead_of_for
         kept = dict(county.store._all("SELECT case_id, qr_text FROM document_qr"))
         assert kept == {a["id"]: doc_verify.qr_text(s, s.store.application(a["id"]))
                         for s, apps in ((twin, theirs), (st, ours)) for a in apps}
-        assert take(st, 1)[0]["receipt_no"].endswith("-01001")
+        assert take(st, 1)[0]["receipt_no"].endswith("-02001")
         assert st.sync_state()["reported"] == [] and st.sync_state()["forks"] == 0
-        assert [(r["old_seq"], r["new_seq"]) for r in st.sync_state()["resequenced"]] == [(1, 2)]
+        # after the copy's two events: its signed record of the numbers it skipped, then its application
+        assert [(r["old_seq"], r["new_seq"]) for r in st.sync_state()["resequenced"]] == [(1, 3)]
         with county.store.transaction() as db:
             assert recovery.open_reports(db, "up/S1") == ([], [])
     finally:
@@ -506,7 +509,7 @@ def test_a_replacement_pc_enrols_with_new_keys_and_rebuilds_everything_from_the_
         added = cli("central", "station", "add", "--code", "S1", "--replace", "--data", data)
         assert added.returncode == 0, added.stderr
         assert "REPLACING" in added.stdout
-        otp = added.stdout.split("code (valid 72 h, one use, 5 wrong tries void it): ")[1].split()[0]
+        otp = added.stdout.split("code (valid 72 h, one use, wrong tries only slow it down): ")[1].split()[0]
         county = County(county.settings)
         assert county.store.station("S1")["level"] == "village"
         with pytest.raises(Exception):
