@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import secrets
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 

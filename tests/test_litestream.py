@@ -161,6 +161,9 @@ def test_a_replicated_station_restores_unlocks_and_heals_and_the_county_restores
         conn.close()
         assert count(new / "node.db", "applications") == 5          # the sixth was written after the replica's last
 
+        # The installer marks the restore at the county (INSTALL §6): only then does it give records back.
+        done = cli("central", "station", "restore", "V1", "--data", str(central.data))
+        assert done.returncode == 0, done.stderr
         restored = NodeSettings(data=new, sync_interval=3600)
         with serve(node_app(restored, background_sync=False)) as url:
             node = http(url, token)                                 # the agent's token unlocks the restored vault

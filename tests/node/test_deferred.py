@@ -30,7 +30,7 @@ from node.app import create_app as node_app
 from tests.conftest import CATALOG, PASSWORD, add_station, log_in, make_county, serve
 from tests.sync.test_protocol_machine import form_for
 
-CLERK = {"name": "科员", "role": "supervisor", "department": None}
+CLERK = {"username": "keyuan", "name": "科员", "role": "supervisor", "department": None}
 #: every kind the county sends a station (node/projections.py DOWN), each made below
 DOWN_KINDS = {facts.CASE_DECIDED, facts.CATALOG_PUBLISHED, facts.CALENDAR_PUBLISHED, "retention.set",
               reports.TAKEN, reports.ANSWERED, facts.RATING_ANSWERED, facts.STATIONS_DIRECTORY,

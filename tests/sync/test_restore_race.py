@@ -84,6 +84,7 @@ def test_a_restored_copy_racing_its_first_sync_never_reuses_a_receipt_number(tmp
             shutil.rmtree(data)
             shutil.copytree(backup, data)                   # put back by hand
             shutil.rmtree(backup)
+            county.mark_restored("S1", "installer")         # and marks the restore at the county (issue 15)
             st = Station(NodeSettings(data=data))           # the restart
             st.days = round_no // PER_DAY
             st.county = replace(st.county, url=url)
