@@ -33,8 +33,11 @@ system-deps:
 	  else echo "please install:$$missing (sudo apt-get install$$missing)"; fi; \
 	fi
 
+# The files run on every core (pytest-xdist), one file's tests on one worker (their servers and
+# browser are module fixtures); `make test PYTEST_ARGS=-n0` runs them one after another.
+PYTEST_ARGS ?= -n auto --dist loadfile
 test: $(VENV)/.installed system-deps
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench/sync_link.py

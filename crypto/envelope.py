@@ -87,6 +87,23 @@ def seal_parts(header_bytes: bytes, compressed: bytes, *, sender: Identity, reci
     return signed + sender.sign(signed)
 
 
+def _header(raw: bytes) -> dict[str, Any]:
+    """The header of an envelope from its canonical bytes; MalformedEnvelope unless it is an object
+    with every required field of its type, this version and zstd."""
+    try:
+        header = canonical.loads(raw)
+    except BadEncoding as exc:
+        raise MalformedEnvelope(f"unreadable header: {exc}") from exc
+    if not isinstance(header, dict):
+        raise MalformedEnvelope("header is not an object")
+    for name, typ in REQUIRED_HEADER.items():
+        if type(header.get(name)) is not typ:
+            raise MalformedEnvelope(f"header field {name!r} missing or of the wrong type")
+    if header["v"] != VERSION or header["comp"] != "zstd":
+        raise MalformedEnvelope("unsupported header version or compression")
+    return header
+
+
 def parse_head(prefix: bytes, *, max_size: int = MAX_ENVELOPE) -> tuple[dict[str, Any], int] | None:
     """The (not yet authenticated) header and the whole envelope's length, read from its first
     bytes as they arrive; None until the header is complete. The checks of ``parse`` that need no
@@ -107,18 +124,7 @@ def parse_head(prefix: bytes, *, max_size: int = MAX_ENVELOPE) -> tuple[dict[str
     total = 13 + hlen + clen + SIG_LEN
     if total > max_size:
         raise EnvelopeTooLarge(f"envelope of {total} bytes exceeds {max_size}")
-    try:
-        header = canonical.loads(prefix[9:9 + hlen])
-    except BadEncoding as exc:
-        raise MalformedEnvelope(f"unreadable header: {exc}") from exc
-    if not isinstance(header, dict):
-        raise MalformedEnvelope("header is not an object")
-    for name, typ in REQUIRED_HEADER.items():
-        if type(header.get(name)) is not typ:
-            raise MalformedEnvelope(f"header field {name!r} missing or of the wrong type")
-    if header["v"] != VERSION or header["comp"] != "zstd":
-        raise MalformedEnvelope("unsupported header version or compression")
-    return header, total
+    return _header(prefix[9:9 + hlen]), total
 
 
 def parse(blob: bytes, *, max_size: int = MAX_ENVELOPE) -> Parsed:
@@ -137,18 +143,7 @@ def parse(blob: bytes, *, max_size: int = MAX_ENVELOPE) -> Parsed:
     end = 13 + hlen + clen
     if end + SIG_LEN != len(blob):
         raise MalformedEnvelope("ciphertext length does not match the envelope size (truncated?)")
-    try:
-        header = canonical.loads(header_bytes)
-    except BadEncoding as exc:
-        raise MalformedEnvelope(f"unreadable header: {exc}") from exc
-    if not isinstance(header, dict):
-        raise MalformedEnvelope("header is not an object")
-    for name, typ in REQUIRED_HEADER.items():
-        if type(header.get(name)) is not typ:
-            raise MalformedEnvelope(f"header field {name!r} missing or of the wrong type")
-    if header["v"] != VERSION or header["comp"] != "zstd":
-        raise MalformedEnvelope("unsupported header version or compression")
-    return Parsed(header, blob[:end], header_bytes, blob[13 + hlen:end], blob[end:])
+    return Parsed(_header(header_bytes), blob[:end], header_bytes, blob[13 + hlen:end], blob[end:])
 
 
 def open_sealed(blob: bytes, *, recipient: Identity | Sequence[Identity], recipient_name: str,

@@ -114,6 +114,7 @@ def test_every_printed_document_is_chinese_a4_and_its_qr_scans(system, browser, 
         page = browser.new_page(locale="en-US")
         try:
             login(page, v1["url"], "agent", PASSWORD)
+            page.wait_for_url(lambda url: "/login" not in url)  # logged in before the language is set
             page.goto(v1["url"] + "/lang/en")                 # the agent reads the interface in English
             assert page.locator("html").get_attribute("lang") == "en"
             page.emulate_media(media="print")
