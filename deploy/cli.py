@@ -527,6 +527,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: the station's sync every few seconds would bury what matters
+    # (the demo's URLs, a sync that moved or failed: sync/client.py logs those itself).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parser().parse_args(argv)
     if args.part == "central":
         return _central(args)

@@ -218,6 +218,9 @@ def test_a_newcomer_takes_one_application_through_the_readme_demo_and_a_restart(
         assert time.monotonic() < deadline, f"the county never saw V001 apply what it holds: {row}"
         time.sleep(1)
     demo.stop()
+    # The banner with the URLs is not buried: a sync is logged only when it moved or failed, never as
+    # the HTTP requests underneath (every few seconds per station).
+    assert "HTTP Request:" not in demo.log.read_text(errors="replace")
 
 
 # every command line the README quotes --------------------------------------------------------------
