@@ -23,11 +23,10 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from PIL import Image
 from playwright.sync_api import expect
 
 from deploy.cli import parser
-from tests.e2e.test_browser import browser, login, shot  # noqa: F401 - the module's browser fixture
+from tests.e2e.test_browser import attach_scan, browser, fill_dibao_form, login, shot  # noqa: F401 - browser: fixture
 from tests.e2e.test_walking_skeleton import full_application
 from tests.test_demo import _free_base
 from node.cases import valid_id_for_demo
@@ -129,19 +128,8 @@ def test_a_newcomer_takes_one_application_through_the_readme_demo_and_a_restart(
     sync_until(station, v001["url"], "text=最低生活保障申请")
     shot(station, "readme-1-home")
     station.click("text=最低生活保障申请")
-    station.fill("input[name=name]", "王桂兰")
-    station.fill("input[name=id_number]", valid_id_for_demo("11010519491231002"))
-    station.fill("input[name=phone]", "13912345678")
-    station.fill("input[name=address]", "张村二组8号")
-    for field in station.locator("#apply-form textarea[name^=f_], #apply-form input[name^=f_]").all():
-        field.fill("3" if field.get_attribute("inputmode") == "numeric" else "因病致贫，家庭收入低于当地低保标准")
-    for sel in station.locator("#apply-form select").all():
-        sel.select_option(index=1)
-    for box in station.locator("input[name=materials]").all():
-        box.check()
-    scan = tmp_path / "身份证.jpg"
-    Image.merge("RGB", [Image.effect_noise((1600, 1000), 30)] * 3).save(scan, "JPEG")
-    station.locator("input[type=file]").first.set_input_files(str(scan))
+    fill_dibao_form(station, "王桂兰", valid_id_for_demo("11010519491231002"))
+    attach_scan(station, tmp_path)
     station.click("button[value=accept]")
 
     # 2. The receipt prints: on A4, in Chinese, with its receipt number.
@@ -188,17 +176,14 @@ def test_a_newcomer_takes_one_application_through_the_readme_demo_and_a_restart(
     login(county, info["central"]["url"], "minzheng", DEMO_PASSWORD)
     decide(county, "赵德明", "approve")
     decide(county, "孙玉梅", "reject")
-    with httpx.Client(timeout=30) as c:
-        down_head = None
-        deadline = time.monotonic() + 90
-        while True:
-            row = county_row(info, "V001")
-            down_head = row["down_waiting"]
-            if row["locked"] and row["down_waiting"] == 0 and row["down_applied"] is not None \
-                    and row["down_applied"] < row["down_have"]:
-                break                       # it holds both decisions and has not applied them: locked
-            assert time.monotonic() < deadline, f"V001 did not receive the decisions while locked: {row}"
-            time.sleep(1)
+    deadline = time.monotonic() + 90
+    while True:
+        row = county_row(info, "V001")
+        if row["locked"] and row["down_waiting"] == 0 and row["down_applied"] is not None \
+                and row["down_applied"] < row["down_have"]:
+            break                           # it holds both decisions and has not applied them: locked
+        assert time.monotonic() < deadline, f"V001 did not receive the decisions while locked: {row}"
+        time.sleep(1)
     county.goto(info["central"]["url"] + "/stations")
     expect(county.locator("#stations")).to_contain_text("站点锁定中，等待代办员登录")
     shot(county, "readme-6-stations-locked")
