@@ -88,7 +88,9 @@ def test_a_supplement_takes_a_3_mb_photo_on_the_page_and_over_the_api(system, ht
     assert {"手机照片.jpg", "第二张.jpg"} <= {s["name"] for s in case["scans"]} and case["scans_complete"]
 
 
-def test_completing_a_station_notice_takes_a_3_mb_photo_on_the_page_and_over_the_api(system, http, photo):
+def station_notice(system, http):
+    """A station correction notice taken over the API, and the agent's page open on its completion
+    form: (the API client, the page, the form's applicant fields, the case id, the submit token)."""
     v1 = system.stations["V1"]
     station = http(v1["url"], v1["token"])
     sync(station)
@@ -98,8 +100,12 @@ def test_completing_a_station_notice_takes_a_3_mb_photo_on_the_page_and_over_the
                                                         "applicant": APPLICANT, "fields": fields(), "materials": []})
     assert notice.status_code == 201, notice.text
     case_id = notice.json()["id"]
-    form = page.get(f"/applications/{case_id}/complete").text
-    token = form.split('name="submit_token" value="')[1].split('"')[0]
+    token = page.get(f"/applications/{case_id}/complete").text.split('name="submit_token" value="')[1].split('"')[0]
+    return station, page, base, case_id, token
+
+
+def test_completing_a_station_notice_takes_a_3_mb_photo_on_the_page_and_over_the_api(system, http, photo):
+    station, page, base, case_id, token = station_notice(system, http)
     done = page.post(f"/applications/{case_id}/complete",
                      data={**base, "submit_token": token, "decision": "accept", "materials": REQUIRED},
                      files={f"scan_{MATERIAL}": ("手机照片.jpg", photo, "image/jpeg")})
@@ -184,15 +190,7 @@ def test_an_uploaded_photo_is_never_spooled_in_clear_to_the_temporary_folder(sys
     spool = tmp_path / "tmpdir"
     spool.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spool))          # TMPDIR of the server threads
-    v1 = system.stations["V1"]
-    station = http(v1["url"], v1["token"])
-    sync(station)
-    page, _ = log_in(http, v1["url"], "agent")
-    base = {"csrf": csrf(page), **APPLICANT, **{"f_" + k: v for k, v in fields().items()}, "reason": ""}
-    notice = station.post("/api/v1/applications", json={"item": ITEM["code"], "decision": "correction",
-                                                        "applicant": APPLICANT, "fields": fields(), "materials": []})
-    case_id = notice.json()["id"]
-    token = page.get(f"/applications/{case_id}/complete").text.split('name="submit_token" value="')[1].split('"')[0]
+    station, page, base, case_id, token = station_notice(system, http)
     seen: set[str] = set()
     stop = threading.Event()
 
