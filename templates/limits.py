@@ -67,6 +67,19 @@ def upload_bound(cap: int) -> Callable[[Mapping[str, str]], int]:
     return limit
 
 
+class Answering:
+    """An ASGI ``send`` that notes whether the app has started its answer: until then a middleware
+    may still answer in its place (413, 408); after, it can only cut the connection."""
+
+    def __init__(self, send: Send) -> None:
+        self.send, self.started = send, False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -93,7 +106,7 @@ class BodyLimit:
             await self.refuse(scope, receive, send, limit, code, f"declared {declared}")
             return
         seen = 0
-        started = finished = False
+        finished = False
 
         async def counted() -> Message:
             nonlocal seen, finished
@@ -105,16 +118,11 @@ class BodyLimit:
                     raise BodyTooLarge(f"body exceeds {limit} bytes")
             return message
 
-        async def watched(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = Answering(send)
         try:
             await self.app(scope, counted, watched)
         except BodyTooLarge:
-            if started:
+            if watched.started:
                 raise
             await self.refuse(scope, receive, send, limit, code, f"more than {limit} streamed", drain=not finished)
 
@@ -227,7 +235,7 @@ class ReadTimeout:
             return
         loop = asyncio.get_running_loop()
         waited, seen = 0.0, 0
-        finished = started = False
+        finished = False
 
         async def timed() -> Message:
             nonlocal waited, seen, finished
@@ -248,18 +256,13 @@ class ReadTimeout:
                 raise TooSlow(f"{seen} bytes in {waited:.0f} s, below {self.floor} bytes/s")
             return message
 
-        async def watched(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = Answering(send)
         try:
             await self.app(scope, timed, watched)
         except TooSlow as exc:
             client = scope.get("client") or ("?", 0)
             logger.warning("body too slow from %s: %s %s: %s; cut", client[0], scope["method"], scope["path"], exc)
-            if started:
+            if watched.started:
                 return
             if scope["path"].startswith(self.json_prefixes):
                 body = json.dumps({"error": "too_slow", "message": f"the request body arrived too slowly ({exc}); "
