@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from central import ratings
 from templates import throttle
+from templates.readers import Readers
 from crypto.keys import private_dir, private_file
 from sync import inbox, schema
 
@@ -94,6 +95,7 @@ class Store:
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
             self.conn.execute(f"PRAGMA {pragma}")
         self.lock = threading.RLock()
+        self.readers = Readers(path)        # reads beside the writer (templates/readers.py)
         with self.transaction() as db:
             schema.create(db)
             for sql in SCHEMA:
@@ -119,8 +121,14 @@ class Store:
                 side.chmod(0o600)
 
     def close(self) -> None:
+        self.readers.close()
         with self.lock:         # never while another thread is inside a statement (node/store.py close)
             self.conn.close()
+
+    def reading(self) -> contextlib.AbstractContextManager[Any]:
+        """A read-only connection of this thread: the last committed state, without the store's lock
+        (templates/readers.py). For the public verify page and the log self-check."""
+        return self.readers.read()
 
     def use_nonce(self, nonce: str, expires: int, now: float) -> bool:
         """Record a signed request's nonce until it expires; False if it was seen before. In the

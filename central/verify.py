@@ -5,7 +5,6 @@ document with its key history and its copy of every station's log. Blocking."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -68,47 +67,41 @@ def directory(county: County, db: Any = None) -> dict[str, dict[str, Any]]:
         return {s["code"]: s for s in stations(county, county.store.conn)}
 
 
-def _held(county: County, station: str, ev: log.Event) -> verify.Held:
+def _held(county: County, station: str, ev: log.Event, db: Any) -> verify.Held:
     case_id = str(ev.body.get("id", "")) if isinstance(ev.body, dict) else ""
-    case = county.store.case(case_id) if ev.kind != verify.REPORT_FILED else None
-    return verify.held_of(station, ev, case, case["status"] if case else None,
-                          station_name=_station_name(county, station))
-
-
-def _station_name(county: County, code: str) -> str:
-    with county.store.lock:
-        row = county.store.conn.execute("SELECT name FROM stations WHERE code = ?", (code,)).fetchone()
-    return str(row[0]) if row else ""
+    case = county.store.case(case_id, db) if ev.kind != verify.REPORT_FILED else None
+    row = db.execute("SELECT name FROM stations WHERE code = ?", (station,)).fetchone()
+    return verify.held_of(station, ev, case, case["status"] if case else None, station_name=str(row[0]) if row else "")
 
 
 def check(county: County, text: Any) -> dict[str, Any]:
     """Verify a scanned QR text or a typed code at the county (verify.lookup): with its copy of
-    every station's log (``up/<station>``) and of its own decisions to it (``down/<station>``)."""
-    conn = county.store.conn
+    every station's log (``up/<station>``) and of its own decisions to it (``down/<station>``).
 
-    def held_events(codes: tuple[str, ...], streams: tuple[str, ...] | None) -> list[tuple[log.Event, str]]:
-        """(event, document kind) of the held events whose document may have one of ``codes``: one
-        indexed query and a read of each (usually one) event under the store's lock; the codes were
-        hashed before it."""
-        with county.store.lock:
-            rows = verify.code_rows(conn, codes, streams)
-            found = [(log.get(conn, stream, seq), doc) for stream, seq, doc in rows]
-        return [(ev, doc) for ev, doc in found if ev is not None]
+    Read on this thread's read-only connection (``Store.reading``), never under the store's lock:
+    the page is public, and the stations' pushes must neither wait for it nor make it wait."""
+    with county.store.reading() as db:
 
-    def by_hash(station: str, hash16: str) -> verify.Held | None:
-        ev = next((ev for ev, _ in held_events(verify.codes_of_event(hash16), (log.up(station), log.down(station)))
-                   if ev.hash[:32] == hash16 and ev.kind in verify.EVENT_KINDS), None)
-        return _held(county, station, ev) if ev else None
+        def held_events(codes: tuple[str, ...], streams: tuple[str, ...] | None) -> list[tuple[log.Event, str]]:
+            """(event, document kind) of the held events whose document may have one of ``codes``:
+            one indexed query and a read of each (usually one) event; the codes were hashed before."""
+            found = [(log.get(db, stream, seq), doc) for stream, seq, doc in verify.code_rows(db, codes, streams)]
+            return [(ev, doc) for ev, doc in found if ev is not None]
 
-    def by_code(code: str) -> verify.Held | None:
-        for ev, doc in held_events((code,), None):
-            if doc in verify.prints(ev.kind, ev.body):
-                held = _held(county, ev.stream.split("/", 1)[1], ev)
-                held.document = doc
-                return held
-        return None
+        def by_hash(station: str, hash16: str) -> verify.Held | None:
+            ev = next((ev for ev, _ in held_events(verify.codes_of_event(hash16), (log.up(station), log.down(station)))
+                       if ev.hash[:32] == hash16 and ev.kind in verify.EVENT_KINDS), None)
+            return _held(county, station, ev, db) if ev else None
 
-    return verify.lookup(text, directory(county), by_hash=by_hash, by_code=by_code, county=True)
+        def by_code(code: str) -> verify.Held | None:
+            for ev, doc in held_events((code,), None):
+                if doc in verify.prints(ev.kind, ev.body):
+                    held = _held(county, ev.stream.split("/", 1)[1], ev, db)
+                    held.document = doc
+                    return held
+            return None
+
+        return verify.lookup(text, directory(county, db), by_hash=by_hash, by_code=by_code, county=True)
 
 
 def take_qr_texts(county: County, db: Any, station: str, entries: list[tuple[int, str, str]]) -> int:

@@ -23,6 +23,7 @@ from crypto import canonical, passwords
 from crypto.keys import PublicKeys, private_dir, private_file
 from node import ratings
 from templates import throttle
+from templates.readers import Readers
 from node import vault as vaults
 from sync import log, schema
 from sync.blobs import SCAN_ERROR
@@ -110,6 +111,7 @@ class Store:
             self.conn.execute(f"PRAGMA {pragma}")
         self.db = sqlite_utils.Database(self.conn)
         self.lock = threading.RLock()
+        self.readers = Readers(path, setup=self.vault.install, busy_ms=BUSY_MS)   # reads beside the writer
         with self.transaction():
             schema.create(self.conn)
             for name, (columns, pk) in TABLES.items():
@@ -162,8 +164,15 @@ class Store:
         when its statement returns): so the close takes the store's lock, which every transaction
         and the sync hold, and a sync the app could not stop in time finishes first (its later calls
         get a plain "closed database" error)."""
+        self.readers.close()
         with self.lock:
             self.conn.close()
+
+    def reading(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A read-only connection of this thread (templates/readers.py): reads the last committed
+        state without the store's lock, so a long write does not hold it up. For what needs no write
+        and no lock: a typed code on the public verify page."""
+        return self.readers.read()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -178,9 +187,12 @@ class Store:
             self.conn.execute("COMMIT")
 
     # meta ------------------------------------------------------------------
-    def meta(self, name: str, default: str | None = None) -> str | None:
-        with self.lock:
-            row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+    def meta(self, name: str, default: str | None = None, db: sqlite3.Connection | None = None) -> str | None:
+        if db is not None:
+            row = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        else:
+            with self.lock:
+                row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return row[0] if row else default
 
     def sync_status(self, name: str) -> str | None:
@@ -396,9 +408,12 @@ class Store:
         sets = ", ".join(f"{k} = ?" for k in values)
         db.execute(f"UPDATE reports SET {sets} WHERE id = ?", (*values.values(), report_id))
 
-    def application(self, app_id: str) -> dict[str, Any] | None:
-        with self.lock:
-            rows = list(self.db["applications"].rows_where("id = ?", [app_id]))
+    def application(self, app_id: str, db: sqlite3.Connection | None = None) -> dict[str, Any] | None:
+        if db is not None:
+            rows = list(sqlite_utils.Database(db)["applications"].rows_where("id = ?", [app_id]))
+        else:
+            with self.lock:
+                rows = list(self.db["applications"].rows_where("id = ?", [app_id]))
         if not rows:
             return None
         row = rows[0]

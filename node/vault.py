@@ -141,7 +141,7 @@ class Vault:
         return self._aead is not None or self._pub is not None or not self.exists
 
     def _set_key(self, key: bytes, conn: sqlite3.Connection | None = None) -> None:
-        was_locked = self._aead is None
+        was_locked = self.locked
         self._aead = AESGCM(key)
         self._key = key
         if conn is not None:
@@ -267,8 +267,8 @@ class Vault:
     # keys ----------------------------------------------------------------------------------------
     def create(self, conn: sqlite3.Connection) -> None:
         """A new data key (in the caller's transaction); wraps are added by the caller."""
-        self.exists = True
-        self._set_key(AESGCM.generate_key(256))
+        self._set_key(AESGCM.generate_key(256))     # before ``exists``: a new vault was never locked, so
+        self.exists = True                          # no unlock hook runs (they open transactions of their own)
         conn.execute("INSERT INTO meta (name, value) VALUES ('vault', ?)", (utcnow(),))
         self.make_pair(conn)
 

@@ -33,10 +33,11 @@ def directory_published(store: Store, db: sqlite3.Connection, ev: Event) -> None
     store.set_meta(db, META, json.dumps(ev.body, ensure_ascii=False))
 
 
-def directory(st: Any) -> dict[str, dict[str, Any]]:
+def directory(st: Any, db: Any = None) -> dict[str, dict[str, Any]]:
     """Station code -> entry, from the county's newest directory; the station's own keys are
-    added if the county has not sent one yet (before the first sync after an upgrade)."""
-    held = st.store.meta(META)
+    added if the county has not sent one yet (before the first sync after an upgrade). ``db``: a
+    connection to read with (a reader, ``check``); the store's own under its lock otherwise."""
+    held = st.store.meta(META, db=db)
     out = verify.check_directory(json.loads(held)) if held else {}
     if st.code not in out:
         keys = [{"sign_id": st.me.public.sign_id, "sign_key": st.me.public.sign, "valid_from": "",
@@ -142,9 +143,9 @@ def verify_code(app: dict[str, Any]) -> str | None:
     return verify.code_of(app["event_hash"]) if app.get("event_hash") else None
 
 
-def _held(st: Any, ev: Event) -> verify.Held:
+def _held(st: Any, ev: Event, db: Any = None) -> verify.Held:
     case_id = str(ev.body.get("id", "")) if isinstance(ev.body, dict) else ""
-    app = st.store.application(case_id) if ev.kind != verify.REPORT_FILED else None
+    app = st.store.application(case_id, db) if ev.kind != verify.REPORT_FILED else None
     return verify.held_of(st.code, ev, app, app["status"] if app else None, station_name=st.name)
 
 
@@ -208,34 +209,36 @@ def _from_county(result: dict[str, Any], answer: dict[str, Any] | None) -> dict[
 def check(st: Any, text: Any) -> dict[str, Any]:
     """Verify a scanned QR text or a typed code at this station (verify.lookup): any document it
     printed names an event of its own log or one of the county's decisions to it; a typed code this
-    station does not hold is asked of the county (``ask_county``). Blocking: a worker thread."""
+    station does not hold is asked of the county (``ask_county``). Blocking: a worker thread.
+
+    Everything is read on this thread's read-only connection (``Store.reading``), never under the
+    store's lock: anyone may type codes at the public page, and a push or a purge holding the lock
+    must neither wait for them nor make them wait (issue 15, finding 4)."""
     streams = (log.up(st.code), log.down(st.code))
+    with st.store.reading() as db:
 
-    def held_events(codes: tuple[str, ...]) -> list[tuple[Event, str]]:
-        """(event, document kind) of the held events whose document may have one of ``codes``: one
-        indexed query and a read of each (usually one) event under the store's lock; the codes were
-        hashed before it."""
-        with st.store.lock:
-            rows = verify.code_rows(st.store.conn, codes, streams)
-            found = [(log.get(st.store.conn, stream, seq), doc) for stream, seq, doc in rows]
-        return [(ev, doc) for ev, doc in found if ev is not None]
+        def held_events(codes: tuple[str, ...]) -> list[tuple[Event, str]]:
+            """(event, document kind) of the held events whose document may have one of ``codes``:
+            one indexed query and a read of each (usually one) event; the codes were hashed before."""
+            found = [(log.get(db, stream, seq), doc) for stream, seq, doc in verify.code_rows(db, codes, streams)]
+            return [(ev, doc) for ev, doc in found if ev is not None]
 
-    def by_hash(station: str, hash16: str) -> verify.Held | None:
-        if station != st.code:
+        def by_hash(station: str, hash16: str) -> verify.Held | None:
+            if station != st.code:
+                return None
+            ev = next((ev for ev, _ in held_events(verify.codes_of_event(hash16))
+                       if ev.hash[:32] == hash16 and ev.kind in verify.EVENT_KINDS), None)
+            return _held(st, ev, db) if ev else None
+
+        def by_code(code: str) -> verify.Held | None:
+            for ev, doc in held_events((code,)):
+                if doc in verify.prints(ev.kind, ev.body):
+                    held = _held(st, ev, db)
+                    held.document = doc
+                    return held
             return None
-        ev = next((ev for ev, _ in held_events(verify.codes_of_event(hash16))
-                   if ev.hash[:32] == hash16 and ev.kind in verify.EVENT_KINDS), None)
-        return _held(st, ev) if ev else None
 
-    def by_code(code: str) -> verify.Held | None:
-        for ev, doc in held_events((code,)):
-            if doc in verify.prints(ev.kind, ev.body):
-                held = _held(st, ev)
-                held.document = doc
-                return held
-        return None
-
-    result = verify.lookup(text, directory(st), by_hash=by_hash, by_code=by_code)
+        result = verify.lookup(text, directory(st, db), by_hash=by_hash, by_code=by_code)
     if not result["valid"] and result["code"] and not result["receipt_no"]:     # a typed code not held here
         return _from_county(result, ask_county(st, result["code"]))
     return result

@@ -25,6 +25,7 @@ from sync import verify
 from tests.conftest import PASSWORD, log_in
 from tests.e2e.test_walking_skeleton import full_application
 from tests.life.test_reports import REPORT
+from tests.sync.test_recovery import pair  # noqa: F401 - a county and a station in this process
 
 PENDING = "签名有效，尚待县中心确认"
 
@@ -227,3 +228,41 @@ def test_a_report_taken_before_the_user_name_was_kept_is_still_answered_by_its_o
     other = http(system.central_url, system.clerk_tokens["renshe"])
     assert other.post(f"/api/v1/reports/{report['id']}/answer", json={"answer": "x"}).status_code == 403
     assert owner.post(f"/api/v1/reports/{report['id']}/answer", json={"answer": "已办理"}).status_code == 200
+
+
+def test_a_typed_code_is_answered_while_a_push_holds_the_store(pair):
+    """Finding 4, "unaffected by load on the store": a push or a purge holds the store's lock for its
+    whole transaction; a typed code on the public page is answered during it, at the station and at
+    the county, from a read-only connection beside the writer (templates/readers.py). Before, the
+    look-up took the lock and waited for the transaction to end."""
+    import threading
+
+    from central import verify as county_verify
+    from node import verify as station_verify
+    from tests.sync.test_recovery import round_trip, take
+
+    county, st, _ = pair
+    app = take(st, 1)[0]
+    round_trip(county, st)
+    code = station_verify.verify_code(st.store.application(app["id"]))
+    for store, check in ((st.store, lambda: station_verify.check(st, code)),
+                         (county.store, lambda: county_verify.check(county, code))):
+        holding, release = threading.Event(), threading.Event()
+
+        def writer(store=store, holding=holding, release=release) -> None:
+            with store.transaction() as db:
+                db.execute("INSERT INTO meta (name, value) VALUES ('held', 'x')")
+                holding.set()
+                release.wait(20)
+                db.execute("DELETE FROM meta WHERE name = 'held'")
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        assert holding.wait(10)
+        try:
+            result = check()
+            assert thread.is_alive(), "the look-up waited for the writer's transaction to end"
+            assert result["valid"] and result["receipt_no"] == app["receipt_no"]
+        finally:
+            release.set()
+            thread.join()
