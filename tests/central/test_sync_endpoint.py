@@ -168,7 +168,14 @@ def test_an_expired_enrolment_code_is_refused(system, http):
     assert r.status_code == 403 and r.json()["error"] == "expired"
 
 
-def test_wrong_proofs_slow_their_sender_down_and_never_void_the_code(system, http):
+def test_wrong_proofs_slow_their_sender_down_and_never_void_the_code(system, http, monkeypatch):
+    import time
+
+    from central import views as county_views
+    # The throttle's own clock, held still: on a loaded machine one scrypt can outlast the first
+    # one-second wait, and the test must judge what the throttle decided, not the machine's speed.
+    now = [time.time()]
+    monkeypatch.setattr(county_views.ENROL_THROTTLE, "clock", lambda: now[0])
     county = County(CentralSettings(data=system.data / "central"))
     otp = county.add_station("V4", "四号站", "village")
     county.store.close()
@@ -178,6 +185,11 @@ def test_wrong_proofs_slow_their_sender_down_and_never_void_the_code(system, htt
     answers = [c.post("/enroll/v2", json=enrol_request(info, "V4", f"0000-0000-0000-000{i}")) for i in range(8)]
     assert [a.json()["error"] for a in answers] == ["bad_mac"] * 5 + ["slow_down"] * 3
     assert answers[-1].status_code == 429 and 1 <= int(answers[-1].headers["retry-after"]) <= 60
+    # Once the wait is over, the next guess is checked again (slowed, not locked out), then waits longer.
+    now[0] += int(answers[-1].headers["retry-after"]) + 0.1
+    again = [c.post("/enroll/v2", json=enrol_request(info, "V4", f"0000-0000-0000-00{i}9")) for i in range(2)]
+    assert [a.json()["error"] for a in again] == ["bad_mac", "slow_down"]
+    assert int(again[1].headers["retry-after"]) >= int(answers[-1].headers["retry-after"])
     # The right code from the installer's own address gets in at once: the code is not void.
     assert http(system.central_url).post("/enroll/v2", json=enrol_request(info, "V4", otp)).status_code == 200
 
