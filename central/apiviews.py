@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import permissions, views
+from central import permissions, selfcheck, views
 from central.apierrors import refusal
 from central.county import County, CountyError
 from templates import gettext_for, locale_of, throttle
@@ -74,6 +74,30 @@ async def mark_restored_page(request: Request) -> Response:
         return views.render(request, "central/stations.html", exc.status, supervisor=True, error=exc.text(
             gettext_for(locale_of(request))), **await run_in_threadpool(views._stations_context, views.county(request)))
     return RedirectResponse("/stations?m=restore_marked", 303)
+
+
+def _run_selfcheck(c: County, user: dict[str, Any]) -> dict[str, Any] | None:
+    permissions.check_run_selfcheck(user)           # one check for the page and the API
+    logger.info("log self-check started by %s", user["username"])
+    return c.self_check()
+
+
+async def selfcheck_page(request: Request) -> Response:
+    """``POST /selfcheck`` from the stations page (supervisors): walk every log now."""
+    user = views.clerk(request)
+    await views.form_of(request)                      # the session's CSRF token, or 403
+    await run_in_threadpool(_run_selfcheck, views.county(request), user)
+    return RedirectResponse("/stations?m=selfcheck#selfcheck", 303)
+
+
+async def api_selfcheck(request: Request) -> Response:
+    """``GET /api/v1/selfcheck``: the last log self-check's result (null before the first);
+    ``POST`` (supervisors): run one now and answer its result."""
+    user = await views.api_user(request)
+    c = views.county(request)
+    if request.method == "POST":
+        return JSONResponse(await run_in_threadpool(_run_selfcheck, c, user))
+    return JSONResponse(await run_in_threadpool(selfcheck.last, c.store))
 
 
 async def api_mark_restored(request: Request) -> Response:

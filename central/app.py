@@ -14,7 +14,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from central import apiviews, docviews, rating_views, ratings, views
+from central import apiviews, docviews, rating_views, ratings, selfcheck, views
 from central.county import County, Settings
 from crypto import envelope
 from sync import blobs
@@ -44,6 +44,8 @@ ROUTES = [
     Route("/stations", views.stations_page),
     Route("/stations/{code}/restore", apiviews.mark_restored_page, methods=["POST"]),
     Route("/api/v1/stations/{code}/restore", apiviews.api_mark_restored, methods=["POST"]),
+    Route("/selfcheck", apiviews.selfcheck_page, methods=["POST"]),
+    Route("/api/v1/selfcheck", apiviews.api_selfcheck, methods=["GET", "POST"]),
     Route("/reports", views.reports_page),
     Route("/reports/{id}/{action:str}", views.report_action, methods=["POST"]),
     Route("/api/v1/reports", views.api_reports),
@@ -96,9 +98,16 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        checker = None
+        if settings.selfcheck_every_s > 0:      # the log self-check, in the background (central/selfcheck.py)
+            checker = selfcheck.Every(county.self_check, settings.selfcheck_first_s, settings.selfcheck_every_s)
+            checker.start()
         try:
             yield
         finally:
+            if checker is not None:
+                checker.stop.set()
+                checker.join(timeout=30)
             county.store.close()
 
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: error_handler(("/api/", "/sync/", "/enroll/"))},

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from central import permissions, projections
+from central import permissions, projections, selfcheck
 from central import retention as county_retention
 from central.reports import Reports
 from central import verify as doc_verify
@@ -50,6 +50,8 @@ class Settings:
     max_unverified_bytes: int = 64 * 1024 * 1024   # bodies held before their sender is authenticated, all
                                                    # connections together; more: 503 busy_unverified
     calendar_today: dt.date | None = None   # the day the calendar warning counts from (tests); None: today
+    selfcheck_first_s: float = 600.0   # the log self-check (central/selfcheck.py): first this long after start,
+    selfcheck_every_s: float = 6 * 3600.0   # then this often; 0: never in the background
 
     @property
     def db_path(self) -> Path:
@@ -172,6 +174,10 @@ class County(Cases, Catalogue, Stations, Reports):
         """The county's sign keys by key id, current and retired: its old events verify with them."""
         return {i.public.sign_id: i.public.sign for i in self.held_identities()}
 
+    def self_check(self, stop: threading.Event | None = None) -> dict[str, Any] | None:
+        """Walk every log the county holds (central/selfcheck.py); the result, stored. Blocking."""
+        return selfcheck.run(self.store, self.own_keys(), self.key_history, stop)
+
     def county_key_history(self) -> list[dict[str, Any]]:
         """The county's key sets, oldest first: ``sign_id``, ``enc_id``, ``fingerprint``, ``from`` and
         ``until`` (UTC, empty while current), for the stations page."""
@@ -261,7 +267,8 @@ class County(Cases, Catalogue, Stations, Reports):
         if skew is not None and abs(skew) > SKEW_LIMIT_S:
             logger.warning("station %s clock is off by %d s", summary["station"], skew)
         moved = any(summary.get(k) for k in ("stored", "duplicates", "qr_texts", "forks", "repairs", "sent_down",
-                                              "gap_at", "taken_back", "diverged_at", "up_returned", "up_refused"))
+                                              "gap_at", "taken_back", "diverged_at", "up_returned", "up_refused",
+                                              "down_refused"))
         logger.log(logging.INFO if moved else logging.DEBUG, "sync %s", summary)   # idle: every few seconds
         return sealed
 

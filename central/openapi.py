@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sync.chain import PROBLEMS as PROBLEM_KINDS
 from sync.rules import PROBLEMS
 from templates.openapi import (ANY, BOOLEAN, INTEGER, NULLABLE_STRING, OBJECT, STRING, array, document, nullable,
                                obj, operation, ref)
@@ -18,6 +19,7 @@ PAGE_ACTIONS: dict[tuple[str, str], tuple[str, str] | str] = {
     ("POST", "/reports/{id}/{action}"): ("POST", "/api/v1/reports/{id}/{action}"),
     ("POST", "/ratings/{case_id}/answer"): ("POST", "/api/v1/ratings/{case_id}/answer"),
     ("POST", "/stations/{code}/restore"): ("POST", "/api/v1/stations/{code}/restore"),
+    ("POST", "/selfcheck"): ("POST", "/api/v1/selfcheck"),
 }
 
 ID = {"id": STRING}
@@ -40,6 +42,10 @@ SCHEDULE = obj(["year", "source", "provisional", "holidays", "workdays"], year=I
                provisional=BOOLEAN, holidays=array(DATE), workdays=array(DATE))
 
 SCHEMAS: dict[str, Any] = {
+    "SelfCheck": obj(["at", "streams", "events", "redacted", "problem_count", "problems", "seconds"], at=STRING,
+                     streams=INTEGER, events=INTEGER, redacted=INTEGER, problem_count=INTEGER, seconds={"type": "number"},
+                     problems=array(obj(["stream", "seq", "what", "params"], stream=STRING, seq=INTEGER,
+                                        what={"type": "string", "enum": sorted(PROBLEM_KINDS)}, params=OBJECT))),
     "Retention": obj(["retention_days", "set_at", "set_by", "default"], retention_days=INTEGER,
                      set_at=NULLABLE_STRING, set_by=NULLABLE_STRING, default=BOOLEAN),"Case": CASE, "Report": REPORT, "Rating": RATING, "Schedule": SCHEDULE,
                            "Verification": obj(["valid", "reason"], valid=BOOLEAN, reason=STRING, undetermined=BOOLEAN, pending=BOOLEAN,
@@ -104,6 +110,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         errors=(403, 404, 409),
         response=obj(["station", "at", "until", "by", "served"], station=STRING, at=STRING, until=STRING, by=STRING,
                      served=BOOLEAN), description="Reads no body."),
+    ("GET", "/api/v1/selfcheck"): operation(
+        "The last log self-check: every log the county holds walked for links, signatures and bodies, and "
+        "what it found changed or removed (null before the first check)", errors=(), response=nullable(ref("SelfCheck"))),
+    ("POST", "/api/v1/selfcheck"): operation(
+        "Run the log self-check now and answer its result (supervisors; seconds to minutes at a large county)",
+        errors=(403,), response=ref("SelfCheck"), description="Reads no body."),
     ("GET", "/api/v1/reports"): operation("The stations' 办不成事 reports, open ones first", errors=(),
                                           response=obj(["reports"], reports=array(ref("Report")))),
     ("POST", "/api/v1/reports/{id}/{action}"): operation(

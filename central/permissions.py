@@ -83,3 +83,11 @@ def may_answer_rating(user: dict[str, Any], case: dict[str, Any]) -> bool:
     """Who answers a rating's follow-up (整改反馈): a supervisor, or a clerk of the case's department;
     the ratings list is filtered by ``visible_departments`` the same way."""
     return may_read(user, case)
+
+
+def check_run_selfcheck(user: dict[str, Any]) -> None:
+    """Who may start the log self-check now (it walks every log: seconds to minutes at a large
+    county): a supervisor. Its last result is for every staff member to read. The stations page's
+    button and ``POST /api/v1/selfcheck`` both ask here; Forbidden (403 ``supervisor_only``) otherwise."""
+    if not is_supervisor(user):
+        raise Forbidden(N_("Only a supervisor may start the log self-check."), "supervisor_only")

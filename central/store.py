@@ -17,7 +17,7 @@ from central import ratings
 from templates import throttle
 from templates.readers import Readers
 from crypto.keys import private_dir, private_file
-from sync import inbox, schema
+from sync import chain, inbox, schema
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -63,6 +63,10 @@ SCHEMA = (
         event_hash TEXT PRIMARY KEY, station TEXT NOT NULL, case_id TEXT NOT NULL, seq BIGINT NOT NULL,
         qr_text TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS request_nonces (nonce TEXT PRIMARY KEY, expires BIGINT NOT NULL)""",
+    # The head of each stream the last log self-check found whole (central/selfcheck.py): the next
+    # check must still find the stream reaching it, with the same hash (a deleted last event).
+    """CREATE TABLE IF NOT EXISTS selfcheck_heads (
+        stream TEXT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL, at TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS scans_by_hash ON scans (station, sha256)""",
     """CREATE INDEX IF NOT EXISTS cases_queue ON cases (department, status)""",
     """CREATE INDEX IF NOT EXISTS cases_station ON cases (station, status)""",
@@ -219,6 +223,32 @@ class Store:
     def stored_at(self, stream: str, seq: int) -> str | None:
         rows = self._all("SELECT stored_at FROM _sync_events WHERE stream = ? AND seq = ?", (stream, seq))
         return str(rows[0][0]) if rows else None
+
+    # the log self-check (central/selfcheck.py), on a reader's connection ``db`` -------------------
+    def stream_names(self, db: Any) -> list[str]:
+        """Every stream held, and every stream an earlier self-check saw (one emptied since is one to report)."""
+        return [r[0] for r in db.execute("SELECT DISTINCT stream FROM _sync_events UNION"
+                                         " SELECT stream FROM selfcheck_heads ORDER BY 1").fetchall()]
+
+    def stream_page(self, db: Any, stream: str, after: int, limit: int) -> list[tuple[Any, ...]]:
+        """Rows (sync/chain.py ``COLS``) of ``stream`` with seq > ``after``, in order, at most ``limit``."""
+        return list(db.execute(f"SELECT {chain.COLS} FROM _sync_events WHERE stream = ? AND seq > ? ORDER BY seq"
+                               " LIMIT ?", (stream, after, limit)).fetchall())
+
+    def selfcheck_heads(self, db: Any) -> dict[str, tuple[int, str, str]]:
+        """stream -> (seq, hash, at) of the last check that found it whole."""
+        return {r[0]: (int(r[1]), str(r[2]), str(r[3]))
+                for r in db.execute("SELECT stream, seq, hash, at FROM selfcheck_heads").fetchall()}
+
+    def last_recovery(self, db: Any) -> dict[str, str]:
+        """stream -> when the county last took records back into it (a restore: its tail may be rewritten)."""
+        return {r[0]: str(r[1]) for r in db.execute("SELECT stream, max(at) FROM _sync_recoveries GROUP BY stream")}
+
+    def save_selfcheck(self, db: Any, heads: list[tuple[str, int, str, str]], result: str) -> None:
+        for stream, seq, h, at in heads:
+            db.execute("INSERT INTO selfcheck_heads (stream, seq, hash, at) VALUES (?, ?, ?, ?) ON CONFLICT (stream)"
+                       " DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at", (stream, seq, h, at))
+        self.set_meta(db, "selfcheck", result)
 
     def sync_problems(self) -> list[dict[str, Any]]:
         """Events set aside for repair and forks, newest first: what a supervisor must look at."""

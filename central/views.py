@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import bundles, calendar, documents, docviews, permissions, ratings
+from central import bundles, calendar, documents, docviews, permissions, ratings, selfcheck
 from central import reports as county_reports
 from central import verify as doc_verify
 from central.county import County, CountyError
@@ -23,7 +23,7 @@ from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
                            MalformedEnvelope, WrongRecipient)
 from crypto.keys import PublicKeys, verify
-from sync import blobs
+from sync import blobs, chain
 from sync.rules import Status
 from sync.errors import RevokedStation, SyncError, UnknownStation
 from templates import N_, gettext_for, locale_of, reason_text, render, throttle
@@ -446,6 +446,7 @@ async def stations_page(request: Request) -> Response:
     user = clerk(request)
     return render(request, "central/stations.html", supervisor=permissions.is_supervisor(user),
                   marked=request.query_params.get("m") == "restore_marked", error=None,
+                  checked=request.query_params.get("m") == "selfcheck",
                   **await run_in_threadpool(_stations_context, county(request)))
 
 
@@ -465,7 +466,8 @@ def _stations_context(c: County) -> dict[str, Any]:
                      "scans_missing": scans_missing.get(st["code"], 0), "locked": bool(st["locked"]),
                      "catalog_latest": catalog, "not_applying": not_applying(st, catalog)})
     return {"stations": rows, "problems": c.store.sync_problems(), "recoveries": c.store.recoveries(),
-            "county_keys": c.county_key_history(), "on_old_key": c.on_old_key()}
+            "county_keys": c.county_key_history(), "on_old_key": c.on_old_key(),
+            "selfcheck": selfcheck.last(c.store), "selfcheck_texts": chain.PROBLEMS}
 
 
 def not_applying(st: dict[str, Any], catalog: int) -> str | None:

@@ -111,12 +111,31 @@ def _central(args: argparse.Namespace) -> int:
             return _calendar(county, args)
         elif args.cmd == "retention":
             return _retention(county, args)
+        elif args.cmd == "check":
+            return _check(county)
     except (CountyError, SyncError, CryptoError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         county.store.close()
     return 0
+
+
+def _check(county: Any) -> int:
+    """`lastmile central check --data DIR` (central/selfcheck.py): walk every log now; 1 on problems."""
+    from sync import chain
+    done = county.self_check()
+    redacted = f" ({done['redacted']} redacted by a station's purge)" if done["redacted"] else ""
+    print(f"{done['streams']} logs, {done['events']} events checked in {done['seconds']} s: links, signatures "
+          f"and bodies{redacted}")
+    if not done["problem_count"]:
+        print("whole: nothing was changed or removed")
+        return 0
+    print(f"PROBLEMS ({done['problem_count']}): records were changed or removed on disk after they were stored; "
+          "keep the database as it is and see INSTALL.md, the log self-check", file=sys.stderr)
+    for p in done["problems"]:
+        print("  " + chain.describe(p), file=sys.stderr)
+    return 1
 
 
 def _retention(county: Any, args: argparse.Namespace) -> int:
@@ -461,6 +480,9 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--data", required=True)
     k.add_argument("--today", help="show: warn as of this day, YYYY-MM-DD (default: today, China time)")
     _backup_parsers(c, "central.db", "county centre")
+    x = c.add_parser("check", help="walk every log the county holds (links, signatures, bodies) and report "
+                                   "anything changed or removed on disk; exit 1 if so")
+    x.add_argument("--data", required=True)
     k = c.add_parser("retention", help="how long stations keep personal data of cases handed out (default 30 days)")
     k.add_argument("action", choices=["set", "show"])
     k.add_argument("days", nargs="?", help="set: a whole number of days, 1-3650")

@@ -21,12 +21,10 @@ import datetime as dt
 import json
 import logging
 import sqlite3
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from crypto import canonical
-from crypto.errors import BadEncoding, BadSignature
-from crypto.keys import key_id, unb64, verify
-from sync import facts, log, reports, retention
+from sync import chain, facts, log, reports, retention
 from sync.log import Event
 
 if TYPE_CHECKING:
@@ -241,51 +239,24 @@ def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
 
 
 def verify_chain(st: Station) -> dict[str, Any]:
-    """Both streams as stored: links, signatures over the recorded hashes, and every body that is
-    not a redacted stub against its hash. ``problems`` lists what fails, in words."""
+    """Both streams as stored (sync/chain.py ``walk``): none missing, links, signatures over the
+    recorded hashes, and every body that is not a redacted stub of this station's purge against its
+    hash. ``problems`` lists what fails, in words. Read on a read-only connection (``Store.reading``):
+    the walk holds nobody up."""
     from node.ratings import own_sign_keys
     from sync import exchange
     out: dict[str, Any] = {"events": 0, "redacted": 0, "problems": []}
-    with st.store.lock:
-        db = st.store.conn
-        create(db)
+    with st.store.reading() as db:
         redacted = {(r[0], int(r[1])) for r in db.execute("SELECT stream, seq FROM retention_redacted").fetchall()}
         keys = {log.up(st.code): own_sign_keys(st, db),
                 log.down(st.code): exchange.county_sign_keys(db, st.enrolled_county)}
         for stream, known in keys.items():
-            prev = None
-            for ev in list(_events(db, stream)):
-                out["events"] += 1
-                if isinstance(ev, tuple):
-                    out["problems"].append(f"{stream}#{ev[0]}: body is not readable")
-                    prev = ev[1]
-                    continue
-                if prev is not None and ev.prev != prev:
-                    out["problems"].append(f"{stream}#{ev.seq}: does not link to the event before it")
-                prev = ev.hash
-                sign = known.get(ev.key)
-                try:
-                    if sign is None or key_id(unb64(sign)) != ev.key:
-                        raise BadSignature("key not on record")
-                    verify(sign, unb64(ev.sig), log.SIG_CONTEXT + ev.hash.encode())
-                except (BadSignature, BadEncoding, ValueError):
-                    out["problems"].append(f"{stream}#{ev.seq}: signature does not verify")
-                    continue
-                if (stream, ev.seq) in redacted and retention.is_redacted(ev.body):
-                    out["redacted"] += 1
-                elif log.content_hash(ev.content()) != ev.hash:
-                    out["problems"].append(f"{stream}#{ev.seq}: body does not match its hash")
+            def read(after: int, limit: int, stream: str = stream) -> list[Any]:
+                return db.execute(f"SELECT {chain.COLS} FROM _sync_events WHERE stream = ? AND seq > ? ORDER BY seq"
+                                  " LIMIT ?", (stream, after, limit)).fetchall()
+            walked = chain.walk(stream, chain.rows(read), known,
+                                redacted_ok=lambda seq, stream=stream: (stream, seq) in redacted)
+            out["events"] += walked.events
+            out["redacted"] += walked.redacted
+            out["problems"] += [chain.describe(p) for p in walked.problems]
     return out
-
-
-def _events(db: sqlite3.Connection, stream: str) -> Iterator[Event | tuple[int, str]]:
-    """The stream's events in order; (seq, hash) for a row whose body does not parse (edited into junk)."""
-    for r in db.execute("SELECT stream, seq, prev, hash, author, kind, at, body, sig, key_id FROM _sync_events"
-                        " WHERE stream = ? ORDER BY seq", (stream,)):
-        try:
-            body = canonical.loads(r[7].encode())
-        except Exception:  # noqa: BLE001 - reported as a problem, never a crash
-            yield int(r[1]), str(r[3])
-            continue
-        yield Event(stream=r[0], seq=int(r[1]), prev=r[2], hash=r[3], author=r[4], kind=r[5], at=r[6], body=body,
-                    sig=r[8], key=r[9])

@@ -21,7 +21,7 @@ import sqlite_utils
 
 from crypto import canonical, passwords
 from crypto.keys import PublicKeys, private_dir, private_file
-from node import ratings
+from node import ratings, retention
 from templates import throttle
 from templates.readers import Readers
 from node import vault as vaults
@@ -122,6 +122,7 @@ class Store:
             self.db["applications"].create_index(["status"], if_not_exists=True)
             self._upgrade_users()
             ratings.create(self.conn)       # node/ratings.py: the citizens' ratings and the county's answers
+            retention.create(self.conn)     # node/retention.py: what the purge redacted and removed
             throttle.create(self.conn)      # templates/throttle.py: password checks counted per name and address
             self.conn.execute(vaults.SCHEMA)
             vaults.Vault.triggers(self.conn)

@@ -354,8 +354,8 @@ def test_the_chain_check_names_an_edited_body_and_a_stub_nobody_purged(system, h
         store.close()
     assert cli.main(["node", "purge", "--data", str(data)]) == 1
     err = capsys.readouterr().err
-    assert f"up/V1#{first[0]}: body does not match its hash" in err
-    assert f"up/V1#{second[0]}: body does not match its hash" in err
+    assert f"up/V1#{first[0]}: This event's body does not match its hash" in err
+    assert f"up/V1#{second[0]}: This event's body does not match its hash" in err
 
 
 def test_a_restored_county_that_holds_the_application_shows_the_purged_rest_as_signed_and_redacted(pair, http):

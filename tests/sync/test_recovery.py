@@ -656,6 +656,7 @@ def test_a_restored_county_that_decided_before_the_station_gave_back_re_appends_
     copy_db(root / "county-backup", csettings.data)          # the county's disk died: restore the backup
     county = County(csettings)
     county.decide(second["id"], "reject", "材料不全", CLERK, reason="材料不全", basis="《示范条例》第三条")  # a new decision at down #2, before any sync
+    assert county.self_check()["problem_count"] == 0     # the log self-check now holds down #2 as its head
     with serve(central_app(csettings)) as url:
         sync_until_quiet(st, url)
     county.store.close()
@@ -670,6 +671,8 @@ def test_a_restored_county_that_decided_before_the_station_gave_back_re_appends_
             assert conn.execute("SELECT count(*) FROM _sync_forks").fetchone()[0] == 0
             assert conn.execute("SELECT count(*) FROM _sync_repairs").fetchone()[0] == 0
         assert {"down_returned", "down_resequenced"} <= {r["what"] for r in county.store.recoveries()}
+        # The give-back put another event at down #2: a recovery, not an edit (central/selfcheck.py).
+        assert county.self_check()["problems"] == []
         import httpx
         from tests.conftest import PASSWORD, csrf_of
         county.add_user("boss", "督办", PASSWORD, "supervisor", None)
