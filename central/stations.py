@@ -170,13 +170,13 @@ class Stations:
         return dict(mark)
 
     def may_return(self, db: Any, code: str, needed: bool) -> bool:
-        """``exchange.answer_push``'s gate: the county gives a station its own log back only under a
-        live restore mark. The mark is spent by the first push, after it was used, that needs nothing
+        """``exchange.answer_push``'s gate: the county gives a station its own log back, or its own
+        events to it again below what it confirmed, only under a live restore mark. The mark is spent by the first push, after it was used, that needs nothing
         back (the station holds its whole log again); a lost answer's push asks again and is served."""
         mark = self.restore_mark(code, db)
         if needed:
             if mark is None:
-                logger.warning("station %s asked for its own log back without a restore mark: refused", code)
+                logger.warning("station %s asked for its records back without a restore mark: refused", code)
                 return False
             if not mark["served"]:
                 self.store.set_meta(db, RESTORE_MARK + code, json.dumps({**mark, "served": True}))

@@ -69,9 +69,10 @@ def stall_reason(state: dict[str, Any]) -> str | None:
     - ``no_catalogue``: the county has answered, and the station still holds no catalogue to accept from;
     - ``not_confirmed``: the county answers but has confirmed none of the waiting items for minutes.
 
-    - ``restore_not_marked``: the station is behind the county's copy of its own log, and the county
-      gives it back only once it has marked the station restored (PROTOCOL.md §8.5, the answer's
-      ``up_refused``); until then the station's new facts wait.
+    - ``restore_not_marked``: the station is behind the county's copy of its own log, or holds less
+      of the county's events than it once confirmed, and the county gives them back only once it has
+      marked the station restored (PROTOCOL.md §8.5, the answer's ``up_refused`` or
+      ``down_refused``); until then the station's new facts (own log) or the county's decisions wait.
 
     A locked station waiting for the unlock is not stalled (``locked``, ``down_deferred`` say it)."""
     if state.get("up_refused"):

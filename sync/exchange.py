@@ -74,6 +74,10 @@ RedactUp = Callable[[Conn, log.Event], log.Event]
 #: only after the station was marked restored or replaced at the county
 RESTORE_NOT_MARKED = "restore_not_marked"
 UP_REFUSED = "up_refused"          # _sync_status at the station: the code of the last refusal, or ""
+#: the answer header's ``down_refused`` (PROTOCOL.md §6): a push whose ``down_have`` is below what the
+#: station once confirmed of ``down/<station>`` asks for the county's events to it again; without a
+#: restore mark the county sends from what was confirmed instead
+DOWN_REFUSED = "down_refused"
 
 NO_HOOKS = HealHooks(lambda _db, _ev: None, lambda _db, _ev: None, lambda _db, _old, _new: None)
 
@@ -308,6 +312,15 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
 
     got = inbox.accept(db, stream=log.down(station), author=county_name, author_sign_key=verify_with,
                        events=events, apply=take, diverge="stop")
+    # We hold less of the county's events than we once confirmed (``down_confirmed``: restored from a
+    # backup) and the county, with no restore mark for us, sends only what comes after that: said
+    # like ``up_refused``, and not asked again in this run. Ignored when we do hold that much (an old
+    # USB answer file, taken after a network sync had moved on).
+    confirmed = header.get("down_confirmed")
+    held_back = (isinstance(header.get(DOWN_REFUSED), str) and type(confirmed) is int
+                 and log.head(db, log.down(station))[0] < confirmed)
+    if held_back:
+        log.set_status(db, UP_REFUSED, str(header[DOWN_REFUSED])[:100])
     log.set_status(db, "county_from_key", header["from_key"])
     down_high = payload.get("down_high", 0)
     recovery.note_county_down(db, log.down(station), down_high, payload.get("down_from"), payload.get("down_hash"),
@@ -318,8 +331,8 @@ def apply_answer(db: Conn, blob: bytes, *, me: Identity, station: str, county: P
     server_time = payload.get("server_time") if fresh and isinstance(payload.get("server_time"), str) else None
     return StationResult(acked=max(0, log.acked(db, up_stream) - before), received=got.stored + healed.stored,
                          forks=got.forks, repairs=repairs,
-                         more=bool(payload.get("more")) or (isinstance(down_high, int) and down_high > got.high)
-                         or (recovery.heal_from(db) is not None and not refused),
+                         more=not held_back and (bool(payload.get("more")) or (isinstance(down_high, int) and down_high > got.high)
+                                                 or (recovery.heal_from(db) is not None and not refused)),
                          server_time=server_time, healed=healed.stored, resequenced=healed.resequenced)
 
 
@@ -347,7 +360,10 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     answer carries no ``up_return`` and its header says why (``up_refused``: ``restore_not_marked``,
     PROTOCOL.md §6, §8.5). Asked with ``needed=False`` otherwise (the county may then end a restore
     mark that was used). ``redact_up(db, event)``: the event as it may be returned (a case purged at
-    the station under the retention period goes back as its redacted stub, §8.7).
+    the station under the retention period goes back as its redacted stub, §8.7). The same gate holds
+    for ``down/<station>``: a push whose ``down_have`` is below what the station once confirmed asks
+    for the county's events to it again (a restored station, or a copy of its disk); without the
+    mark they are sent from what was confirmed, and the header says ``down_refused``.
 
     Raises EnvelopeError or a sync Rejected before anything is stored if the push is not
     well-formed, not for us, or not from a known, active station."""
@@ -384,9 +400,18 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     up_from, station_high = payload.get("up_from"), payload.get("up_high")
     start = (up_from if up_from is not None and up_from >= 1 else got.diverged_at if got.diverged_at
              else station_high + 1 if type(station_high) is int and 0 <= station_high < up_high_c else None)
-    refused_up: str | None = None
-    if may_return is not None and not may_return(db, station, start is not None):
-        refused_up, start = RESTORE_NOT_MARKED, None     # a station's log goes back only after a restore mark
+    down_stream = log.down(station)
+    down_high, down_hash = log.head(db, down_stream)
+    confirmed = min(log.acked(db, down_stream), down_high)      # the most it ever said it holds
+    send_from = down_have
+    refused_up = refused_down = None
+    if may_return is not None and not may_return(db, station, start is not None or down_have < confirmed):
+        # A station's records go back only after a restore mark (PROTOCOL.md §8.5): its own log
+        # not at all, the county's events to it not again below what it confirmed.
+        if start is not None:
+            refused_up, start = RESTORE_NOT_MARKED, None
+        if down_have < confirmed:
+            refused_down, send_from = RESTORE_NOT_MARKED, confirmed
     returned_up = recovery.up_return(db, up_stream, start)
     if redact_up is not None:
         returned_up = [redact_up(db, e) for e in returned_up]
@@ -397,12 +422,10 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                    (up_stream, log.utcnow(), "up_diverged", got.diverged_at, up_high_c))
     recovery.take_confirm(db, log.up(station), payload.get("confirm"))
     repairs, forks = recovery.open_reports(db, log.up(station))
-    down_stream = log.down(station)
-    down_high, down_hash = log.head(db, down_stream)
     # A station holding more than the county wrote: the county was restored from an old backup.
     # Not an error: the answer's down_high tells the station to give the rest back (down_return).
     log.set_acked(db, down_stream, min(down_have, down_high))
-    out = log.events_after(db, down_stream, down_have, limit)
+    out = log.events_after(db, down_stream, send_from, limit)
     answer = {"ack": got.high, "events": [e.to_wire() for e in out], "down_high": down_high,
               "forks": forks, "repairs": repairs, "server_time": log.utcnow(),
               "more": (bool(out) and out[-1].seq < down_high) or (bool(returned_up) and returned_up[-1].seq < up_high_c),
@@ -422,13 +445,15 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
                            recipient_name=station, kind="answer",
                            extra={"ack": got.high, "first": out[0].seq if out else 0,
                                   "last": out[-1].seq if out else 0, "in_reply_to": header["id"],
-                                  **({"up_refused": refused_up} if refused_up else {})})
+                                  **({"up_refused": refused_up} if refused_up else {}),
+                                  **({"down_refused": refused_down, "down_confirmed": confirmed} if refused_down else {})})
     up_high = payload.get("up_high")
     summary = {"station": station, "station_time": payload.get("station_time"), "stored": got.stored,
                "duplicates": got.duplicates, "qr_texts": kept_qr, "ack": got.high, "forks": got.forks,
                "repairs": got.repairs,
                "sent_down": len(out), "gap_at": got.gap_at, "taken_back": returned,
                "diverged_at": got.diverged_at, "up_returned": len(returned_up), "up_refused": refused_up,
+               "down_refused": refused_down,
                "down_behind": max(0, down_have - down_high), "down_have": down_have, "applied": applied,
                "up_waiting": max(0, up_high - got.high) if type(up_high) is int else None}
     return sealed, summary

@@ -293,6 +293,53 @@ def test_a_copy_of_a_stations_disk_gets_no_personal_record_back_without_a_restor
     assert all(name in json.dumps(answer["up_return"], ensure_ascii=False) for name in PEOPLE)
 
 
+def test_a_copy_of_a_stations_disk_cannot_pull_the_countys_decisions_again_without_a_restore_mark(
+        system, http, tmp_path):
+    """The county's events to a station (decisions with their notes, correction lists) go again
+    below what the station confirmed only under the restore mark: a copy of the disk that asks from
+    0 gets what comes after V1's confirmed head, and the header says ``down_refused``. A station
+    really restored from a backup older than the decisions says it must be marked, and heals once
+    it is; the real V1 notices nothing throughout."""
+    import shutil
+
+    v1 = v1_with_people(system, http)
+    shutil.copytree(v1.settings.data, tmp_path / "backup")       # last night's backup: no decision yet
+    with v1.store.lock:
+        cases = [r[0] for r in v1.store.conn.execute("SELECT id FROM applications ORDER BY seq")]
+    clerk = http(system.central_url, system.clerk_tokens["minzheng"])
+    for case in cases:
+        note = f"已核实{PEOPLE[cases.index(case)]}家庭收入"
+        assert clerk.post(f"/api/v1/cases/{case}/decision", json={"decision": "approve", "note": note}).status_code == 200
+    v1.sync()
+    with v1.store.transaction() as db:
+        confirmed = log.head(db, log.down("V1"))[0]
+    assert confirmed >= 2
+
+    thief = disk_copy(system, v1, tmp_path)
+    header, answer = open_answer(thief, post(http, system, hand_made_push(thief, down_have=0)).content)
+    assert header["down_refused"] == "restore_not_marked"
+    assert answer["events"] == [] and answer["down_high"] == confirmed          # nothing it confirmed goes again
+    assert "家庭收入" not in json.dumps(answer, ensure_ascii=False)
+    v1.sync()
+    assert v1.sync_state()["stall_reason"] is None and v1.sync_state()["last_error"] is None
+
+    from node.station import Settings as NodeSettings
+    restored = Station(NodeSettings(data=tmp_path / "backup"))
+    restored.store.user_by_token(system.stations["V1"]["token"])
+    restored.sync()
+    state = restored.sync_state()
+    assert state["stall_reason"] == "restore_not_marked" and state["last_error"] is None
+    assert {restored.store.application(c)["status"] for c in cases} == {"received"}      # no decision
+
+    boss = http(system.central_url, system.central_token)
+    assert boss.post("/api/v1/stations/V1/restore").status_code == 200
+    restored.sync()
+    assert restored.sync_state()["stall_reason"] is None
+    assert {restored.store.application(c)["status"] for c in cases} == {"approved"}
+    restored.store.close()
+    thief.store.close()
+
+
 def test_the_stations_page_marks_a_station_restored_for_a_supervisor_only(system, http):
     page, landing = log_in(http, system.central_url, "minzheng")
     assert "/stations/V1/restore" not in page.get("/stations").text          # no button for a clerk
