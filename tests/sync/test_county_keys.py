@@ -255,6 +255,7 @@ def test_a_station_restored_or_replaced_after_a_county_rotation_gets_every_old_d
         shutil.rmtree(st.settings.data)
         shutil.copytree(root / "S1-backup", st.settings.data)       # restored: knows only the old key
         st = Station(NodeSettings(data=st.settings.data))
+        county.mark_restored("S1", "installer")         # INSTALL §6: the county gives records back only then
         settle(st, url)
         mine = {a["id"]: a["status"] for a in st.store.applications(limit=100)}
         assert mine == {taken[0]["id"]: "approved", taken[1]["id"]: "rejected"}
