@@ -38,7 +38,8 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node import verify as station_verify  # noqa: E402
-from sync import log, rules, verify  # noqa: E402
+from sync import log, verify  # noqa: E402
+from sync.law import transitions
 from tests.sync.test_protocol_machine import form_for, make_pair  # noqa: E402
 from tests.sync.test_recovery import round_trip  # noqa: E402
 
@@ -77,10 +78,10 @@ def grow(st: Any, seed: int, to: int) -> None:
                        " SELECT stream, seq + ?, prev, bench_hash(hash, ?), author, key_id, kind, at, body, sig, stored_at"
                        " FROM _sync_events WHERE stream = ? AND seq <= ? AND seq >= ?",
                        (head - first_seq(st) + 1, head, stream, first_seq(st) + n - 1, first_seq(st)))
-            for doc in verify.CANDIDATES[rules.ACCEPTED]:
+            for doc in verify.CANDIDATES[transitions.ACCEPTED]:
                 db.execute("INSERT INTO _sync_codes (code, stream, seq, doc) SELECT bench_code(hash, ?), stream, seq, ?"
                            " FROM _sync_events WHERE stream = ? AND seq > ? AND kind = ?",
-                           (doc, doc, stream, head, rules.ACCEPTED))
+                           (doc, doc, stream, head, transitions.ACCEPTED))
 
 
 _FIRST: dict[str, int] = {}
@@ -91,14 +92,14 @@ def first_seq(st: Any) -> int:
     if st.code not in _FIRST:
         with st.store.lock:
             _FIRST[st.code] = st.store.conn.execute("SELECT min(seq) FROM _sync_events WHERE stream = ? AND kind = ?",
-                                                    (log.up(st.code), rules.ACCEPTED)).fetchone()[0]
+                                                    (log.up(st.code), transitions.ACCEPTED)).fetchone()[0]
     return _FIRST[st.code]
 
 
 def codes(st: Any, k: int) -> list[str]:
     with st.store.lock:
         rows = st.store.conn.execute("SELECT hash FROM _sync_events WHERE stream = ? AND kind = ? ORDER BY random()"
-                                     " LIMIT ?", (log.up(st.code), rules.ACCEPTED, k)).fetchall()
+                                     " LIMIT ?", (log.up(st.code), transitions.ACCEPTED, k)).fetchall()
     return [verify.code_of(r[0]) for r in rows]
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from central import permissions
 from central.errors import CountyError, N_
 from sync import sittings
-from sync.rules import RuleError
+from sync.law.errors import RuleError
 
 if TYPE_CHECKING:
     from central.county import County

@@ -20,7 +20,7 @@ from templates.limits import MAX_DECODE, decoded_bytes
 from central.errors import CountyError, N_
 from crypto import envelope
 from sync import docs
-from sync.rules import RuleError
+from sync.law.errors import RuleError
 
 if TYPE_CHECKING:
     from central.county import County

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from crypto import canonical
 from sync import facts, log, verify
-from sync.rules import RuleError
+from sync.law.errors import RuleError
 
 if TYPE_CHECKING:
     from central.county import County

@@ -24,7 +24,7 @@ from crypto.keys import Identity
 from node import bundles
 from node import verify as doc_verify
 from sync import docs, log
-from sync.rules import Status
+from sync.law.transitions import Status
 
 if TYPE_CHECKING:
     from node.station import Station

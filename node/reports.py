@@ -14,7 +14,7 @@ from node.cases import IntakeError
 from node.store import Store
 from sync import facts, reports
 from sync.log import Event
-from sync.rules import N_, RuleError
+from sync.law.errors import N_, RuleError
 
 if TYPE_CHECKING:
     from node.station import Station

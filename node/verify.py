@@ -17,7 +17,7 @@ from crypto.keys import load_retired, unb64, verify as verify_sig
 from node.store import Store
 from sync import log, verify
 from sync.log import Event
-from sync.rules import N_
+from sync.law.errors import N_
 
 logger = logging.getLogger("lastmile.node")
 META = "stations_directory"

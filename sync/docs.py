@@ -25,7 +25,7 @@ from crypto.errors import CryptoError
 from crypto.keys import Identity, PublicKeys, b64, private_dir, unb64, verify
 from sync.blobs import fsync_dir
 from sync.errors import Rejected, Retryable
-from sync.rules import N_, RuleError
+from sync.law.errors import N_, RuleError
 
 DOC_PATH = "/sync/v1/docs/"
 CONTEXT = "lastmile-doc-request/1"

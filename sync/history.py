@@ -16,23 +16,24 @@ import heapq
 from typing import Any, Callable, Iterable, Mapping
 
 from crypto import canonical
-from sync import log, retention, rules
+from sync import log, retention
 from sync.errors import BadEvent
-from sync.rules import N_
+from sync.law import transitions
+from sync.law.errors import N_
 
 #: a label per kind, for a list of what happened to a case
 LABELS: dict[str, str] = {
-    rules.ACCEPTED: N_("Application accepted"),
-    rules.CORRECTION_NOTICE: N_("Correction notice issued"),
-    rules.REFUSED: N_("Application refused"),
-    rules.CASE_DECIDED: N_("County decision"),
-    rules.HAND_OUT: N_("Result handed out"),
-    rules.SUPPLEMENTED: N_("Supplement recorded"),
-    rules.RATED: N_("Rated by the citizen"),
-    rules.RATING_ANSWERED: N_("County answered the rating"),
-    rules.STATION_KEYS_ROTATED: N_("Station keys rotated"),
-    rules.COUNTY_KEYS_ROTATED: N_("County keys rotated"),
-    rules.CATALOG_PUBLISHED: N_("Catalogue published"),
+    transitions.ACCEPTED: N_("Application accepted"),
+    transitions.CORRECTION_NOTICE: N_("Correction notice issued"),
+    transitions.REFUSED: N_("Application refused"),
+    transitions.CASE_DECIDED: N_("County decision"),
+    transitions.HAND_OUT: N_("Result handed out"),
+    transitions.SUPPLEMENTED: N_("Supplement recorded"),
+    transitions.RATED: N_("Rated by the citizen"),
+    transitions.RATING_ANSWERED: N_("County answered the rating"),
+    transitions.STATION_KEYS_ROTATED: N_("Station keys rotated"),
+    transitions.COUNTY_KEYS_ROTATED: N_("County keys rotated"),
+    transitions.CATALOG_PUBLISHED: N_("Catalogue published"),
 }
 GENERIC = N_("Event %(kind)s")
 DECIDED_AS = N_("County decision: %(decision)s")
@@ -43,10 +44,10 @@ REDACTED = "redacted"       # personal data removed after the retention period (
 
 def label_of(kind: str, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """The message id and parameters that name this fact in a case's history."""
-    if kind == rules.CASE_DECIDED:
-        status = rules.DECISIONS.get(str(body.get("decision")))
-        if status in rules.STATE_LABELS:
-            return DECIDED_AS, {"decision": rules.STATE_LABELS[status]}
+    if kind == transitions.CASE_DECIDED:
+        status = transitions.DECISIONS.get(str(body.get("decision")))
+        if status in transitions.STATE_LABELS:
+            return DECIDED_AS, {"decision": transitions.STATE_LABELS[status]}
     if kind in LABELS:
         return LABELS[kind], {}
     return GENERIC, {"kind": str(kind)[:100]}

@@ -15,7 +15,7 @@ from crypto import canonical
 from sync import log, retention
 from sync.errors import BadEvent
 from sync.log import Conn, Event
-from sync.rules import N_, RuleError
+from sync.law.errors import N_, RuleError
 
 logger = logging.getLogger("lastmile.sync")
 
@@ -98,7 +98,7 @@ def accept(db: Conn, *, stream: str, author: str, author_sign_key: str | Mapping
 def repair_reason(exc: Exception) -> str:
     """The reason stored and reported for an event set aside: ``{"m": message id, "a": {params}}``
     as JSON, shown in the reader's language by templates.reason_text. A rule broken
-    (rules.RuleError) says which; anything else is a bug, whose text stays in the log only."""
+    (RuleError) says which; anything else is a bug, whose text stays in the log only."""
     if isinstance(exc, RuleError):
         return exc.reason()
     return RuleError(N_("This event could not be processed because of an internal error; "

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sync.rules import N_, RuleError
+from sync.law.errors import N_, RuleError
 
 RETENTION_SET = "retention.set"
 DEFAULT_DAYS = 30

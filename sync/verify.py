@@ -28,8 +28,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from crypto.errors import CryptoError
 from crypto.keys import verify as verify_sig
-from sync import rules
-from sync.rules import N_
+from sync.law import transitions
+from sync.law.errors import N_, RuleError
 
 logger = logging.getLogger("lastmile.sync")
 
@@ -39,7 +39,7 @@ SIG_DOMAIN = b"lastmile-doc/1|"
 CODE_DOMAIN = b"lastmile-code/1|"
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"      # Crockford base32: no I, L, O, U
 #: the station's intake documents: the event kind is the document kind (the push's ``qr_texts``, §6)
-KINDS = {rules.ACCEPTED: 1, rules.CORRECTION_NOTICE: 2, rules.REFUSED: 3}
+KINDS = {transitions.ACCEPTED: 1, transitions.CORRECTION_NOTICE: 2, transitions.REFUSED: 3}
 BUNDLE_RECEIPT = "bundle_receipt"               # 一件事一次办 receipt or notice of a sitting
 CORRECTION_REQUEST = "correction_request"       # the county's 材料补正通知书, handed over by the station
 APPROVAL_NOTICE = "approval_notice"             # 办结通知书
@@ -63,13 +63,13 @@ class Doc:
     decision: str | None = None
 
 
-DOCS = (Doc(1, rules.ACCEPTED, "受理回执", (rules.ACCEPTED,)),
-        Doc(2, rules.CORRECTION_NOTICE, "一次性告知书", (rules.CORRECTION_NOTICE,)),
-        Doc(3, rules.REFUSED, "不予受理决定书", (rules.REFUSED,)),
-        Doc(4, BUNDLE_RECEIPT, "一件事一次办回执", (rules.ACCEPTED, rules.CORRECTION_NOTICE)),
-        Doc(5, CORRECTION_REQUEST, "材料补正通知书", (rules.CASE_DECIDED,), own=False, decision="correction"),
-        Doc(6, APPROVAL_NOTICE, "办结通知书", (rules.CASE_DECIDED,), own=False, decision="approve"),
-        Doc(7, REJECTION_DECISION, "不予批准决定书", (rules.CASE_DECIDED,), own=False, decision="reject"),
+DOCS = (Doc(1, transitions.ACCEPTED, "受理回执", (transitions.ACCEPTED,)),
+        Doc(2, transitions.CORRECTION_NOTICE, "一次性告知书", (transitions.CORRECTION_NOTICE,)),
+        Doc(3, transitions.REFUSED, "不予受理决定书", (transitions.REFUSED,)),
+        Doc(4, BUNDLE_RECEIPT, "一件事一次办回执", (transitions.ACCEPTED, transitions.CORRECTION_NOTICE)),
+        Doc(5, CORRECTION_REQUEST, "材料补正通知书", (transitions.CASE_DECIDED,), own=False, decision="correction"),
+        Doc(6, APPROVAL_NOTICE, "办结通知书", (transitions.CASE_DECIDED,), own=False, decision="approve"),
+        Doc(7, REJECTION_DECISION, "不予批准决定书", (transitions.CASE_DECIDED,), own=False, decision="reject"),
         Doc(8, REPORT_RECEIPT, "办不成事诉求受理回执", (REPORT_FILED,)))
 DOC = {d.kind: d for d in DOCS}
 CODES = {d.kind: d.code for d in DOCS}
@@ -78,8 +78,9 @@ TITLES = {d.kind: d.title for d in DOCS}
 #: every event kind a document's token can name
 EVENT_KINDS = tuple(dict.fromkeys(e for d in DOCS for e in d.events))
 #: the kind of document as the verify page names it, in the reader's language (the QR text's TITLES are fixed)
-KIND_NAMES = {rules.ACCEPTED: N_("Acceptance receipt"), rules.CORRECTION_NOTICE: N_("One-time notice of missing materials"),
-              rules.REFUSED: N_("Decision not to accept"), BUNDLE_RECEIPT: N_("Receipt of a one-visit sitting"),
+KIND_NAMES = {transitions.ACCEPTED: N_("Acceptance receipt"),
+              transitions.CORRECTION_NOTICE: N_("One-time notice of missing materials"),
+              transitions.REFUSED: N_("Decision not to accept"), BUNDLE_RECEIPT: N_("Receipt of a one-visit sitting"),
               CORRECTION_REQUEST: N_("Notice to supply materials"), APPROVAL_NOTICE: N_("Notice of completion"),
               REJECTION_DECISION: N_("Decision not to approve"), REPORT_RECEIPT: N_("Receipt of a report")}
 ANSWER_DOMAIN = b"lastmile-verify/1|"     # the county's signature over its verify answer to a station
@@ -270,7 +271,7 @@ def item_of(part: str | None) -> str | None:
 def check_directory(body: Any) -> dict[str, dict[str, Any]]:
     """The body of a ``stations.directory`` fact as station code -> entry; RuleError if malformed."""
     from crypto.keys import key_id, unb64
-    from sync.rules import RuleError
+    from sync.law.errors import RuleError
     bad = RuleError(N_("The directory of station keys is malformed."))
     if not isinstance(body, dict) or set(body) != {"stations", "at"} or not isinstance(body["at"], str) \
             or not isinstance(body["stations"], list):
@@ -326,8 +327,9 @@ def replacement(kind: str, receipt_no: str, case: Mapping[str, Any] | None) -> d
     status: a notice, a refusal, else an acceptance). None if this is still the case's document."""
     if not case or not case.get("receipt_no") or case["receipt_no"] == receipt_no:
         return None
-    later = {rules.Status.CORRECTION_NOTICE: rules.CORRECTION_NOTICE, rules.Status.REFUSED: rules.REFUSED}
-    return {"kind": later.get(case.get("status"), rules.ACCEPTED), "receipt_no": str(case["receipt_no"])}
+    later = {transitions.Status.CORRECTION_NOTICE: transitions.CORRECTION_NOTICE,
+             transitions.Status.REFUSED: transitions.REFUSED}
+    return {"kind": later.get(case.get("status"), transitions.ACCEPTED), "receipt_no": str(case["receipt_no"])}
 
 
 def prints(event_kind: str, body: Any) -> tuple[str, ...]:
@@ -545,21 +547,21 @@ def check_qr(text: str, *, author: str, event: Any, directory: Mapping[str, Mapp
     the text MUST be laid out exactly as ``make`` lays it out (no white space added, no other line
     breaks). Returns the token; RuleError naming the first broken rule."""
     if event is None or event.kind not in KINDS:
-        raise rules.RuleError(N_("The QR text names a document this office does not hold."))
+        raise RuleError(N_("The QR text names a document this office does not hold."))
     b = event.body if isinstance(event.body, dict) else {}
     try:
         part, token, _ = check(text, directory)
     except VerifyError as exc:
         logger.warning("QR text of %s for %s#%d does not verify: %s", author, event.stream, event.seq, exc)
-        raise rules.RuleError(N_("The QR text of a document does not verify with the station's keys.")) from None
+        raise RuleError(N_("The QR text of a document does not verify with the station's keys.")) from None
     if token.station != author or token.hash16 != event.hash[:32] or token.kind != event.kind \
             or token.receipt_no != b.get("receipt_no") or token.item_code != b.get("item_code") \
             or token.key_id != event.key or token.issued != _iso_seconds(event.at):
-        raise rules.RuleError(N_("The QR text does not match the document it names."))
+        raise RuleError(N_("The QR text does not match the document it names."))
     name = (part or "").split("\n")[1].split(f"（{author}）")[0] if part and part.count("\n") == 2 else ""
     expected = readable(event.kind, str(b.get("receipt_no")), name, author, token.date, str(b.get("item_name")),
                         code_of(event.hash))
     laid_out = f"{expected}\n{PREFIX}" + base64.urlsafe_b64encode(token.signed + token.sig).rstrip(b"=").decode()
     if not name or part != expected or text != laid_out:
-        raise rules.RuleError(N_("The QR text does not match the document it names."))
+        raise RuleError(N_("The QR text does not match the document it names."))
     return token

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from central.errors import CountyError
 from node import cases
-from sync import facts, inbox, log, rules
+from sync import facts, inbox, log
 from sync.facts import Status
+from sync.law.errors import RuleError
 from tests.sync.test_protocol_machine import form_for, make_pair
 from tests.sync.test_recovery import round_trip
 
@@ -40,7 +41,7 @@ def allowed(state, kind) -> bool:
     try:
         facts.next_state(state, kind)
         return True
-    except rules.RuleError:
+    except RuleError:
         return False
 
 
