@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from central.errors import CountyError
-from sync import facts, log
-from sync.law import workdays
+from sync import log
+from sync.law import facts, workdays
 from sync.law.errors import N_
 from sync.law.workdays import ScheduleError, WorkCalendar
 

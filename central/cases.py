@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from central import documents, permissions, projections
 from central.errors import CountyError, N_
-from sync import facts, log, reports, retention
+from sync import log
 from sync.errors import BadEvent
-from sync.law import intake, transitions
+from sync.law import facts, intake, reports, retention, transitions
 from sync.law.clock import case_clock
 from sync.law.errors import RuleError
 from sync.log import Event
@@ -75,7 +75,7 @@ class Cases:
         county was restored from an old backup (``recovery.take_back`` has already checked that it is
         whole, hashes to what the county signed, and sits in that station's stream at the number the
         county sent it). Checked like any other fact, since a station chose to send it: the body's
-        shape (sync/facts.py), the case or report it names belongs to that station, and the
+        shape (sync/law/facts.py), the case or report it names belongs to that station, and the
         transition is legal (the projection checks the state). A catalogue, calendar, retention,
         directory or key fact is stored but never re-projected: the county's own tables are their
         source (issue 15), not what a station hands back. A decision on a case the county has not got

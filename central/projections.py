@@ -1,7 +1,7 @@
 """The county's projections: fact kind -> ``fn(county, db, event)``, the one place a fact changes
 the county's tables.
 
-``UP`` projects a station's facts after they pass the shared checks (sync/facts.py, against the
+``UP`` projects a station's facts after they pass the shared checks (sync/law/facts.py, against the
 catalogue version the body names); ``DOWN`` the county's own facts, both when it writes them
 (``County.record``) and when a station gives them back after the county was restored from an
 old backup: the same function either way. A fact that breaks a rule raises RuleError; the
@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, Callable
 from central import ratings
 from crypto import canonical
 from central import reports as county_reports
-from sync import facts, log, reports
-from sync.facts import N_, RuleError, Status
-from sync.law import transitions, workdays
+from sync import log
+from sync.law import facts, reports, transitions, workdays
 from sync.law.clock import china_day, resume, suspend
+from sync.law.errors import N_, RuleError
+from sync.law.facts import Status
 from sync.log import Event
 
 if TYPE_CHECKING:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from central import permissions
 from central.errors import CountyError
-from sync import facts, history, log
-from sync.facts import N_, RuleError
+from sync import log
+from sync.law import facts, history
+from sync.law.errors import N_, RuleError
 from sync.law.ratings import MAX_ANSWER, POOR_SCORES, check_answerable, check_rated_once
 from sync.log import Event
 
@@ -156,7 +157,7 @@ def open_count(county: County, user: dict[str, Any]) -> int:
 def history_of(county: County, case: dict[str, Any]) -> list[dict[str, Any]]:
     """Every fact of the case's station's two streams naming the case, oldest first, each signature
     checked now: the station's with its key history (a key revoked before the event was stored does
-    not count), the county's with its own keys. Untranslated (sync/history.py ``translated``)."""
+    not count), the county's with its own keys. Untranslated (sync/law/history.py ``translated``)."""
     code = case["station"]
     up, down = log.up(code), log.down(code)
     station = county.store.station(code) or {}
@@ -166,7 +167,7 @@ def history_of(county: County, case: dict[str, Any]) -> list[dict[str, Any]]:
     revoked_at = {k["sign_id"]: k["revoked_at"] for k in keys_on_record if k["revoked_at"]}
     with county.store.lock:
         db = county.store.conn
-        events = history.events_naming(db, (up, down), case["id"])
+        events = log.events_naming(db, (up, down), case["id"])
         stored = {(r[0], int(r[1])): str(r[2]) for r in db.execute(
             "SELECT stream, seq, stored_at FROM _sync_events WHERE stream IN (?, ?) AND seq IN"
             f" ({', '.join('?' for _ in events) or 'NULL'})", (up, down, *(e.seq for e in events))).fetchall()}
@@ -182,11 +183,11 @@ def history_of(county: County, case: dict[str, Any]) -> list[dict[str, Any]]:
     for ev in events:
         if ev.stream == up:
             where = {"side": "station", "code": code, "name": station.get("name") or code}
-            state = history.signature_state(ev, station_keys, revoked)
+            state = log.signature_state(ev, station_keys, revoked)
         else:
             dept = str(ev.body.get("department") or "")
             where = {"side": "county", "code": dept, "name": departments.get(dept, {}).get("name", dept) or county.name}
-            state = history.signature_state(ev, own)
+            state = log.signature_state(ev, own)
         out.append(history.entry(ev, signature=state, where=where, received_at=stored.get((ev.stream, ev.seq)),
                                  set_aside=aside.get(ev.seq) if ev.stream == up else None))
     return out

@@ -13,8 +13,9 @@ from central import verify as doc_verify
 from central import retention
 from central.errors import CountyError, N_
 from crypto.keys import PublicKeys
-from sync import enrolment, facts, log
+from sync import enrolment, log
 from sync.errors import RevokedStation, UnknownStation
+from sync.law import facts
 
 if TYPE_CHECKING:
     from central.store import Store

@@ -10,7 +10,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from crypto import canonical
-from sync import facts, log, verify
+from sync import log, verify
+from sync.law import facts
 from sync.law.errors import RuleError
 
 if TYPE_CHECKING:

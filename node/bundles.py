@@ -5,7 +5,7 @@ once), and ticks and scans the union of the items' materials once (a material tw
 tick and one scan, listed on both cases). One submission makes one sitting (a ``bundle_id``) and one
 case per item: each its own signed ``application.accepted`` (or, for the whole sitting,
 ``application.correction_notice``) with its own gapless receipt number and promised date, and the
-body field ``bundle`` linking it to the others (sync/sittings.py). All of it is one transaction
+body field ``bundle`` linking it to the others (sync/law/sittings.py). All of it is one transaction
 through the ordinary intake (node/cases.py ``take``, ``Station.record``): a crash or any item's
 error leaves either every case or none, and no receipt number is used by a refused sitting.
 
@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from node import cases, search
 from node.scans import Scan
-from sync import facts, sittings
-from sync.law import workdays
-from sync.law.intake import materials_of
+from sync.law import facts, sittings, workdays
 from sync.law.errors import N_, RuleError
+from sync.law.intake import materials_of
 
 if TYPE_CHECKING:
     from node.station import Station

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from node import bundles, cases, life, projections
 from node.scans import Scan
-from sync import facts, log
-from sync.law import workdays
+from sync import log
+from sync.law import facts, workdays
 from sync.law.errors import RuleError
 from sync.law.intake import RESTORE_BLOCK, check_collector
 from sync.law.transitions import Status

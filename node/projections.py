@@ -4,7 +4,7 @@ the station's tables.
 ``UP`` projects the station's own facts (written by ``Station.record``); ``DOWN`` the county's
 (applied by sync, inside its transaction). A fact the station writes and the same fact given back
 by the county (self-heal, PROTOCOL.md §8.5) go through the same function where the row they make
-is the same (the hand-out). Kinds and statuses: sync/facts.py and sync/law/transitions.py.
+is the same (the hand-out). Kinds and statuses: sync/law/facts.py and sync/law/transitions.py.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from node import reports as node_reports
 from node import verify
 from node import retention as node_retention
 from node.store import Store
-from sync import facts, recovery, reports
-from sync.facts import Status
-from sync.law import workdays
+from sync import recovery
+from sync.law import facts, reports, workdays
 from sync.law.clock import china_day, resume, suspend
+from sync.law.facts import Status
 from sync.log import Event
 
 Projection = Callable[[Store, sqlite3.Connection, Event], None]

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from crypto.errors import CryptoError
 from crypto.keys import PublicKeys, load_retired
-from sync import exchange, facts, history, log, recovery
-from sync.facts import N_, RuleError
-from sync.law import transitions
+from sync import exchange, log, recovery
+from sync.law import facts, history, transitions
+from sync.law.errors import N_, RuleError
 from sync.law.ratings import MAX_COMMENT, check_rated_once
 from sync.log import Event
 
@@ -158,12 +158,12 @@ def own_sign_keys(st: Station, db: Any) -> dict[str, str]:
 
 def history_of(st: Station, app: dict[str, Any]) -> list[dict[str, Any]]:
     """Every fact of our two streams naming the case, oldest first, each signature checked now with
-    our key history (up) and the county's (down). Untranslated (sync/history.py ``translated``)."""
+    our key history (up) and the county's (down). Untranslated (sync/law/history.py ``translated``)."""
     up, down = log.up(st.code), log.down(st.code)
     departments = st.department_names()
     with st.store.lock:
         db = st.store.conn
-        events = history.events_naming(db, (up, down), app["id"])
+        events = log.events_naming(db, (up, down), app["id"])
         keys = {up: own_sign_keys(st, db), down: exchange.county_sign_keys(db, st.enrolled_county)}
         aside = {(up, int(r[0])): str(r[1]) for r in db.execute(
             "SELECT seq, reason FROM _sync_reported WHERE stream = ?", (up,)).fetchall()}
@@ -179,7 +179,7 @@ def history_of(st: Station, app: dict[str, Any]) -> list[dict[str, Any]]:
             where = {"side": "county", "code": dept,
                      "name": departments.get(dept, {}).get("name", dept) or st.county.name}
             received = ev.at
-        out.append(history.entry(ev, signature=history.signature_state(ev, keys[ev.stream]), where=where,
+        out.append(history.entry(ev, signature=log.signature_state(ev, keys[ev.stream]), where=where,
                                  received_at=received or None, set_aside=aside.get((ev.stream, ev.seq))))
     return out
 

@@ -26,9 +26,9 @@ from node.store import Store
 from crypto import envelope
 from crypto.errors import CryptoError
 from node.scans import Scan
-from sync import blobs, bundle, client, docs, exchange, facts, inbox, log
+from sync import blobs, bundle, client, docs, exchange, inbox, log
 from sync.errors import StaleAnswer, SyncError
-from sync.law import intake
+from sync.law import facts, intake
 from sync.log import Event
 
 logger = logging.getLogger("lastmile.node")

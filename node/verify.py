@@ -16,8 +16,9 @@ from crypto.errors import CryptoError
 from crypto.keys import load_retired, unb64, verify as verify_sig
 from node.store import Store
 from sync import log, verify
-from sync.log import Event
+from sync.law import facts
 from sync.law.errors import N_
+from sync.log import Event
 
 logger = logging.getLogger("lastmile.node")
 META = "stations_directory"
@@ -26,7 +27,7 @@ META = "stations_directory"
 def directory_published(store: Store, db: sqlite3.Connection, ev: Event) -> None:
     """The county's directory of stations' keys: kept whole, the newest replaces the one held
     (one with an older ``at`` is ignored)."""
-    verify.check_directory(ev.body)
+    facts.check_directory(ev.body)
     row = db.execute("SELECT value FROM meta WHERE name = ?", (META,)).fetchone()
     if row and row[0] and str(json.loads(row[0]).get("at", "")) > ev.body["at"]:
         return
@@ -37,7 +38,7 @@ def directory(st: Any) -> dict[str, dict[str, Any]]:
     """Station code -> entry, from the county's newest directory; the station's own keys are
     added if the county has not sent one yet (before the first sync after an upgrade)."""
     held = st.store.meta(META)
-    out = verify.check_directory(json.loads(held)) if held else {}
+    out = facts.check_directory(json.loads(held)) if held else {}
     if st.code not in out:
         keys = [{"sign_id": st.me.public.sign_id, "sign_key": st.me.public.sign, "valid_from": "",
                  "valid_until": None, "revoked_at": None}]

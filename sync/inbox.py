@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from crypto import canonical
-from sync import log, retention
+from sync import log
 from sync.errors import BadEvent
-from sync.log import Conn, Event
 from sync.law.errors import N_, RuleError
+from sync.log import Conn, Event
 
 logger = logging.getLogger("lastmile.sync")
 
@@ -47,7 +47,7 @@ def accept(db: Conn, *, stream: str, author: str, author_sign_key: str | Mapping
     for ev in parsed:
         if ev.stream != stream or ev.author != author:
             raise BadEvent(f"event {ev.stream}#{ev.seq} does not belong to stream {stream}")
-        retention.check_event(ev, author_sign_key)    # a redacted stub: its signature (§8.7)
+        log.check_event(ev, author_sign_key)    # a redacted stub: its signature (§8.7)
 
     result = Accepted()
     high, high_hash = log.head(db, stream)

@@ -45,7 +45,7 @@ CORRECTION_REQUEST = "correction_request"       # the county's 材料补正通�
 APPROVAL_NOTICE = "approval_notice"             # 办结通知书
 REJECTION_DECISION = "rejection_decision"       # 不予批准决定书
 REPORT_RECEIPT = "report_receipt"               # receipt of a 办不成事 report
-REPORT_FILED = "report.filed"                   # sync/reports.FILED (not imported: sync.reports imports rules only)
+REPORT_FILED = "report.filed"                   # sync/law/reports.py FILED
 REPORT_ITEM = "办不成事诉求"                    # the item line of a report receipt
 NO_ITEM = "-"                                   # the token's item code of a report naming no item
 
@@ -265,35 +265,6 @@ def item_of(part: str | None) -> str | None:
     pieces = lines[1].split(" · ")
     return pieces[1] if len(pieces) == 3 else None
 
-
-
-# the directory fact (stations.directory, PROTOCOL.md §4) ------------------------------------------
-def check_directory(body: Any) -> dict[str, dict[str, Any]]:
-    """The body of a ``stations.directory`` fact as station code -> entry; RuleError if malformed."""
-    from crypto.keys import key_id, unb64
-    from sync.law.errors import RuleError
-    bad = RuleError(N_("The directory of station keys is malformed."))
-    if not isinstance(body, dict) or set(body) != {"stations", "at"} or not isinstance(body["at"], str) \
-            or not isinstance(body["stations"], list):
-        raise bad
-    out: dict[str, dict[str, Any]] = {}
-    for st in body["stations"]:
-        if not isinstance(st, dict) or set(st) != {"code", "name", "keys"} or not isinstance(st["code"], str) \
-                or not isinstance(st["name"], str) or not isinstance(st["keys"], list) or st["code"] in out:
-            raise bad
-        for k in st["keys"]:
-            if not isinstance(k, dict) or set(k) != {"sign_id", "sign_key", "valid_from", "valid_until", "revoked_at"}:
-                raise bad
-            try:
-                if key_id(unb64(k["sign_key"])) != k["sign_id"]:
-                    raise bad
-            except CryptoError:
-                raise bad from None
-            if not isinstance(k["valid_from"], str) or any(
-                    k[f] is not None and not isinstance(k[f], str) for f in ("valid_until", "revoked_at")):
-                raise bad
-        out[st["code"]] = st
-    return out
 
 
 # one answer for page, API and CLI -------------------------------------------------------------------

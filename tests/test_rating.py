@@ -11,8 +11,8 @@ from hypothesis import given, settings, strategies as st
 from tests.sync.test_recovery import pair  # noqa: F401 - a county and a station in this process
 
 from node.station import Station
-from sync import facts, log
-from sync.law import intake, transitions
+from sync import log
+from sync.law import facts, intake, transitions
 from sync.law.errors import RuleError
 from tests.central.test_hostile_station import county_repairs, forge
 from tests.conftest import csrf_of, log_in

@@ -197,7 +197,7 @@ def test_a_document_dated_after_its_key_was_retired_is_refused_and_a_bare_token_
 
 def test_a_malformed_directory_is_refused_by_the_shared_spec():
     from crypto.keys import Identity
-    from sync import facts
+    from sync.law import facts
     me = Identity.generate()
     good = {"stations": [{**_entry(me)["V1"]}], "at": "2026-11-29T00:00:00.000Z"}
     assert set(facts.SPECS[facts.STATIONS_DIRECTORY].validate(good)) == {"V1"}

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync import facts
-from sync.law import workdays
+from sync.law import facts, workdays
 from sync.law.clock import add_working_days, is_workday
 from sync.law.errors import RuleError
 from sync.law.workdays import ScheduleError, WorkCalendar

@@ -31,7 +31,7 @@ class Status:
     WAITING = (CORRECTION_NOTICE, CORRECTION_REQUESTED)
 
 
-# The fact kinds, by name (their specs: sync/facts.py).
+# The fact kinds, by name (their specs: sync/law/facts.py).
 ACCEPTED = "application.accepted"
 CORRECTION_NOTICE = "application.correction_notice"
 REFUSED = "application.refused"

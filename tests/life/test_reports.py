@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from sync import reports
+from sync.law import reports
 from sync.law.errors import RuleError
 from sync.law.intake import valid_id_for_demo
 from tests.conftest import log_in

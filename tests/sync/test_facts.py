@@ -9,10 +9,9 @@ from hypothesis import strategies as st
 
 from central import projections as county_projections
 from node import projections as station_projections
-from sync import facts
-from sync.facts import Status
-from sync.law import transitions
+from sync.law import facts, transitions
 from sync.law.errors import RuleError
+from sync.law.facts import Status
 
 
 def test_every_kind_has_a_spec_and_a_projection_at_the_right_end():

@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from sync import reports, retention, sittings
-from sync.law import intake, ratings, workdays
+from crypto.errors import CryptoError
+from crypto.keys import PublicKeys, key_id, unb64
+from sync.law import decisions, intake, ratings, reports, retention, sittings, workdays
 from sync.law.errors import N_, RuleError
 from sync.law.transitions import (  # noqa: F401 - the shared vocabulary, re-exported: import it from here
     ACCEPTED, APPLICATION_KINDS, CALENDAR_PUBLISHED, CASE_DECIDED, CATALOG_PUBLISHED, CORRECTION_NOTICE,
@@ -88,7 +89,7 @@ def _check_supplement(body: Any, ctx: Context) -> str:
 def _check_decision(body: Any, ctx: Context) -> str:
     """A county decision: its fields, and for a correction request the materials it lists, which
     must be the case's own (checked where the case is known)."""
-    _check_decided(body, ctx)          # the six fields, and a written decision's (sync/docs.py)
+    _check_decided(body, ctx)          # the six fields, and a written decision's (decisions.py)
     if "materials" in body:
         if body["decision"] != "correction":
             raise RuleError(N_("Only a correction request lists materials to correct."))
@@ -131,8 +132,6 @@ def _check_calendar(body: Any, ctx: Context) -> Any:
 
 
 def _check_keys(body: Any, ctx: Context) -> Any:
-    from crypto.errors import CryptoError
-    from crypto.keys import PublicKeys
     try:
         if not isinstance(body, dict) or set(body) != {"sign", "enc"}:
             raise ValueError("fields")
@@ -142,8 +141,7 @@ def _check_keys(body: Any, ctx: Context) -> Any:
 
 
 def _check_decided(body: Any, ctx: Context) -> Any:
-    from sync import docs        # the written decision's fields (reason, basis, appeal, attachments)
-    return docs.check_decided(body, tuple(DECISIONS))
+    return decisions.check_decided(body, tuple(DECISIONS))     # reason, basis, appeal, attachments
 
 
 def _check_rating(body: Any, ctx: Context) -> str:
@@ -154,9 +152,30 @@ def _check_rating_answer(body: Any, ctx: Context) -> str:
     return ratings.check_rating_answer(body)
 
 
-def _check_directory(body: Any) -> Any:
-    from sync import verify
-    return verify.check_directory(body)
+def check_directory(body: Any) -> dict[str, dict[str, Any]]:
+    """The body of a ``stations.directory`` fact as station code -> entry; RuleError if malformed."""
+    bad = RuleError(N_("The directory of station keys is malformed."))
+    if not isinstance(body, dict) or set(body) != {"stations", "at"} or not isinstance(body["at"], str) \
+            or not isinstance(body["stations"], list):
+        raise bad
+    out: dict[str, dict[str, Any]] = {}
+    for st in body["stations"]:
+        if not isinstance(st, dict) or set(st) != {"code", "name", "keys"} or not isinstance(st["code"], str) \
+                or not isinstance(st["name"], str) or not isinstance(st["keys"], list) or st["code"] in out:
+            raise bad
+        for k in st["keys"]:
+            if not isinstance(k, dict) or set(k) != {"sign_id", "sign_key", "valid_from", "valid_until", "revoked_at"}:
+                raise bad
+            try:
+                if key_id(unb64(k["sign_key"])) != k["sign_id"]:
+                    raise bad
+            except CryptoError:
+                raise bad from None
+            if not isinstance(k["valid_from"], str) or any(
+                    k[f] is not None and not isinstance(k[f], str) for f in ("valid_until", "revoked_at")):
+                raise bad
+        out[st["code"]] = st
+    return out
 
 
 _APPLICATION_FIELDS = ("id", "receipt_no", "station", "agent", "item_code", "item_name", "department",
@@ -183,7 +202,7 @@ SPECS: dict[str, FactSpec] = {s.kind: s for s in (
     FactSpec(CALENDAR_PUBLISHED, COUNTY, ("year", "holidays", "workdays", "at", "by"), (), _check_calendar),
     FactSpec(RATED, STATION, ("id", "score", "comment", "by", "at"), (), _check_rating),
     FactSpec(RATING_ANSWERED, COUNTY, ("id", "answer", "by", "department", "at"), (), _check_rating_answer),
-    FactSpec("stations.directory", COUNTY, ("stations", "at"), (), lambda body, ctx: _check_directory(body)),
+    FactSpec("stations.directory", COUNTY, ("stations", "at"), (), lambda body, ctx: check_directory(body)),
     FactSpec(retention.RETENTION_SET, COUNTY, ("retention_days", "at", "by"), (),
              lambda body, ctx: retention.check_body(body)),
 )}
