@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from crypto import canonical
 from crypto.keys import Identity, b64, key_id, unb64, verify
 from crypto.errors import BadEncoding, BadSignature
+from sync import codes
 from sync.errors import BadEvent
 from sync.law import retention
 
@@ -129,8 +130,7 @@ def store(db: Conn, ev: Event) -> None:
                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                (ev.stream, ev.seq, ev.prev, ev.hash, ev.author, ev.key, ev.kind, ev.at,
                 canonical.dumps(ev.body).decode(), ev.sig, utcnow()))
-    from sync import verify         # not at the top: sync.verify is above this module
-    verify.index_event(db, ev.stream, ev.seq, ev.kind, ev.hash)
+    codes.index_event(db, ev.stream, ev.seq, ev.kind, ev.hash)
 
 
 def remove_from(db: Conn, stream: str, seq: int) -> list[Event]:
