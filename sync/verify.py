@@ -211,7 +211,6 @@ def item_of(part: str | None) -> str | None:
     return pieces[1] if len(pieces) == 3 else None
 
 
-
 # one answer for page, API and CLI -------------------------------------------------------------------
 @dataclass
 class Held:

@@ -32,4 +32,3 @@ class RuleError(Exception):
         """``{"m": message id, "a": {parameters}}`` as compact JSON (see PROTOCOL.md §8.3)."""
         return json.dumps({"m": self.message, "a": self.params}, ensure_ascii=False, separators=(",", ":"),
                           sort_keys=True)
-

@@ -34,6 +34,7 @@ LABELS: dict[str, str] = {
 GENERIC = N_("Event %(kind)s")
 DECIDED_AS = N_("County decision: %(decision)s")
 
+
 def label_of(kind: str, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """The message id and parameters that name this fact in a case's history."""
     if kind == transitions.CASE_DECIDED:
@@ -69,4 +70,3 @@ def translated(entries: list[dict[str, Any]], gettext: Callable[..., str]) -> li
             label = e["label_id"]
         out.append({k: v for k, v in e.items() if k not in ("label_id", "label_args")} | {"label": label})
     return out
-

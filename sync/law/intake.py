@@ -412,4 +412,3 @@ def check_voided(body: Any, author: str) -> None:
     if not isinstance(body["reason"], str) or len(body["reason"]) > 200:
         raise RuleError(N_("A record of voided receipt numbers has a bad reason."))
     _check_time(body, N_("voided receipt numbers"))
-
