@@ -33,10 +33,12 @@ system-deps:
 	  else echo "please install:$$missing (sudo apt-get install$$missing)"; fi; \
 	fi
 
+# First the import contracts (pyproject.toml [tool.importlinter]: who may import whom), then the tests.
 # The files run on every core (pytest-xdist), one file's tests on one worker (their servers and
 # browser are module fixtures); `make test PYTEST_ARGS=-n0` runs them one after another.
 PYTEST_ARGS ?= -n auto --dist loadfile
 test: $(VENV)/.installed system-deps
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed

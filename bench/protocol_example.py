@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from crypto import canonical, envelope  # noqa: E402
 from crypto.keys import Identity, b64  # noqa: E402
 from node import cases  # noqa: E402
-from sync import log, rules, verify  # noqa: E402
+from sync import log, verify  # noqa: E402
+from sync.law.intake import check_application, valid_id_for_demo
 
 DOC = ROOT / "docs" / "PROTOCOL.md"
 START, END = "## 9. Worked example", "## 10."
@@ -48,7 +49,7 @@ def identity(who: str) -> Identity:
 def application_body() -> dict[str, Any]:
     catalog = json.loads((ROOT / "central" / "catalog_demo.json").read_text(encoding="utf-8"))
     item = next(i for i in catalog["items"] if i["code"] == "RS-001")
-    form = {"name": "王秀英", "id_number": rules.valid_id_for_demo("41152319580312004"), "phone": "13800000000",
+    form = {"name": "王秀英", "id_number": valid_id_for_demo("41152319580312004"), "phone": "13800000000",
             "address": "张村3组", "f_contribution_grade": "300", "f_special_group": "none", "f_other_pension": "no",
             "materials": ["id_card", "household_register"]}
     ms = ((TAKEN.hour * 60 + TAKEN.minute) * 60 + TAKEN.second) * 1000 + TAKEN.microsecond // 1000
@@ -57,7 +58,7 @@ def application_body() -> dict[str, Any]:
     body = dict(intake.body, id="01ceb1f1-841e-436e-92b5-3ad677f05b4d")
     body["scans"] = [{"sha256": hashlib.sha256(SCAN).hexdigest(), "size": len(SCAN), "name": "身份证.jpg",
                       "mime": "image/jpeg", "material": "id_card"}]
-    rules.check_application(intake.kind, body, author="V001", level="village", catalog=catalog)
+    check_application(intake.kind, body, author="V001", level="village", catalog=catalog)
     return body
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node import search  # noqa: E402
 from node.store import Store  # noqa: E402
-from sync.rules import valid_id_for_demo  # noqa: E402
+from sync.law.intake import valid_id_for_demo  # noqa: E402
 
 PASSWORD = "village-key-2718"
 

@@ -14,7 +14,7 @@ How the station's database is filled:
 * For scale, those seeded rows of ``up/S1`` are copied in bulk with SQL on the store's own
   connection (``INSERT … SELECT``): the same encrypted body, a new ``seq`` after the head and a new
   ``hash`` (SHA-256 of the old one and the copy number, so every copy has its own code), and their
-  codes inserted into ``_sync_codes`` the way the migration does (``sync.verify.index_existing``).
+  codes inserted into ``_sync_codes`` the way the migration does (``sync.codes.index_existing``).
   Copies are not signed anew (nothing here checks their signatures) and carry the seeded
   application's id, so the answer finds a case, as at a real station.
 
@@ -38,7 +38,9 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node import verify as station_verify  # noqa: E402
-from sync import log, rules, verify  # noqa: E402
+from sync import log  # noqa: E402
+from sync.codes import CANDIDATES, DOCS, EVENT_KINDS, code_of  # noqa: E402
+from sync.law import transitions  # noqa: E402
 from tests.sync.test_protocol_machine import form_for, make_pair  # noqa: E402
 from tests.sync.test_recovery import round_trip  # noqa: E402
 
@@ -49,13 +51,13 @@ def old_by_code(st: Any, code: str) -> Any:
     """The lookup before the index (node/verify.py before issue 15): every document event of the
     station's streams read, and each one's codes hashed, under the store's lock."""
     streams = (log.up(st.code), log.down(st.code))
-    marks = ",".join("?" * len(verify.EVENT_KINDS))
+    marks = ",".join("?" * len(EVENT_KINDS))
     with st.store.lock:
         rows = st.store.conn.execute(f"SELECT stream, seq, kind, hash FROM _sync_events WHERE stream IN (?, ?)"
-                                     f" AND kind IN ({marks})", (*streams, *verify.EVENT_KINDS)).fetchall()
+                                     f" AND kind IN ({marks})", (*streams, *EVENT_KINDS)).fetchall()
         for row in rows:
-            for d in verify.DOCS:
-                if row[-2] in d.events and verify.code_of(row[-1], d.kind) == code:
+            for d in DOCS:
+                if row[-2] in d.events and code_of(row[-1], d.kind) == code:
                     return log.get(st.store.conn, row[0], row[1])
     return None
 
@@ -64,7 +66,7 @@ def grow(st: Any, seed: int, to: int) -> None:
     """Copy the ``seed`` first events of up/S1 until the station holds ``to`` events."""
     conn, stream = st.store.conn, log.up(st.code)
     conn.create_function("bench_hash", 2, lambda h, k: hashlib.sha256(f"{h}|{k}".encode()).hexdigest())
-    conn.create_function("bench_code", 2, verify.code_of)
+    conn.create_function("bench_code", 2, code_of)
     while True:
         with st.store.lock:
             held = conn.execute("SELECT count(*) FROM _sync_events").fetchone()[0]
@@ -77,10 +79,10 @@ def grow(st: Any, seed: int, to: int) -> None:
                        " SELECT stream, seq + ?, prev, bench_hash(hash, ?), author, key_id, kind, at, body, sig, stored_at"
                        " FROM _sync_events WHERE stream = ? AND seq <= ? AND seq >= ?",
                        (head - first_seq(st) + 1, head, stream, first_seq(st) + n - 1, first_seq(st)))
-            for doc in verify.CANDIDATES[rules.ACCEPTED]:
+            for doc in CANDIDATES[transitions.ACCEPTED]:
                 db.execute("INSERT INTO _sync_codes (code, stream, seq, doc) SELECT bench_code(hash, ?), stream, seq, ?"
                            " FROM _sync_events WHERE stream = ? AND seq > ? AND kind = ?",
-                           (doc, doc, stream, head, rules.ACCEPTED))
+                           (doc, doc, stream, head, transitions.ACCEPTED))
 
 
 _FIRST: dict[str, int] = {}
@@ -91,15 +93,15 @@ def first_seq(st: Any) -> int:
     if st.code not in _FIRST:
         with st.store.lock:
             _FIRST[st.code] = st.store.conn.execute("SELECT min(seq) FROM _sync_events WHERE stream = ? AND kind = ?",
-                                                    (log.up(st.code), rules.ACCEPTED)).fetchone()[0]
+                                                    (log.up(st.code), transitions.ACCEPTED)).fetchone()[0]
     return _FIRST[st.code]
 
 
 def codes(st: Any, k: int) -> list[str]:
     with st.store.lock:
         rows = st.store.conn.execute("SELECT hash FROM _sync_events WHERE stream = ? AND kind = ? ORDER BY random()"
-                                     " LIMIT ?", (log.up(st.code), rules.ACCEPTED, k)).fetchall()
-    return [verify.code_of(r[0]) for r in rows]
+                                     " LIMIT ?", (log.up(st.code), transitions.ACCEPTED, k)).fetchall()
+    return [code_of(r[0]) for r in rows]
 
 
 def sample(fn: Callable[[str], Any], typed: list[str]) -> tuple[float, float]:

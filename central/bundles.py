@@ -2,7 +2,7 @@
 of a sitting shows the other cases of the same sitting.
 
 Each item of a sitting is its own case in its own department's queue (nothing changes there). A
-case's signed application names its sitting (``bundle``: id, code, the case ids, sync/sittings.py);
+case's signed application names its sitting (``bundle``: id, code, the case ids, sync/law/sittings.py);
 another case counts as linked only if the county holds it, the same station signed it, its own signed
 application names the same sitting and it is for the same applicant (ID number). A hostile or broken
 station's inconsistent sitting is therefore just separate cases: nothing is refused for it, and the
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from central import permissions
 from central.errors import CountyError, N_
-from sync import sittings
-from sync.rules import RuleError
+from sync.law import sittings
+from sync.law.errors import RuleError
 
 if TYPE_CHECKING:
     from central.county import County

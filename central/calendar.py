@@ -1,6 +1,6 @@
 """The county's working-day calendar: entering a year's schedule (CLI and API), sending it down to
 every station as ``calendar.published``, reading the effective schedule, and warning the county
-when next year's schedule is missing (sync/workdays.py holds the counting)."""
+when next year's schedule is missing (sync/law/workdays.py holds the counting)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from central.errors import CountyError
-from sync import facts, log, workdays
-from sync.workdays import N_, ScheduleError, WorkCalendar
+from sync import log
+from sync.law import facts, workdays
+from sync.law.errors import N_
+from sync.law.workdays import ScheduleError, WorkCalendar
 
 if TYPE_CHECKING:
     from central.county import County

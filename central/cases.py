@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from central import documents, permissions, projections
 from central.errors import CountyError, N_
-from sync import facts, log, reports, retention, rules
+from sync import log
 from sync.errors import BadEvent
+from sync.law import facts, intake, reports, retention, transitions
+from sync.law.clock import case_clock
+from sync.law.errors import RuleError
 from sync.log import Event
 
 if TYPE_CHECKING:
@@ -72,7 +75,7 @@ class Cases:
         county was restored from an old backup (``recovery.take_back`` has already checked that it is
         whole, hashes to what the county signed, and sits in that station's stream at the number the
         county sent it). Checked like any other fact, since a station chose to send it: the body's
-        shape (sync/facts.py), the case or report it names belongs to that station, and the
+        shape (sync/law/facts.py), the case or report it names belongs to that station, and the
         transition is legal (the projection checks the state). A catalogue, calendar, retention,
         directory or key fact is stored but never re-projected: the county's own tables are their
         source (issue 15), not what a station hands back. A decision on a case the county has not got
@@ -82,7 +85,7 @@ class Cases:
             return
         project = projections.DOWN.get(ev.kind)
         if project is None:
-            raise rules.RuleError(N_("Unknown event kind %(kind)s."), kind=ev.kind)
+            raise RuleError(N_("Unknown event kind %(kind)s."), kind=ev.kind)
         facts.spec(ev.kind).validate(ev.body)
         station = ev.stream.split("/", 1)[1]
         named = ev.body.get("id")
@@ -91,9 +94,9 @@ class Cases:
         else:
             owner = (self.store.case(named, db) or {}).get("station")
         if owner is not None and owner != station:
-            raise rules.RuleError(N_("Station %(author)s sent %(fact)s for case %(id)s, which belongs to station "
-                                     "%(owner)s."), author=station, fact=rules.FACT_LABELS.get(ev.kind, ev.kind),
-                                  id=str(named), owner=owner)
+            raise RuleError(N_("Station %(author)s sent %(fact)s for case %(id)s, which belongs to station "
+                               "%(owner)s."), author=station, fact=transitions.FACT_LABELS.get(ev.kind, ev.kind),
+                            id=str(named), owner=owner)
         project(self, db, ev)
 
     def apply_up_recovering(self, db: Any, ev: Event) -> None:
@@ -122,14 +125,14 @@ class Cases:
         """Project one station event into cases (inside the sync transaction).
 
         A valid signature proves only who wrote the event: every fact is checked again here with
-        the station's own rules (sync/rules.py), against the catalogue version it names and the
+        the station's own rules (sync/law/intake.py), against the catalogue version it names and the
         station's level, and must name a case its author owns in a state that allows it. A
-        broken rule raises rules.RuleError; the inbox sets the event aside with that reason."""
+        broken rule raises RuleError; the inbox sets the event aside with that reason."""
         if retention.is_redacted(ev.body):          # given back by a station after its purge (§8.7)
-            raise rules.RuleError(retention.PURGED_AT_STATION)
+            raise RuleError(retention.PURGED_AT_STATION)
         project = projections.UP.get(ev.kind)
         if project is None:
-            raise rules.RuleError(N_("Unknown event kind %(kind)s."), kind=ev.kind)
+            raise RuleError(N_("Unknown event kind %(kind)s."), kind=ev.kind)
         facts.spec(ev.kind).validate(ev.body, self._context(db, ev))
         project(self, db, ev)
 
@@ -182,9 +185,9 @@ class Cases:
             values: dict[str, Any] = {}
             if decision == "correction":
                 try:
-                    values["materials"] = rules.check_correction(
+                    values["materials"] = intake.check_correction(
                         materials or [], facts.case_item(self.application_body(db, case)) or {"materials": []})
-                except rules.RuleError as exc:
+                except RuleError as exc:
                     raise CountyError(422, "bad_materials", exc.message, exc.params) from exc
             self.record(db, case["station"], facts.Fact(facts.CASE_DECIDED, facts.SPECS[facts.CASE_DECIDED].to_body(
                 id=case_id, decision=decision, note=note, by=user["name"], department=case["department"],
@@ -225,11 +228,11 @@ class Cases:
         import datetime as dt
 
         from central.calendar import calendar_of
-        clock = rules.case_clock(time_limit_days=case.get("time_limit_days"), accepted_at=case.get("accepted_at"),
-                                 suspensions=case.get("suspensions"), status=case.get("status"),
-                                 decided_at=case.get("decided_at"),
-                                 today=today or dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date(),
-                                 workday=calendar_of(self).is_workday)
+        clock = case_clock(time_limit_days=case.get("time_limit_days"), accepted_at=case.get("accepted_at"),
+                           suspensions=case.get("suspensions"), status=case.get("status"),
+                           decided_at=case.get("decided_at"),
+                           today=today or dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date(),
+                           workday=calendar_of(self).is_workday)
         return {"time_limit_days": case.get("time_limit_days"),
                 "days_used": clock["days_used"] if clock else None,
                 "days_left": clock["days_left"] if clock else None,

@@ -8,7 +8,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from crypto import canonical
-from sync import facts, log
+from sync import log
+from sync.law import facts
 
 if TYPE_CHECKING:
     from central.store import Store

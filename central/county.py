@@ -34,8 +34,9 @@ from crypto import passwords
 from crypto.keys import Identity, load_retired, save_retired
 from crypto import envelope
 from crypto.errors import CryptoError
-from sync import blobs, bundle, exchange, facts, log
+from sync import blobs, bundle, exchange, log
 from sync.errors import BadEvent
+from sync.law import facts
 from sync.log import Event
 
 logger = logging.getLogger("lastmile.central")

@@ -20,7 +20,8 @@ from templates.limits import MAX_DECODE, decoded_bytes
 from central.errors import CountyError, N_
 from crypto import envelope
 from sync import docs
-from sync.rules import RuleError
+from sync.law import decisions
+from sync.law.errors import RuleError
 
 if TYPE_CHECKING:
     from central.county import County
@@ -36,7 +37,7 @@ def check_catalog_appeal(catalog: Any) -> None:
             'The catalogue has no "appeal" block: add {"review_body": ..., "review_days": 60, "court": ..., '
             '"court_months": 6} naming the body that hears administrative reconsideration and the court.'))
     try:
-        docs.check_appeal(catalog["appeal"])
+        decisions.check_appeal(catalog["appeal"])
     except RuleError as exc:
         raise CountyError(422, "bad_appeal", exc.message) from None
 
@@ -44,7 +45,7 @@ def check_catalog_appeal(catalog: Any) -> None:
 def appeal_of(catalog: dict[str, Any]) -> dict[str, Any] | None:
     """The catalogue's appeal block if it has a valid one (older catalogues have none)."""
     try:
-        return docs.check_appeal(catalog.get("appeal"))
+        return decisions.check_appeal(catalog.get("appeal"))
     except RuleError:
         return None
 
@@ -72,7 +73,7 @@ def prepare(name: str, raw: bytes) -> Attachment:
     Stored as given. Raises CountyError 422 ``bad_attachment``."""
     if not raw:
         raise CountyError(422, "bad_attachment", N_("A result document is empty."))
-    if len(raw) > docs.MAX_ATTACHMENT:
+    if len(raw) > decisions.MAX_ATTACHMENT:
         raise CountyError(422, "bad_attachment", N_("A result document is too large (at most 8 MB)."))
     mime = docs.sniff(raw)
     if mime is None:
@@ -102,7 +103,7 @@ def prepare(name: str, raw: bytes) -> Attachment:
 
 
 def prepare_all(files: Sequence[tuple[str, bytes]]) -> list[Attachment]:
-    if len(files) > docs.MAX_ATTACHMENTS:
+    if len(files) > decisions.MAX_ATTACHMENTS:
         raise CountyError(422, "bad_attachment", N_("At most 10 result documents can be attached."))
     out: list[Attachment] = []
     for name, raw in files:
@@ -163,11 +164,11 @@ def written(county: County, case_id: str, decision: str, reason: str, basis: str
             raise CountyError(422, "bad_attachment", N_("Only an approval carries result documents."))
         if not reason:
             raise CountyError(422, "reason_required", N_("A rejection needs the reason the citizen reads."))
-        if len(reason) > docs.MAX_REASON:
+        if len(reason) > decisions.MAX_REASON:
             raise CountyError(422, "reason_too_long", N_("The reason is too long (at most 2000 characters)."))
         if not basis:
             raise CountyError(422, "basis_required", N_("A rejection needs its legal basis."))
-        if len(basis) > docs.MAX_BASIS:
+        if len(basis) > decisions.MAX_BASIS:
             raise CountyError(422, "basis_too_long", N_("The legal basis is too long (at most 500 characters)."))
         appeal = appeal_of(county.catalog())
         return {"reason": reason, "basis": basis, **({"appeal": appeal} if appeal else {})}

@@ -19,6 +19,7 @@ from central.county import County, CountyError
 from crypto.errors import BadEncoding, BadSignature, CryptoError
 from sync import docs
 from sync.errors import RevokedStation, SyncError, UnknownStation
+from sync.law import decisions
 from templates.web import api_error
 
 logger = logging.getLogger("lastmile.central")
@@ -31,7 +32,7 @@ def written_fields(body: dict[str, Any]) -> dict[str, Any]:
     raw = body.get("attachments", [])
     if not isinstance(raw, list):
         raise CountyError(422, "bad_attachment", documents.N_("attachments must be a list of {name, data_base64}."))
-    if len(raw) > docs.MAX_ATTACHMENTS:
+    if len(raw) > decisions.MAX_ATTACHMENTS:
         raise CountyError(422, "bad_attachment", documents.N_("At most 10 result documents can be attached."))
     files = []
     for a in raw:
@@ -50,7 +51,7 @@ async def form_fields(form: Any) -> dict[str, Any]:
     files = []
     for f in form.getlist("attachments"):
         if isinstance(f, UploadFile) and f.filename:
-            files.append((f.filename, await f.read(docs.MAX_ATTACHMENT + 1)))
+            files.append((f.filename, await f.read(decisions.MAX_ATTACHMENT + 1)))
     return {"reason": str(form.get("reason", "")), "basis": str(form.get("basis", "")), "attachments": files}
 
 
@@ -63,7 +64,7 @@ async def doc_get(request: Request) -> Response:
     signature, expires, nonce = h.get("lastmile-signature", ""), h.get("lastmile-expires", ""), h.get("lastmile-nonce", "")
     match = docs.RANGE.fullmatch(h.get("range", ""))
     try:
-        if not docs.SHA.fullmatch(sha) or not station or not signature or not expires.isdigit() \
+        if not decisions.SHA.fullmatch(sha) or not station or not signature or not expires.isdigit() \
                 or len(expires) > 12 or not docs.NONCE.fullmatch(nonce) or match is None:
             raise CountyError(400, "bad_request", "document requests need a SHA-256 path, Lastmile-Station, "
                                                   "Lastmile-Expires, Lastmile-Nonce, Lastmile-Signature and "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from sync.chain import PROBLEMS as PROBLEM_KINDS
-from sync.rules import PROBLEMS
+from sync.law.intake import PROBLEMS
 from templates.openapi import (ANY, BOOLEAN, INTEGER, NULLABLE_STRING, OBJECT, STRING, array, document, nullable,
                                obj, operation, ref)
 

@@ -1,10 +1,10 @@
 """The county's projections: fact kind -> ``fn(county, db, event)``, the one place a fact changes
 the county's tables.
 
-``UP`` projects a station's facts after they pass the shared checks (sync/facts.py, against the
+``UP`` projects a station's facts after they pass the shared checks (sync/law/facts.py, against the
 catalogue version the body names); ``DOWN`` the county's own facts, both when it writes them
 (``County.record``) and when a station gives them back after the county was restored from an
-old backup: the same function either way. A fact that breaks a rule raises rules.RuleError; the
+old backup: the same function either way. A fact that breaks a rule raises RuleError; the
 inbox puts it on the repair list with that reason.
 """
 
@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any, Callable
 from central import ratings
 from crypto import canonical
 from central import reports as county_reports
-from sync import facts, log, reports, rules, workdays
-from sync.facts import N_, RuleError, Status
+from sync import log
+from sync.law import facts, reports, transitions, workdays
+from sync.law.clock import china_day, resume, suspend
+from sync.law.errors import N_, RuleError
+from sync.law.facts import Status
 from sync.log import Event
 
 if TYPE_CHECKING:
@@ -52,7 +55,7 @@ def owned_case(county: County, db: Any, ev: Event) -> dict[str, Any] | None:
     case = county.store.case(ev.body["id"], db)
     if case is not None and case["station"] != ev.author:
         raise RuleError(N_("Station %(author)s sent %(fact)s for case %(id)s, which belongs to station "
-                           "%(owner)s."), author=ev.author, fact=rules.FACT_LABELS.get(ev.kind, ev.kind),
+                           "%(owner)s."), author=ev.author, fact=transitions.FACT_LABELS.get(ev.kind, ev.kind),
                         id=ev.body["id"], owner=case["station"])
     return case
 
@@ -73,7 +76,7 @@ def supplemented(county: County, db: Any, ev: Event) -> None:
     case = owned_case(county, db, ev)
     status = facts.next_state(case["status"] if case else facts.NEW, ev.kind, case_id=b["id"])
     assert case is not None
-    county.store.update_case(db, b["id"], status=status, suspensions=rules.resume(case["suspensions"], b["at"][:10]),
+    county.store.update_case(db, b["id"], status=status, suspensions=resume(case["suspensions"], b["at"][:10]),
                              supplement=canonical.dumps({**b, "seq": ev.seq}).decode())
     now = log.utcnow()
     for scan in b.get("scans", []):
@@ -134,7 +137,7 @@ def decide_case(county: County, db: Any, case: dict[str, Any], b: dict[str, Any]
     extra: dict[str, Any] = {}
     if b["decision"] == "correction":
         extra["correction"] = canonical.dumps(b.get("materials", [])).decode()
-        extra["suspensions"] = rules.suspend(case["suspensions"], rules.china_day(b["at"]))
+        extra["suspensions"] = suspend(case["suspensions"], china_day(b["at"]))
     county.store.update_case(db, case["id"], status=status, decision=b["decision"],
                              decision_note=b.get("note", ""), decided_by=b.get("by", ""), decided_at=b.get("at"),
                              **extra)

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from central import permissions
 from central.errors import CountyError
-from sync import facts, history, log, rules
-from sync.facts import N_, RuleError
+from sync import log
+from sync.law import facts, history
+from sync.law.errors import N_, RuleError
+from sync.law.ratings import MAX_ANSWER, POOR_SCORES, check_answerable, check_rated_once
 from sync.log import Event
 
 if TYPE_CHECKING:
@@ -25,7 +27,7 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS ratings (
     received_at TEXT, answer TEXT, answered_by TEXT, answered_department TEXT, answered_at TEXT)"""
 COLS = ("case_id", "station", "score", "comment", "by", "at", "seq", "received_at", "answer", "answered_by",
         "answered_department", "answered_at")
-OPEN = f"r.score IN ({', '.join(str(s) for s in rules.POOR_SCORES)}) AND r.answer IS NULL"
+OPEN = f"r.score IN ({', '.join(str(s) for s in POOR_SCORES)}) AND r.answer IS NULL"
 
 
 def create(db: Any) -> None:
@@ -48,7 +50,7 @@ def rated(county: County, db: Any, ev: Event) -> None:
                         author=station, id=b["id"], owner=case["station"])
     facts.next_state(case["status"] if case else facts.NEW, ev.kind, case_id=b["id"])
     rating = held(db, b["id"])
-    rules.check_rated_once(b["id"], rating if rating and rating["score"] is not None else None)
+    check_rated_once(b["id"], rating if rating and rating["score"] is not None else None)
     db.execute("INSERT INTO ratings (case_id, station, score, comment, by, at, seq, received_at)"
                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE SET score = excluded.score,"
                " comment = excluded.comment, by = excluded.by, at = excluded.at, seq = excluded.seq,"
@@ -62,7 +64,7 @@ def answered(county: County, db: Any, ev: Event) -> None:
     b, station = ev.body, ev.stream.split("/", 1)[1]
     rating = held(db, b["id"])
     if rating is not None and rating["score"] is not None:
-        rules.check_answerable(b["id"], rating)
+        check_answerable(b["id"], rating)
         case = county.store.case(b["id"], db)
         facts.next_state(case["status"] if case else facts.NEW, ev.kind, case_id=b["id"])
     db.execute("INSERT INTO ratings (case_id, station, answer, answered_by, answered_department, answered_at)"
@@ -79,7 +81,7 @@ def answer(county: County, case_id: str, text: Any, user: dict[str, Any]) -> dic
     if not isinstance(text, str) or not text.strip():
         raise CountyError(422, "answer_required", N_("Write the answer to the citizen's rating."))
     text = text.strip()
-    if len(text) > rules.MAX_ANSWER:
+    if len(text) > MAX_ANSWER:
         raise CountyError(422, "answer_too_long", N_("The answer is at most 2000 characters."))
     with county.store.transaction() as db:
         case = county.store.case(case_id, db)
@@ -89,7 +91,7 @@ def answer(county: County, case_id: str, text: Any, user: dict[str, Any]) -> dic
             raise CountyError(403, "other_department", permissions.OTHER_DEPARTMENT)
         rating = held(db, case_id)
         try:
-            rules.check_answerable(case_id, rating)
+            check_answerable(case_id, rating)
         except RuleError:
             if rating is not None and rating["answer"]:
                 raise CountyError(409, "already_answered", N_("This rating has already been answered.")) from None
@@ -104,8 +106,8 @@ def rating_json(r: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     return {"score": r["score"], "comment": r["comment"], "by": r["by"], "at": r["at"], "received_at": r["received_at"],
             "answer": r["answer"], "answered_by": r["answered_by"], "answered_department": r["answered_department"],
-            "answered_at": r["answered_at"], "follow_up": r["score"] in rules.POOR_SCORES,
-            "open": r["score"] in rules.POOR_SCORES and not r["answer"]}
+            "answered_at": r["answered_at"], "follow_up": r["score"] in POOR_SCORES,
+            "open": r["score"] in POOR_SCORES and not r["answer"]}
 
 
 def rating_of(county: County, case_id: str) -> dict[str, Any] | None:
@@ -155,7 +157,7 @@ def open_count(county: County, user: dict[str, Any]) -> int:
 def history_of(county: County, case: dict[str, Any]) -> list[dict[str, Any]]:
     """Every fact of the case's station's two streams naming the case, oldest first, each signature
     checked now: the station's with its key history (a key revoked before the event was stored does
-    not count), the county's with its own keys. Untranslated (sync/history.py ``translated``)."""
+    not count), the county's with its own keys. Untranslated (sync/law/history.py ``translated``)."""
     code = case["station"]
     up, down = log.up(code), log.down(code)
     station = county.store.station(code) or {}
@@ -165,7 +167,7 @@ def history_of(county: County, case: dict[str, Any]) -> list[dict[str, Any]]:
     revoked_at = {k["sign_id"]: k["revoked_at"] for k in keys_on_record if k["revoked_at"]}
     with county.store.lock:
         db = county.store.conn
-        events = history.events_naming(db, (up, down), case["id"])
+        events = log.events_naming(db, (up, down), case["id"])
         stored = {(r[0], int(r[1])): str(r[2]) for r in db.execute(
             "SELECT stream, seq, stored_at FROM _sync_events WHERE stream IN (?, ?) AND seq IN"
             f" ({', '.join('?' for _ in events) or 'NULL'})", (up, down, *(e.seq for e in events))).fetchall()}
@@ -181,11 +183,11 @@ def history_of(county: County, case: dict[str, Any]) -> list[dict[str, Any]]:
     for ev in events:
         if ev.stream == up:
             where = {"side": "station", "code": code, "name": station.get("name") or code}
-            state = history.signature_state(ev, station_keys, revoked)
+            state = log.signature_state(ev, station_keys, revoked)
         else:
             dept = str(ev.body.get("department") or "")
             where = {"side": "county", "code": dept, "name": departments.get(dept, {}).get("name", dept) or county.name}
-            state = history.signature_state(ev, own)
+            state = log.signature_state(ev, own)
         out.append(history.entry(ev, signature=state, where=where, received_at=stored.get((ev.stream, ev.seq)),
                                  set_aside=aside.get(ev.seq) if ev.stream == up else None))
     return out

@@ -1,6 +1,6 @@
 """办不成事 at the county: a station's ``report.filed`` is stored; a member of staff takes it
 (``report.taken``: 首问负责, whoever takes it answers for it) and answers (``report.answered``);
-both go down to the station that filed it. The facts and their rules: sync/reports.py. The rest of
+both go down to the station that filed it. The facts and their rules: sync/law/reports.py. The rest of
 the back office (routing, time limits, statistics) is still to come."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from central.errors import CountyError, N_
-from sync import facts, log, reports
+from sync import log
+from sync.law import facts, reports
 from sync.log import Event
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """The county's retention period for personal data at the stations: set it (CLI and API), send it
 down to every station as ``retention.set`` (like the calendar, central/calendar.py), and to a
-station just enrolled. The station purges by it (node/retention.py, sync/retention.py)."""
+station just enrolled. The station purges by it (node/retention.py, sync/law/retention.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sync import facts, log, retention
+from sync import log
+from sync.law import facts, retention
 from sync.log import Event
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def send_all(county: County, db: Any, station: str) -> None:
 def purged_at_station(county: County, db: Any, ev: Event, now: dt.datetime | None = None) -> bool:
     """Whether the station has removed (or is about to remove) the personal data of the case or
     report ``ev`` names: the case was handed out, or the report answered, more than the retention
-    period ago (the station's rule, sync/retention.py; the county counts from the time the station
+    period ago (the station's rule, sync/law/retention.py; the county counts from the time the station
     wrote on the hand-out, a day early, so a station clock running slow does not let one through)."""
     ref = ev.body.get("id") if isinstance(ev.body, dict) else None
     if not isinstance(ref, str):

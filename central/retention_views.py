@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from central import permissions, retention
 from central.views import api_user, county
-from sync import retention as rules
+from sync.law import retention as rules
 from templates import N_
 from templates.web import api_error, json_object
 

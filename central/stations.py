@@ -13,8 +13,9 @@ from central import verify as doc_verify
 from central import retention
 from central.errors import CountyError, N_
 from crypto.keys import PublicKeys
-from sync import enrolment, facts, log
+from sync import enrolment, log
 from sync.errors import RevokedStation, UnknownStation
+from sync.law import facts
 
 if TYPE_CHECKING:
     from central.store import Store
@@ -118,7 +119,7 @@ class Stations:
                 latest = self.store.latest_catalog(db)
                 if latest:
                     self.record(db, code, facts.Fact(facts.CATALOG_PUBLISHED, {"catalog": json.loads(latest[1])}))
-                calendar.send_all(self, db, code)     # every year's working-day schedule (sync/workdays.py)
+                calendar.send_all(self, db, code)     # every year's working-day schedule (sync/law/workdays.py)
                 doc_verify.publish(self, db, to=code)  # every station's keys, to all (central/verify.py)
                 retention.send_all(self, db, code)     # the personal-data retention period (central/retention.py)
         if failure:

@@ -54,7 +54,7 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS voided_receipts (
         station TEXT NOT NULL, day TEXT NOT NULL, first_no INTEGER NOT NULL, last_no INTEGER NOT NULL,
         reason TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (station, day, first_no))""",
-    # 办不成事 reports from stations (sync/reports.py): who took each (首问负责) and the answer.
+    # 办不成事 reports from stations (sync/law/reports.py): who took each (首问负责) and the answer.
     """CREATE TABLE IF NOT EXISTS reports (
         id TEXT PRIMARY KEY, station TEXT NOT NULL, seq BIGINT NOT NULL, receipt_no TEXT NOT NULL,
         status TEXT NOT NULL, body TEXT NOT NULL, filed_at TEXT NOT NULL, received_at TEXT NOT NULL,

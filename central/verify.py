@@ -9,8 +9,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from crypto import canonical
-from sync import facts, log, verify
-from sync.rules import RuleError
+from sync import log, verify
+from sync.codes import EVENT_KINDS, REPORT_FILED, code_of, code_rows, codes_of_event
+from sync.law import facts
+from sync.law.errors import RuleError
 
 if TYPE_CHECKING:
     from central.county import County
@@ -69,7 +71,7 @@ def directory(county: County, db: Any = None) -> dict[str, dict[str, Any]]:
 
 def _held(county: County, station: str, ev: log.Event, db: Any) -> verify.Held:
     case_id = str(ev.body.get("id", "")) if isinstance(ev.body, dict) else ""
-    case = county.store.case(case_id, db) if ev.kind != verify.REPORT_FILED else None
+    case = county.store.case(case_id, db) if ev.kind != REPORT_FILED else None
     row = db.execute("SELECT name FROM stations WHERE code = ?", (station,)).fetchone()
     return verify.held_of(station, ev, case, case["status"] if case else None, station_name=str(row[0]) if row else "")
 
@@ -85,12 +87,12 @@ def check(county: County, text: Any) -> dict[str, Any]:
         def held_events(codes: tuple[str, ...], streams: tuple[str, ...] | None) -> list[tuple[log.Event, str]]:
             """(event, document kind) of the held events whose document may have one of ``codes``:
             one indexed query and a read of each (usually one) event; the codes were hashed before."""
-            found = [(log.get(db, stream, seq), doc) for stream, seq, doc in verify.code_rows(db, codes, streams)]
+            found = [(log.get(db, stream, seq), doc) for stream, seq, doc in code_rows(db, codes, streams)]
             return [(ev, doc) for ev, doc in found if ev is not None]
 
         def by_hash(station: str, hash16: str) -> verify.Held | None:
-            ev = next((ev for ev, _ in held_events(verify.codes_of_event(hash16), (log.up(station), log.down(station)))
-                       if ev.hash[:32] == hash16 and ev.kind in verify.EVENT_KINDS), None)
+            ev = next((ev for ev, _ in held_events(codes_of_event(hash16), (log.up(station), log.down(station)))
+                       if ev.hash[:32] == hash16 and ev.kind in EVENT_KINDS), None)
             return _held(county, station, ev, db) if ev else None
 
         def by_code(code: str) -> verify.Held | None:
@@ -167,7 +169,7 @@ def case_codes(county: County, case: dict[str, Any]) -> dict[str, Any]:
                 logger.warning("QR text of %s#%d no longer verifies, not served: %s", stream, ev.seq, exc.english())
                 text = None
         docs.append({"kind": ev.kind, "receipt_no": ev.body.get("receipt_no"), "at": ev.at, "seq": ev.seq,
-                     "verify_code": verify.code_of(ev.hash), "qr_text": text})
+                     "verify_code": code_of(ev.hash), "qr_text": text})
     latest = next((d for d in docs if d["seq"] == int(case["seq"])), None)
     return {"qr_text": latest["qr_text"] if latest else None, "verify_code": latest["verify_code"] if latest else None,
             "station_documents": docs}

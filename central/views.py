@@ -24,7 +24,7 @@ from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFai
                            MalformedEnvelope, WrongRecipient)
 from crypto.keys import PublicKeys, verify
 from sync import blobs, chain
-from sync.rules import Status
+from sync.law.transitions import Status
 from sync.errors import RevokedStation, SyncError, UnknownStation
 from templates import N_, gettext_for, locale_of, reason_text, render, throttle
 from templates.limits import ByteBudget, OverBudget, over_budget

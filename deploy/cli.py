@@ -166,7 +166,7 @@ def _calendar(county: Any, args: argparse.Namespace) -> int:
     import datetime as dt
 
     from central import calendar
-    from sync.workdays import ScheduleError
+    from sync.law.workdays import ScheduleError
 
     if args.action == "set":
         if not args.file:

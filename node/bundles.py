@@ -5,7 +5,7 @@ once), and ticks and scans the union of the items' materials once (a material tw
 tick and one scan, listed on both cases). One submission makes one sitting (a ``bundle_id``) and one
 case per item: each its own signed ``application.accepted`` (or, for the whole sitting,
 ``application.correction_notice``) with its own gapless receipt number and promised date, and the
-body field ``bundle`` linking it to the others (sync/sittings.py). All of it is one transaction
+body field ``bundle`` linking it to the others (sync/law/sittings.py). All of it is one transaction
 through the ordinary intake (node/cases.py ``take``, ``Station.record``): a crash or any item's
 error leaves either every case or none, and no receipt number is used by a refused sitting.
 
@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from node import cases, search
 from node.scans import Scan
-from sync import facts, rules, sittings, workdays
-from sync.rules import N_
+from sync.law import facts, sittings, workdays
+from sync.law.errors import N_, RuleError
+from sync.law.intake import materials_of
 
 if TYPE_CHECKING:
     from node.station import Station
@@ -61,7 +62,7 @@ def offered(st: Station) -> list[dict[str, Any]]:
     by_code = {i["code"]: i for i in catalog.get("items", [])}
     try:
         bundles = sittings.check_catalog_bundles(catalog)
-    except rules.RuleError:
+    except RuleError:
         return []           # the county checks before it publishes; a broken list offers nothing
     return [{**b, "item_list": [by_code[c] for c in b["items"]]} for b in bundles
             if all(st.level in by_code[c].get("levels", []) for c in b["items"])]
@@ -138,7 +139,7 @@ def take(st: Station, entries: list[tuple[str, dict[str, Any]]], decision: str, 
         missing: list[list[str]] = []
         for n, ((_, form), item) in enumerate(zip(entries, items)):
             assert item is not None
-            _, lacking = rules.materials_of(item, set(form.get("materials", [])))
+            _, lacking = materials_of(item, set(form.get("materials", [])))
             missing.append([m["name"] for m in item["materials"] if m["code"] in lacking])
             if decision == "correction" and not lacking and not str(form.get("reason", "")).strip():
                 form = {**form, "reason": WAITS_FOR_SITTING}

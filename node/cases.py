@@ -12,15 +12,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sync import rules
-from sync.rules import N_, add_working_days, id_number_error, is_workday, valid_id_for_demo  # noqa: F401 - shared rules
+from sync.law import intake, transitions
+from sync.law.clock import add_working_days, is_workday  # noqa: F401 - shared rules
+from sync.law.errors import N_, RuleError
+from sync.law.intake import id_number_error, valid_id_for_demo  # noqa: F401 - shared rules
 
 DECISIONS = ("accept", "correction", "refuse")
 KIND_OF = {"accept": "application.accepted", "correction": "application.correction_notice",
            "refuse": "application.refused"}
-STATUS_OF = {"accept": rules.Status.ACCEPTED, "correction": rules.Status.CORRECTION_NOTICE,
-             "refuse": rules.Status.REFUSED}
-PHONE = rules.PHONE
+STATUS_OF = {"accept": transitions.Status.ACCEPTED, "correction": transitions.Status.CORRECTION_NOTICE,
+             "refuse": transitions.Status.REFUSED}
+PHONE = intake.PHONE
 logger = logging.getLogger("lastmile.node")
 
 
@@ -43,7 +45,7 @@ def take(item: dict[str, Any], form: dict[str, Any], *, decision: str, station: 
          catalog_version: int, now: dt.datetime, receipt_no: str, level: str, case_id: str | None = None,
          calendar: Any = None) -> Intake:
     """Validate an application and turn the agent's decision into the event body to record;
-    the promised date counts working days by ``calendar`` (the station's, sync/workdays.py).
+    the promised date counts working days by ``calendar`` (the station's, sync/law/workdays.py).
     ``case_id``: the case a correction notice left waiting for the citizen, now completed (the same
     id; its time limit starts now, from completeness)."""
     errors: dict[str, str] = {}
@@ -53,7 +55,7 @@ def take(item: dict[str, Any], form: dict[str, Any], *, decision: str, station: 
         raise IntakeError({"item": N_("This station may not accept this service item.")})
     applicant = {k: str(form.get(k, "")).strip() for k in ("name", "id_number", "phone", "address")}
     applicant["id_number"] = applicant["id_number"].upper()
-    errors.update(rules.applicant_errors(applicant))
+    errors.update(intake.applicant_errors(applicant))
 
     fields: dict[str, Any] = {}
     for f in item["fields"]:
@@ -61,11 +63,11 @@ def take(item: dict[str, Any], form: dict[str, Any], *, decision: str, station: 
         if raw:
             fields[f["name"]] = int(raw) if f["type"] == "int" and re.fullmatch(r"\d{1,9}", raw) else raw
     errors.update({"f_" + k: v for k, v in
-                   rules.field_errors(item, fields, accepting=decision == "accept").items()})
+                   intake.field_errors(item, fields, accepting=decision == "accept").items()})
 
-    materials, missing = rules.materials_of(item, set(form.get("materials", [])))
+    materials, missing = intake.materials_of(item, set(form.get("materials", [])))
     reason = str(form.get("reason", "")).strip()
-    errors.update(rules.decision_errors(KIND_OF[decision], missing, reason))
+    errors.update(intake.decision_errors(KIND_OF[decision], missing, reason))
     if errors:
         raise IntakeError(errors)
 
@@ -81,8 +83,8 @@ def take(item: dict[str, Any], form: dict[str, Any], *, decision: str, station: 
         body["time_limit_days"] = item["time_limit_days"]
         body["promised_date"] = add_working_days(today, int(item["time_limit_days"]), calendar).isoformat()
     try:        # never sign what the county will set aside: it runs this same check on arrival
-        rules.check_application(KIND_OF[decision], body, author=station, level=level, catalog={"items": [item]})
-    except rules.RuleError as exc:
+        intake.check_application(KIND_OF[decision], body, author=station, level=level, catalog={"items": [item]})
+    except RuleError as exc:
         logger.error("intake refused by the shared rules: %s", exc)
         raise IntakeError({"application": N_("This application breaks a rule the county checks; "
                                              "tell your installer.")}) from exc

@@ -24,7 +24,9 @@ from crypto.keys import Identity
 from node import bundles
 from node import verify as doc_verify
 from sync import docs, log
-from sync.rules import Status
+from sync.law import decisions
+from sync.law.errors import RuleError
+from sync.law.transitions import Status
 
 if TYPE_CHECKING:
     from node.station import Station
@@ -63,7 +65,7 @@ def decision_body(st: Station, app: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def received(st: Station, sha: str) -> bool:
-    return docs.SHA.fullmatch(sha) is not None and (folder(st) / f"{sha}.sealed").exists()
+    return decisions.SHA.fullmatch(sha) is not None and (folder(st) / f"{sha}.sealed").exists()
 
 
 def pending(st: Station) -> list[dict[str, Any]]:
@@ -198,6 +200,6 @@ def catalog_appeal(st: Station) -> dict[str, Any] | None:
     """The appeal block of the station's catalogue if it is a valid one; None for an older catalogue
     without one (or a malformed one): the documents then print the generic wording and say so."""
     try:
-        return docs.check_appeal(st.store.catalog().get("appeal"))
-    except docs.RuleError:
+        return decisions.check_appeal(st.store.catalog().get("appeal"))
+    except RuleError:
         return None

@@ -10,9 +10,10 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 from node import projections, ratings
-from sync import exchange, log, rules
+from sync import exchange, log
+from sync.law import transitions
 from sync.log import Event
-from sync.rules import Status
+from sync.law.transitions import Status
 
 if TYPE_CHECKING:
     from node.store import Store
@@ -32,7 +33,7 @@ class Healing:
         with the decision already among our downstream events."""
         b = ev.body
         self._mark_restored(db)
-        if ev.kind in rules.APPLICATION_KINDS:
+        if ev.kind in transitions.APPLICATION_KINDS:
             held = db.execute("SELECT seq, body FROM applications WHERE id = ?", (b["id"],)).fetchone()
             if held and json.loads(held[1]) == b:       # this very fact, re-numbered or displaced
                 db.execute("UPDATE applications SET seq = ?, event_hash = ?, event_sig = ?, status = CASE status"
@@ -41,18 +42,18 @@ class Healing:
             elif held and abs(held[0]) > ev.seq:
                 pass    # held as a later fact (the acceptance that completed this correction notice)
             else:       # not held, or held as an earlier fact (the correction notice this acceptance completes)
-                status = Status.RECEIVED if ev.kind == rules.ACCEPTED else projections.TAKEN_STATUS[ev.kind]
+                status = Status.RECEIVED if ev.kind == transitions.ACCEPTED else projections.TAKEN_STATUS[ev.kind]
                 self.store.insert_application(db, ev, status)
                 decided = db.execute("SELECT seq FROM _sync_events WHERE stream = ? AND kind = 'case.decided'"
                                      " AND json_extract(body, '$.id') = ? ORDER BY seq DESC LIMIT 1",
                                      (log.down(self.code), b["id"])).fetchone()
                 if decided:
                     self.apply_down(db, log.get(db, log.down(self.code), int(decided[0])))  # type: ignore[arg-type]
-        elif ev.kind == rules.HAND_OUT:
+        elif ev.kind == transitions.HAND_OUT:
             projections.handed_out(self.store, db, ev)      # the same projection as when it was written
-        elif ev.kind == rules.SUPPLEMENTED:
+        elif ev.kind == transitions.SUPPLEMENTED:
             projections.supplemented(self.store, db, ev)
-        elif ev.kind == rules.RATED:
+        elif ev.kind == transitions.RATED:
             ratings.project_own(self, db, ev)
 
     def _mark_restored(self, db: sqlite3.Connection) -> None:
@@ -68,15 +69,15 @@ class Healing:
         """Set aside: the county holds another event at its number. Its application stays, off the
         numbered log (seq < 0) until it is re-appended."""
         self._mark_restored(db)
-        if ev.kind in rules.APPLICATION_KINDS:
+        if ev.kind in transitions.APPLICATION_KINDS:
             db.execute("UPDATE applications SET seq = ?, status = CASE status WHEN 'received' THEN 'accepted'"
                        " ELSE status END WHERE id = ? AND seq = ?", (-ev.seq, ev.body["id"], ev.seq))
 
     def _resequence_own(self, db: sqlite3.Connection, old: Event, new: Event) -> None:
-        if old.kind in rules.APPLICATION_KINDS:
+        if old.kind in transitions.APPLICATION_KINDS:
             db.execute("UPDATE applications SET seq = ?, event_hash = ?, event_sig = ? WHERE id = ? AND seq IN (?, ?)",
                        (new.seq, new.hash, new.sig, old.body["id"], old.seq, -old.seq))
-        elif old.kind == rules.SUPPLEMENTED:
+        elif old.kind == transitions.SUPPLEMENTED:
             db.execute("UPDATE applications SET last_seq = ? WHERE id = ? AND last_seq = ?",
                        (new.seq, old.body["id"], old.seq))
 

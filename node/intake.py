@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from node import bundles, cases, life, projections
 from node.scans import Scan
-from sync import facts, log, rules, workdays
-from sync.rules import Status
+from sync import log
+from sync.law import facts, workdays
+from sync.law.errors import RuleError
+from sync.law.intake import RESTORE_BLOCK, check_collector
+from sync.law.transitions import Status
 
 if TYPE_CHECKING:
     from node.store import Store
@@ -111,7 +114,7 @@ class Intake:
             # A copy that was itself made while marked (``restore_marks`` 2 or more) jumps one block
             # further per mark: the copy it was made from took the next block itself.
             marks = int(self.store.meta("restore_marks") or 1)
-            block = (number - 1) // rules.RESTORE_BLOCK * rules.RESTORE_BLOCK + marks * rules.RESTORE_BLOCK + 1
+            block = (number - 1) // RESTORE_BLOCK * RESTORE_BLOCK + marks * RESTORE_BLOCK + 1
             self.record(db, facts.Fact(facts.RECEIPTS_VOIDED, facts.SPECS[facts.RECEIPTS_VOIDED].to_body(
                 day=day, first=number, last=block - 1, at=now.isoformat(timespec="seconds"),
                 reason=f"restored from a backup at {self.store.meta('restored_at')}")))
@@ -144,8 +147,8 @@ class Intake:
                 values["collector"] = {k: str(collector.get(k, "")).strip() for k in ("name", "id_number", "relation")}
                 values["collector"]["id_number"] = values["collector"]["id_number"].upper()
                 try:
-                    rules.check_collector(values["collector"])
-                except rules.RuleError as exc:
+                    check_collector(values["collector"])
+                except RuleError as exc:
                     raise cases.IntakeError({"collector": exc.message}) from exc
             self.record(db, facts.Fact(facts.HAND_OUT, facts.SPECS[facts.HAND_OUT].to_body(**values)))
         return self.store.application(app_id) or {}
@@ -176,7 +179,7 @@ class Intake:
                 raise cases.IntakeError({"application": cases.N_("This case is not waiting for a supplement.")})
             try:
                 ev = self.record(db, facts.Fact(facts.SUPPLEMENTED, body))
-            except rules.RuleError as exc:
+            except RuleError as exc:
                 raise cases.IntakeError({"materials": exc.message}) from exc
             for scan in listed:
                 self.store.db["scans"].insert({**scan, "app_id": app_id, "sealed_size": sealed[scan["sha256"]],

@@ -4,7 +4,7 @@ the station's tables.
 ``UP`` projects the station's own facts (written by ``Station.record``); ``DOWN`` the county's
 (applied by sync, inside its transaction). A fact the station writes and the same fact given back
 by the county (self-heal, PROTOCOL.md §8.5) go through the same function where the row they make
-is the same (the hand-out). Kinds and statuses: sync/facts.py and sync/rules.py.
+is the same (the hand-out). Kinds and statuses: sync/law/facts.py and sync/law/transitions.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from node import reports as node_reports
 from node import verify
 from node import retention as node_retention
 from node.store import Store
-from sync import facts, recovery, reports, rules, workdays
-from sync.facts import Status
+from sync import recovery
+from sync.law import facts, reports, workdays
+from sync.law.clock import china_day, resume, suspend
+from sync.law.facts import Status
 from sync.log import Event
 
 Projection = Callable[[Store, sqlite3.Connection, Event], None]
@@ -48,7 +50,7 @@ def supplemented(store: Store, db: sqlite3.Connection, ev: Event) -> None:
     b = ev.body
     row = db.execute("SELECT suspensions FROM applications WHERE id = ?", (b["id"],)).fetchone()
     store.update_application(db, b["id"], status=Status.ACCEPTED, last_seq=ev.seq,
-                             suspensions=rules.resume(row[0] if row else None, b["at"][:10]))
+                             suspensions=resume(row[0] if row else None, b["at"][:10]))
 
 
 def keys_announced(store: Store, db: sqlite3.Connection, ev: Event) -> None:
@@ -80,7 +82,7 @@ def case_decided(store: Store, db: sqlite3.Connection, ev: Event) -> None:
         names = {m.get("code"): m.get("name") for m in json.loads(held[2]).get("materials", [])}
         extra["correction"] = json.dumps([{**m, "name": names.get(m["code"], m["code"])}
                                           for m in b.get("materials", [])], ensure_ascii=False)
-        extra["suspensions"] = rules.suspend(held[1], rules.china_day(b["at"]))
+        extra["suspensions"] = suspend(held[1], china_day(b["at"]))
     store.update_application(db, b["id"], status=status, decision=b["decision"],
                              decision_note=b.get("note", ""), decided_by=b.get("by", ""),
                              decided_at=b.get("at", ""), **extra)
@@ -92,7 +94,7 @@ def receipts_voided(store: Store, db: sqlite3.Connection, ev: Event) -> None:
 
 
 def calendar_published(store: Store, db: sqlite3.Connection, ev: Event) -> None:
-    """The county's schedule of a year: intake counts working days by it from now on (sync/workdays.py)."""
+    """The county's schedule of a year: intake counts working days by it from now on (sync/law/workdays.py)."""
     facts.SPECS[facts.CALENDAR_PUBLISHED].validate(ev.body)
     workdays.store_year(db, ev.body)
 

@@ -1,7 +1,7 @@
 """The station's side of ratings (好差评) and of a case's history (电子监察).
 
 A citizen rates a case once, after its result is handed out, or after a refusal or a correction
-notice: ``application.rated`` (sync/rules.py ``check_rating``, the transition table). A rating of 1
+notice: ``application.rated`` (sync/law/ratings.py ``check_rating``, the transition table). A rating of 1
 or 2 opens a follow-up at the county, whose answer comes down as ``rating.answered`` and is shown
 on the case page and in the API. The ratings table is a projection of those two facts.
 """
@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from crypto.errors import CryptoError
 from crypto.keys import PublicKeys, load_retired
-from sync import exchange, facts, history, log, recovery, rules
-from sync.facts import N_, RuleError
+from sync import exchange, log, recovery
+from sync.law import facts, history, transitions
+from sync.law.errors import N_, RuleError
+from sync.law.ratings import MAX_COMMENT, check_rated_once
 from sync.log import Event
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ SCORE_LABELS = {1: N_("Very dissatisfied"), 2: N_("Dissatisfied"), 3: N_("Fairly
                 5: N_("Very satisfied")}
 NOT_RATABLE = N_("This case cannot be rated now: a case is rated after its result is handed out, or after a "
                  "refusal or a correction notice.")
-RATABLE = (rules.Status.HANDED_OUT, rules.Status.REFUSED, rules.Status.CORRECTION_NOTICE)
+RATABLE = (transitions.Status.HANDED_OUT, transitions.Status.REFUSED, transitions.Status.CORRECTION_NOTICE)
 ALREADY_RATED = N_("This case has already been rated; a case is rated only once.")
 
 
@@ -61,9 +63,9 @@ def rated(store: Store, db: sqlite3.Connection, ev: Event) -> None:
     row = db.execute("SELECT status FROM applications WHERE id = ?", (b["id"],)).fetchone()
     if row is None:
         raise RuleError(N_("%(fact)s names case %(id)s, which the county does not hold."),
-                        fact=rules.FACT_LABELS[rules.RATED], id=b["id"])
+                        fact=transitions.FACT_LABELS[transitions.RATED], id=b["id"])
     facts.next_state(facts.county_state(row[0]), facts.RATED, case_id=b["id"])
-    rules.check_rated_once(b["id"], held(db, b["id"]))
+    check_rated_once(b["id"], held(db, b["id"]))
     db.execute("INSERT INTO ratings (id, score, comment, by, at, seq) VALUES (?, ?, ?, ?, ?, ?)",
                (b["id"], b["score"], b["comment"], b["by"], b["at"], ev.seq))
 
@@ -86,7 +88,7 @@ def project_own(st: Station, db: sqlite3.Connection, ev: Event) -> None:
         return
     rated(st.store, db, ev)
     row = db.execute("SELECT seq FROM _sync_events WHERE stream = ? AND kind = ? AND body LIKE ? ORDER BY seq",
-                     (log.down(st.code), rules.RATING_ANSWERED, f'%"id":"{ev.body["id"]}"%')).fetchall()
+                     (log.down(st.code), transitions.RATING_ANSWERED, f'%"id":"{ev.body["id"]}"%')).fetchall()
     for (seq,) in row:
         answer = log.get(db, log.down(st.code), int(seq))
         if answer is not None and answer.body.get("id") == ev.body["id"]:
@@ -99,7 +101,7 @@ def rate(st: Station, case_id: str, score: Any, comment: Any, by: str) -> dict[s
     """Record the citizen's rating of a case; Refused (422 bad input, 404, 409) otherwise."""
     if type(score) is not int or not 1 <= score <= 5:
         raise Refused(422, "bad_score", N_("Choose a score from 1 to 5."))
-    if not isinstance(comment, str) or len(comment.strip()) > rules.MAX_COMMENT:
+    if not isinstance(comment, str) or len(comment.strip()) > MAX_COMMENT:
         raise Refused(422, "bad_comment", N_("The comment is at most 500 characters."))
     with st.store.transaction() as db:
         row = db.execute("SELECT status FROM applications WHERE id = ?", (case_id,)).fetchone()
@@ -145,7 +147,7 @@ def own_sign_keys(st: Station, db: Any) -> dict[str, str]:
     for ident in load_retired(st.settings.data / "keys.retired").values():
         keys[ident.public.sign_id] = ident.public.sign
     for (body,) in db.execute("SELECT body FROM _sync_events WHERE stream = ? AND kind = ?",
-                              (log.up(st.code), rules.STATION_KEYS_ROTATED)).fetchall():
+                              (log.up(st.code), transitions.STATION_KEYS_ROTATED)).fetchall():
         try:
             new = PublicKeys.from_dict(json.loads(body))
         except (ValueError, TypeError, KeyError, CryptoError):
@@ -156,12 +158,12 @@ def own_sign_keys(st: Station, db: Any) -> dict[str, str]:
 
 def history_of(st: Station, app: dict[str, Any]) -> list[dict[str, Any]]:
     """Every fact of our two streams naming the case, oldest first, each signature checked now with
-    our key history (up) and the county's (down). Untranslated (sync/history.py ``translated``)."""
+    our key history (up) and the county's (down). Untranslated (sync/law/history.py ``translated``)."""
     up, down = log.up(st.code), log.down(st.code)
     departments = st.department_names()
     with st.store.lock:
         db = st.store.conn
-        events = history.events_naming(db, (up, down), app["id"])
+        events = log.events_naming(db, (up, down), app["id"])
         keys = {up: own_sign_keys(st, db), down: exchange.county_sign_keys(db, st.enrolled_county)}
         aside = {(up, int(r[0])): str(r[1]) for r in db.execute(
             "SELECT seq, reason FROM _sync_reported WHERE stream = ?", (up,)).fetchall()}
@@ -171,13 +173,13 @@ def history_of(st: Station, app: dict[str, Any]) -> list[dict[str, Any]]:
     for ev in events:
         if ev.stream == up:
             where = {"side": "station", "code": st.code, "name": st.name}
-            received = app.get("county_received_at") if ev.kind in rules.APPLICATION_KINDS else None
+            received = app.get("county_received_at") if ev.kind in transitions.APPLICATION_KINDS else None
         else:
             dept = str(ev.body.get("department") or "")
             where = {"side": "county", "code": dept,
                      "name": departments.get(dept, {}).get("name", dept) or st.county.name}
             received = ev.at
-        out.append(history.entry(ev, signature=history.signature_state(ev, keys[ev.stream]), where=where,
+        out.append(history.entry(ev, signature=log.signature_state(ev, keys[ev.stream]), where=where,
                                  received_at=received or None, set_aside=aside.get((ev.stream, ev.seq))))
     return out
 

@@ -1,6 +1,6 @@
 """办不成事 at the station: filing a citizen's report (it gets a receipt number from the day's
 series and goes up as ``report.filed``), and the county's ``report.taken`` / ``report.answered``
-coming down. The facts and their rules: sync/reports.py."""
+coming down. The facts and their rules: sync/law/reports.py."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from crypto import canonical
 from node.cases import IntakeError
 from node.store import Store
-from sync import facts, reports
+from sync.law import facts, reports
+from sync.law.errors import N_, RuleError
 from sync.log import Event
-from sync.rules import N_, RuleError
 
 if TYPE_CHECKING:
     from node.station import Station

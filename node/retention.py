@@ -1,5 +1,5 @@
 """The station keeps personal data only as long as it needs it (ARCHITECTURE.md "Retention of
-personal data"; the period: sync/retention.py, set by the county).
+personal data"; the period: sync/law/retention.py, set by the county).
 
 ``purge`` removes the personal fields of every case handed out more than N days ago whose every
 fact the county acknowledged (and whose scans it confirmed): the row's columns, the bodies of the
@@ -24,7 +24,8 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from crypto import canonical
-from sync import chain, facts, log, reports, retention
+from sync import chain, log
+from sync.law import facts, reports, retention
 from sync.log import Event
 
 if TYPE_CHECKING:

@@ -26,8 +26,9 @@ from node.store import Store
 from crypto import envelope
 from crypto.errors import CryptoError
 from node.scans import Scan
-from sync import blobs, bundle, client, docs, exchange, facts, inbox, log, rules
+from sync import blobs, bundle, client, docs, exchange, inbox, log
 from sync.errors import StaleAnswer, SyncError
+from sync.law import facts, intake
 from sync.log import Event
 
 logger = logging.getLogger("lastmile.node")
@@ -277,7 +278,7 @@ class Station(Intake, Healing):
 
     def set_info(self, address: str | None = None, phone: str | None = None) -> None:
         """Set the station's address and phone for its documents; a phone must be well-formed."""
-        if phone and not rules.PHONE.match(phone.strip()):
+        if phone and not intake.PHONE.match(phone.strip()):
             raise ValueError("the phone is not an 11-digit mobile number or a landline with area code")
         if address is not None and len(address.strip()) > 200:
             raise ValueError("the address is longer than 200 characters")

@@ -53,7 +53,7 @@ TABLES = {
                "sealed_size": int, "sent": int, "done": int, "created_at": str,
                "seq": int},            # the event that lists it (a supplement's); NULL: the application's
               ("app_id", "sha256")),
-    # 办不成事 reports filed here (sync/reports.py), with who at the county took each and the answer.
+    # 办不成事 reports filed here (sync/law/reports.py), with who at the county took each and the answer.
     "reports": ({"id": str, "seq": int, "receipt_no": str, "status": str, "citizen_name": str, "body": str,
                  "agent": str, "created_at": str, "taken_by": str, "taken_department": str, "taken_at": str,
                  "answer": str, "answered_by": str, "answered_at": str}, "id"),

@@ -16,8 +16,11 @@ from crypto.errors import CryptoError
 from crypto.keys import load_retired, unb64, verify as verify_sig
 from node.store import Store
 from sync import log, verify
+from sync.codes import (BUNDLE_RECEIPT, DOC, EVENT_KINDS, REPORT_FILED, REPORT_RECEIPT, code_of, code_rows,
+                        codes_of_event)
+from sync.law import facts
+from sync.law.errors import N_
 from sync.log import Event
-from sync.rules import N_
 
 logger = logging.getLogger("lastmile.node")
 META = "stations_directory"
@@ -26,7 +29,7 @@ META = "stations_directory"
 def directory_published(store: Store, db: sqlite3.Connection, ev: Event) -> None:
     """The county's directory of stations' keys: kept whole, the newest replaces the one held
     (one with an older ``at`` is ignored)."""
-    verify.check_directory(ev.body)
+    facts.check_directory(ev.body)
     row = db.execute("SELECT value FROM meta WHERE name = ?", (META,)).fetchone()
     if row and row[0] and str(json.loads(row[0]).get("at", "")) > ev.body["at"]:
         return
@@ -38,7 +41,7 @@ def directory(st: Any, db: Any = None) -> dict[str, dict[str, Any]]:
     added if the county has not sent one yet (before the first sync after an upgrade). ``db``: a
     connection to read with (a reader, ``check``); the store's own under its lock otherwise."""
     held = st.store.meta(META, db=db)
-    out = verify.check_directory(json.loads(held)) if held else {}
+    out = facts.check_directory(json.loads(held)) if held else {}
     if st.code not in out:
         keys = [{"sign_id": st.me.public.sign_id, "sign_key": st.me.public.sign, "valid_from": "",
                  "valid_until": None, "revoked_at": None}]
@@ -64,7 +67,7 @@ def qr_text(st: Any, app: dict[str, Any]) -> str | None:
 
 def qr_of_event(st: Any, ev: Event, retired: dict[str, Any] | None = None, *, kind: str | None = None,
                 case: dict[str, Any] | None = None) -> str | None:
-    """The QR text of the document of ``kind`` (verify.DOCS; default: the intake document of an
+    """The QR text of the document of ``kind`` (sync/codes.py ``DOCS``; default: the intake document of an
     application event, None for any other event) that ``ev`` prints. A document naming the station's
     own event is signed by the key that signed it; one naming the county's decision by the station's
     current key. ``case``: the application a decision is about. ``retired``: the station's retired
@@ -73,7 +76,7 @@ def qr_of_event(st: Any, ev: Event, retired: dict[str, Any] | None = None, *, ki
     if kind is None or kind not in verify.prints(ev.kind, ev.body):
         return None
     signer = st.me
-    if verify.DOC[kind].own and ev.key != st.me.public.sign_id:
+    if DOC[kind].own and ev.key != st.me.public.sign_id:
         held = retired if retired is not None else load_retired(st.settings.data / "keys.retired")
         signer = held.get(ev.key, st.me)
     receipt_no, item_code, item_name = verify.fields(kind, ev.body, case)
@@ -85,8 +88,8 @@ def qr_of_event(st: Any, ev: Event, retired: dict[str, Any] | None = None, *, ki
 def printed(st: Any, ev: Event | None, kind: str, case: dict[str, Any] | None = None) -> dict[str, str | None]:
     """``qr_text`` and ``verify_code`` of the document of ``kind`` that ``ev`` prints (both None
     without the event): what the page prints and the API gives."""
-    text = qr_of_event(st, ev, kind=kind, case=case) if ev is not None and kind in verify.DOC else None
-    return {"qr_text": text, "verify_code": verify.code_of(ev.hash, kind) if text and ev is not None else None}
+    text = qr_of_event(st, ev, kind=kind, case=case) if ev is not None and kind in DOC else None
+    return {"qr_text": text, "verify_code": code_of(ev.hash, kind) if text and ev is not None else None}
 
 
 def intake_printed(st: Any, app: dict[str, Any]) -> dict[str, str | None]:
@@ -101,7 +104,7 @@ def bundle_printed(st: Any, sitting: Sequence[dict[str, Any]]) -> dict[str, str 
     application event of the sitting's first case (one text, whichever case's page printed it)."""
     first = sitting[0] if sitting else {}
     ev = _event(st, first["event_hash"]) if first.get("event_hash") else None
-    return printed(st, ev, verify.BUNDLE_RECEIPT)
+    return printed(st, ev, BUNDLE_RECEIPT)
 
 
 def decision_printed(st: Any, app: dict[str, Any], ev: Event | None) -> dict[str, str | None]:
@@ -115,7 +118,7 @@ def report_printed(st: Any, report: dict[str, Any]) -> dict[str, str | None]:
     """``qr_text`` and ``verify_code`` of a 办不成事 report's receipt (its ``report.filed`` event)."""
     with st.store.lock:
         ev = log.get(st.store.conn, log.up(st.code), int(report["seq"]))
-    return printed(st, ev if ev is not None and ev.kind == verify.REPORT_FILED else None, verify.REPORT_RECEIPT)
+    return printed(st, ev if ev is not None and ev.kind == REPORT_FILED else None, REPORT_RECEIPT)
 
 
 def qr_texts(st: Any, events: Sequence[Event]) -> dict[int, str]:
@@ -140,12 +143,12 @@ def qr_texts(st: Any, events: Sequence[Event]) -> dict[int, str]:
 
 
 def verify_code(app: dict[str, Any]) -> str | None:
-    return verify.code_of(app["event_hash"]) if app.get("event_hash") else None
+    return code_of(app["event_hash"]) if app.get("event_hash") else None
 
 
 def _held(st: Any, ev: Event, db: Any = None) -> verify.Held:
     case_id = str(ev.body.get("id", "")) if isinstance(ev.body, dict) else ""
-    app = st.store.application(case_id, db) if ev.kind != verify.REPORT_FILED else None
+    app = st.store.application(case_id, db) if ev.kind != REPORT_FILED else None
     return verify.held_of(st.code, ev, app, app["status"] if app else None, station_name=st.name)
 
 
@@ -198,9 +201,9 @@ def _from_county(result: dict[str, Any], answer: dict[str, Any] | None) -> dict[
               "applicant", "id_number", "replaced_by")
     shown = {k: answer.get(k) if isinstance(answer.get(k), (str, type(None))) else None for k in fields}
     replaced = answer.get("replaced_by")
-    shown["replaced_by"] = replaced if isinstance(replaced, dict) and replaced.get("kind") in verify.DOC \
+    shown["replaced_by"] = replaced if isinstance(replaced, dict) and replaced.get("kind") in DOC \
         and isinstance(replaced.get("receipt_no"), str) else None
-    if shown["kind"] not in verify.DOC:
+    if shown["kind"] not in DOC:
         shown["kind"] = None
     who = shown["station_name"] or shown["station"] or ""
     return {**result, **shown, "valid": True, "checked_by": "county", "reason": CONFIRMED, "params": {"station": who}}
@@ -220,14 +223,14 @@ def check(st: Any, text: Any) -> dict[str, Any]:
         def held_events(codes: tuple[str, ...]) -> list[tuple[Event, str]]:
             """(event, document kind) of the held events whose document may have one of ``codes``:
             one indexed query and a read of each (usually one) event; the codes were hashed before."""
-            found = [(log.get(db, stream, seq), doc) for stream, seq, doc in verify.code_rows(db, codes, streams)]
+            found = [(log.get(db, stream, seq), doc) for stream, seq, doc in code_rows(db, codes, streams)]
             return [(ev, doc) for ev, doc in found if ev is not None]
 
         def by_hash(station: str, hash16: str) -> verify.Held | None:
             if station != st.code:
                 return None
-            ev = next((ev for ev, _ in held_events(verify.codes_of_event(hash16))
-                       if ev.hash[:32] == hash16 and ev.kind in verify.EVENT_KINDS), None)
+            ev = next((ev for ev, _ in held_events(codes_of_event(hash16))
+                       if ev.hash[:32] == hash16 and ev.kind in EVENT_KINDS), None)
             return _held(st, ev, db) if ev else None
 
         def by_code(code: str) -> verify.Held | None:

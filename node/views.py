@@ -22,7 +22,7 @@ from node.apierrors import api_names
 from node.station import Station
 from node.store import AccountDisabled
 from sync.errors import Retryable, SyncError
-from sync.rules import Status
+from sync.law.transitions import Status
 from crypto.errors import CryptoError
 from templates import N_, check_csrf, csrf_token, gettext_for, locale_of, qr_svg, reason_text, render
 from templates.web import api_error, bearer_user, checked_form, json_object, session_user, upload_form

@@ -24,8 +24,9 @@ from typing import Any, Callable, Iterable, Mapping
 from crypto import canonical
 from crypto.errors import BadEncoding, BadSignature
 from crypto.keys import key_id, unb64, verify
-from sync import log, retention
-from sync.rules import N_
+from sync import log
+from sync.law import retention
+from sync.law.errors import N_
 from sync.log import Event
 
 #: What can be wrong, each with the sentence shown for it (translated on the pages).

@@ -20,7 +20,7 @@ from sync import inbox, log, recovery
 from sync import payload as payload_fields
 from sync.errors import BadEvent, CursorAhead, StaleAnswer
 from sync.inbox import Apply
-from sync.rules import N_, RuleError
+from sync.law.errors import N_, RuleError
 from sync.log import Conn
 
 logger = logging.getLogger("lastmile.sync")

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from crypto import canonical
-from sync import log, retention
+from sync import log
 from sync.errors import BadEvent
+from sync.law.errors import N_, RuleError
 from sync.log import Conn, Event
-from sync.rules import N_, RuleError
 
 logger = logging.getLogger("lastmile.sync")
 
@@ -47,7 +47,7 @@ def accept(db: Conn, *, stream: str, author: str, author_sign_key: str | Mapping
     for ev in parsed:
         if ev.stream != stream or ev.author != author:
             raise BadEvent(f"event {ev.stream}#{ev.seq} does not belong to stream {stream}")
-        retention.check_event(ev, author_sign_key)    # a redacted stub: its signature (§8.7)
+        log.check_event(ev, author_sign_key)    # a redacted stub: its signature (§8.7)
 
     result = Accepted()
     high, high_hash = log.head(db, stream)
@@ -98,7 +98,7 @@ def accept(db: Conn, *, stream: str, author: str, author_sign_key: str | Mapping
 def repair_reason(exc: Exception) -> str:
     """The reason stored and reported for an event set aside: ``{"m": message id, "a": {params}}``
     as JSON, shown in the reader's language by templates.reason_text. A rule broken
-    (rules.RuleError) says which; anything else is a bug, whose text stays in the log only."""
+    (RuleError) says which; anything else is a bug, whose text stays in the log only."""
     if isinstance(exc, RuleError):
         return exc.reason()
     return RuleError(N_("This event could not be processed because of an internal error; "

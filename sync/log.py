@@ -7,14 +7,17 @@ and ``down/<station>`` (written by the county). Both ends keep a copy in ``_sync
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from crypto import canonical
 from crypto.keys import Identity, b64, key_id, unb64, verify
 from crypto.errors import BadEncoding, BadSignature
+from sync import codes
 from sync.errors import BadEvent
+from sync.law import retention
 
 GENESIS = "0" * 64
 SIG_CONTEXT = b"lastmile-event/1|"
@@ -127,8 +130,7 @@ def store(db: Conn, ev: Event) -> None:
                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                (ev.stream, ev.seq, ev.prev, ev.hash, ev.author, ev.key, ev.kind, ev.at,
                 canonical.dumps(ev.body).decode(), ev.sig, utcnow()))
-    from sync import verify         # not at the top: sync.verify is above this module
-    verify.index_event(db, ev.stream, ev.seq, ev.kind, ev.hash)
+    codes.index_event(db, ev.stream, ev.seq, ev.kind, ev.hash)
 
 
 def remove_from(db: Conn, stream: str, seq: int) -> list[Event]:
@@ -201,3 +203,79 @@ def set_status(db: Conn, name: str, value: str) -> None:
         db.execute("UPDATE _sync_status SET value = ? WHERE name = ?", (value, name))
     else:
         db.execute("INSERT INTO _sync_status (name, value) VALUES (?, ?)", (name, value))
+
+
+# a case's events, and what their signatures say now (sync/law/history.py labels them) --------------
+
+VALID, INVALID, MISSING = "valid", "invalid", "missing"
+REDACTED = "redacted"       # personal data removed after the retention period (sync/law/retention.py)
+
+
+def signature_holds(ev: Event, sign_key: str) -> bool:
+    """The event's signature verifies over its recorded hash with ``sign_key`` (what still holds
+    for a redacted event, whose body no longer matches the hash)."""
+    try:
+        if key_id(unb64(sign_key)) != ev.key:
+            return False
+        verify(sign_key, unb64(ev.sig), SIG_CONTEXT + ev.hash.encode())
+    except (BadSignature, BadEncoding, ValueError, TypeError):
+        return False
+    return True
+
+
+def check_event(ev: Event, author_sign_key: Any) -> None:
+    """``Event.check``, except for a redacted stub: its body no longer hashes to ``hash``, so only
+    the signature over the recorded hash is checked (BadEvent if it does not verify). A receiver
+    stores such a stub and sets it aside (a county restored from a backup older than a station's
+    purge is given back what the station still holds; PROTOCOL.md §8.7)."""
+    if not retention.is_redacted(ev.body):
+        ev.check(author_sign_key)
+        return
+    key = author_sign_key.get(ev.key) if isinstance(author_sign_key, Mapping) else author_sign_key
+    if not isinstance(key, str) or not signature_holds(ev, key):
+        raise BadEvent(f"event {ev.stream}#{ev.seq}: signature does not verify")
+
+
+def signature_state(ev: Event, keys: Mapping[str, str], revoked: Callable[[Event], bool] | None = None) -> str:
+    """``valid`` if the hash matches the content and the key the event names (in ``keys``, key id ->
+    public sign key) verifies it; ``missing`` if there is no signature or that key is not on record
+    here; ``redacted`` for a body replaced by its stub after the retention period whose signature
+    over the recorded hash verifies; ``invalid`` otherwise (an edited body, a wrong signature, a key
+    revoked before it was stored)."""
+    if not ev.sig or ev.key not in keys:
+        return MISSING
+    if retention.is_redacted(ev.body):
+        if not signature_holds(ev, keys[ev.key]) or (revoked is not None and revoked(ev)):
+            return INVALID
+        return REDACTED
+    try:
+        ev.check(keys)
+    except (BadEvent, ValueError, TypeError):
+        return INVALID
+    if revoked is not None and revoked(ev):
+        return INVALID
+    return VALID
+
+
+def events_naming(db: Conn, streams: Iterable[str], case_id: str) -> list[Event]:
+    """Every stored event of ``streams`` whose body's ``id`` is ``case_id``: in seq order within a
+    stream, the streams interleaved by the events' UTC times of writing."""
+    needle = canonical.dumps({"id": case_id}).decode()[1:-1]          # "id":"<case id>", as stored
+    pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    per_stream: list[list[Event]] = []
+    for stream in streams:
+        found: list[Event] = []
+        per_stream.append(found)
+        rows = db.execute("SELECT stream, seq, prev, hash, author, kind, at, body, sig, key_id FROM _sync_events"
+                          " WHERE stream = ? AND body LIKE ? ESCAPE '\\' ORDER BY seq", (stream, pattern)).fetchall()
+        for r in rows:
+            try:
+                body = canonical.loads(r[7].encode())
+            except Exception:  # noqa: BLE001 - a body edited into junk: shown as such, never a crash
+                body = {"id": case_id, "unreadable": True}
+            if isinstance(body, dict) and body.get("id") == case_id:
+                found.append(Event(stream=r[0], seq=int(r[1]), prev=r[2], hash=r[3], author=r[4], kind=r[5],
+                                   at=r[6], body=body, sig=r[8], key=r[9]))
+    # Each stream stays in seq order (a wrong clock reorders nothing within it); the streams are
+    # interleaved by the events' UTC times of writing.
+    return list(heapq.merge(*per_stream, key=lambda e: e.at))

@@ -18,9 +18,10 @@ from typing import Any, Callable, Mapping
 
 from crypto import canonical
 from crypto.keys import Identity
-from sync import inbox, log, retention
+from sync import inbox, log
 from sync.errors import BadEvent
 from sync.inbox import Apply
+from sync.law import retention
 from sync.log import Conn, Event
 
 logger = logging.getLogger("lastmile.sync")
@@ -125,7 +126,7 @@ def returned_chain(events: list[Any], what: str, *, stream: str, author: str, ke
                                " back only whole events whose body hashes to the hash it signed")
             ev.check(keys)                      # the hash recomputed from the content, then the signature
             continue
-        retention.check_event(ev, keys)         # a redacted stub: its signature (§8.7)
+        log.check_event(ev, keys)         # a redacted stub: its signature (§8.7)
     if any(b.seq != a.seq + 1 or b.prev != a.hash for a, b in zip(parsed, parsed[1:])):
         raise BadEvent(f"{what} is not one contiguous chain")
     return parsed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sync import codes
+
 STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS _sync_events (
         stream TEXT NOT NULL, seq BIGINT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL,
@@ -41,7 +43,7 @@ STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS _sync_sent (
         id TEXT PRIMARY KEY, bundle TEXT, first BIGINT NOT NULL, last BIGINT NOT NULL, at TEXT NOT NULL)""",
     # Both sides: the typed verification code of every document an event of a document kind may
-    # print (sync/verify.py ``index_event``, PROTOCOL.md §11), filled as the event is stored, so a
+    # print (sync/codes.py ``index_event``, PROTOCOL.md §11), filled as the event is stored, so a
     # typed code is one indexed lookup instead of a hash of every event.
     """CREATE TABLE IF NOT EXISTS _sync_codes (
         code TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, doc TEXT NOT NULL,
@@ -53,5 +55,4 @@ STATEMENTS = (
 def create(db) -> None:  # type: ignore[no-untyped-def]
     for sql in STATEMENTS:
         db.execute(sql)
-    from sync import verify         # not at the top: sync.verify is above this module
-    verify.index_existing(db)       # a database made before _sync_codes: its codes, once
+    codes.index_existing(db)       # a database made before _sync_codes: its codes, once

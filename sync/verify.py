@@ -1,6 +1,7 @@
 """Document verification (PROTOCOL.md §11): the QR text printed on every station document, its
-signed compact token, the typed verification code, and the offline check of a token against a
-directory of stations' keys. Shared by the station and the county; no SQL, no HTTP.
+signed compact token, and the offline check of a token against a directory of stations' keys.
+Shared by the station and the county; no SQL, no HTTP. The document kinds, their typed
+verification codes and the index of those codes are sync/codes.py.
 
 QR text::
 
@@ -24,62 +25,28 @@ import logging
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from crypto.errors import CryptoError
 from crypto.keys import verify as verify_sig
-from sync import rules
-from sync.rules import N_
+from sync.codes import (APPROVAL_NOTICE, BUNDLE_RECEIPT, CODES, CORRECTION_REQUEST, DOC, DOCS, KIND_OF,
+                        REJECTION_DECISION, REPORT_FILED, REPORT_RECEIPT, TITLES, code_of, normal_code)
+from sync.law import transitions
+from sync.law.errors import N_, RuleError
 
 logger = logging.getLogger("lastmile.sync")
 
 PREFIX = "LM2:"
 FORMAT = 1
 SIG_DOMAIN = b"lastmile-doc/1|"
-CODE_DOMAIN = b"lastmile-code/1|"
-ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"      # Crockford base32: no I, L, O, U
 #: the station's intake documents: the event kind is the document kind (the push's ``qr_texts``, §6)
-KINDS = {rules.ACCEPTED: 1, rules.CORRECTION_NOTICE: 2, rules.REFUSED: 3}
-BUNDLE_RECEIPT = "bundle_receipt"               # 一件事一次办 receipt or notice of a sitting
-CORRECTION_REQUEST = "correction_request"       # the county's 材料补正通知书, handed over by the station
-APPROVAL_NOTICE = "approval_notice"             # 办结通知书
-REJECTION_DECISION = "rejection_decision"       # 不予批准决定书
-REPORT_RECEIPT = "report_receipt"               # receipt of a 办不成事 report
-REPORT_FILED = "report.filed"                   # sync/reports.FILED (not imported: sync.reports imports rules only)
+KINDS = {transitions.ACCEPTED: 1, transitions.CORRECTION_NOTICE: 2, transitions.REFUSED: 3}
 REPORT_ITEM = "办不成事诉求"                    # the item line of a report receipt
 NO_ITEM = "-"                                   # the token's item code of a report naming no item
-
-
-@dataclass(frozen=True)
-class Doc:
-    """A printed document kind (PROTOCOL.md §11): its kind byte, title, the kinds of the event its
-    token names, whether that event is the station's own (``up/<station>``, signed by the key that
-    signs the token) or the county's ``case.decided`` to the station, and that decision."""
-    code: int
-    kind: str
-    title: str
-    events: tuple[str, ...]
-    own: bool = True
-    decision: str | None = None
-
-
-DOCS = (Doc(1, rules.ACCEPTED, "受理回执", (rules.ACCEPTED,)),
-        Doc(2, rules.CORRECTION_NOTICE, "一次性告知书", (rules.CORRECTION_NOTICE,)),
-        Doc(3, rules.REFUSED, "不予受理决定书", (rules.REFUSED,)),
-        Doc(4, BUNDLE_RECEIPT, "一件事一次办回执", (rules.ACCEPTED, rules.CORRECTION_NOTICE)),
-        Doc(5, CORRECTION_REQUEST, "材料补正通知书", (rules.CASE_DECIDED,), own=False, decision="correction"),
-        Doc(6, APPROVAL_NOTICE, "办结通知书", (rules.CASE_DECIDED,), own=False, decision="approve"),
-        Doc(7, REJECTION_DECISION, "不予批准决定书", (rules.CASE_DECIDED,), own=False, decision="reject"),
-        Doc(8, REPORT_RECEIPT, "办不成事诉求受理回执", (REPORT_FILED,)))
-DOC = {d.kind: d for d in DOCS}
-CODES = {d.kind: d.code for d in DOCS}
-KIND_OF = {d.code: d.kind for d in DOCS}
-TITLES = {d.kind: d.title for d in DOCS}
-#: every event kind a document's token can name
-EVENT_KINDS = tuple(dict.fromkeys(e for d in DOCS for e in d.events))
 #: the kind of document as the verify page names it, in the reader's language (the QR text's TITLES are fixed)
-KIND_NAMES = {rules.ACCEPTED: N_("Acceptance receipt"), rules.CORRECTION_NOTICE: N_("One-time notice of missing materials"),
-              rules.REFUSED: N_("Decision not to accept"), BUNDLE_RECEIPT: N_("Receipt of a one-visit sitting"),
+KIND_NAMES = {transitions.ACCEPTED: N_("Acceptance receipt"),
+              transitions.CORRECTION_NOTICE: N_("One-time notice of missing materials"),
+              transitions.REFUSED: N_("Decision not to accept"), BUNDLE_RECEIPT: N_("Receipt of a one-visit sitting"),
               CORRECTION_REQUEST: N_("Notice to supply materials"), APPROVAL_NOTICE: N_("Notice of completion"),
               REJECTION_DECISION: N_("Decision not to approve"), REPORT_RECEIPT: N_("Receipt of a report")}
 ANSWER_DOMAIN = b"lastmile-verify/1|"     # the county's signature over its verify answer to a station
@@ -121,27 +88,6 @@ class Token:
     @property
     def code(self) -> str:
         return code_of(self.hash16, self.kind)
-
-
-def code_of(event_hash: str, kind: str | None = None) -> str:
-    """The typed verification code of the document of ``kind`` whose event has ``event_hash`` (hex,
-    at least the first 32 characters): 12 Crockford base32 characters, grouped by 4. An intake
-    document's (kinds 1-3, or ``kind`` None) hashes the event's hash alone; any other kind's adds
-    its kind byte, so two documents naming one event have two codes."""
-    code = CODES[kind] if kind is not None else 1
-    extra = bytes([code]) if code > 3 else b""
-    digest = hashlib.sha256(CODE_DOMAIN + bytes.fromhex(event_hash[:32]) + extra).digest()
-    n = int.from_bytes(digest[:8], "big") >> 4            # the first 60 bits
-    chars = "".join(ALPHABET[(n >> (5 * (11 - i))) & 31] for i in range(12))
-    return f"{chars[:4]}-{chars[4:8]}-{chars[8:]}"
-
-
-def normal_code(text: str) -> str | None:
-    """A typed code as ``XXXX-XXXX-XXXX``, forgiving case, spaces, dashes and O/I/L; None if it is not one."""
-    s = re.sub(r"[\s\-]", "", text).upper().translate(str.maketrans("OIL", "011"))
-    if len(s) != 12 or any(c not in ALPHABET for c in s):
-        return None
-    return f"{s[:4]}-{s[4:8]}-{s[8:]}"
 
 
 def readable(kind: str, receipt_no: str, station_name: str, station: str, date: str, item_name: str,
@@ -265,36 +211,6 @@ def item_of(part: str | None) -> str | None:
     return pieces[1] if len(pieces) == 3 else None
 
 
-
-# the directory fact (stations.directory, PROTOCOL.md §4) ------------------------------------------
-def check_directory(body: Any) -> dict[str, dict[str, Any]]:
-    """The body of a ``stations.directory`` fact as station code -> entry; RuleError if malformed."""
-    from crypto.keys import key_id, unb64
-    from sync.rules import RuleError
-    bad = RuleError(N_("The directory of station keys is malformed."))
-    if not isinstance(body, dict) or set(body) != {"stations", "at"} or not isinstance(body["at"], str) \
-            or not isinstance(body["stations"], list):
-        raise bad
-    out: dict[str, dict[str, Any]] = {}
-    for st in body["stations"]:
-        if not isinstance(st, dict) or set(st) != {"code", "name", "keys"} or not isinstance(st["code"], str) \
-                or not isinstance(st["name"], str) or not isinstance(st["keys"], list) or st["code"] in out:
-            raise bad
-        for k in st["keys"]:
-            if not isinstance(k, dict) or set(k) != {"sign_id", "sign_key", "valid_from", "valid_until", "revoked_at"}:
-                raise bad
-            try:
-                if key_id(unb64(k["sign_key"])) != k["sign_id"]:
-                    raise bad
-            except CryptoError:
-                raise bad from None
-            if not isinstance(k["valid_from"], str) or any(
-                    k[f] is not None and not isinstance(k[f], str) for f in ("valid_until", "revoked_at")):
-                raise bad
-        out[st["code"]] = st
-    return out
-
-
 # one answer for page, API and CLI -------------------------------------------------------------------
 @dataclass
 class Held:
@@ -326,8 +242,9 @@ def replacement(kind: str, receipt_no: str, case: Mapping[str, Any] | None) -> d
     status: a notice, a refusal, else an acceptance). None if this is still the case's document."""
     if not case or not case.get("receipt_no") or case["receipt_no"] == receipt_no:
         return None
-    later = {rules.Status.CORRECTION_NOTICE: rules.CORRECTION_NOTICE, rules.Status.REFUSED: rules.REFUSED}
-    return {"kind": later.get(case.get("status"), rules.ACCEPTED), "receipt_no": str(case["receipt_no"])}
+    later = {transitions.Status.CORRECTION_NOTICE: transitions.CORRECTION_NOTICE,
+             transitions.Status.REFUSED: transitions.REFUSED}
+    return {"kind": later.get(case.get("status"), transitions.ACCEPTED), "receipt_no": str(case["receipt_no"])}
 
 
 def prints(event_kind: str, body: Any) -> tuple[str, ...]:
@@ -368,58 +285,6 @@ def held_of(station: str, ev: Any, case: Mapping[str, Any] | None, state: str | 
                 id_number=str(person.get("id_number") or ""), prints=kinds, station_name=station_name,
                 replaced_by=replacement(ev.kind, receipt_no, case) if kinds and DOC[kinds[0]].own
                 and ev.kind != REPORT_FILED else None)
-
-
-#: event kind -> the document kinds an event of that kind may print (``prints`` decides from its body)
-CANDIDATES = {e: tuple(d.kind for d in DOCS if e in d.events) for e in EVENT_KINDS}
-INDEXED = "codes_indexed"       # _sync_status: the codes of the events stored before _sync_codes are in
-
-
-def index_event(db: Any, stream: str, seq: int, event_kind: str, event_hash: str) -> None:
-    """Record in ``_sync_codes`` the typed code of every document an event of ``event_kind`` may
-    print (``CANDIDATES``: from its kind and hash alone, so a station whose bodies are sealed
-    (node/vault.py) indexes too; ``prints`` later tells which the event really prints). Called by
-    ``sync.log.store`` inside the transaction that stores the event."""
-    docs = CANDIDATES.get(event_kind)
-    if docs:
-        db.executemany("INSERT INTO _sync_codes (code, stream, seq, doc) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                       [(code_of(event_hash, d), stream, seq, d) for d in docs])
-
-
-def index_existing(db: Any) -> int:
-    """The migration: index the events stored before ``_sync_codes`` existed, once (marked in
-    ``_sync_status``). Returns how many events it indexed."""
-    if db.execute("SELECT 1 FROM _sync_status WHERE name = ?", (INDEXED,)).fetchone():
-        return 0
-    marks = ",".join("?" * len(EVENT_KINDS))
-    rows = db.execute(f"SELECT stream, seq, kind, hash FROM _sync_events WHERE kind IN ({marks})",
-                      EVENT_KINDS).fetchall()
-    db.executemany("INSERT INTO _sync_codes (code, stream, seq, doc) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                   [(code_of(h, d), stream, seq, d) for stream, seq, kind, h in rows for d in CANDIDATES[kind]])
-    db.execute("INSERT INTO _sync_status (name, value) VALUES (?, ?)", (INDEXED, "1"))
-    if rows:
-        logger.warning("indexed the verification codes of %d document events stored before the index", len(rows))
-    return len(rows)
-
-
-def codes_of_event(hash16: str) -> tuple[str, ...]:
-    """Every typed code a document naming the event of ``hash16`` may have (one per document kind;
-    kinds 1-3 share one): a token's event is found through ``_sync_codes`` too (``code_rows``)."""
-    return tuple(dict.fromkeys(code_of(hash16, d.kind) for d in DOCS))
-
-
-def code_rows(db: Any, codes: Sequence[str], streams: Sequence[str] | None = None) -> list[tuple[str, int, str]]:
-    """(stream, seq, document kind) of each held event whose document may have one of the typed
-    ``codes`` (``_sync_codes``: an indexed lookup per code; the codes are computed by the caller,
-    outside any lock), in ``streams`` if given, else in any ``up/`` or ``down/`` stream. The caller
-    checks that the event is still held and really prints that document."""
-    marks = ",".join("?" * len(codes))
-    sql, params = f"SELECT stream, seq, doc FROM _sync_codes WHERE code IN ({marks})", list(codes)
-    if streams:
-        sql += f" AND stream IN ({','.join('?' * len(streams))})"
-        params += list(streams)
-    rows = db.execute(sql + " ORDER BY stream, seq", params).fetchall()
-    return [(str(r[0]), int(r[1]), str(r[2])) for r in rows if str(r[0]).startswith(("up/", "down/"))]
 
 
 def masked_name(name: str) -> str:
@@ -545,21 +410,21 @@ def check_qr(text: str, *, author: str, event: Any, directory: Mapping[str, Mapp
     the text MUST be laid out exactly as ``make`` lays it out (no white space added, no other line
     breaks). Returns the token; RuleError naming the first broken rule."""
     if event is None or event.kind not in KINDS:
-        raise rules.RuleError(N_("The QR text names a document this office does not hold."))
+        raise RuleError(N_("The QR text names a document this office does not hold."))
     b = event.body if isinstance(event.body, dict) else {}
     try:
         part, token, _ = check(text, directory)
     except VerifyError as exc:
         logger.warning("QR text of %s for %s#%d does not verify: %s", author, event.stream, event.seq, exc)
-        raise rules.RuleError(N_("The QR text of a document does not verify with the station's keys.")) from None
+        raise RuleError(N_("The QR text of a document does not verify with the station's keys.")) from None
     if token.station != author or token.hash16 != event.hash[:32] or token.kind != event.kind \
             or token.receipt_no != b.get("receipt_no") or token.item_code != b.get("item_code") \
             or token.key_id != event.key or token.issued != _iso_seconds(event.at):
-        raise rules.RuleError(N_("The QR text does not match the document it names."))
+        raise RuleError(N_("The QR text does not match the document it names."))
     name = (part or "").split("\n")[1].split(f"（{author}）")[0] if part and part.count("\n") == 2 else ""
     expected = readable(event.kind, str(b.get("receipt_no")), name, author, token.date, str(b.get("item_name")),
                         code_of(event.hash))
     laid_out = f"{expected}\n{PREFIX}" + base64.urlsafe_b64encode(token.signed + token.sig).rstrip(b"=").decode()
     if not name or part != expected or text != laid_out:
-        raise rules.RuleError(N_("The QR text does not match the document it names."))
+        raise RuleError(N_("The QR text does not match the document it names."))
     return token

@@ -23,7 +23,9 @@ from babel.messages.pofile import read_po
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from sync.rules import PROBLEMS, Status  # the case statuses and correction problems, defined once
+# the case statuses and correction problems, defined once
+from sync.law.intake import PROBLEMS
+from sync.law.transitions import Status
 
 HERE = Path(__file__).parent
 LOCALES = ("zh_CN", "en")
@@ -63,7 +65,7 @@ def environment(locale: str) -> jinja2.Environment:
                              extensions=["jinja2.ext.i18n"], undefined=jinja2.StrictUndefined)
     env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
     env.globals["locale"] = locale
-    env.globals["Status"] = Status          # the case statuses, defined once (sync/rules.py)
+    env.globals["Status"] = Status          # the case statuses, defined once (sync/law/transitions.py)
     env.globals["PROBLEMS"] = PROBLEMS      # what may be wrong with a material (a correction request)
     env.filters["local"] = local_time
     env.filters["reason"] = functools.partial(reason_text, locale=locale)
@@ -72,7 +74,7 @@ def environment(locale: str) -> jinja2.Environment:
 
 def reason_text(reason: str | None, locale: str) -> str:
     """A repair reason in ``locale``. New reasons are JSON ``{"m": message id, "a": {params}}``
-    (sync/rules.py RuleError.reason): the message id and every string parameter are translated,
+    (sync/law/errors.py RuleError.reason): the message id and every string parameter are translated,
     so a parameter may itself be a message id. Older rows and other peers' free text are shown
     as they are (translated if they happen to be a known message id)."""
     if not reason:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from starlette.concurrency import run_in_threadpool
 
-from sync.workdays import WorkCalendar
+from sync.law.workdays import WorkCalendar
 
 CHINA = dt.timezone(dt.timedelta(hours=8))
 SKIP = ("/api/", "/sync/", "/enroll/", "/static/", "/login", "/logout")

@@ -11,7 +11,9 @@ from hypothesis import given, settings, strategies as st
 from tests.sync.test_recovery import pair  # noqa: F401 - a county and a station in this process
 
 from node.station import Station
-from sync import facts, log, rules
+from sync import log
+from sync.law import facts, intake, transitions
+from sync.law.errors import RuleError
 from tests.central.test_hostile_station import county_repairs, forge
 from tests.conftest import csrf_of, log_in
 from tests.e2e.test_walking_skeleton import full_application
@@ -216,24 +218,25 @@ def test_the_rating_check_never_crashes(body):
     for kind in (facts.RATED, facts.RATING_ANSWERED):
         try:
             found = facts.SPECS[kind].validate(body)
-        except rules.RuleError as exc:
+        except RuleError as exc:
             assert exc.reason()
             continue
-        assert found == body["id"] and rules.UUID4.fullmatch(found)
+        assert found == body["id"] and intake.UUID4.fullmatch(found)
         if kind == facts.RATED:
             assert type(body["score"]) is int and 1 <= body["score"] <= 5 and len(body["comment"]) <= 500
 
 
 def test_ratings_keep_the_state_and_are_allowed_only_after_the_case_is_done():
-    for state in (None, *rules.Status.ALL):
+    for state in (None, *transitions.Status.ALL):
         for kind in (facts.RATED, facts.RATING_ANSWERED):
             try:
                 new = facts.next_state(state, kind, case_id="c")
-            except rules.RuleError:
-                assert state not in (rules.Status.HANDED_OUT, rules.Status.REFUSED, rules.Status.CORRECTION_NOTICE)
+            except RuleError:
+                assert state not in (transitions.Status.HANDED_OUT, transitions.Status.REFUSED,
+                                     transitions.Status.CORRECTION_NOTICE)
             else:
-                assert new == state and state in (rules.Status.HANDED_OUT, rules.Status.REFUSED,
-                                                  rules.Status.CORRECTION_NOTICE)
+                assert new == state and state in (transitions.Status.HANDED_OUT, transitions.Status.REFUSED,
+                                                  transitions.Status.CORRECTION_NOTICE)
 
 
 def test_a_station_restored_from_a_backup_gets_its_rating_and_the_answer_back(pair):

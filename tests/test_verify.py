@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from central.county import County, Settings as CentralSettings
 from deploy.cli import main as cli
 from node.store import TOKEN_ENV
-from sync import verify
+from sync import codes, verify
 from templates import qr_svg
 from tests.e2e.test_walking_skeleton import full_application
 
@@ -197,7 +197,7 @@ def test_a_document_dated_after_its_key_was_retired_is_refused_and_a_bare_token_
 
 def test_a_malformed_directory_is_refused_by_the_shared_spec():
     from crypto.keys import Identity
-    from sync import facts
+    from sync.law import facts
     me = Identity.generate()
     good = {"stations": [{**_entry(me)["V1"]}], "at": "2026-11-29T00:00:00.000Z"}
     assert set(facts.SPECS[facts.STATIONS_DIRECTORY].validate(good)) == {"V1"}
@@ -230,7 +230,7 @@ def test_the_protocol_test_vector_verifies_by_the_documented_bytes():
     assert int.from_bytes(signed[2:6], "big") == 1795917784 and signed[14:30] == bytes.fromhex(event_hash[:32])
     assert signed[30:46] == hashlib.sha256(readable.encode()).digest()[:16]
     assert signed[46:] == b"\x02V1" + b"\x11V1-20261129-00001" + b"\x06MZ-001"
-    assert readable.split("\n")[2] == "核验码 " + verify.code_of(event_hash)
+    assert readable.split("\n")[2] == "核验码 " + codes.code_of(event_hash)
     directory = {"V1": {"name": "V1站", "keys": [{"sign_id": key_id(unb64(sign_key)), "sign_key": sign_key,
                                                   "valid_from": "", "valid_until": None, "revoked_at": None}]}}
     assert verify.check(qr, directory)[1].receipt_no == "V1-20261129-00001"

@@ -21,7 +21,7 @@ from central.county import County, Settings as CentralSettings
 from crypto.keys import Identity
 from deploy.cli import main as cli
 from node.store import TOKEN_ENV
-from sync import verify
+from sync import codes, verify
 from tests.conftest import PASSWORD, log_in
 from tests.e2e.test_walking_skeleton import full_application
 from tests.life.test_reports import REPORT
@@ -137,7 +137,7 @@ def test_a_typed_code_is_one_indexed_lookup_and_old_databases_get_the_index(syst
             conn.set_trace_callback(ran.append)
             for streams in (("up/V1", "down/V1"), None):        # the station's lookup, the county's
                 ran.clear()
-                found = verify.code_rows(conn, [app["verify_code"]], streams)
+                found = codes.code_rows(conn, [app["verify_code"]], streams)
                 assert [(stream, doc) for stream, _, doc in found] == [("up/V1", "application.accepted")]
                 conn.set_trace_callback(None)
                 plan = " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + ran[0]).fetchall())

@@ -13,8 +13,8 @@ from central.app import create_app as central_app
 from central.county import County, Settings as CentralSettings
 from deploy.cli import main as cli
 from node.app import create_app as node_app
-from sync import workdays
-from sync.workdays import WorkCalendar
+from sync.law import workdays
+from sync.law.workdays import WorkCalendar
 from tests.conftest import CATALOG, add_station, log_in, make_county, serve
 from tests.e2e.test_walking_skeleton import full_application
 

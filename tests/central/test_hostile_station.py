@@ -21,7 +21,10 @@ from central.county import County, Settings as CentralSettings
 from crypto.keys import Identity
 from node import cases
 from node.station import Station
-from sync import inbox, log, rules, schema
+from sync import inbox, log, schema
+from sync.law import transitions
+from sync.law.errors import RuleError
+from sync.law.intake import check_application, check_hand_out
 from tests.conftest import log_in
 from tests.sync.test_protocol_machine import form_for
 
@@ -311,14 +314,14 @@ VALID = cases.take(ITEM, {**form_for(ITEM, 1)}, decision="accept", station="V1",
 
 
 def test_the_valid_body_passes():
-    assert rules.check_application("application.accepted", VALID, author="V1", level="village",
-                                   catalog=CATALOG)["code"] == ITEM["code"]
+    assert check_application("application.accepted", VALID, author="V1", level="village",
+                             catalog=CATALOG)["code"] == ITEM["code"]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(sorted(VALID) + ["applicant.name", "applicant.id_number", "fields.retire_month",
                                         "fields.contribution_years", "materials.0", "scans"]),
-       json_values, st.sampled_from(list(rules.APPLICATION_KINDS)))
+       json_values, st.sampled_from(list(transitions.APPLICATION_KINDS)))
 def test_any_field_of_any_type_is_refused_with_a_reason_never_a_crash(path, value, kind):
     body = copy.deepcopy(VALID)
     target, key = body, path
@@ -328,34 +331,34 @@ def test_any_field_of_any_type_is_refused_with_a_reason_never_a_crash(path, valu
         key = int(key) if isinstance(target, list) else key
     target[key] = value
     try:
-        rules.check_application(kind, body, author="V1", level="village", catalog=CATALOG)
-    except rules.RuleError as exc:
+        check_application(kind, body, author="V1", level="village", catalog=CATALOG)
+    except RuleError as exc:
         assert json.loads(exc.reason())["m"]
     try:
-        rules.check_hand_out({"id": value, "by": value, "at": value, "identity_checked": value})
-    except rules.RuleError:
+        check_hand_out({"id": value, "by": value, "at": value, "identity_checked": value})
+    except RuleError:
         pass
 
 
 @settings(max_examples=200, deadline=None)
 @given(json_values)
 def test_a_whole_body_of_any_shape_is_refused_with_a_reason(body):
-    for kind in (*rules.APPLICATION_KINDS, rules.HAND_OUT):
-        with pytest.raises(rules.RuleError):
-            if kind == rules.HAND_OUT:
-                rules.check_hand_out(body)
+    for kind in (*transitions.APPLICATION_KINDS, transitions.HAND_OUT):
+        with pytest.raises(RuleError):
+            if kind == transitions.HAND_OUT:
+                check_hand_out(body)
             else:
-                rules.check_application(kind, body, author="V1", level="village", catalog=CATALOG)
+                check_application(kind, body, author="V1", level="village", catalog=CATALOG)
 
 
 def test_the_transition_table_allows_only_the_cases_life():
-    assert rules.next_state(rules.NEW, "application.accepted") == "received"
+    assert transitions.next_state(transitions.NEW, "application.accepted") == "received"
     for decided in ("approved", "rejected"):
-        assert rules.next_state(decided, rules.HAND_OUT) == "handed_out"
-    assert rules.next_state("correction_requested", rules.SUPPLEMENTED) == "received"
-    assert rules.next_state("correction_notice", "application.accepted") == "received"
-    for state in (rules.NEW, "received", "handed_out", "refused", "correction_notice", "correction_requested"):
-        with pytest.raises(rules.RuleError):
-            rules.next_state(state, rules.HAND_OUT, case_id="x")
-    with pytest.raises(rules.RuleError):
-        rules.next_state("received", "application.accepted", case_id="x")
+        assert transitions.next_state(decided, transitions.HAND_OUT) == "handed_out"
+    assert transitions.next_state("correction_requested", transitions.SUPPLEMENTED) == "received"
+    assert transitions.next_state("correction_notice", "application.accepted") == "received"
+    for state in (transitions.NEW, "received", "handed_out", "refused", "correction_notice", "correction_requested"):
+        with pytest.raises(RuleError):
+            transitions.next_state(state, transitions.HAND_OUT, case_id="x")
+    with pytest.raises(RuleError):
+        transitions.next_state("received", "application.accepted", case_id="x")

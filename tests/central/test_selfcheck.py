@@ -153,7 +153,7 @@ def test_a_station_purge_stub_is_allowed_upstream_but_a_stub_the_county_signed_i
     §8.7): still signed over the original hash, they pass upstream. A stub in the county's own
     downstream log was never sent by anyone: it is an edit."""
     from crypto import canonical
-    from sync import retention
+    from sync.law import retention
     county, st, _ = pair
     case = a_case_handed_out(county, st)
     up = next(r for r in county.store.stream_page(county.store.conn, f"up/{V1}", 0, 1000)

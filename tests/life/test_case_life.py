@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from sync.rules import valid_id_for_demo
+from sync.law.intake import valid_id_for_demo
 from tests.conftest import CATALOG, log_in
 
 ITEM = next(i for i in CATALOG["items"] if i["code"] == "MZ-003")      # 临时救助申请: 15 working days

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from sync import reports, rules
-from sync.rules import valid_id_for_demo
+from sync.law import reports
+from sync.law.errors import RuleError
+from sync.law.intake import valid_id_for_demo
 from tests.conftest import log_in
 from tests.life.test_case_life import sync
 
@@ -76,5 +77,5 @@ def test_the_report_form_keeps_what_was_typed_and_the_today_list_shows_it(system
 def test_any_report_body_is_refused_in_words_or_accepted_never_a_crash(body):
     try:
         reports.check_filed(body, author="V1", items=None)
-    except rules.RuleError as exc:
+    except RuleError as exc:
         assert exc.reason()

@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 
 from central.errors import CountyError
 from node import cases
-from sync import facts, inbox, log, rules
-from sync.facts import Status
+from sync import inbox, log
+from sync.law import facts
+from sync.law.errors import RuleError
+from sync.law.facts import Status
 from tests.sync.test_protocol_machine import form_for, make_pair
 from tests.sync.test_recovery import round_trip
 
@@ -40,7 +42,7 @@ def allowed(state, kind) -> bool:
     try:
         facts.next_state(state, kind)
         return True
-    except rules.RuleError:
+    except RuleError:
         return False
 
 

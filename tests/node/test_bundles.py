@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from central.county import County, CountyError, Settings
-from sync.rules import valid_id_for_demo
+from sync.law.intake import valid_id_for_demo
 from tests.conftest import CATALOG, log_in, stored
 
 ID = valid_id_for_demo("11010519900307001")

@@ -78,7 +78,7 @@ def test_script_injection_is_stored_as_text_and_other_levels_are_refused():
 
 
 def test_the_station_never_signs_what_the_county_would_set_aside():
-    # The same whole-body check the county runs (sync/rules.py) runs before the station signs.
+    # The same whole-body check the county runs (sync/law/intake.py) runs before the station signs.
     with pytest.raises(cases.IntakeError) as e:
         cases.take(ITEM, {"name": "张三", "id_number": cases.valid_id_for_demo("11010519800101001"), "f_n": "2",
                           "materials": ["id"]}, decision="accept", station="V1", agent="  ", catalog_version=1,

@@ -25,7 +25,8 @@ from central.app import create_app as central_app
 from central.county import County
 from node import ratings as station_ratings, reports as station_reports
 from node.station import Settings as NodeSettings, Station
-from sync import facts, log, reports
+from sync import log
+from sync.law import facts, reports
 from node.app import create_app as node_app
 from tests.conftest import CATALOG, PASSWORD, add_station, log_in, make_county, serve
 from tests.sync.test_protocol_machine import form_for

@@ -13,7 +13,7 @@ from pathlib import Path
 from deploy import cli
 from node.station import Station
 from node.store import TOKEN_ENV, Store
-from sync.rules import valid_id_for_demo
+from sync.law.intake import valid_id_for_demo
 from tests.conftest import csrf_of, log_in
 from tests.e2e.test_walking_skeleton import full_application
 from tests.sync.test_decision_documents import b64, png

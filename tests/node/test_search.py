@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sync.rules import valid_id_for_demo
+from sync.law.intake import valid_id_for_demo
 from tests.conftest import CATALOG, log_in
 from tests.life.test_case_life import ITEM, fields, sync
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from sync import log
-from sync.rules import valid_id_for_demo
+from sync.law.intake import valid_id_for_demo
 from tests.conftest import log_in
 from tests.life.test_case_life import sync
 

@@ -22,7 +22,7 @@ from node.app import create_app as node_app
 from node.enroll import enroll
 from node.station import Settings as NodeSettings
 from node.store import TOKEN_ENV, Store
-from sync.rules import valid_id_for_demo
+from sync.law.intake import valid_id_for_demo
 from tests.conftest import PASSWORD, add_station, csrf_of, log_in, make_county, serve
 from tests.e2e.test_walking_skeleton import full_application
 

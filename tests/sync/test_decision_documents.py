@@ -16,8 +16,9 @@ from PIL import Image
 from central.county import County, CountyError, Settings as CentralSettings
 from node import documents
 from node.station import Station
-from sync import client, facts
-from sync.rules import RuleError
+from sync import client
+from sync.law import facts
+from sync.law.errors import RuleError
 from tests import conftest
 from tests.sync.test_protocol_machine import form_for
 

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from central import projections as county_projections
 from node import projections as station_projections
-from sync import facts, rules
-from sync.facts import Status
+from sync.law import facts, transitions
+from sync.law.errors import RuleError
+from sync.law.facts import Status
 
 
 def test_every_kind_has_a_spec_and_a_projection_at_the_right_end():
@@ -27,7 +28,7 @@ def test_every_kind_has_a_spec_and_a_projection_at_the_right_end():
 
 
 def test_an_unknown_kind_is_refused_in_words():
-    with pytest.raises(rules.RuleError) as exc:
+    with pytest.raises(RuleError) as exc:
         facts.spec("application.from_the_future")
     assert exc.value.message == "Unknown event kind %(kind)s."
 
@@ -43,9 +44,9 @@ def test_to_body_is_the_wire_body_and_names_every_field():
 
 
 def test_every_status_the_table_names_is_defined_once_and_labelled():
-    named = {s for (s, _), t in rules.TRANSITIONS.items() for s in (s, t) if s is not None}
+    named = {s for (s, _), t in transitions.TRANSITIONS.items() for s in (s, t) if s is not None}
     assert named <= set(Status.ALL)
-    assert set(rules.STATE_LABELS) == set(Status.ALL) - {Status.ACCEPTED}
+    assert set(transitions.STATE_LABELS) == set(Status.ALL) - {Status.ACCEPTED}
     assert set(facts.DECISIONS.values()) == set(Status.DECIDED)
 
 
@@ -60,7 +61,7 @@ def county_walk(events: list[str]) -> tuple[str | None, list[int]]:
     for n, event in enumerate(events):
         try:
             state = facts.next_state(state, event, case_id="c")
-        except rules.RuleError as exc:
+        except RuleError as exc:
             assert exc.reason()          # a refusal says which rule it broke, in words
             refused.append(n)
     return state, refused
@@ -93,7 +94,7 @@ def station_walk(events: list[str]) -> tuple[str | None, list[int]]:
         else:
             try:
                 state = facts.next_state(facts.county_state(state), event, case_id="c")
-            except rules.RuleError:
+            except RuleError:
                 refused.append(n)
     return state, refused
 
@@ -109,7 +110,7 @@ def test_the_station_hands_out_exactly_what_the_county_accepts(status):
     try:
         facts.next_state(facts.county_state(status), facts.HAND_OUT)
         allowed = True
-    except rules.RuleError:
+    except RuleError:
         allowed = False
     assert station_projections.may_hand_out(status) is allowed
     assert allowed is (status in Status.RESULTS)

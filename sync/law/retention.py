@@ -6,7 +6,8 @@ has acknowledged every fact of the case (node/retention.py). An event body is re
 its *redacted stub*: the same object with every personal field blanked and ``"_redacted":
 "retention"`` added. The event keeps its ``prev``, ``hash`` and ``sig``: the chain's links and the
 signature over the recorded hash still verify; only the body can no longer be matched to the hash
-(sync/history.py says "personal data removed after the retention period" for it).
+(a case's history says "personal data removed after the retention period" for it: sync/log.py
+``signature_state``, ``check_event`` for a receiver).
 
 Shared by both apps (the county checks the fact it writes with the same code); imports nothing of
 node/ or central/.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sync.rules import N_, RuleError
+from sync.law.errors import N_, RuleError
 
 RETENTION_SET = "retention.set"
 DEFAULT_DAYS = 30
@@ -79,37 +80,6 @@ def redact(body: Any) -> dict[str, Any]:
 
 def is_redacted(body: Any) -> bool:
     return isinstance(body, dict) and body.get(REDACTED_KEY) == REDACTED_VALUE
-
-
-def signature_holds(ev: Any, sign_key: str) -> bool:
-    """The event's signature verifies over its recorded hash with ``sign_key`` (what still holds
-    for a redacted event, whose body no longer matches the hash)."""
-    from crypto.errors import BadEncoding, BadSignature
-    from crypto.keys import key_id, unb64, verify
-    from sync.log import SIG_CONTEXT
-    try:
-        if key_id(unb64(sign_key)) != ev.key:
-            return False
-        verify(sign_key, unb64(ev.sig), SIG_CONTEXT + ev.hash.encode())
-    except (BadSignature, BadEncoding, ValueError, TypeError):
-        return False
-    return True
-
-
-def check_event(ev: Any, author_sign_key: Any) -> None:
-    """``Event.check``, except for a redacted stub: its body no longer hashes to ``hash``, so only
-    the signature over the recorded hash is checked (BadEvent if it does not verify). A receiver
-    stores such a stub and sets it aside (a county restored from a backup older than a station's
-    purge is given back what the station still holds; PROTOCOL.md §8.7)."""
-    from collections.abc import Mapping
-
-    from sync.errors import BadEvent
-    if not is_redacted(ev.body):
-        ev.check(author_sign_key)
-        return
-    key = author_sign_key.get(ev.key) if isinstance(author_sign_key, Mapping) else author_sign_key
-    if not isinstance(key, str) or not signature_holds(ev, key):
-        raise BadEvent(f"event {ev.stream}#{ev.seq}: signature does not verify")
 
 
 PURGED_AT_STATION = N_("The station removed this record's personal data after the retention period and the county "

@@ -1,13 +1,14 @@
 """办不成事 reports (seed 004): a citizen who could not get something done, anywhere in the county,
 files a report at a station; the county takes it (首问负责: whoever takes it answers for it) and
 answers; both come back down to the station. The facts, their checks and their own small table
-of what may follow what, shared by both apps (like sync/rules.py for cases)."""
+of what may follow what, shared by both apps (like sync/law/transitions.py for cases)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sync.rules import (LOCAL_TIME, MAX_TEXT, N_, PHONE, UUID4, RuleError, id_number_error, receipt_pattern)
+from sync.law.errors import N_, RuleError
+from sync.law.intake import LOCAL_TIME, MAX_TEXT, PHONE, UUID4, id_number_error, receipt_pattern
 
 FILED = "report.filed"          # upstream: the station files what the citizen told
 TAKEN = "report.taken"          # downstream: a person at the county takes it and answers for it

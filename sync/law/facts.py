@@ -3,7 +3,7 @@
 The one home of what the station and the county both need to know about a fact (PROTOCOL.md §4):
 ``SPECS[kind]`` gives its author side, its body fields and ``validate(body, context)``; the case
 statuses (``Status``), the kind names and the transition table (``TRANSITIONS`` / ``next_state``)
-are defined once in sync/rules.py, next to the intake rules, and re-exported here. Both apps import this module; node/
+are defined once in sync/law/transitions.py and re-exported here. Both apps import this module; node/
 and central/ never import each other.
 
 Wire form: a fact's body is the event body exactly as before (``to_body`` only checks the field
@@ -15,11 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from sync import reports, retention, rules, sittings
-from sync.rules import (  # noqa: F401 - the shared vocabulary, re-exported: import it from here
-    ACCEPTED, APPLICATION_KINDS, CASE_DECIDED, CATALOG_PUBLISHED, CORRECTION_NOTICE, COUNTY_KEYS_ROTATED,
-    DECISIONS, HAND_OUT, NEW, RATED, RATING_ANSWERED, RECEIPTS_VOIDED, REFUSED, STATION_KEYS_ROTATED, SUPPLEMENTED,
-    TRANSITIONS, N_, RuleError, Status, county_state, decided, next_state)
+from crypto.errors import CryptoError
+from crypto.keys import PublicKeys, key_id, unb64
+from sync.law import decisions, intake, ratings, reports, retention, sittings, workdays
+from sync.law.errors import N_, RuleError
+from sync.law.transitions import (  # noqa: F401 - the shared vocabulary, re-exported: import it from here
+    ACCEPTED, APPLICATION_KINDS, CALENDAR_PUBLISHED, CASE_DECIDED, CATALOG_PUBLISHED, CORRECTION_NOTICE,
+    COUNTY_KEYS_ROTATED, DECISIONS, HAND_OUT, NEW, RATED, RATING_ANSWERED, RECEIPTS_VOIDED, REFUSED,
+    STATION_KEYS_ROTATED, SUPPLEMENTED, TRANSITIONS, Status, county_state, decided, next_state)
 
 STATION, COUNTY = "station", "county"
 HANDED_OUT = HAND_OUT
@@ -68,37 +71,37 @@ class FactSpec:
 
 def _check_application(kind: str) -> Callable[[Any, Context], Any]:
     def check(body: Any, ctx: Context) -> Any:
-        item = rules.check_application(kind, body, author=ctx.author, level=ctx.level,
-                                       catalog=dict(ctx.catalog) if ctx.catalog is not None else None)
+        item = intake.check_application(kind, body, author=ctx.author, level=ctx.level,
+                                        catalog=dict(ctx.catalog) if ctx.catalog is not None else None)
         sittings.check_bundle_field(body)       # 一件事一次办: the optional link to the sitting's other cases
         return item
     return check
 
 
 def _check_hand_out(body: Any, ctx: Context) -> str:
-    return rules.check_hand_out(body)
+    return intake.check_hand_out(body)
 
 
 def _check_supplement(body: Any, ctx: Context) -> str:
-    return rules.check_supplement(body, dict(ctx.item) if ctx.item is not None else None)
+    return intake.check_supplement(body, dict(ctx.item) if ctx.item is not None else None)
 
 
 def _check_decision(body: Any, ctx: Context) -> str:
     """A county decision: its fields, and for a correction request the materials it lists, which
     must be the case's own (checked where the case is known)."""
-    _check_decided(body, ctx)          # the six fields, and a written decision's (sync/docs.py)
+    _check_decided(body, ctx)          # the six fields, and a written decision's (decisions.py)
     if "materials" in body:
         if body["decision"] != "correction":
             raise RuleError(N_("Only a correction request lists materials to correct."))
         if ctx.item is not None:
-            rules.check_correction(body["materials"], dict(ctx.item))
+            intake.check_correction(body["materials"], dict(ctx.item))
         elif not isinstance(body["materials"], list):
             raise RuleError(N_("The list of materials to correct is not a list."))
     return body["id"]
 
 
 def _check_voided(body: Any, ctx: Context) -> None:
-    rules.check_voided(body, ctx.author)
+    intake.check_voided(body, ctx.author)
 
 
 def _check_report(body: Any, ctx: Context) -> str:
@@ -122,7 +125,6 @@ def case_item(application_body: Any) -> dict[str, Any] | None:
 
 
 def _check_calendar(body: Any, ctx: Context) -> Any:
-    from sync import workdays
     try:
         return workdays.check_body(body)
     except workdays.ScheduleError as exc:
@@ -130,8 +132,6 @@ def _check_calendar(body: Any, ctx: Context) -> Any:
 
 
 def _check_keys(body: Any, ctx: Context) -> Any:
-    from crypto.errors import CryptoError
-    from crypto.keys import PublicKeys
     try:
         if not isinstance(body, dict) or set(body) != {"sign", "enc"}:
             raise ValueError("fields")
@@ -141,21 +141,41 @@ def _check_keys(body: Any, ctx: Context) -> Any:
 
 
 def _check_decided(body: Any, ctx: Context) -> Any:
-    from sync import docs        # the written decision's fields (reason, basis, appeal, attachments)
-    return docs.check_decided(body, tuple(DECISIONS))
+    return decisions.check_decided(body, tuple(DECISIONS))     # reason, basis, appeal, attachments
 
 
 def _check_rating(body: Any, ctx: Context) -> str:
-    return rules.check_rating(body)
+    return ratings.check_rating(body)
 
 
 def _check_rating_answer(body: Any, ctx: Context) -> str:
-    return rules.check_rating_answer(body)
+    return ratings.check_rating_answer(body)
 
 
-def _check_directory(body: Any) -> Any:
-    from sync import verify
-    return verify.check_directory(body)
+def check_directory(body: Any) -> dict[str, dict[str, Any]]:
+    """The body of a ``stations.directory`` fact as station code -> entry; RuleError if malformed."""
+    bad = RuleError(N_("The directory of station keys is malformed."))
+    if not isinstance(body, dict) or set(body) != {"stations", "at"} or not isinstance(body["at"], str) \
+            or not isinstance(body["stations"], list):
+        raise bad
+    out: dict[str, dict[str, Any]] = {}
+    for st in body["stations"]:
+        if not isinstance(st, dict) or set(st) != {"code", "name", "keys"} or not isinstance(st["code"], str) \
+                or not isinstance(st["name"], str) or not isinstance(st["keys"], list) or st["code"] in out:
+            raise bad
+        for k in st["keys"]:
+            if not isinstance(k, dict) or set(k) != {"sign_id", "sign_key", "valid_from", "valid_until", "revoked_at"}:
+                raise bad
+            try:
+                if key_id(unb64(k["sign_key"])) != k["sign_id"]:
+                    raise bad
+            except CryptoError:
+                raise bad from None
+            if not isinstance(k["valid_from"], str) or any(
+                    k[f] is not None and not isinstance(k[f], str) for f in ("valid_until", "revoked_at")):
+                raise bad
+        out[st["code"]] = st
+    return out
 
 
 _APPLICATION_FIELDS = ("id", "receipt_no", "station", "agent", "item_code", "item_name", "department",
@@ -179,15 +199,14 @@ SPECS: dict[str, FactSpec] = {s.kind: s for s in (
     FactSpec(CASE_DECIDED, COUNTY, ("id", "decision", "note", "by", "department", "at"),
              ("materials", "reason", "basis", "appeal", "attachments"), _check_decision),
     FactSpec(COUNTY_KEYS_ROTATED, COUNTY, ("sign", "enc")),
-    FactSpec(rules.CALENDAR_PUBLISHED, COUNTY, ("year", "holidays", "workdays", "at", "by"), (), _check_calendar),
+    FactSpec(CALENDAR_PUBLISHED, COUNTY, ("year", "holidays", "workdays", "at", "by"), (), _check_calendar),
     FactSpec(RATED, STATION, ("id", "score", "comment", "by", "at"), (), _check_rating),
     FactSpec(RATING_ANSWERED, COUNTY, ("id", "answer", "by", "department", "at"), (), _check_rating_answer),
-    FactSpec("stations.directory", COUNTY, ("stations", "at"), (), lambda body, ctx: _check_directory(body)),
+    FactSpec("stations.directory", COUNTY, ("stations", "at"), (), lambda body, ctx: check_directory(body)),
     FactSpec(retention.RETENTION_SET, COUNTY, ("retention_days", "at", "by"), (),
              lambda body, ctx: retention.check_body(body)),
 )}
 STATIONS_DIRECTORY = "stations.directory"
-CALENDAR_PUBLISHED = rules.CALENDAR_PUBLISHED
 
 UPSTREAM = tuple(k for k, s in SPECS.items() if s.author == STATION)
 DOWNSTREAM = tuple(k for k, s in SPECS.items() if s.author == COUNTY)

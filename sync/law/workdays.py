@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping
 
 import chinese_calendar
 
+from sync.law.errors import N_
+
 COUNTY, LIBRARY, WEEKENDS = "county", "library", "weekends"
 META_PREFIX = "calendar:"
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -32,11 +34,6 @@ MIN_YEAR, MAX_YEAR = 2000, 2100
 MAX_DATES = 366
 #: from this month of a year on, the county is warned if next year has no schedule
 WARN_FROM_MONTH = 11
-
-
-def N_(message: str) -> str:
-    """Mark a message id for translation; the page translates it."""
-    return message
 
 
 class ScheduleError(ValueError):
@@ -209,7 +206,7 @@ class WorkCalendar:
         return next((y for y in wanted if self.source(y) == WEEKENDS), None)
 
 
-#: No county schedule: the library, then weekends (what ``rules.is_workday`` counts).
+#: No county schedule: the library, then weekends (what ``clock.is_workday`` counts).
 LIBRARY_ONLY = WorkCalendar({})
 
 

@@ -6,47 +6,21 @@ plus parameters, so the page can show it in the reader's language:
 
 - ``applicant_errors`` / ``field_errors`` / ``decision_errors`` return ``{field: message id}``
   for the station's form (the station's agent fixes one entry at a time);
-- ``check_application`` / ``check_hand_out`` / ``next_state`` raise :class:`RuleError`
-  (one message id and its parameters), what the county stores as a repair reason.
+- ``check_application`` / ``check_hand_out`` / ``check_supplement`` / ``check_correction`` /
+  ``check_voided`` raise :class:`RuleError` (one message id and its parameters), what the county
+  stores as a repair reason.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from typing import Any
 
-from sync import workdays
+from sync.law.errors import N_, RuleError
+from sync.law.transitions import APPLICATION_KINDS, FACT_LABELS, SUPPLEMENTED
 
-
-def N_(message: str) -> str:
-    """Mark a message id for translation; the page translates it."""
-    return message
-
-
-class RuleError(Exception):
-    """A fact breaks a rule. ``message`` is an English message id with ``%(name)s`` parameters,
-    ``params`` their values; ``reason()`` is the form stored and sent as a repair reason."""
-
-    def __init__(self, message: str, **params: Any) -> None:
-        self.message = message
-        self.params = {k: (v[:200] if isinstance(v, str) else v) for k, v in params.items()}
-        super().__init__(self.english())
-
-    def english(self) -> str:
-        try:
-            return self.message % self.params
-        except (KeyError, TypeError, ValueError):
-            return self.message
-
-    def reason(self) -> str:
-        """``{"m": message id, "a": {parameters}}`` as compact JSON (see PROTOCOL.md §8.3)."""
-        return json.dumps({"m": self.message, "a": self.params}, ensure_ascii=False, separators=(",", ":"),
-                          sort_keys=True)
-
-
-# --- identity numbers, phones, working days -----------------------------------------------------
+# --- identity numbers and phones ------------------------------------------------------------------
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
@@ -74,123 +48,6 @@ def valid_id_for_demo(prefix17: str) -> str:
     """Complete 17 digits with their check character (used by demo data and tests)."""
     total = sum(int(d) * w for d, w in zip(prefix17, _WEIGHTS))
     return prefix17 + _CHECK[total % 11]
-
-
-def is_workday(day: dt.date) -> bool:
-    """Chinese working day by the library's schedule, Monday to Friday past it (provisional).
-    A thin wrapper: the county's entered years are in ``sync.workdays.WorkCalendar``."""
-    return workdays.LIBRARY_ONLY.is_workday(day)
-
-
-def add_working_days(start: dt.date, days: int, calendar: workdays.WorkCalendar | None = None) -> dt.date:
-    """The date by which ``days`` working days after ``start`` have passed (the day itself not counted),
-    by ``calendar`` (the station's: the county's entered years first), else the library's."""
-    return (calendar or workdays.LIBRARY_ONLY).add_working_days(start, days)
-
-
-# --- a case's life: statuses, fact kinds, and the one transition table ----------------------------
-# (The per-kind specs, with body fields and checks, are in sync/facts.py; this is the vocabulary
-# they and both apps share.)
-
-class Status:
-    """A case's status, as both apps store it and the pages label it: defined once, here."""
-    ACCEPTED = "accepted"                          # station only: taken, not yet stored by the county
-    RECEIVED = "received"                          # stored by the county, waiting for a decision
-    CORRECTION_NOTICE = "correction_notice"        # the station asked the citizen for corrections
-    REFUSED = "refused"                            # the station refused the application
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    CORRECTION_REQUESTED = "correction_requested"  # the county asks for corrections
-    HANDED_OUT = "handed_out"
-
-    ALL = (ACCEPTED, RECEIVED, CORRECTION_NOTICE, REFUSED, APPROVED, REJECTED, CORRECTION_REQUESTED, HANDED_OUT)
-    #: decided by the county
-    DECIDED = (APPROVED, REJECTED, CORRECTION_REQUESTED)
-    #: a result that waits at the station to be handed out
-    RESULTS = (APPROVED, REJECTED)
-    #: waiting for the citizen to bring what is missing: the time limit is suspended (中止计时)
-    WAITING = (CORRECTION_NOTICE, CORRECTION_REQUESTED)
-
-
-# The fact kinds, by name (their specs: sync/facts.py).
-ACCEPTED = "application.accepted"
-CORRECTION_NOTICE = "application.correction_notice"
-REFUSED = "application.refused"
-HAND_OUT = "application.handed_out"
-SUPPLEMENTED = "application.supplemented"
-RECEIPTS_VOIDED = "station.receipts_voided"
-STATION_KEYS_ROTATED = "station.keys_rotated"
-CATALOG_PUBLISHED = "catalog.published"
-CASE_DECIDED = "case.decided"
-CALENDAR_PUBLISHED = "calendar.published"
-COUNTY_KEYS_ROTATED = "county.keys_rotated"
-RATED = "application.rated"            # the citizen's rating (好差评), once per case; state unchanged
-RATING_ANSWERED = "rating.answered"    # the county's answer to a rating of 1-2 (整改反馈), once
-
-APPLICATION_KINDS = (ACCEPTED, CORRECTION_NOTICE, REFUSED)
-NEW = None           # the state of a case id nobody holds yet
-
-#: ``case.decided``'s ``decision`` -> the status it gives the case.
-DECISIONS: dict[str, str] = {"approve": Status.APPROVED, "reject": Status.REJECTED,
-                             "correction": Status.CORRECTION_REQUESTED}
-
-
-def decided(decision: str) -> str:
-    """The transition-table name of a ``case.decided`` with this decision."""
-    return f"{CASE_DECIDED}:{decision}"
-
-
-#: The one table of what a fact may do to a case (states as the county names them; the station
-#: holds ``accepted`` where the county has ``received``, see ``county_state``).
-TRANSITIONS: dict[tuple[str | None, str], str] = {
-    (NEW, ACCEPTED): Status.RECEIVED,
-    (NEW, CORRECTION_NOTICE): Status.CORRECTION_NOTICE,
-    (NEW, REFUSED): Status.REFUSED,
-    # the citizen came back with what the station's correction notice asked for: the same case
-    (Status.CORRECTION_NOTICE, ACCEPTED): Status.RECEIVED,
-    (Status.CORRECTION_NOTICE, REFUSED): Status.REFUSED,
-    **{(Status.RECEIVED, decided(d)): s for d, s in DECISIONS.items()},
-    # the citizen brought what the county's correction request asked for: back in review
-    (Status.CORRECTION_REQUESTED, SUPPLEMENTED): Status.RECEIVED,
-    **{(s, HAND_OUT): Status.HANDED_OUT for s in Status.RESULTS},
-    **{(s, k): s for s in (Status.HANDED_OUT, Status.REFUSED, Status.CORRECTION_NOTICE)   # ratings keep the state
-       for k in (RATED, RATING_ANSWERED)},
-}
-
-STATE_LABELS = {
-    Status.RECEIVED: N_("Waiting for decision"), Status.APPROVED: N_("Approved"), Status.REJECTED: N_("Rejected"),
-    Status.CORRECTION_REQUESTED: N_("Correction requested"), Status.HANDED_OUT: N_("Handed out"),
-    Status.CORRECTION_NOTICE: N_("Correction notice issued"), Status.REFUSED: N_("Refused"),
-}
-FACT_LABELS = {
-    ACCEPTED: N_("an acceptance"), CORRECTION_NOTICE: N_("a correction notice"),
-    REFUSED: N_("a refusal"), HAND_OUT: N_("a hand-out"), SUPPLEMENTED: N_("a supplement"),
-    **{decided(d): N_("a decision") for d in DECISIONS},
-    RATED: N_("a rating"), RATING_ANSWERED: N_("an answer to a rating"),
-}
-
-
-def county_state(station_status: str | None) -> str | None:
-    """A station's status as the transition table names it (``accepted`` is ``received`` not yet acked)."""
-    return Status.RECEIVED if station_status == Status.ACCEPTED else station_status
-
-
-def next_state(state: str | None, kind: str, *, case_id: str = "") -> str:
-    """The state a case moves to when fact ``kind`` arrives (for a decision: ``decided(decision)``);
-    RuleError, naming the rule in words, if the table forbids it."""
-    if kind not in FACT_LABELS:
-        raise RuleError(N_("Unknown event kind %(kind)s."), kind=kind)
-    new = TRANSITIONS.get((state, kind))
-    if new is not None:
-        return new
-    if state is NEW:
-        raise RuleError(N_("%(fact)s names case %(id)s, which the county does not hold."),
-                        fact=FACT_LABELS[kind], id=case_id)
-    if kind in APPLICATION_KINDS and state not in Status.WAITING:
-        raise RuleError(N_("Case id %(id)s is already held by the county; a new application needs a new case id."),
-                        id=case_id)
-    raise RuleError(N_("Case %(id)s cannot take %(fact)s while it is in state \u201c%(state)s\u201d."),
-                    id=case_id, fact=FACT_LABELS[kind], state=STATE_LABELS.get(state, state))
 
 
 # --- the application body ---------------------------------------------------------------------------
@@ -536,87 +393,6 @@ def check_collector(collector: Any) -> dict[str, str]:
     return collector
 
 
-# --- the time limit, suspended while the case waits on the citizen (中止计时) -----------------------
-
-def time_limit(limit_days: int, accepted_on: dt.date, suspensions: list[tuple[dt.date, dt.date | None]],
-               today: dt.date, workday: Any = None) -> dict[str, Any]:
-    """Days used and left of a case's time limit on ``today``, and the promised date.
-
-    Working days after the acceptance count, except those inside a suspension ``(start, end]``:
-    from the day the case began to wait on the citizen (that day still counts) to the day of the
-    supplement (not counted; the clock runs again from the next working day). While a suspension
-    is open (``end`` None) the promised date is unknown (None) and ``suspended`` is true.
-    ``workday``: the calendar's ``is_workday`` (default: the library's)."""
-    is_work = workday or is_workday
-
-    def suspended(day: dt.date) -> bool:
-        return any(start < day and (end is None or day <= end) for start, end in suspensions)
-
-    used, day = 0, accepted_on
-    while day < today:
-        day += dt.timedelta(days=1)
-        if is_work(day) and not suspended(day):
-            used += 1
-    open_now = any(end is None for _, end in suspensions)
-    promised: dt.date | None = None
-    if not open_now:
-        counted, day = 0, accepted_on
-        while counted < limit_days:
-            day += dt.timedelta(days=1)
-            if is_work(day) and not suspended(day):
-                counted += 1
-        promised = day
-    return {"days_used": used, "days_left": limit_days - used, "promised_date": promised.isoformat() if promised else None,
-            "suspended": open_now}
-
-
-def china_day(timestamp: str) -> str:
-    """The date in China (UTC+8) of an ISO timestamp (the county writes UTC, stations China time)."""
-    when = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone(dt.timedelta(hours=8))).date().isoformat()
-
-
-def suspensions_of(raw: str | None) -> list[tuple[dt.date, dt.date | None]]:
-    """The stored form (JSON ``[[start, end or null], ...]``) as dates."""
-    out: list[tuple[dt.date, dt.date | None]] = []
-    for start, end in json.loads(raw or "[]"):
-        out.append((dt.date.fromisoformat(start), dt.date.fromisoformat(end) if end else None))
-    return out
-
-
-def suspend(raw: str | None, on: str) -> str:
-    """Open a suspension on day ``on`` (YYYY-MM-DD) unless one is open."""
-    rounds = json.loads(raw or "[]")
-    if not rounds or rounds[-1][1] is not None:
-        rounds.append([on, None])
-    return json.dumps(rounds)
-
-
-def resume(raw: str | None, on: str) -> str:
-    """Close the open suspension on day ``on``."""
-    rounds = json.loads(raw or "[]")
-    if rounds and rounds[-1][1] is None:
-        rounds[-1][1] = max(on, rounds[-1][0])
-    return json.dumps(rounds)
-
-
-def case_clock(*, time_limit_days: Any, accepted_at: str | None, suspensions: str | None, status: str | None,
-               decided_at: str | None, today: dt.date, workday: Any = None) -> dict[str, Any] | None:
-    """The time limit of a case as both apps show it: ``days_used``, ``days_left``, the
-    ``promised_date`` moved by every suspension, and ``suspended`` (waiting on the citizen). The
-    clock stops at an approval or a rejection. None for a case without a time limit (a correction
-    notice or a refusal at the station)."""
-    if type(time_limit_days) is not int or not accepted_at or status in (Status.CORRECTION_NOTICE, Status.REFUSED):
-        return None
-    end = today
-    if status in (Status.APPROVED, Status.REJECTED, Status.HANDED_OUT) and decided_at:
-        end = min(today, dt.date.fromisoformat(china_day(decided_at)))
-    return time_limit(time_limit_days, dt.date.fromisoformat(accepted_at[:10]), suspensions_of(suspensions), end,
-                      workday)
-
-
 # --- receipt numbers a restored station skips ---------------------------------------------------------
 
 #: After a restore the day's counter jumps to the next block of this many numbers.
@@ -636,64 +412,3 @@ def check_voided(body: Any, author: str) -> None:
     if not isinstance(body["reason"], str) or len(body["reason"]) > 200:
         raise RuleError(N_("A record of voided receipt numbers has a bad reason."))
     _check_time(body, N_("voided receipt numbers"))
-
-
-# --- ratings (好差评) and the county's answer to a poor one (整改反馈) ---------------------------------
-
-MAX_COMMENT = 500
-MAX_ANSWER = 2000
-POOR_SCORES = (1, 2)      # a rating this low opens a follow-up the county must answer
-
-
-def check_rating(body: Any) -> str:
-    """The shape of an ``application.rated`` body; returns the case id it names."""
-    if not isinstance(body, dict):
-        raise RuleError(N_("The rating is not an object."))
-    case_id = body.get("id")
-    if not isinstance(case_id, str) or not UUID4.fullmatch(case_id):
-        raise RuleError(N_("The rating does not name a case id."))
-    score = body.get("score")
-    if type(score) is not int or not 1 <= score <= 5:
-        raise RuleError(N_("A rating's score is a whole number from 1 to 5."))
-    comment = body.get("comment")
-    if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
-        raise RuleError(N_("A rating's comment is text of at most %(n)s characters."), n=MAX_COMMENT)
-    if not isinstance(body.get("by"), str) or not body["by"].strip():
-        raise RuleError(N_("The rating does not name the agent who collected it."))
-    at = body.get("at")
-    if not isinstance(at, str) or not LOCAL_TIME.fullmatch(at):
-        raise RuleError(N_("The rating's time is not of the form YYYY-MM-DDTHH:MM:SS+08:00."))
-    return case_id
-
-
-def check_rating_answer(body: Any) -> str:
-    """The shape of a ``rating.answered`` body; returns the case id it names."""
-    if not isinstance(body, dict):
-        raise RuleError(N_("The answer to a rating is not an object."))
-    case_id = body.get("id")
-    if not isinstance(case_id, str) or not UUID4.fullmatch(case_id):
-        raise RuleError(N_("The answer to a rating does not name a case id."))
-    answer = body.get("answer")
-    if not isinstance(answer, str) or not answer.strip() or len(answer) > MAX_ANSWER:
-        raise RuleError(N_("An answer to a rating is text of 1 to %(n)s characters."), n=MAX_ANSWER)
-    for name in ("by", "department", "at"):
-        if not isinstance(body.get(name), str) or not body[name].strip():
-            raise RuleError(N_("The answer to a rating lacks the field %(field)s."), field=name)
-    return case_id
-
-
-def check_rated_once(case_id: str, held: Any) -> None:
-    """A case is rated once: ``held`` is the rating already on record for it (None if none)."""
-    if held is not None:
-        raise RuleError(N_("Case %(id)s has already been rated; a case is rated only once."), id=case_id)
-
-
-def check_answerable(case_id: str, rating: dict[str, Any] | None) -> None:
-    """The county answers only a rating of 1-2, and only once. ``rating``: ``score`` and ``answer``."""
-    if rating is None or rating.get("score") is None:
-        raise RuleError(N_("Case %(id)s has no rating to answer."), id=case_id)
-    if rating["score"] not in POOR_SCORES:
-        raise RuleError(N_("Only a rating of 1 or 2 is answered; case %(id)s was rated %(score)s."),
-                        id=case_id, score=rating["score"])
-    if rating.get("answer"):
-        raise RuleError(N_("The rating of case %(id)s has already been answered."), id=case_id)

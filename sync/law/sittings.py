@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sync.rules import UUID4, N_, RuleError
+from sync.law.errors import N_, RuleError
+from sync.law.intake import UUID4
 
 MIN_ITEMS, MAX_ITEMS = 2, 10
 CODE = re.compile(r"[A-Z]{2,5}-\d{3}")
