@@ -378,6 +378,7 @@ def answer_push(db: Conn, blob: bytes, *, me: Identity, county_name: str,
     events, down_have = payload.get("events"), payload.get("down_have")
     if not isinstance(events, list) or type(down_have) is not int or down_have < 0:
         raise BadEvent("push lacks events or down_have")
+    payload_fields.heal_numbers(payload)         # up_high ≥ 0; up_from ≥ 1 and only with no events (§6)
     texts = payload_fields.qr_texts(payload)     # its exact form, before anything is stored
     applied = payload_fields.applied(payload)
     # Downstream events the station gives back (the county lost them in a restore) come first:

@@ -114,3 +114,17 @@ def applied(payload: dict[str, Any]) -> dict[str, Any] | None:
     if value["down"] > payload.get("down_have", 0):
         raise BadEvent("push payload field 'applied': down is beyond down_have")
     return dict(value)
+
+
+def heal_numbers(payload: dict[str, Any]) -> None:
+    """BadEvent unless a push's ``up_high`` (when present) is ≥ 0, and its ``up_from`` (when present)
+    is ≥ 1 in a push whose ``events`` are empty: a station healing from the county's copy sends none
+    of its own events (PROTOCOL.md §6, §8.5), so a push with both is no push a station makes."""
+    up_high, up_from = payload.get("up_high"), payload.get("up_from")
+    if up_high is not None and up_high < 0:
+        raise BadEvent("push payload field 'up_high' must not be negative")
+    if up_from is not None:
+        if up_from < 1:
+            raise BadEvent("push payload field 'up_from' must be at least 1")
+        if payload.get("events"):
+            raise BadEvent("a push that asks for its own log back (up_from) carries no events")

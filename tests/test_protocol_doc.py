@@ -67,3 +67,23 @@ def test_the_example_payloads_have_the_keys_the_code_sends(tmp_path):
     finally:
         h.county.store.close()
         h.station.store.close()
+
+
+def test_the_key_examples_of_section_3_are_what_the_code_computes():
+    """§3's example row (issue 17): both public keys printed, so the key ids and the fingerprint can
+    be recomputed from the text alone, and the code computes the same."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+    from crypto.keys import PublicKeys, b64
+    row = {m.group(1): m.group(2) for m in re.finditer(r"^\| (`sign` / `enc`|key id|fingerprint) \|[^|]*\| (.*) \|$",
+                                                         DOC, re.M)}
+    sign, enc = re.findall(r"`(?:sign|enc)` `([A-Za-z0-9_-]{43})`", row["`sign` / `enc`"])
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    made = PublicKeys(sign=b64(ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32))).public_key()
+                               .public_bytes(*raw)),
+                      enc=b64(x25519.X25519PrivateKey.from_private_bytes(bytes(range(32, 64))).public_key()
+                              .public_bytes(*raw)))
+    assert (sign, enc) == (made.sign, made.enc)
+    assert re.findall(r"`([0-9a-f]{16})`", row["key id"]) == [key_id(unb64(sign)), key_id(unb64(enc))]
+    assert re.findall(r"`([0-9A-F-]{24})`", row["fingerprint"]) == [made.fingerprint()]

@@ -117,6 +117,14 @@ def hostile_push(system, st: Station, case: str) -> bytes:
             raw = canonical.dumps({**payload, "zzz_extension": 1})
         elif case == "bool_down_have":
             raw = canonical.dumps({**payload, "down_have": True})
+        elif case == "negative_down_have":
+            raw = canonical.dumps({**payload, "down_have": -1})
+        elif case == "negative_up_high":
+            raw = canonical.dumps({**payload, "up_high": -1})
+        elif case == "up_from_zero":
+            raw = canonical.dumps({**payload, "events": [], "up_from": 0})
+        elif case == "up_from_with_events":
+            raw = canonical.dumps({**payload, "up_from": 1})
         elif case.startswith("qr_"):             # the QR texts beside the events (PROTOCOL.md §6)
             text = st.qr_texts([log.Event.from_wire(e) for e in events])[1]
             raw = canonical.dumps({**payload, "qr_texts": {
@@ -147,6 +155,10 @@ def hostile_push(system, st: Station, case: str) -> bytes:
     ("deep", 400, "malformed_envelope", "nested"),
     ("unknown_key", 422, "bad_event", "unknown fields: zzz_extension"),
     ("bool_down_have", 422, "bad_event", "down_have"),
+    ("negative_down_have", 422, "bad_event", "down_have"),
+    ("negative_up_high", 422, "bad_event", "'up_high' must not be negative"),
+    ("up_from_zero", 422, "bad_event", "'up_from' must be at least 1"),
+    ("up_from_with_events", 422, "bad_event", "asks for its own log back (up_from) carries no events"),
     ("qr_not_a_map", 422, "bad_event", "'qr_texts' has the wrong type"),
     ("qr_seq_not_in_push", 422, "bad_event", "'2' is not the seq of an event in this push"),
     ("qr_seq_leading_zero", 422, "bad_event", "'01' is not the seq of an event in this push"),

@@ -31,6 +31,12 @@ def test_a_report_goes_up_is_taken_and_answered_and_the_answer_comes_back(system
     other = http(system.central_url, system.clerk_tokens["renshe"])
     listed = clerk.get("/api/v1/reports").json()["reports"]
     assert [x["id"] for x in listed] == [report["id"]] and listed[0]["tried"] == REPORT["tried"]
+    # The README names every field the list gives (an independent client needed `id`: issue 17).
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| `GET /api/v1/reports` |"))
+    assert re.findall(r"`([a-z_]+)`", row.split("each with", 1)[1]) == list(listed[0])
     taken = clerk.post(f"/api/v1/reports/{report['id']}/take")
     assert taken.status_code == 200 and taken.json()["owner"]["by"] == "县民政局科员"
     again = other.post(f"/api/v1/reports/{report['id']}/take")

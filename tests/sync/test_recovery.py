@@ -682,3 +682,29 @@ def test_a_restored_county_that_decided_before_the_station_gave_back_re_appends_
             assert "已改用其后的新编号" in page.get("/stations").text
     finally:
         county.store.close()
+
+
+def test_a_copy_voids_exactly_the_range_protocol_section_4_states(pair):
+    """PROTOCOL.md §4: with n the number it would have issued and m its restore marks, a restored
+    station's next number is b = ⌊(n − 1) / 1000⌋ × 1000 + m × 1000 + 1, and its
+    ``station.receipts_voided`` voids n … b − 1 of that day, before the application that uses b."""
+    county, st, root = pair
+    taken = take(st, 3)
+    assert [a["receipt_no"][-5:] for a in taken] == ["00001", "00002", "00003"]
+    st.store.close()
+    shutil.copytree(st.settings.data, root / "copy")             # a backup put back: m = 1
+    copy = Station(NodeSettings(data=root / "copy"))
+    try:
+        new = take(copy, 1)[0]
+        n, m = 4, 1
+        b = (n - 1) // 1000 * 1000 + m * 1000 + 1
+        assert new["receipt_no"].endswith(f"-{b:05d}")
+        with copy.store.transaction() as db:
+            mine = log.events_after(db, log.up(copy.code), 3, 10)
+        assert [e.kind for e in mine] == ["station.receipts_voided", "application.accepted"]
+        voided = mine[0].body
+        assert (voided["first"], voided["last"]) == (n, b - 1)
+        assert voided["day"] == new["receipt_no"].split("-")[1]
+    finally:
+        copy.store.close()
+        st.store = type(copy.store)(st.settings.db_path)             # the fixture closes it
