@@ -239,7 +239,7 @@ async def _stream_scan(request: Request, c: County, station: str, sha: str, offs
         async for piece in request.stream():
             buffer += piece
             if offset + len(buffer) > total:
-                raise CountyError(400, "too_long", "the body goes past Upload-Length")
+                raise CountyError(413, "too_large", "the body goes past Upload-Length")   # BodyLimit says it first
             if len(buffer) >= 64 * 1024:
                 offset = await run_in_threadpool(c.scan_write, station, sha, offset, total, bytes(buffer))
                 buffer.clear()

@@ -195,3 +195,30 @@ def test_an_unterminated_string_of_escaped_quotes_is_refused_in_linear_time():
         with pytest.raises(BadEncoding):
             canonical.loads(data)
     assert time.perf_counter() - started < 2.0      # quadratic scanning took minutes for these
+
+
+@pytest.mark.parametrize("signed_by_station, to_key, status, code", [
+    (False, "wrong", 401, "bad_signature"),      # both wrong: the signature is checked first (§5)
+    (True, "wrong", 421, "wrong_recipient"),
+    (False, "right", 401, "bad_signature"),
+])
+def test_the_county_checks_the_signature_before_the_recipient_as_section_5_orders(
+        system, v1, http, signed_by_station, to_key, status, code):
+    """PROTOCOL.md §5 (issue 17, spec item 1): sender known, then the envelope signature, then
+    ``to``/``to_key``; an envelope failing both is refused for its signature (401), never 421."""
+    county = County(CentralSettings(data=system.data / "central"))
+    try:
+        head = {"v": 1, "kind": "push", "from": "V1", "to": county.name, "from_key": v1.me.public.sign_id,
+                "to_key": county.me.public.enc_id if to_key == "right" else "0" * 16, "comp": "zstd",
+                "id": "cd" * 12, "first": 0, "last": 0}
+        compressed = zstandard.ZstdCompressor().compress(canonical.dumps({"events": [], "down_have": 0}))
+        blob = envelope.seal_parts(canonical.dumps(head), compressed,
+                                   sender=v1.me if signed_by_station else Identity.generate(),
+                                   recipient=county.me.public)
+    finally:
+        county.store.close()
+    before = stored(system)
+    r = http(system.central_url).post("/sync/v1/exchange", content=blob,
+                                      headers={"content-type": "application/octet-stream"})
+    assert (r.status_code, r.json()["error"]) == (status, code)
+    assert stored(system) == before

@@ -152,6 +152,25 @@ def test_bad_scan_requests_are_refused_and_harm_nothing(system, station, http):
     head = c.head(url, headers={"lastmile-station": "V1", "upload-length": str(total),
                                 **signed_headers(station.me, sha, "head", total)})
     assert head.status_code == 200 and head.headers["upload-offset"] == "0"      # junk was discarded
+    # PROTOCOL.md §7 (issue 17, spec items 2 and 3): a body that only shows while it is read that it
+    # goes past Upload-Length gets the same 413 too_large, and the county keeps every byte it read
+    # before the read that went past (not whole 64 KiB pieces): HEAD says where, and the station
+    # resumes from there. Here the real sealed scan, then one byte too many, 1000 bytes at a time.
+    sealed = (station.blob_dir / f"{sha}.sealed").read_bytes()
+    assert len(sealed) == total
+
+    def pieces():
+        body = sealed + b"x"
+        for i in range(0, len(body), 1000):
+            yield body[i:i + 1000]
+    headers = {"lastmile-station": "V1", "upload-offset": "0", "upload-length": str(total),
+               "content-type": "application/offset+octet-stream", **signed_headers(station.me, sha, 0, total)}
+    streamed = c.patch(url, content=pieces(), headers=headers)
+    assert streamed.status_code == 413 and streamed.json()["error"] == "too_large"
+    head = c.head(url, headers={"lastmile-station": "V1", "upload-length": str(total),
+                                **signed_headers(station.me, sha, "head", total)})
+    kept = int(head.headers["upload-offset"])
+    assert 0 < kept < total and kept % (64 * 1024) != 0, kept      # what came before the read that went past
     station.sync()
     assert http(system.central_url, system.central_token).get(f"/api/v1/cases/{app['id']}").json()["scans_complete"]
 
