@@ -14,19 +14,20 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from central import apiviews, docviews, rating_views, ratings, selfcheck, views
+from central.http import api as apiviews, documents as docviews, ratings as rating_views, pages as views
+from central.services import ratings, selfcheck
 from central.county import County, Settings
 from crypto import envelope
 from sync import blobs
 from templates import static_dir
 from templates.limits import KiB, MiB, BodyLimit, ByteBudget, ReadTimeout, Rule, SecurityHeaders, upload_bound
-from central import calendar
-from central import retention_views
+from central.services import calendar
+from central.http import settings as retention_views
 from templates.workcal import WorkCalendarState
 from templates.verify_web import verify_routes
-from central import openapi
+from central.http import openapi
 from templates.openapi import route as openapi_route
-from central import verify as doc_verify
+from central.services import verify as doc_verify
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
 
 ROUTES = [
@@ -99,7 +100,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         checker = None
-        if settings.selfcheck_every_s > 0:      # the log self-check, in the background (central/selfcheck.py)
+        if settings.selfcheck_every_s > 0:      # the log self-check, in the background (central/services/selfcheck.py)
             checker = selfcheck.Every(county.self_check, settings.selfcheck_first_s, settings.selfcheck_every_s)
             checker.start()
         try:

@@ -1,5 +1,5 @@
-"""The county as one facade over its nouns: cases (central/cases.py), the catalogue
-(central/catalogue.py), stations (central/stations.py) and permissions (central/permissions.py);
+"""The county as one facade over its nouns: cases (central/services/cases.py), the catalogue
+(central/services/catalogue.py), stations (central/services/stations.py) and permissions (central/services/permissions.py);
 here the orchestration they share: the one write path ``record``, the county's own keys, the sync
 answer, scans and staff accounts.
 
@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from central import permissions, projections, selfcheck
-from central import retention as county_retention
-from central.reports import Reports
-from central import verify as doc_verify
-from central.cases import DECISIONS, SCAN_KEYS, SIGNED_COLUMNS, Cases, record_mismatches, signed_columns  # noqa: F401
-from central.catalogue import Catalogue
+from central.services import permissions, projections, selfcheck
+from central.services import retention as county_retention
+from central.services.reports import Reports
+from central.services import verify as doc_verify
+from central.services.cases import DECISIONS, SCAN_KEYS, SIGNED_COLUMNS, Cases, record_mismatches, signed_columns  # noqa: F401
+from central.services.catalogue import Catalogue
 from central.errors import CountyError, N_  # noqa: F401 - re-exported: views and the CLI import them from here
-from central.stations import ENROL_HOURS, LEVELS, Stations  # noqa: F401
+from central.services.stations import ENROL_HOURS, LEVELS, Stations  # noqa: F401
 from central.store import Store
 from crypto import passwords
 from crypto.keys import Identity, load_retired, save_retired
@@ -51,7 +51,7 @@ class Settings:
     max_unverified_bytes: int = 64 * 1024 * 1024   # bodies held before their sender is authenticated, all
                                                    # connections together; more: 503 busy_unverified
     calendar_today: dt.date | None = None   # the day the calendar warning counts from (tests); None: today
-    selfcheck_first_s: float = 600.0   # the log self-check (central/selfcheck.py): first this long after start,
+    selfcheck_first_s: float = 600.0   # the log self-check (central/services/selfcheck.py): first this long after start,
     selfcheck_every_s: float = 6 * 3600.0   # then this often; 0: never in the background
 
     @property
@@ -176,7 +176,7 @@ class County(Cases, Catalogue, Stations, Reports):
         return {i.public.sign_id: i.public.sign for i in self.held_identities()}
 
     def self_check(self, stop: threading.Event | None = None) -> dict[str, Any] | None:
-        """Walk every log the county holds (central/selfcheck.py); the result, stored. Blocking."""
+        """Walk every log the county holds (central/services/selfcheck.py); the result, stored. Blocking."""
         return selfcheck.run(self.store, self.own_keys(), self.key_history, stop)
 
     def county_key_history(self) -> list[dict[str, Any]]:
@@ -274,7 +274,7 @@ class County(Cases, Catalogue, Stations, Reports):
         return sealed
 
     def as_returned(self, db: Any, ev: Event) -> Event:
-        """A station's own event as ``up_return`` carries it: a purged case's as its stub (central/retention.py)."""
+        """A station's own event as ``up_return`` carries it: a purged case's as its stub (central/services/retention.py)."""
         return county_retention.as_returned(self, db, ev)
 
     def take_qr_texts(self, db: Any, station: str, entries: list[tuple[int, str, str]]) -> int:

@@ -8,9 +8,9 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from central import calendar
-from central import verify as doc_verify
-from central import retention
+from central.services import calendar
+from central.services import verify as doc_verify
+from central.services import retention
 from central.errors import CountyError, N_
 from crypto.keys import PublicKeys
 from sync import enrolment, log
@@ -95,7 +95,7 @@ class Stations:
             if not enrolment.same(expected, mac):
                 # Counted, never voiding: a 64-bit code guessed online is out of reach however fast,
                 # and voiding let 5 junk requests cancel an installer's code (issue 15, finding 12).
-                # The sender's address is slowed down instead (central/views.py enroll).
+                # The sender's address is slowed down instead (central/http/pages.py enroll).
                 failures = int(self.store.meta(f"enroll_failures:{code}") or 0) + 1
                 self.store.set_meta(db, f"enroll_failures:{code}", str(failures))
                 failure = CountyError(403, "bad_mac", N_(
@@ -120,8 +120,8 @@ class Stations:
                 if latest:
                     self.record(db, code, facts.Fact(facts.CATALOG_PUBLISHED, {"catalog": json.loads(latest[1])}))
                 calendar.send_all(self, db, code)     # every year's working-day schedule (sync/law/workdays.py)
-                doc_verify.publish(self, db, to=code)  # every station's keys, to all (central/verify.py)
-                retention.send_all(self, db, code)     # the personal-data retention period (central/retention.py)
+                doc_verify.publish(self, db, to=code)  # every station's keys, to all (central/services/verify.py)
+                retention.send_all(self, db, code)     # the personal-data retention period (central/services/retention.py)
         if failure:
             raise failure
         answer = {"station_name": st["name"], "station_level": st["level"], "county_name": self.name,

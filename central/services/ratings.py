@@ -3,7 +3,7 @@
 A station's ``application.rated`` is checked again here (shape, the case's state, its owner, once
 per case); a rating of 1 or 2 opens a follow-up that a supervisor or a clerk of the case's
 department answers with ``rating.answered``, sent down to the case's station through
-``County.record``. Who may list and answer: central/permissions.py, for page and API alike.
+``County.record``. Who may list and answer: central/services/permissions.py, for page and API alike.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any, Callable
 
-from central import permissions
+from central.services import permissions
 from central.errors import CountyError
 from sync import log
 from sync.law import facts, history
@@ -39,7 +39,7 @@ def held(db: Any, case_id: str) -> dict[str, Any] | None:
     return dict(zip(COLS, row)) if row else None
 
 
-# projections (central/projections.py registers them) ----------------------------------------------
+# projections (central/services/projections.py registers them) ----------------------------------------------
 
 def rated(county: County, db: Any, ev: Event) -> None:
     """A station's rating: of a case it owns, in a state that allows it, and the case's first."""

@@ -10,8 +10,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import permissions, selfcheck, views
-from central.apierrors import refusal
+from central.services import permissions, selfcheck
+from central.http import pages as views
+from central.http.errors import refusal
 from central.county import County, CountyError
 from templates import gettext_for, locale_of, throttle
 from templates.web import api_error

@@ -1,5 +1,5 @@
 """Thin handlers of the ratings list and the follow-up answers (整改反馈); the work is in
-central/ratings.py, who may see and answer what in central/permissions.py."""
+central/services/ratings.py, who may see and answer what in central/services/permissions.py."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import ratings
-from central.apierrors import refusal
+from central.services import ratings
+from central.http.errors import refusal
 from central.county import CountyError
-from central.views import api_user, clerk, county, form_of
+from central.http.pages import api_user, clerk, county, form_of
 from templates import gettext_for, locale_of, render
 from templates.web import json_object
 

@@ -157,7 +157,7 @@ def written(county: County, case_id: str, decision: str, reason: str, basis: str
     the catalogue's ``appeal`` as it is now (so the document stays true if the catalogue changes; an
     older catalogue without one gives none, and the document then uses a generic wording); an
     approval's result documents, checked and stored sealed to the station first."""
-    from central import permissions
+    from central.services import permissions
     reason, basis = (reason or "").strip(), (basis or "").strip()
     if decision == "reject":
         if attachments:

@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
-from central import documents
+from central.services import documents
 from central.county import County, CountyError
 from crypto.errors import BadEncoding, BadSignature, CryptoError
 from sync import docs

@@ -7,7 +7,7 @@ another case counts as linked only if the county holds it, the same station sign
 application names the same sitting and it is for the same applicant (ID number). A hostile or broken
 station's inconsistent sitting is therefore just separate cases: nothing is refused for it, and the
 inconsistent ones are not shown as linked (logged at WARNING). Who may open a linked case is
-central/permissions.py's answer; a clerk of another department sees its item and status only.
+central/services/permissions.py's answer; a clerk of another department sees its item and status only.
 Blocking: call these in a worker thread.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from central import permissions
+from central.services import permissions
 from central.errors import CountyError, N_
 from sync.law import sittings
 from sync.law.errors import RuleError

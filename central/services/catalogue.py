@@ -25,9 +25,9 @@ class Catalogue:
     def publish_catalog(self, catalog: dict[str, Any]) -> int:
         """Store a new catalogue version and send it down to every active station. Its ``appeal``
         block (the review body and court a rejection names, PROTOCOL.md §4) is required."""
-        from central.documents import check_catalog_appeal
+        from central.services.documents import check_catalog_appeal
         check_catalog_appeal(catalog)
-        from central.bundles import check_catalog_bundles
+        from central.services.bundles import check_catalog_bundles
         check_catalog_bundles(catalog)          # 一件事一次办: every bundle names items of this catalogue
         with self.store.transaction() as db:
             latest = self.store.latest_catalog(db)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Callable
 
-from central import ratings
+from central.services import ratings
 from crypto import canonical
-from central import reports as county_reports
+from central.services import reports as county_reports
 from sync import log
 from sync.law import facts, reports, transitions, workdays
 from sync.law.clock import china_day, resume, suspend
@@ -153,8 +153,8 @@ DOWN: dict[str, Projection] = {
     reports.TAKEN: county_reports.taken, reports.ANSWERED: county_reports.answered,
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
     facts.CALENDAR_PUBLISHED: calendar_published, facts.RATING_ANSWERED: ratings.answered,
-    facts.STATIONS_DIRECTORY: lambda county, db, ev: None,    # keys are the county's own table (central/verify.py)
-    "retention.set": lambda county, db, ev: None,     # the county's own meta (central/retention.py)
+    facts.STATIONS_DIRECTORY: lambda county, db, ev: None,    # keys are the county's own table (central/services/verify.py)
+    "retention.set": lambda county, db, ev: None,     # the county's own meta (central/services/retention.py)
 }
 #: Downstream kinds a station may give back after a county restore that are stored again but never
 #: re-projected from what the station sent: the county's own tables (catalogue versions, calendar,

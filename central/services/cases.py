@@ -7,7 +7,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Sequence
 
-from central import documents, permissions, projections
+from central.services import documents, permissions, projections
 from central.errors import CountyError, N_
 from sync import log
 from sync.errors import BadEvent
@@ -162,7 +162,7 @@ class Cases:
         and/or a note; the case then waits for the citizen and its time limit is suspended. A rejection
         needs ``reason`` and ``basis`` (the appeal block is copied from the catalogue); an approval may
         carry result documents (``attachments``: (name, bytes)), checked and sealed to the station
-        before the decision is recorded (central/documents.py)."""
+        before the decision is recorded (central/services/documents.py)."""
         if decision not in DECISIONS:
             raise CountyError(422, "bad_decision", N_("Choose approve, reject or correction."))
         note = note.strip()
@@ -227,7 +227,7 @@ class Cases:
         listed, the last supplement, and who collected the result."""
         import datetime as dt
 
-        from central.calendar import calendar_of
+        from central.services.calendar import calendar_of
         clock = case_clock(time_limit_days=case.get("time_limit_days"), accepted_at=case.get("accepted_at"),
                            suspensions=case.get("suspensions"), status=case.get("status"),
                            decided_at=case.get("decided_at"),

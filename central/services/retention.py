@@ -1,5 +1,5 @@
 """The county's retention period for personal data at the stations: set it (CLI and API), send it
-down to every station as ``retention.set`` (like the calendar, central/calendar.py), and to a
+down to every station as ``retention.set`` (like the calendar, central/services/calendar.py), and to a
 station just enrolled. The station purges by it (node/retention.py, sync/law/retention.py)."""
 
 from __future__ import annotations
