@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from central.services import ratings
 from templates import throttle
 from templates.readers import Readers
 from crypto.keys import private_dir, private_file
@@ -91,6 +90,23 @@ LATER_STATION_COLS = {"down_have": "INTEGER", "down_applied": "INTEGER", "catalo
                       "locked": "INTEGER"}
 
 
+# ratings and their follow-ups (central/services/ratings.py) ----------------------------------------
+RATINGS_SCHEMA = """CREATE TABLE IF NOT EXISTS ratings (
+    case_id TEXT PRIMARY KEY, station TEXT NOT NULL, score INTEGER, comment TEXT, by TEXT, at TEXT, seq BIGINT,
+    received_at TEXT, answer TEXT, answered_by TEXT, answered_department TEXT, answered_at TEXT)"""
+RATING_COLS = ("case_id", "station", "score", "comment", "by", "at", "seq", "received_at", "answer", "answered_by",
+        "answered_department", "answered_at")
+
+
+def create_ratings(db: Any) -> None:
+    db.execute(RATINGS_SCHEMA)
+
+
+def held_rating(db: Any, case_id: str) -> dict[str, Any] | None:
+    row = db.execute(f"SELECT {', '.join(RATING_COLS)} FROM ratings WHERE case_id = ?", (case_id,)).fetchone()
+    return dict(zip(RATING_COLS, row)) if row else None
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         private_dir(path.parent)        # DATA: 0700, whatever the umask
@@ -118,7 +134,7 @@ class Store:
             for column, kind in LATER_STATION_COLS.items():
                 if column not in have:
                     db.execute(f"ALTER TABLE stations ADD COLUMN {column} {kind}")
-            ratings.create(db)          # central/services/ratings.py: ratings and their follow-ups
+            create_ratings(db)          # ratings and their follow-ups (central/services/ratings.py)
             throttle.create(db)         # templates/throttle.py: password checks counted per name and address
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say

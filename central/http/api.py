@@ -13,7 +13,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from central.services import permissions, selfcheck
 from central.http import pages as views
 from central.http.errors import refusal
-from central.county import County, CountyError
+from central.county import County
+from central.errors import CountyError
 from templates import gettext_for, locale_of, throttle
 from templates.web import api_error
 

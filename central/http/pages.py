@@ -19,7 +19,8 @@ from central.services import bundles, calendar, documents, permissions, ratings,
 from central.http import documents as docviews
 from central.services import reports as county_reports
 from central.services import verify as doc_verify
-from central.county import County, CountyError
+from central.county import County
+from central.errors import CountyError
 from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
                            MalformedEnvelope, WrongRecipient)

@@ -14,55 +14,53 @@ from sync.law import facts, reports
 from sync.log import Event
 
 if TYPE_CHECKING:
-    from central.county import County
-    from central.store import Store
+    from central.services.context import Context
 
 
-class Reports:
-    """Mixed into County (central/county.py)."""
-    store: Store
+def take_report(county: Context, report_id: str, user: dict[str, Any]) -> dict[str, Any]:
+    """The user takes the report and answers for it; 409 if someone already has."""
+    with county.store.transaction() as db:
+        r = _open_report(county, db, report_id)
+        if r["status"] != reports.OPEN:
+            raise CountyError(409, "already_taken", N_("%(name)s already took this report."),
+                              {"name": r["taken_by"] or ""})
+        _take(county, db, r, user)
+        return county.store.report(report_id, db) or {}
 
-    def take_report(self: County, report_id: str, user: dict[str, Any]) -> dict[str, Any]:
-        """The user takes the report and answers for it; 409 if someone already has."""
-        with self.store.transaction() as db:
-            r = self._open_report(db, report_id)
-            if r["status"] != reports.OPEN:
-                raise CountyError(409, "already_taken", N_("%(name)s already took this report."),
-                                  {"name": r["taken_by"] or ""})
-            self._take(db, r, user)
-            return self.store.report(report_id, db) or {}
 
-    def _take(self: County, db: Any, r: dict[str, Any], user: dict[str, Any]) -> None:
-        """``report.taken`` by ``user`` (the fact names the display name and department, as stations
-        show them), and the taker's user name kept beside it: 首问负责 is checked by it (``owns``)."""
-        self.record(db, r["station"], facts.Fact(reports.TAKEN, {
-            "id": r["id"], "by": user["name"], "department": user.get("department") or "", "at": log.utcnow()}))
-        self.store.update_report(db, r["id"], taken_username=user["username"])
+def _take(county: Context, db: Any, r: dict[str, Any], user: dict[str, Any]) -> None:
+    """``report.taken`` by ``user`` (the fact names the display name and department, as stations
+    show them), and the taker's user name kept beside it: 首问负责 is checked by it (``owns``)."""
+    county.record(db, r["station"], facts.Fact(reports.TAKEN, {
+        "id": r["id"], "by": user["name"], "department": user.get("department") or "", "at": log.utcnow()}))
+    county.store.update_report(db, r["id"], taken_username=user["username"])
 
-    def answer_report(self: County, report_id: str, answer: str, user: dict[str, Any]) -> dict[str, Any]:
-        """Answer a report (taking it first if nobody has); only whoever took it may answer it."""
-        answer = answer.strip()
-        if not answer or len(answer) > 2000:
-            raise CountyError(422, "answer_required", N_("Write the answer for the citizen (at most 2000 characters)."))
-        with self.store.transaction() as db:
-            r = self._open_report(db, report_id)
-            if r["status"] == reports.ANSWERED_STATE:
-                raise CountyError(409, "already_answered", N_("This report has already been answered."))
-            if r["status"] == reports.OPEN:
-                self._take(db, r, user)
-            elif not owns(r, user) and user.get("role") != "supervisor":
-                raise CountyError(403, "not_yours", N_("%(name)s took this report and answers it."),
-                                  {"name": r["taken_by"] or ""})
-            self.record(db, r["station"], facts.Fact(reports.ANSWERED, {
-                "id": report_id, "by": user["name"], "department": user.get("department") or "", "answer": answer,
-                "at": log.utcnow()}))
-            return self.store.report(report_id, db) or {}
 
-    def _open_report(self: County, db: Any, report_id: str) -> dict[str, Any]:
-        r = self.store.report(report_id, db)
-        if r is None:
-            raise CountyError(404, "not_found", N_("No such report."))
-        return r
+def answer_report(county: Context, report_id: str, answer: str, user: dict[str, Any]) -> dict[str, Any]:
+    """Answer a report (taking it first if nobody has); only whoever took it may answer it."""
+    answer = answer.strip()
+    if not answer or len(answer) > 2000:
+        raise CountyError(422, "answer_required", N_("Write the answer for the citizen (at most 2000 characters)."))
+    with county.store.transaction() as db:
+        r = _open_report(county, db, report_id)
+        if r["status"] == reports.ANSWERED_STATE:
+            raise CountyError(409, "already_answered", N_("This report has already been answered."))
+        if r["status"] == reports.OPEN:
+            _take(county, db, r, user)
+        elif not owns(r, user) and user.get("role") != "supervisor":
+            raise CountyError(403, "not_yours", N_("%(name)s took this report and answers it."),
+                              {"name": r["taken_by"] or ""})
+        county.record(db, r["station"], facts.Fact(reports.ANSWERED, {
+            "id": report_id, "by": user["name"], "department": user.get("department") or "", "answer": answer,
+            "at": log.utcnow()}))
+        return county.store.report(report_id, db) or {}
+
+
+def _open_report(county: Context, db: Any, report_id: str) -> dict[str, Any]:
+    r = county.store.report(report_id, db)
+    if r is None:
+        raise CountyError(404, "not_found", N_("No such report."))
+    return r
 
 
 def owns(r: dict[str, Any], user: dict[str, Any]) -> bool:
@@ -86,7 +84,8 @@ def as_json(r: dict[str, Any]) -> dict[str, Any]:
 
 # projections ------------------------------------------------------------------------------------
 
-def filed(county: County, db: Any, ev: Event) -> None:
+
+def filed(county: Context, db: Any, ev: Event) -> None:
     b = ev.body
     held = county.store.report(b["id"], db)
     reports.next_state(held["status"] if held else reports.NEW, ev.kind, b["id"])
@@ -95,14 +94,14 @@ def filed(county: County, db: Any, ev: Event) -> None:
                                     "filed_at": b["at"], "received_at": log.utcnow()})
 
 
-def taken(county: County, db: Any, ev: Event) -> None:
+def taken(county: Context, db: Any, ev: Event) -> None:
     b = ev.body
     held = county.store.report(b["id"], db)
     county.store.update_report(db, b["id"], status=reports.next_state(held["status"] if held else None, ev.kind, b["id"]),
                                taken_by=b["by"], taken_department=b["department"], taken_at=b["at"])
 
 
-def answered(county: County, db: Any, ev: Event) -> None:
+def answered(county: Context, db: Any, ev: Event) -> None:
     b = ev.body
     held = county.store.report(b["id"], db)
     county.store.update_report(db, b["id"], status=reports.next_state(held["status"] if held else None, ev.kind, b["id"]),
