@@ -1,4 +1,5 @@
-"""The county centre's Starlette app: routes, lifespan, error handlers."""
+"""The county centre's Starlette app, the composition root: routes (central/http/), lifespan, middleware,
+error handlers, and the ``County`` they all serve (central/county.py)."""
 
 from __future__ import annotations
 
@@ -14,55 +15,53 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from central import apiviews, docviews, rating_views, ratings, selfcheck, views
 from central.county import County, Settings
+from central.http import api, documents, openapi, pages, ratings, settings as settings_pages
+from central.services import calendar, selfcheck
+from central.services import verify as doc_verify
 from crypto import envelope
 from sync import blobs
 from templates import static_dir
 from templates.limits import KiB, MiB, BodyLimit, ByteBudget, ReadTimeout, Rule, SecurityHeaders, upload_bound
-from central import calendar
-from central import retention_views
-from templates.workcal import WorkCalendarState
-from templates.verify_web import verify_routes
-from central import openapi
 from templates.openapi import route as openapi_route
-from central import verify as doc_verify
+from templates.verify_web import verify_routes
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
+from templates.workcal import WorkCalendarState
 
 ROUTES = [
-    Route("/sync/v1/exchange", views.sync_exchange, methods=["POST"]),
-    Route("/sync/v1/blobs/{sha}", views.scan_head, methods=["HEAD"]),
-    Route("/sync/v1/blobs/{sha}", views.scan_patch, methods=["PATCH"]),
-    Route("/sync/v1/docs/{sha}", docviews.doc_get),
-    Route("/enroll/v2/county", views.enroll_county),
-    Route("/enroll/v2", views.enroll, methods=["POST"]),
-    *session_routes("login.html", views.authenticate, accounts=views.accounts,
-                    throttle_store=lambda request: views.county(request).store),
-    Route("/", views.queue), Route("/cases/{id}", views.case_page),
-    Route("/cases/{id}/decision", views.decide_page, methods=["POST"]),
-    Route("/cases/{id}/scans/{sha}", views.scan_view),
-    Route("/stations", views.stations_page),
-    Route("/stations/{code}/restore", apiviews.mark_restored_page, methods=["POST"]),
-    Route("/api/v1/stations/{code}/restore", apiviews.api_mark_restored, methods=["POST"]),
-    Route("/selfcheck", apiviews.selfcheck_page, methods=["POST"]),
-    Route("/api/v1/selfcheck", apiviews.api_selfcheck, methods=["GET", "POST"]),
-    Route("/reports", views.reports_page),
-    Route("/reports/{id}/{action:str}", views.report_action, methods=["POST"]),
-    Route("/api/v1/reports", views.api_reports),
-    Route("/api/v1/reports/{id}/{action:str}", views.api_report_action, methods=["POST"]),
-    Route("/api/v1/cases", views.api_cases), Route("/api/v1/cases/{id}", views.api_case),
-    Route("/api/v1/cases/{id}/decision", views.api_decide, methods=["POST"]),
-    Route("/api/v1/cases/{id}/scans/{sha}", apiviews.api_scan), Route("/api/v1/stations", apiviews.api_stations),
-    Route("/api/v1/users/{username}/unlock", apiviews.api_user_unlock, methods=["POST"]),
-    Route("/ratings", rating_views.ratings_page),
-    Route("/ratings/{case_id}/answer", rating_views.answer_page, methods=["POST"]),
-    Route("/api/v1/ratings", rating_views.api_ratings),
-    Route("/api/v1/ratings/{case_id}/answer", rating_views.api_answer, methods=["POST"]),
-    *verify_routes(lambda request, text: doc_verify.check(views.county(request), text),
-                   lambda request: views.county(request).name, lambda request: views.county(request).me.sign),
-    Route("/api/v1/calendar/{year}", views.api_calendar, methods=["GET", "PUT"]),
+    Route("/sync/v1/exchange", pages.sync_exchange, methods=["POST"]),
+    Route("/sync/v1/blobs/{sha}", pages.scan_head, methods=["HEAD"]),
+    Route("/sync/v1/blobs/{sha}", pages.scan_patch, methods=["PATCH"]),
+    Route("/sync/v1/docs/{sha}", documents.doc_get),
+    Route("/enroll/v2/county", pages.enroll_county),
+    Route("/enroll/v2", pages.enroll, methods=["POST"]),
+    *session_routes("login.html", pages.authenticate, accounts=pages.accounts,
+                    throttle_store=lambda request: pages.county(request).store),
+    Route("/", pages.queue), Route("/cases/{id}", pages.case_page),
+    Route("/cases/{id}/decision", pages.decide_page, methods=["POST"]),
+    Route("/cases/{id}/scans/{sha}", pages.scan_view),
+    Route("/stations", pages.stations_page),
+    Route("/stations/{code}/restore", api.mark_restored_page, methods=["POST"]),
+    Route("/api/v1/stations/{code}/restore", api.api_mark_restored, methods=["POST"]),
+    Route("/selfcheck", api.selfcheck_page, methods=["POST"]),
+    Route("/api/v1/selfcheck", api.api_selfcheck, methods=["GET", "POST"]),
+    Route("/reports", pages.reports_page),
+    Route("/reports/{id}/{action:str}", pages.report_action, methods=["POST"]),
+    Route("/api/v1/reports", pages.api_reports),
+    Route("/api/v1/reports/{id}/{action:str}", pages.api_report_action, methods=["POST"]),
+    Route("/api/v1/cases", pages.api_cases), Route("/api/v1/cases/{id}", pages.api_case),
+    Route("/api/v1/cases/{id}/decision", pages.api_decide, methods=["POST"]),
+    Route("/api/v1/cases/{id}/scans/{sha}", api.api_scan), Route("/api/v1/stations", api.api_stations),
+    Route("/api/v1/users/{username}/unlock", api.api_user_unlock, methods=["POST"]),
+    Route("/ratings", ratings.ratings_page),
+    Route("/ratings/{case_id}/answer", ratings.answer_page, methods=["POST"]),
+    Route("/api/v1/ratings", ratings.api_ratings),
+    Route("/api/v1/ratings/{case_id}/answer", ratings.api_answer, methods=["POST"]),
+    *verify_routes(lambda request, text: doc_verify.check(pages.county(request), text),
+                   lambda request: pages.county(request).name, lambda request: pages.county(request).me.sign),
+    Route("/api/v1/calendar/{year}", pages.api_calendar, methods=["GET", "PUT"]),
     openapi_route(openapi.DOCUMENT),
-    Route("/api/v1/settings/retention", retention_views.api_retention, methods=["GET", "PUT"]),
+    Route("/api/v1/settings/retention", settings_pages.api_retention, methods=["GET", "PUT"]),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 
@@ -99,7 +98,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         checker = None
-        if settings.selfcheck_every_s > 0:      # the log self-check, in the background (central/selfcheck.py)
+        if settings.selfcheck_every_s > 0:      # the log self-check, in the background (central/services/selfcheck.py)
             checker = selfcheck.Every(county.self_check, settings.selfcheck_first_s, settings.selfcheck_every_s)
             checker.start()
         try:
@@ -113,7 +112,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: error_handler(("/api/", "/sync/", "/enroll/"))},
                     middleware=[Middleware(SecureCookies), Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
                                            session_cookie="lastmile_central", same_site="strict"),
-                                Middleware(SessionGuard, accounts=views.accounts),
+                                Middleware(SessionGuard, accounts=pages.accounts),
                                 Middleware(ratings.OpenFollowUps, county=lambda: county),
                                 Middleware(SecurityHeaders), Middleware(ReadTimeout), Middleware(BodyLimit, rules=BODY_LIMITS),
                                 Middleware(WorkCalendarState, load=lambda: calendar.calendar_of(county),

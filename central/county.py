@@ -1,7 +1,9 @@
-"""The county as one facade over its nouns: cases (central/cases.py), the catalogue
-(central/catalogue.py), stations (central/stations.py) and permissions (central/permissions.py);
-here the orchestration they share: the one write path ``record``, the county's own keys, the sync
-answer, scans and staff accounts.
+"""The county as one facade, on top of its services (central/services/, one module per noun): here
+``Settings`` and what the services share and do not own: the one write path ``record``, the county's
+own keys and their rotation, the sync answer and USB bundles, scans and staff accounts. Every other
+operation is a service function bound to ``County`` by name below. Nothing under central/ but the
+web layer (central/http/) and the composition root (central/app.py) imports this module; a
+service names what it needs of the county by ``central.services.context.Context``.
 
 Each method is one transaction: a processing fact and the downstream event that carries it
 to the station are written together.
@@ -21,19 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from central import permissions, projections, selfcheck
-from central import retention as county_retention
-from central.reports import Reports
-from central import verify as doc_verify
-from central.cases import DECISIONS, SCAN_KEYS, SIGNED_COLUMNS, Cases, record_mismatches, signed_columns  # noqa: F401
-from central.catalogue import Catalogue
-from central.errors import CountyError, N_  # noqa: F401 - re-exported: views and the CLI import them from here
-from central.stations import ENROL_HOURS, LEVELS, Stations  # noqa: F401
+from central.errors import CountyError, N_
+from central.services import cases, catalogue, permissions, projections, reports, selfcheck, stations
+from central.services import retention as county_retention
+from central.services import verify as doc_verify
 from central.store import Store
-from crypto import passwords
-from crypto.keys import Identity, load_retired, save_retired
-from crypto import envelope
+from crypto import envelope, passwords
 from crypto.errors import CryptoError
+from crypto.keys import Identity, load_retired, save_retired
 from sync import blobs, bundle, exchange, log
 from sync.errors import BadEvent
 from sync.law import facts
@@ -51,7 +48,7 @@ class Settings:
     max_unverified_bytes: int = 64 * 1024 * 1024   # bodies held before their sender is authenticated, all
                                                    # connections together; more: 503 busy_unverified
     calendar_today: dt.date | None = None   # the day the calendar warning counts from (tests); None: today
-    selfcheck_first_s: float = 600.0   # the log self-check (central/selfcheck.py): first this long after start,
+    selfcheck_first_s: float = 600.0   # the log self-check (central/services/selfcheck.py): first this long after start,
     selfcheck_every_s: float = 6 * 3600.0   # then this often; 0: never in the background
 
     @property
@@ -99,7 +96,41 @@ def applied_columns(summary: dict[str, Any]) -> dict[str, Any]:
             "catalog_applied": applied["catalog"], "locked": int(applied["locked"])}
 
 
-class County(Cases, Catalogue, Stations, Reports):
+class County:
+    """The county: its settings, store and keys, and every service bound to it. Each operation
+    below is a function of ``central/services/<noun>.py`` taking the county first (a
+    ``central.services.context.Context``); binding it here is what makes ``county.decide(…)``
+    read as before. Nothing below this module imports it."""
+
+    # cases: applying station facts, decisions, the signed view of a case (central/services/cases.py)
+    reproject_down = cases.reproject_down
+    apply_up_recovering = cases.apply_up_recovering
+    apply_up = cases.apply_up
+    application_body = cases.application_body
+    decide = cases.decide
+    signed_application = cases.signed_application
+    signed_application_key = cases.signed_application_key
+    life = cases.life
+    signed_case = cases.signed_case
+    decision_key = cases.decision_key
+    # the catalogue (central/services/catalogue.py)
+    publish_catalog = catalogue.publish_catalog
+    catalog = catalogue.catalog
+    # stations: registering, enrolling, revoking, their keys (central/services/stations.py)
+    add_station = stations.add_station
+    enrolment_info = stations.enrolment_info
+    enroll = stations.enroll
+    mark_restored = stations.mark_restored
+    restore_mark = stations.restore_mark
+    may_return = stations.may_return
+    revoke = stations.revoke
+    station_keys = stations.station_keys
+    station_keys_for = stations.station_keys_for
+    key_history = stations.key_history
+    # 办不成事 (central/services/reports.py)
+    take_report = reports.take_report
+    answer_report = reports.answer_report
+
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store or Store(settings.db_path)
@@ -112,7 +143,7 @@ class County(Cases, Catalogue, Stations, Reports):
         self.retired = load_retired(settings.data / "keys.retired")
         self.name = self.store.meta("county_name") or settings.name
         self._blob_lock = threading.Lock()
-        self._catalogs: dict[int, dict[str, Any]] = {}     # published catalogue versions, by version
+        self.catalogs: dict[int, dict[str, Any]] = {}     # published catalogue versions, by version
         # The county's clock for the retention period of what it gives back (tests move it on).
         self.now: Any = lambda: dt.datetime.now(dt.timezone.utc)
         doc_verify.publish_now(self)    # once after an upgrade (or a change made offline): every station's keys
@@ -176,7 +207,7 @@ class County(Cases, Catalogue, Stations, Reports):
         return {i.public.sign_id: i.public.sign for i in self.held_identities()}
 
     def self_check(self, stop: threading.Event | None = None) -> dict[str, Any] | None:
-        """Walk every log the county holds (central/selfcheck.py); the result, stored. Blocking."""
+        """Walk every log the county holds (central/services/selfcheck.py); the result, stored. Blocking."""
         return selfcheck.run(self.store, self.own_keys(), self.key_history, stop)
 
     def county_key_history(self) -> list[dict[str, Any]]:
@@ -260,7 +291,7 @@ class County(Cases, Catalogue, Stations, Reports):
                                                    held=list(self.retired.values()), own_keys=self.own_keys(),
                                                    signer=self._signer, take_qr=self.take_qr_texts,
                                                    may_return=self.may_return, redact_up=self.as_returned)
-            self._promote_keys(db, summary["station"], from_key)
+            stations.promote_keys(self, db, summary["station"], from_key)
             now = log.utcnow()
             skew = clock_skew(summary.get("station_time"), now)
             self.store.update_station(db, summary["station"], last_contact=now, clock_skew_s=skew,
@@ -274,7 +305,7 @@ class County(Cases, Catalogue, Stations, Reports):
         return sealed
 
     def as_returned(self, db: Any, ev: Event) -> Event:
-        """A station's own event as ``up_return`` carries it: a purged case's as its stub (central/retention.py)."""
+        """A station's own event as ``up_return`` carries it: a purged case's as its stub (central/services/retention.py)."""
         return county_retention.as_returned(self, db, ev)
 
     def take_qr_texts(self, db: Any, station: str, entries: list[tuple[int, str, str]]) -> int:
@@ -283,7 +314,7 @@ class County(Cases, Catalogue, Stations, Reports):
 
     def import_bundle(self, path: Path, answer_to: Path) -> dict[str, Any]:
         """Take a station's USB bundle and write the answer bundle it carries back."""
-        answers, stored, stations = [], 0, set()
+        answers, stored, senders = [], 0, set()
         pushes = bundle.read(path)
         if pushes.kind != "push":
             raise BadEvent(f"{path} is not a station's push bundle")
@@ -297,14 +328,14 @@ class County(Cases, Catalogue, Stations, Reports):
                                                        held=list(self.retired.values()),
                                                        own_keys=self.own_keys(), signer=self._signer, take_qr=self.take_qr_texts,
                                                        may_return=self.may_return, redact_up=self.as_returned)
-                self._promote_keys(db, summary["station"], from_key)
+                stations.promote_keys(self, db, summary["station"], from_key)
                 if summary["applied"] is not None:
                     self.store.update_station(db, summary["station"], **applied_columns(summary))
             answers.append(sealed)
             stored += summary["stored"]
-            stations.add(summary["station"])
+            senders.add(summary["station"])
         bundle.write(answer_to, answers, kind="answer", in_reply_to=pushes.id)
-        return {"stations": sorted(stations), "stored": stored, "answers": len(answers), "answer_file": str(answer_to)}
+        return {"stations": sorted(senders), "stored": stored, "answers": len(answers), "answer_file": str(answer_to)}
 
     # scans ---------------------------------------------------------------------
     def blob_dir(self, station: str) -> Path:

@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from central import ratings
 from templates import throttle
 from templates.readers import Readers
 from crypto.keys import private_dir, private_file
@@ -63,7 +62,7 @@ SCHEMA = (
         event_hash TEXT PRIMARY KEY, station TEXT NOT NULL, case_id TEXT NOT NULL, seq BIGINT NOT NULL,
         qr_text TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS request_nonces (nonce TEXT PRIMARY KEY, expires BIGINT NOT NULL)""",
-    # The head of each stream the last log self-check found whole (central/selfcheck.py): the next
+    # The head of each stream the last log self-check found whole (central/services/selfcheck.py): the next
     # check must still find the stream reaching it, with the same hash (a deleted last event).
     """CREATE TABLE IF NOT EXISTS selfcheck_heads (
         stream TEXT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL, at TEXT NOT NULL)""",
@@ -77,7 +76,7 @@ CASE_COLS = ("id", "station", "seq", "kind", "status", "receipt_no", "item_code"
              "decision_note", "decided_by", "decided_at", "handed_out_at",
              "time_limit_days", "suspensions", "correction", "supplement", "collector")
 #: The user name of whoever took a report (首问负责 is checked by it; ``taken_by`` is the display name the
-#: fact carries). Rows taken before it have NULL (central/reports.py ``owns``).
+#: fact carries). Rows taken before it have NULL (central/services/reports.py ``owns``).
 LATER_REPORT_COLS = {"taken_username": "TEXT"}
 #: Columns added after the first release (a database made before them gets them at start).
 LATER_CASE_COLS = {"time_limit_days": "INTEGER", "suspensions": "TEXT", "correction": "TEXT", "supplement": "TEXT",
@@ -89,6 +88,23 @@ STATION_COLS = ("code", "name", "level", "status", "sign_key", "enc_key", "enrol
 #: down/<station> and has applied of it and of the catalogue, and whether it was locked (PROTOCOL.md §6 ``applied``)
 LATER_STATION_COLS = {"down_have": "INTEGER", "down_applied": "INTEGER", "catalog_applied": "INTEGER",
                       "locked": "INTEGER"}
+
+
+# ratings and their follow-ups (central/services/ratings.py) ----------------------------------------
+RATINGS_SCHEMA = """CREATE TABLE IF NOT EXISTS ratings (
+    case_id TEXT PRIMARY KEY, station TEXT NOT NULL, score INTEGER, comment TEXT, by TEXT, at TEXT, seq BIGINT,
+    received_at TEXT, answer TEXT, answered_by TEXT, answered_department TEXT, answered_at TEXT)"""
+RATING_COLS = ("case_id", "station", "score", "comment", "by", "at", "seq", "received_at", "answer", "answered_by",
+        "answered_department", "answered_at")
+
+
+def create_ratings(db: Any) -> None:
+    db.execute(RATINGS_SCHEMA)
+
+
+def held_rating(db: Any, case_id: str) -> dict[str, Any] | None:
+    row = db.execute(f"SELECT {', '.join(RATING_COLS)} FROM ratings WHERE case_id = ?", (case_id,)).fetchone()
+    return dict(zip(RATING_COLS, row)) if row else None
 
 
 class Store:
@@ -118,7 +134,7 @@ class Store:
             for column, kind in LATER_STATION_COLS.items():
                 if column not in have:
                     db.execute(f"ALTER TABLE stations ADD COLUMN {column} {kind}")
-            ratings.create(db)          # central/ratings.py: ratings and their follow-ups
+            create_ratings(db)          # ratings and their follow-ups (central/services/ratings.py)
             throttle.create(db)         # templates/throttle.py: password checks counted per name and address
         for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if side.exists():           # made by an older version, say
@@ -224,7 +240,7 @@ class Store:
         rows = self._all("SELECT stored_at FROM _sync_events WHERE stream = ? AND seq = ?", (stream, seq))
         return str(rows[0][0]) if rows else None
 
-    # the log self-check (central/selfcheck.py), on a reader's connection ``db`` -------------------
+    # the log self-check (central/services/selfcheck.py), on a reader's connection ``db`` -------------------
     def stream_names(self, db: Any) -> list[str]:
         """Every stream held, and every stream an earlier self-check saw (one emptied since is one to report)."""
         return [r[0] for r in db.execute("SELECT DISTINCT stream FROM _sync_events UNION"

@@ -122,7 +122,7 @@ def _central(args: argparse.Namespace) -> int:
 
 
 def _check(county: Any) -> int:
-    """`lastmile central check --data DIR` (central/selfcheck.py): walk every log now; 1 on problems."""
+    """`lastmile central check --data DIR` (central/services/selfcheck.py): walk every log now; 1 on problems."""
     from sync import chain
     done = county.self_check()
     redacted = f" ({done['redacted']} redacted by a station's purge)" if done["redacted"] else ""
@@ -139,8 +139,8 @@ def _check(county: Any) -> int:
 
 
 def _retention(county: Any, args: argparse.Namespace) -> int:
-    """`lastmile central retention set DAYS` / `show` (central/retention.py)."""
-    from central import retention
+    """`lastmile central retention set DAYS` / `show` (central/services/retention.py)."""
+    from central.services import retention
 
     if args.action == "set":
         try:
@@ -162,10 +162,10 @@ def _retention(county: Any, args: argparse.Namespace) -> int:
 
 
 def _calendar(county: Any, args: argparse.Namespace) -> int:
-    """`lastmile central calendar set YEAR FILE` / `show [YEAR]` (central/calendar.py)."""
+    """`lastmile central calendar set YEAR FILE` / `show [YEAR]` (central/services/calendar.py)."""
     import datetime as dt
 
-    from central import calendar
+    from central.services import calendar
     from sync.law.workdays import ScheduleError
 
     if args.action == "set":

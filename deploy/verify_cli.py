@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data)
     text = sys.stdin.read() if args.code == "-" else args.code
     if (data / "central.db").exists():
-        from central import verify as county_verify
+        from central.services import verify as county_verify
         from central.county import County, Settings as CountySettings
         county = County(CountySettings(data=data))
         try:

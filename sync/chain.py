@@ -1,5 +1,5 @@
 """Walking a stored stream from its first event to its last: the self-check each end runs over its
-own copy of the logs (the county: central/selfcheck.py, ``lastmile central check``; the station:
+own copy of the logs (the county: central/services/selfcheck.py, ``lastmile central check``; the station:
 node/retention.py ``verify_chain``, ``lastmile node purge``).
 
 Each event must follow the one before it: its ``seq`` one more (none missing), its ``prev`` the

@@ -10,7 +10,7 @@ SyncError
       └── StaleAnswer       an answer that names no push this station sent (or not the one just sent)
 
 Each error has a stable ``code``; the county maps classes to HTTP statuses in one place
-(central/views.py STATUS_OF_ERROR).
+(central/http/pages.py STATUS_OF_ERROR).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """OpenAPI 3.1 documents of the two apps' JSON APIs, built from the per-app operation lists in
-node/openapi.py and central/openapi.py, and served at ``GET /openapi.json`` (no login).
+node/openapi.py and central/http/openapi.py, and served at ``GET /openapi.json`` (no login).
 
 Kept next to the routes so it stays true: tests/test_openapi.py asserts that the API routes each
 app mounts and the paths its document describes are the same set, and runs schemathesis against

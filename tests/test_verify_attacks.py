@@ -237,7 +237,7 @@ def test_a_typed_code_is_answered_while_a_push_holds_the_store(pair):
     look-up took the lock and waited for the transaction to end."""
     import threading
 
-    from central import verify as county_verify
+    from central.services import verify as county_verify
     from node import verify as station_verify
     from tests.sync.test_recovery import round_trip, take
 

@@ -107,7 +107,7 @@ def test_supervisors_see_a_banner_from_1_november_when_next_year_is_missing(tmp_
     settings, tokens = make_county(tmp_path / "central")
     county = County(settings)
     try:
-        from central import calendar
+        from central.services import calendar
         calendar.publish(county, 2039, [], [], "boss")                    # this year is known
     finally:
         county.store.close()
@@ -207,7 +207,7 @@ def test_a_county_restored_from_an_old_backup_stores_a_given_back_schedule_but_d
     it is whole and its own, stores it again (the chain goes on), but does not re-project it: what a
     station hands back is not where the county's calendar comes from (issue 15). A supervisor enters
     the year again."""
-    from central import calendar
+    from central.services import calendar
     from tests.sync.test_protocol_machine import make_pair
     from tests.sync.test_recovery import copy_db, round_trip, sync_until_quiet
 

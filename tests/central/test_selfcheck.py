@@ -138,7 +138,7 @@ def test_the_check_runs_by_itself_in_the_background(pair):
 
 
 def wait_for(ok, county: County, seconds: float = 30) -> dict:
-    from central import selfcheck
+    from central.services import selfcheck
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         result = selfcheck.last(county.store)

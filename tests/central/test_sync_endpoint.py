@@ -171,7 +171,7 @@ def test_an_expired_enrolment_code_is_refused(system, http):
 def test_wrong_proofs_slow_their_sender_down_and_never_void_the_code(system, http, monkeypatch):
     import time
 
-    from central import views as county_views
+    from central.http import pages as county_views
     # The throttle's own clock, held still: on a loaded machine one scrypt can outlast the first
     # one-second wait, and the test must judge what the throttle decided, not the machine's speed.
     now = [time.time()]

@@ -20,7 +20,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from central import calendar, ratings as county_ratings, retention as county_retention
+from central.services import calendar, ratings as county_ratings, retention as county_retention
 from central.app import create_app as central_app
 from central.county import CountyError
 from node.station import Settings as NodeSettings, Station

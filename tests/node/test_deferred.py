@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from central import calendar, ratings as county_ratings, retention as county_retention, verify as county_verify
+from central.services import calendar, ratings as county_ratings, retention as county_retention, verify as county_verify
 from central.app import create_app as central_app
 from central.county import County
 from node import ratings as station_ratings, reports as station_reports

@@ -363,7 +363,7 @@ def test_a_restored_county_that_holds_the_application_shows_the_purged_rest_as_s
     the station has purged them since. The hand-out, sent again as a stub, shows in the county's
     history of the case as signed with the personal data removed and is set aside with the reason;
     the county's own decision, a stub at the station, is not taken back (issue 15)."""
-    from central import ratings as county_ratings
+    from central.services import ratings as county_ratings
     from central.app import create_app as central_app
     from central.county import County
     from node import retention

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from central import projections as county_projections
+from central.services import projections as county_projections
 from node import projections as station_projections
 from sync.law import facts, transitions
 from sync.law.errors import RuleError

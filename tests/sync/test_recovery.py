@@ -671,7 +671,7 @@ def test_a_restored_county_that_decided_before_the_station_gave_back_re_appends_
             assert conn.execute("SELECT count(*) FROM _sync_forks").fetchone()[0] == 0
             assert conn.execute("SELECT count(*) FROM _sync_repairs").fetchone()[0] == 0
         assert {"down_returned", "down_resequenced"} <= {r["what"] for r in county.store.recoveries()}
-        # The give-back put another event at down #2: a recovery, not an edit (central/selfcheck.py).
+        # The give-back put another event at down #2: a recovery, not an edit (central/services/selfcheck.py).
         assert county.self_check()["problems"] == []
         import httpx
         from tests.conftest import PASSWORD, csrf_of

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from central import verify as county_verify
+from central.services import verify as county_verify
 from central.app import create_app as central_app
 from node import verify as station_verify
 from tests.conftest import serve

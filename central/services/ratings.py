@@ -3,7 +3,7 @@
 A station's ``application.rated`` is checked again here (shape, the case's state, its owner, once
 per case); a rating of 1 or 2 opens a follow-up that a supervisor or a clerk of the case's
 department answers with ``rating.answered``, sent down to the case's station through
-``County.record``. Who may list and answer: central/permissions.py, for page and API alike.
+``County.record``. Who may list and answer: central/services/permissions.py, for page and API alike.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any, Callable
 
-from central import permissions
+from central.services import permissions
+from central.store import RATING_COLS as COLS, held_rating as held
 from central.errors import CountyError
 from sync import log
 from sync.law import facts, history
@@ -20,28 +21,14 @@ from sync.law.ratings import MAX_ANSWER, POOR_SCORES, check_answerable, check_ra
 from sync.log import Event
 
 if TYPE_CHECKING:
-    from central.county import County
+    from central.services.context import Context
 
-SCHEMA = """CREATE TABLE IF NOT EXISTS ratings (
-    case_id TEXT PRIMARY KEY, station TEXT NOT NULL, score INTEGER, comment TEXT, by TEXT, at TEXT, seq BIGINT,
-    received_at TEXT, answer TEXT, answered_by TEXT, answered_department TEXT, answered_at TEXT)"""
-COLS = ("case_id", "station", "score", "comment", "by", "at", "seq", "received_at", "answer", "answered_by",
-        "answered_department", "answered_at")
 OPEN = f"r.score IN ({', '.join(str(s) for s in POOR_SCORES)}) AND r.answer IS NULL"
 
 
-def create(db: Any) -> None:
-    db.execute(SCHEMA)
+# projections (central/services/projections.py registers them) ----------------------------------------------
 
-
-def held(db: Any, case_id: str) -> dict[str, Any] | None:
-    row = db.execute(f"SELECT {', '.join(COLS)} FROM ratings WHERE case_id = ?", (case_id,)).fetchone()
-    return dict(zip(COLS, row)) if row else None
-
-
-# projections (central/projections.py registers them) ----------------------------------------------
-
-def rated(county: County, db: Any, ev: Event) -> None:
+def rated(county: Context, db: Any, ev: Event) -> None:
     """A station's rating: of a case it owns, in a state that allows it, and the case's first."""
     b, station = ev.body, ev.author
     case = county.store.case(b["id"], db)
@@ -58,7 +45,7 @@ def rated(county: County, db: Any, ev: Event) -> None:
                (b["id"], station, b["score"], b["comment"], b["by"], b["at"], ev.seq, log.utcnow()))
 
 
-def answered(county: County, db: Any, ev: Event) -> None:
+def answered(county: Context, db: Any, ev: Event) -> None:
     """The county's answer, written now or given back after a restore (before its rating came back:
     it is kept, and the rating joins it when it arrives)."""
     b, station = ev.body, ev.stream.split("/", 1)[1]
@@ -76,7 +63,7 @@ def answered(county: County, db: Any, ev: Event) -> None:
 
 # answering ------------------------------------------------------------------------------------------
 
-def answer(county: County, case_id: str, text: Any, user: dict[str, Any]) -> dict[str, Any]:
+def answer(county: Context, case_id: str, text: Any, user: dict[str, Any]) -> dict[str, Any]:
     """Answer the follow-up of a rating of 1-2: 422 (empty or too long), 404, 403, 409."""
     if not isinstance(text, str) or not text.strip():
         raise CountyError(422, "answer_required", N_("Write the answer to the citizen's rating."))
@@ -110,7 +97,7 @@ def rating_json(r: dict[str, Any] | None) -> dict[str, Any] | None:
             "open": r["score"] in POOR_SCORES and not r["answer"]}
 
 
-def rating_of(county: County, case_id: str) -> dict[str, Any] | None:
+def rating_of(county: Context, case_id: str) -> dict[str, Any] | None:
     with county.store.lock:
         return rating_json(held(county.store.conn, case_id))
 
@@ -122,7 +109,7 @@ def _where(user: dict[str, Any]) -> tuple[str, list[Any]]:
     return f" AND c.department IN ({', '.join('?' for _ in seen) or 'NULL'})", sorted(seen)
 
 
-def listing(county: County, user: dict[str, Any], *, open_only: bool = False, limit: int = 500) -> list[dict[str, Any]]:
+def listing(county: Context, user: dict[str, Any], *, open_only: bool = False, limit: int = 500) -> list[dict[str, Any]]:
     """The ratings ``user`` may read: open follow-ups first (oldest first), then the others (newest
     first), each with the case's receipt number, item, department and ``age_hours`` since received."""
     cond, params = _where(user)
@@ -144,7 +131,7 @@ def listing(county: County, user: dict[str, Any], *, open_only: bool = False, li
     return out
 
 
-def open_count(county: County, user: dict[str, Any]) -> int:
+def open_count(county: Context, user: dict[str, Any]) -> int:
     """How many follow-ups ``user`` may answer are still open (the navigation shows it)."""
     cond, params = _where(user)
     with county.store.lock:
@@ -154,7 +141,7 @@ def open_count(county: County, user: dict[str, Any]) -> int:
 
 # history -------------------------------------------------------------------------------------------
 
-def history_of(county: County, case: dict[str, Any]) -> list[dict[str, Any]]:
+def history_of(county: Context, case: dict[str, Any]) -> list[dict[str, Any]]:
     """Every fact of the case's station's two streams naming the case, oldest first, each signature
     checked now: the station's with its key history (a key revoked before the event was stored does
     not count), the county's with its own keys. Untranslated (sync/law/history.py ``translated``)."""
@@ -193,7 +180,7 @@ def history_of(county: County, case: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def case_json(county: County, case: dict[str, Any], gettext: Callable[..., str], reason: Callable[[str], str]
+def case_json(county: Context, case: dict[str, Any], gettext: Callable[..., str], reason: Callable[[str], str]
               ) -> dict[str, Any]:
     """``history`` (translated) and ``rating`` for the case page and API. Blocking: a worker thread."""
     entries = history.translated(history_of(county, case), gettext)
@@ -202,19 +189,3 @@ def case_json(county: County, case: dict[str, Any], gettext: Callable[..., str],
             e["set_aside"] = reason(e["set_aside"])
     return {"history": entries, "rating": rating_of(county, case["id"])}
 
-
-class OpenFollowUps:
-    """ASGI middleware: on a logged-in page request, put the number of open follow-ups the user may
-    answer in ``scope["lastmile.open_followups"]`` for the navigation (counted in a worker thread)."""
-
-    def __init__(self, app: Any, county: Callable[[], County]) -> None:
-        self.app, self.county = app, county
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope.get("method") == "GET" and not scope["path"].startswith(
-                ("/api/", "/sync/", "/static/", "/enroll/")):
-            user = scope.get("session", {}).get("user") if isinstance(scope.get("session"), dict) else None
-            if user and scope.get("lastmile.session_checked"):
-                from starlette.concurrency import run_in_threadpool
-                scope["lastmile.open_followups"] = await run_in_threadpool(open_count, self.county(), user)
-        await self.app(scope, receive, send)

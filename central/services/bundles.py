@@ -7,7 +7,7 @@ another case counts as linked only if the county holds it, the same station sign
 application names the same sitting and it is for the same applicant (ID number). A hostile or broken
 station's inconsistent sitting is therefore just separate cases: nothing is refused for it, and the
 inconsistent ones are not shown as linked (logged at WARNING). Who may open a linked case is
-central/permissions.py's answer; a clerk of another department sees its item and status only.
+central/services/permissions.py's answer; a clerk of another department sees its item and status only.
 Blocking: call these in a worker thread.
 """
 
@@ -16,26 +16,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from central import permissions
-from central.errors import CountyError, N_
+from central.services import cases, permissions
 from sync.law import sittings
-from sync.law.errors import RuleError
 
 if TYPE_CHECKING:
-    from central.county import County
+    from central.services.context import Context
 
 logger = logging.getLogger("lastmile.central")
 
 
-def check_catalog_bundles(catalog: Any) -> None:
-    """CountyError 422 ``bad_bundle`` if a bundle of the catalogue breaks a rule (an unknown item …)."""
-    try:
-        sittings.check_catalog_bundles(catalog if isinstance(catalog, dict) else {})
-    except RuleError as exc:
-        raise CountyError(422, "bad_bundle", exc.message, exc.params) from None
-
-
-def case_links(c: County, case: dict[str, Any], body: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+def case_links(c: Context, case: dict[str, Any], body: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     """``bundle_id``, ``bundle_code`` and ``bundle_cases`` of a case (None, None, [] outside a sitting):
     each other case of its sitting as ``{id, item_code, item_name, department, status, may_read}``."""
     link = sittings.link_of(body)
@@ -47,7 +37,7 @@ def case_links(c: County, case: dict[str, Any], body: dict[str, Any], user: dict
         if other_id == case["id"]:
             continue
         other = c.store.case(other_id)
-        other_body = c.signed_application(other)[0] if other is not None else {}
+        other_body = cases.signed_application(c, other)[0] if other is not None else {}
         other_link = sittings.link_of(other_body)
         if other is None:
             continue                    # not arrived yet (or never sent): nothing to show

@@ -1,18 +1,20 @@
 """Thin handlers of the ratings list and the follow-up answers (整改反馈); the work is in
-central/ratings.py, who may see and answer what in central/permissions.py."""
+central/services/ratings.py, who may see and answer what in central/services/permissions.py."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any, Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import ratings
-from central.apierrors import refusal
-from central.county import CountyError
-from central.views import api_user, clerk, county, form_of
+from central.services import ratings
+from central.http.errors import refusal
+from central.county import County
+from central.errors import CountyError
+from central.http.pages import api_user, clerk, county, form_of
 from templates import gettext_for, locale_of, render
 from templates.web import json_object
 
@@ -58,3 +60,19 @@ async def api_answer(request: Request) -> Response:
         logger.info("answer to the rating of %s refused over the API: %s", case_id, exc.code)
         return refusal(request, exc)
     return JSONResponse(rating)
+
+
+class OpenFollowUps:
+    """ASGI middleware: on a logged-in page request, put the number of open follow-ups the user may
+    answer in ``scope["lastmile.open_followups"]`` for the navigation (counted in a worker thread)."""
+
+    def __init__(self, app: Any, county: Callable[[], County]) -> None:
+        self.app, self.county = app, county
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") == "GET" and not scope["path"].startswith(
+                ("/api/", "/sync/", "/static/", "/enroll/")):
+            user = scope.get("session", {}).get("user") if isinstance(scope.get("session"), dict) else None
+            if user and scope.get("lastmile.session_checked"):
+                scope["lastmile.open_followups"] = await run_in_threadpool(ratings.open_count, self.county(), user)
+        await self.app(scope, receive, send)

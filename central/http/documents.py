@@ -14,8 +14,9 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
-from central import documents
-from central.county import County, CountyError
+from central.services import documents
+from central.county import County
+from central.errors import CountyError
 from crypto.errors import BadEncoding, BadSignature, CryptoError
 from sync import docs
 from sync.errors import RevokedStation, SyncError, UnknownStation

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Callable
 
-from central import ratings
+from central.services import ratings
 from crypto import canonical
-from central import reports as county_reports
+from central.services import reports as county_reports
 from sync import log
 from sync.law import facts, reports, transitions, workdays
 from sync.law.clock import china_day, resume, suspend
@@ -24,14 +24,14 @@ from sync.law.facts import Status
 from sync.log import Event
 
 if TYPE_CHECKING:
-    from central.county import County
+    from central.services.context import Context
 
-Projection = Callable[["County", Any, Event], None]
+Projection = Callable[["Context", Any, Event], None]
 
 
 # upstream: a station's facts -------------------------------------------------------------------
 
-def application(county: County, db: Any, ev: Event) -> None:
+def application(county: Context, db: Any, ev: Event) -> None:
     b, station = ev.body, ev.author
     existing = county.store.case(b["id"], db)
     status = facts.next_state(existing["status"] if existing else facts.NEW, ev.kind, case_id=b["id"])
@@ -50,7 +50,7 @@ def application(county: County, db: Any, ev: Event) -> None:
             county.store.mark_scan_received(db, station, scan["sha256"], now)
 
 
-def owned_case(county: County, db: Any, ev: Event) -> dict[str, Any] | None:
+def owned_case(county: Context, db: Any, ev: Event) -> dict[str, Any] | None:
     """The case a station's fact names, which must be the author's own; RuleError if another's."""
     case = county.store.case(ev.body["id"], db)
     if case is not None and case["station"] != ev.author:
@@ -60,7 +60,7 @@ def owned_case(county: County, db: Any, ev: Event) -> dict[str, Any] | None:
     return case
 
 
-def handed_out(county: County, db: Any, ev: Event) -> None:
+def handed_out(county: Context, db: Any, ev: Event) -> None:
     b = ev.body
     case = owned_case(county, db, ev)
     status = facts.next_state(case["status"] if case else facts.NEW, ev.kind, case_id=b["id"])
@@ -69,7 +69,7 @@ def handed_out(county: County, db: Any, ev: Event) -> None:
                              collector=json.dumps(collector, ensure_ascii=False) if collector else None)
 
 
-def supplemented(county: County, db: Any, ev: Event) -> None:
+def supplemented(county: Context, db: Any, ev: Event) -> None:
     """What the citizen brought after a correction request: back in review, the clock running again,
     and what changed on record for the clerk (the materials, the new scans, the note)."""
     b, station = ev.body, ev.author
@@ -87,15 +87,15 @@ def supplemented(county: County, db: Any, ev: Event) -> None:
             county.store.mark_scan_received(db, station, scan["sha256"], now)
 
 
-def receipts_voided(county: County, db: Any, ev: Event) -> None:
+def receipts_voided(county: Context, db: Any, ev: Event) -> None:
     """A station restored from a backup skips a block of receipt numbers: on record, with its reason."""
     b = ev.body
     county.store.void_receipts(db, ev.author, b["day"], b["first"], b["last"], b["reason"], b["at"])
 
 
-def station_keys_rotated(county: County, db: Any, ev: Event) -> None:
+def station_keys_rotated(county: Context, db: Any, ev: Event) -> None:
     """``station.keys_rotated`` (signed by the old key): put the new keys on record; envelopes
-    signed by them are accepted from now on, and make them current (``County._promote_keys``)."""
+    signed by them are accepted from now on, and make them current (``stations.promote_keys``)."""
     new = facts.SPECS[facts.STATION_KEYS_ROTATED].validate(ev.body)
     county.store.add_station_key(db, ev.author, new.sign, new.enc, new.sign_id, new.enc_id, "rotated",
                                  log.utcnow(), ev.seq + 1)
@@ -105,20 +105,20 @@ def station_keys_rotated(county: County, db: Any, ev: Event) -> None:
 
 # downstream: the county's own facts -------------------------------------------------------------
 
-def catalog_published(county: County, db: Any, ev: Event) -> None:
+def catalog_published(county: Context, db: Any, ev: Event) -> None:
     """The version is on record (no-op if held: ``publish_catalog`` stores it once for all stations)."""
     b = ev.body
     county.store.restore_catalog(db, int(b["catalog"]["version"]), ev.at, canonical.dumps(b["catalog"]).decode())
 
 
-def calendar_published(county: County, db: Any, ev: Event) -> None:
+def calendar_published(county: Context, db: Any, ev: Event) -> None:
     """A year's schedule is on record (a later publication of the year replaces it; the same one
     sent to each station, or given back after a restore, is stored once)."""
     facts.SPECS[facts.CALENDAR_PUBLISHED].validate(ev.body)
     workdays.store_year(db, ev.body)
 
 
-def case_decided(county: County, db: Any, ev: Event) -> None:
+def case_decided(county: Context, db: Any, ev: Event) -> None:
     """A decision on a case; one given back before its case came back (a restore) waits for it."""
     b, station = ev.body, ev.stream.split("/", 1)[1]
     case = county.store.case(b["id"], db)
@@ -128,7 +128,7 @@ def case_decided(county: County, db: Any, ev: Event) -> None:
         decide_case(county, db, case, b)
 
 
-def decide_case(county: County, db: Any, case: dict[str, Any], b: dict[str, Any]) -> None:
+def decide_case(county: Context, db: Any, case: dict[str, Any], b: dict[str, Any]) -> None:
     if case["decision"] == b["decision"] and case["decided_at"] == b.get("at"):
         return
     if case["status"] != Status.RECEIVED:
@@ -153,8 +153,8 @@ DOWN: dict[str, Projection] = {
     reports.TAKEN: county_reports.taken, reports.ANSWERED: county_reports.answered,
     facts.CATALOG_PUBLISHED: catalog_published, facts.CASE_DECIDED: case_decided,
     facts.CALENDAR_PUBLISHED: calendar_published, facts.RATING_ANSWERED: ratings.answered,
-    facts.STATIONS_DIRECTORY: lambda county, db, ev: None,    # keys are the county's own table (central/verify.py)
-    "retention.set": lambda county, db, ev: None,     # the county's own meta (central/retention.py)
+    facts.STATIONS_DIRECTORY: lambda county, db, ev: None,    # keys are the county's own table (central/services/verify.py)
+    "retention.set": lambda county, db, ev: None,     # the county's own meta (central/services/retention.py)
 }
 #: Downstream kinds a station may give back after a county restore that are stored again but never
 #: re-projected from what the station sent: the county's own tables (catalogue versions, calendar,

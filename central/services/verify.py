@@ -15,14 +15,14 @@ from sync.law import facts
 from sync.law.errors import RuleError
 
 if TYPE_CHECKING:
-    from central.county import County
+    from central.services.context import Context
 
 logger = logging.getLogger("lastmile.central.verify")
 DOC_KINDS = tuple(verify.KINDS)      # the station's intake documents, whose QR texts the pushes carry
 META = "stations_directory_hash"
 
 
-def stations(county: County, db: Any) -> list[dict[str, Any]]:
+def stations(county: Context, db: Any) -> list[dict[str, Any]]:
     """Every station that has had a key, with its whole key history (revoked ones too, so a
     document signed after a revocation is refused everywhere)."""
     out = []
@@ -35,7 +35,7 @@ def stations(county: County, db: Any) -> list[dict[str, Any]]:
     return out
 
 
-def publish(county: County, db: Any, *, to: str | None = None) -> int:
+def publish(county: Context, db: Any, *, to: str | None = None) -> int:
     """Send ``stations.directory`` to every active station if the directory changed since the last
     publication (an enrolment, a rotation, a revocation, or the first start after the upgrade), and
     to ``to`` in any case (a station just enrolled). Inside the caller's transaction; returns how
@@ -56,12 +56,12 @@ def publish(county: County, db: Any, *, to: str | None = None) -> int:
     return len(targets)
 
 
-def publish_now(county: County) -> int:
+def publish_now(county: Context) -> int:
     with county.store.transaction() as db:
         return publish(county, db)
 
 
-def directory(county: County, db: Any = None) -> dict[str, dict[str, Any]]:
+def directory(county: Context, db: Any = None) -> dict[str, dict[str, Any]]:
     """Station code -> entry with its whole key history; ``db``: inside the caller's transaction."""
     if db is not None:
         return {s["code"]: s for s in stations(county, db)}
@@ -69,14 +69,14 @@ def directory(county: County, db: Any = None) -> dict[str, dict[str, Any]]:
         return {s["code"]: s for s in stations(county, county.store.conn)}
 
 
-def _held(county: County, station: str, ev: log.Event, db: Any) -> verify.Held:
+def _held(county: Context, station: str, ev: log.Event, db: Any) -> verify.Held:
     case_id = str(ev.body.get("id", "")) if isinstance(ev.body, dict) else ""
     case = county.store.case(case_id, db) if ev.kind != REPORT_FILED else None
     row = db.execute("SELECT name FROM stations WHERE code = ?", (station,)).fetchone()
     return verify.held_of(station, ev, case, case["status"] if case else None, station_name=str(row[0]) if row else "")
 
 
-def check(county: County, text: Any) -> dict[str, Any]:
+def check(county: Context, text: Any) -> dict[str, Any]:
     """Verify a scanned QR text or a typed code at the county (verify.lookup): with its copy of
     every station's log (``up/<station>``) and of its own decisions to it (``down/<station>``).
 
@@ -106,7 +106,7 @@ def check(county: County, text: Any) -> dict[str, Any]:
         return verify.lookup(text, directory(county, db), by_hash=by_hash, by_code=by_code, county=True)
 
 
-def take_qr_texts(county: County, db: Any, station: str, entries: list[tuple[int, str, str]]) -> int:
+def take_qr_texts(county: Context, db: Any, station: str, entries: list[tuple[int, str, str]]) -> int:
     """A push's ``qr_texts`` (PROTOCOL.md §6), in the transaction that stored its events: each entry
     (seq, hash of the event pushed at that seq, QR text) is kept in ``document_qr`` if the county
     holds that very event in ``up/<station>`` (same hash), has not set it aside, holds no text for
@@ -138,7 +138,7 @@ def take_qr_texts(county: County, db: Any, station: str, entries: list[tuple[int
     return kept
 
 
-def case_codes(county: County, case: dict[str, Any]) -> dict[str, Any]:
+def case_codes(county: Context, case: dict[str, Any]) -> dict[str, Any]:
     """The case's station documents (PROTOCOL.md §11): each application event of the case the
     county took (not one set aside: it is not the case's), oldest first, with its verification
     code and the QR text the station printed, as its push gave it beside the event

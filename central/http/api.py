@@ -10,9 +10,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import permissions, selfcheck, views
-from central.apierrors import refusal
-from central.county import County, CountyError
+from central.services import permissions, selfcheck
+from central.http import pages as views
+from central.http.errors import refusal
+from central.county import County
+from central.errors import CountyError
 from templates import gettext_for, locale_of, throttle
 from templates.web import api_error
 

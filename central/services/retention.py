@@ -1,5 +1,5 @@
 """The county's retention period for personal data at the stations: set it (CLI and API), send it
-down to every station as ``retention.set`` (like the calendar, central/calendar.py), and to a
+down to every station as ``retention.set`` (like the calendar, central/services/calendar.py), and to a
 station just enrolled. The station purges by it (node/retention.py, sync/law/retention.py)."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from sync.law import facts, retention
 from sync.log import Event
 
 if TYPE_CHECKING:
-    from central.county import County
+    from central.services.context import Context
 
 logger = logging.getLogger("lastmile.central")
 META = "retention_days"
 
 
-def current(county: County) -> dict[str, Any]:
+def current(county: Context) -> dict[str, Any]:
     """The period in force (the default until the county sets one) and when and by whom it was set."""
     raw = county.store.meta(META)
     if not raw:
@@ -30,7 +30,7 @@ def current(county: County) -> dict[str, Any]:
     return {"retention_days": held["retention_days"], "set_at": held["at"], "set_by": held["by"], "default": False}
 
 
-def publish(county: County, days: Any, by: str) -> dict[str, Any]:
+def publish(county: Context, days: Any, by: str) -> dict[str, Any]:
     """Set the period (ValueError for anything but a whole number of days in range) and send it to
     every active station; returns the ``retention.set`` body."""
     import json
@@ -44,7 +44,7 @@ def publish(county: County, days: Any, by: str) -> dict[str, Any]:
     return body
 
 
-def send_all(county: County, db: Any, station: str) -> None:
+def send_all(county: Context, db: Any, station: str) -> None:
     """The period on record, to a station just enrolled (inside the enrolment transaction); none
     while the county keeps the default (the station's default is the same)."""
     import json
@@ -53,7 +53,7 @@ def send_all(county: County, db: Any, station: str) -> None:
         county.record(db, station, facts.Fact(retention.RETENTION_SET, json.loads(row[0])))
 
 
-def purged_at_station(county: County, db: Any, ev: Event, now: dt.datetime | None = None) -> bool:
+def purged_at_station(county: Context, db: Any, ev: Event, now: dt.datetime | None = None) -> bool:
     """Whether the station has removed (or is about to remove) the personal data of the case or
     report ``ev`` names: the case was handed out, or the report answered, more than the retention
     period ago (the station's rule, sync/law/retention.py; the county counts from the time the station
@@ -77,7 +77,7 @@ def purged_at_station(county: County, db: Any, ev: Event, now: dt.datetime | Non
     return since <= now - dt.timedelta(days=days - 1)
 
 
-def as_returned(county: County, db: Any, ev: Event) -> Event:
+def as_returned(county: Context, db: Any, ev: Event) -> Event:
     """A station's own event as the county gives it back (``up_return``, PROTOCOL.md §8.5): whole,
     unless it names a case or report purged at the station under the retention period: then its
     redacted stub (hash and signature kept, §8.7). The county keeps every body; it never hands

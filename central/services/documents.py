@@ -24,7 +24,7 @@ from sync.law import decisions
 from sync.law.errors import RuleError
 
 if TYPE_CHECKING:
-    from central.county import County
+    from central.services.context import Context
 
 logger = logging.getLogger("lastmile.central")
 MAX_PIXELS = 40_000_000            # as at the station's intake (node/scans.py): refused from the header
@@ -113,11 +113,11 @@ def prepare_all(files: Sequence[tuple[str, bytes]]) -> list[Attachment]:
     return out
 
 
-def doc_dir(county: County, station: str) -> Path:
+def doc_dir(county: Context, station: str) -> Path:
     return county.settings.data / "docs" / station
 
 
-def store(county: County, station: str, attachments: Sequence[Attachment]) -> None:
+def store(county: Context, station: str, attachments: Sequence[Attachment]) -> None:
     """Seal each document to the station's current X25519 key and write it (fsynced) before the
     decision that lists it is recorded."""
     if not attachments:
@@ -129,7 +129,7 @@ def store(county: County, station: str, attachments: Sequence[Attachment]) -> No
             docs.write_file(path, envelope.seal_blob(a.data, recipient=keys, digest=a.sha256))
 
 
-def serve(county: County, station: str, sha: str, offset: int, expires: int, nonce: str,
+def serve(county: Context, station: str, sha: str, offset: int, expires: int, nonce: str,
           signature: str) -> tuple[bytes, int]:
     """Check a station's document request and return (the sealed bytes from ``offset``, the sealed
     length). Only the station a document was sealed for gets it: the files are kept per station."""
@@ -151,13 +151,13 @@ def serve(county: County, station: str, sha: str, offset: int, expires: int, non
     return sealed[offset:], len(sealed)
 
 
-def written(county: County, case_id: str, decision: str, reason: str, basis: str,
+def written(county: Context, case_id: str, decision: str, reason: str, basis: str,
             attachments: Sequence[tuple[str, bytes]], user: dict[str, Any]) -> dict[str, Any]:
     """The body fields of a written decision (PROTOCOL.md §4): a rejection's ``reason``, ``basis`` and
     the catalogue's ``appeal`` as it is now (so the document stays true if the catalogue changes; an
     older catalogue without one gives none, and the document then uses a generic wording); an
     approval's result documents, checked and stored sealed to the station first."""
-    from central import permissions
+    from central.services import permissions
     reason, basis = (reason or "").strip(), (basis or "").strip()
     if decision == "reject":
         if attachments:
@@ -186,7 +186,7 @@ def written(county: County, case_id: str, decision: str, reason: str, basis: str
     return {}
 
 
-def decision_body(county: County, case: dict[str, Any]) -> dict[str, Any] | None:
+def decision_body(county: Context, case: dict[str, Any]) -> dict[str, Any] | None:
     """The body of the case's latest decision as the county signed it (its written fields), or None."""
     import json
 

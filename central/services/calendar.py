@@ -18,7 +18,7 @@ from sync.law.errors import N_
 from sync.law.workdays import ScheduleError, WorkCalendar
 
 if TYPE_CHECKING:
-    from central.county import County
+    from central.services.context import Context
 
 logger = logging.getLogger("lastmile.central")
 CHINA = dt.timezone(dt.timedelta(hours=8))
@@ -33,7 +33,7 @@ class ScheduleRefused(CountyError):
         self.details = {"field": exc.field, **{k: v for k, v in exc.params.items() if k != "field"}}
 
 
-def calendar_of(county: County) -> WorkCalendar:
+def calendar_of(county: Context) -> WorkCalendar:
     """The county's calendar: the years it entered, then the library, then weekends. Blocking."""
     with county.store.lock:
         return workdays.calendar_from(county.store.conn)
@@ -43,7 +43,7 @@ def china_today() -> dt.date:
     return dt.datetime.now(CHINA).date()
 
 
-def publish(county: County, year: Any, holidays: Any, workdays_: Any, by: str) -> dict[str, Any]:
+def publish(county: Context, year: Any, holidays: Any, workdays_: Any, by: str) -> dict[str, Any]:
     """Enter (or correct) ``year``'s schedule and send it to every active station; returns the
     ``calendar.published`` body. A later publication of a year replaces the earlier one."""
     try:
@@ -62,13 +62,13 @@ def publish(county: County, year: Any, holidays: Any, workdays_: Any, by: str) -
     return body
 
 
-def send_all(county: County, db: Any, station: str) -> None:
+def send_all(county: Context, db: Any, station: str) -> None:
     """Every year's schedule on record, to a station just enrolled (inside the enrolment transaction)."""
     for year, body in sorted(workdays.stored_years(db).items()):
         county.record(db, station, facts.Fact(facts.CALENDAR_PUBLISHED, body))
 
 
-def effective(county: County, year: int) -> dict[str, Any]:
+def effective(county: Context, year: int) -> dict[str, Any]:
     """``year``'s schedule as the county counts it, with its source (``county``, ``library`` or
     ``weekends``, the last provisional) and, for an entered year, when and by whom. Blocking."""
     with county.store.lock:
@@ -80,7 +80,7 @@ def effective(county: County, year: int) -> dict[str, Any]:
     return out
 
 
-def missing_year(county: County, today: dt.date | None = None) -> int | None:
+def missing_year(county: Context, today: dt.date | None = None) -> int | None:
     """The year the county must enter now (this year, or from 1 November next year) if neither it
     nor the library has the schedule; None otherwise. Blocking."""
     return calendar_of(county).missing_year(today or china_today())

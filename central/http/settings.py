@@ -1,5 +1,5 @@
 """``GET``/``PUT /api/v1/settings/retention``: the personal-data retention period of the stations
-(central/retention.py). Thin: the work runs in a worker thread."""
+(central/services/retention.py). Thin: the work runs in a worker thread."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from central import permissions, retention
-from central.views import api_user, county
+from central.services import permissions, retention
+from central.http.pages import api_user, county
 from sync.law import retention as rules
 from templates import N_
 from templates.web import api_error, json_object

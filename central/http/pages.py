@@ -15,10 +15,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from central import bundles, calendar, documents, docviews, permissions, ratings, selfcheck
-from central import reports as county_reports
-from central import verify as doc_verify
-from central.county import County, CountyError
+from central.services import bundles, calendar, documents, permissions, ratings, selfcheck
+from central.http import documents as docviews
+from central.services import reports as county_reports
+from central.services import verify as doc_verify
+from central.county import County
+from central.errors import CountyError
 from crypto import envelope
 from crypto.errors import (BadEncoding, BadSignature, CryptoError, DecryptionFailed, EnvelopeTooLarge,
                            MalformedEnvelope, WrongRecipient)
@@ -29,7 +31,7 @@ from sync.errors import RevokedStation, SyncError, UnknownStation
 from templates import N_, gettext_for, locale_of, reason_text, render, throttle
 from templates.limits import ByteBudget, OverBudget, over_budget
 from templates.web import api_error, bearer_user, checked_form, json_object, session_user, upload_form
-from central.apierrors import refusal
+from central.http.errors import refusal
 
 logger = logging.getLogger("lastmile.central")
 
@@ -252,7 +254,7 @@ async def _stream_scan(request: Request, c: County, station: str, sha: str, offs
 
 ENROL_BODY_LIMIT = 16 * 1024
 # Wrong enrolment MACs slow down their sender's address: 5 pass, then 1 s, 2 s … at most a minute.
-# The code is never voided by them (central/stations.py enroll), and another address is not slowed.
+# The code is never voided by them (central/services/stations.py enroll), and another address is not slowed.
 ENROL_THROTTLE = throttle.Throttle({"enrol": throttle.Rule(5, 1, 60)})
 
 
@@ -398,7 +400,7 @@ async def render_case(request: Request, c: County, case: dict[str, Any], status:
 
 
 def _history_and_rating(request: Request, c: County, case: dict[str, Any]) -> dict[str, Any]:
-    """The case's ``history`` and ``rating`` (central/ratings.py), in the reader's language. Blocking."""
+    """The case's ``history`` and ``rating`` (central/services/ratings.py), in the reader's language. Blocking."""
     locale = locale_of(request)
     return ratings.case_json(c, case, gettext_for(locale), lambda r: reason_text(r, locale))
 
@@ -578,7 +580,7 @@ async def api_decide(request: Request) -> Response:
 
 async def api_calendar(request: Request) -> Response:
     """GET: a year's effective working-day schedule and its source; PUT (supervisors): enter it
-    and send it to every station (central/calendar.py)."""
+    and send it to every station (central/services/calendar.py)."""
     user = await api_user(request)
     c = county(request)
     text = request.path_params["year"]

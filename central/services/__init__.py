@@ -1,0 +1,1 @@
+"""The county's services, one module per noun."""
