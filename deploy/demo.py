@@ -57,7 +57,7 @@ def _spawn(*args: str) -> subprocess.Popen[bytes]:
 def setup(data: Path, central_url: str, central_proc: subprocess.Popen[bytes]) -> dict[str, Any]:
     """First run only: accounts, catalogue, stations, enrolment. Returns what demo.json records."""
     from central.county import County, Settings as CentralSettings
-    from node.enroll import enroll
+    from node.services.enrolment import enroll
     from node.station import Settings as NodeSettings
     from node.store import Store
 

@@ -14,12 +14,19 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node import apiviews, bundle_views, docviews, idem, logredact, rating_views, staff, views, vault_views
+from node import staff, views
+from node.http import api as apiviews
+from node.http import sittings as bundle_views
+from node.http import printed as docviews
+from node.services import idem
+from node.http import logredact
+from node.http import ratings as rating_views
+from node.http import locked as vault_views
 from node.station import Settings, Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, ReadTimeout, Rule, SecurityHeaders
 from templates.verify_web import verify_routes
-from node import openapi
+from node.http import openapi
 from templates.openapi import route as openapi_route
 from templates.workcal import WorkCalendarState
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
@@ -31,7 +38,7 @@ ROUTES = [
                     accounts=views.accounts),
     Route("/", views.home), Route("/apply/{code}", views.apply_form),
     Route("/apply/{code}", views.apply_submit, methods=["POST"]),
-    Route("/bundle/{code}", bundle_views.bundle_form),          # 一件事一次办 (node/bundles.py)
+    Route("/bundle/{code}", bundle_views.bundle_form),          # 一件事一次办 (node/services/sittings.py)
     Route("/bundle/{code}", bundle_views.bundle_submit, methods=["POST"]),
     Route("/applications/{id}/bundle-receipt", bundle_views.bundle_receipt),
     Route("/applications/{id}", views.application_page), Route("/applications/{id}/document", views.document),
@@ -69,7 +76,7 @@ ROUTES = [
 ]
 
 # Every route reads at most 64 KiB of body, except those that take scans (templates/limits.py): each
-# takes what intake takes (node/scans.py: up to 15 MB a file before downscaling, several files).
+# takes what intake takes (node/services/scans.py: up to 15 MB a file before downscaling, several files).
 SCANS_BODY = 64 * MiB
 BODY_LIMITS = [
     Rule("POST", "/apply/[^/]+", SCANS_BODY),

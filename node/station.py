@@ -18,14 +18,17 @@ from typing import Any, Sequence
 import httpx
 
 from crypto.keys import Identity, PublicKeys, private_dir
-from node import documents, projections, retention, vault
-from node import verify as doc_verify
-from node.healing import Healing
-from node.intake import Intake
+from node import vault
+from node.services import documents
+from node.services import projections
+from node.services import retention
+from node.services import verify as doc_verify
+from node.services.healing import Healing
+from node.services.intake import Intake
 from node.store import Store
 from crypto import envelope
 from crypto.errors import CryptoError
-from node.scans import Scan
+from node.services.scans import Scan
 from sync import blobs, bundle, client, docs, exchange, inbox, log
 from sync.errors import StaleAnswer, SyncError
 from sync.law import facts, intake
@@ -92,8 +95,8 @@ class NotEnrolled(Exception):
 
 
 class Station(Intake, Healing):
-    """Orchestration: the store, the keys and the county; intake (node/intake.py) and self-heal
-    (node/healing.py) are mixed in; sync, key rotation and USB bundles are here."""
+    """Orchestration: the store, the keys and the county; intake (node/services/intake.py) and self-heal
+    (node/services/healing.py) are mixed in; sync, key rotation and USB bundles are here."""
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
@@ -301,7 +304,7 @@ class Station(Intake, Healing):
             self.purge_due()
 
     def purge_due(self) -> None:
-        """The retention purge (node/retention.py), at most once an hour (a purge that removes
+        """The retention purge (node/services/retention.py), at most once an hour (a purge that removes
         something vacuums the file), whatever the link does; a failure is logged and tried again
         next time, never raised into the sync loop."""
         if time.monotonic() < getattr(self, "_next_purge", 0.0) or self.store.vault.locked:

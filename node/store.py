@@ -21,7 +21,8 @@ import sqlite_utils
 
 from crypto import canonical, passwords
 from crypto.keys import PublicKeys, private_dir, private_file
-from node import ratings, retention
+from node.services import ratings
+from node.services import retention
 from templates import throttle
 from templates.readers import Readers
 from node import vault as vaults
@@ -121,8 +122,8 @@ class Store:
                     self.db[name].add_column(column, kind)
             self.db["applications"].create_index(["status"], if_not_exists=True)
             self._upgrade_users()
-            ratings.create(self.conn)       # node/ratings.py: the citizens' ratings and the county's answers
-            retention.create(self.conn)     # node/retention.py: what the purge redacted and removed
+            ratings.create(self.conn)       # node/services/ratings.py: the citizens' ratings and the county's answers
+            retention.create(self.conn)     # node/services/retention.py: what the purge redacted and removed
             throttle.create(self.conn)      # templates/throttle.py: password checks counted per name and address
             self.conn.execute(vaults.SCHEMA)
             vaults.Vault.triggers(self.conn)
@@ -138,10 +139,10 @@ class Store:
         """A database file that is not the one this database was last opened as (another inode or
         device: a copy put back, a Litestream restore, another disk) may be a stale copy whose lost
         original issued receipt numbers nobody here knows of. Mark it restored before anything can
-        issue a number, so the next one starts a new block (node/intake.py _receipt_no; issue 15,
+        issue a number, so the next one starts a new block (node/services/intake.py _receipt_no; issue 15,
         finding 6). The identity is of the file (``file_identity``), which no copy carries; a copy
         made by an older version has none to compare and is only marked at its first sync
-        (node/healing.py)."""
+        (node/services/healing.py)."""
         here = file_identity(self.path)
         row = self.conn.execute("SELECT value FROM meta WHERE name = 'db_file'").fetchone()
         if row is not None and row[0] != here:

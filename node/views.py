@@ -16,9 +16,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from node import bundles, cases, documents, idem, ratings, reports, scans, search
-from node import verify as doc_verify
-from node.apierrors import api_names
+from node.services import sittings as bundles
+from node.services import cases
+from node.services import documents
+from node.services import idem
+from node.services import ratings
+from node.services import reports
+from node.services import scans
+from node.services import search
+from node.services import verify as doc_verify
+from node.http.errors import api_names
 from node.station import Station
 from node.store import AccountDisabled
 from sync.errors import Retryable, SyncError
@@ -255,7 +262,7 @@ async def application_page(request: Request, status: int = 200, errors: dict[str
 
 
 def _history_and_rating(request: Request, st: Station, app: dict[str, Any]) -> dict[str, Any]:
-    """``history``, ``rating`` and ``may_rate`` of a case (node/ratings.py), in the reader's language."""
+    """``history``, ``rating`` and ``may_rate`` of a case (node/services/ratings.py), in the reader's language."""
     locale = locale_of(request)
     return {**ratings.page_json(st, app, gettext_for(locale), lambda r: reason_text(r, locale)),
             "may_rate": ratings.may_rate(st, app)}
@@ -266,7 +273,7 @@ def _document_parts(st: Station, app: dict[str, Any]) -> tuple[str, dict[str, di
 
 
 def verify_check(request: Request, text: Any) -> dict[str, Any]:
-    """Check a document's QR text or typed code here (node/verify.py). Blocking."""
+    """Check a document's QR text or typed code here (node/services/verify.py). Blocking."""
     return doc_verify.check(station(request), text)
 
 
@@ -372,7 +379,7 @@ async def sync_now(request: Request) -> Response:
 
 
 def verification_text(st: Station, app: dict[str, Any]) -> str:
-    """What the QR code on a document carries: readable lines and the signed token (node/verify.py)."""
+    """What the QR code on a document carries: readable lines and the signed token (node/services/verify.py)."""
     return doc_verify.qr_text(st, app) or app["receipt_no"]
 
 
@@ -432,8 +439,8 @@ async def api_create(request: Request) -> Response:
         return api_error(400, "invalid_idempotency_key", gettext_for(locale_of(request))(N_(
             "An Idempotency-Key is 1 to 100 printable ASCII characters.")))
     payload = await json_object(request)
-    if "items" in payload:          # 一件事一次办: several items at one sitting (node/bundle_views.py)
-        from node import bundle_views
+    if "items" in payload:          # 一件事一次办: several items at one sitting (node/http/sittings.py)
+        from node.http import sittings as bundle_views
         return await bundle_views.api_create(request, user, payload, key)
     st = station(request)
     scope, fingerprint = "api:" + user["username"], idem.fingerprint(payload)

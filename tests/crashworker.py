@@ -24,7 +24,7 @@ if __name__ == "__main__":
 
 import json  # noqa: E402
 
-from node.cases import valid_id_for_demo  # noqa: E402
+from node.services.cases import valid_id_for_demo  # noqa: E402
 from node.station import Settings, Station  # noqa: E402
 
 

@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 from hypothesis import given, strategies as st
 
-from node import cases
+from node.services import cases
 
 digits17 = st.builds(
     lambda region, born, order: f"{region}{born:%Y%m%d}{order:03d}",

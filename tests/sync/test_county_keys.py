@@ -15,7 +15,7 @@ from central.store import Store as CentralStore
 from crypto import envelope
 from crypto.errors import BadSignature
 from crypto.keys import Identity
-from node.scans import prepare
+from node.services.scans import prepare
 from node.station import Settings as NodeSettings, Station
 from sync import exchange, log
 from sync.errors import BadEvent
@@ -236,7 +236,7 @@ def test_a_station_restored_or_replaced_after_a_county_rotation_gets_every_old_d
     (signed by the key it holds) and learns the new key in order; a new PC enrolled after the
     rotation knows only the new key, and the older events come with the keys the county vouches for."""
     import shutil
-    from node.enroll import enroll
+    from node.services.enrolment import enroll
     county, st, root = pair
     old = county.me.public
     taken = take(st, 2)

@@ -14,8 +14,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from central.county import County, Settings as CentralSettings
 from crypto.keys import Identity
-from node import enroll
-from node.cases import valid_id_for_demo
+from node.services import enrolment as enroll
+from node.services.cases import valid_id_for_demo
 from node.station import Settings as NodeSettings, Station
 from node.store import Store as NodeStore
 from sync import enrolment, exchange, log

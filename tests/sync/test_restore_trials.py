@@ -22,7 +22,7 @@ import pytest
 
 from central.app import create_app as central_app
 from central.county import County
-from node.enroll import enroll
+from node.services.enrolment import enroll
 from node.station import Settings as NodeSettings, Station
 from sync.errors import SyncError
 from tests.conftest import serve

@@ -9,7 +9,8 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING
 
-from node import projections, ratings
+from node.services import projections
+from node.services import ratings
 from sync import exchange, log
 from sync.law import transitions
 from sync.log import Event

@@ -244,7 +244,7 @@ def verify_chain(st: Station) -> dict[str, Any]:
     recorded hashes, and every body that is not a redacted stub of this station's purge against its
     hash. ``problems`` lists what fails, in words. Read on a read-only connection (``Store.reading``):
     the walk holds nobody up."""
-    from node.ratings import own_sign_keys
+    from node.services.ratings import own_sign_keys
     from sync import exchange
     out: dict[str, Any] = {"events": 0, "redacted": 0, "problems": []}
     with st.store.reading() as db:

@@ -10,7 +10,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from crypto import canonical
-from node.cases import IntakeError
+from node.services.cases import IntakeError
 from node.store import Store
 from sync.law import facts, reports
 from sync.law.errors import N_, RuleError

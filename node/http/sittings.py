@@ -1,4 +1,4 @@
-"""Thin handlers of 一件事一次办 (node/bundles.py): the one form of a bundle, its submission, the
+"""Thin handlers of 一件事一次办 (node/services/sittings.py): the one form of a bundle, its submission, the
 sitting's receipt, and ``POST /api/v1/applications`` with ``items``."""
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from node import apierrors, bundles, cases, idem
-from node import verify as doc_verify
+from node.http import errors as apierrors
+from node.services import sittings as bundles
+from node.services import cases
+from node.services import idem
+from node.services import verify as doc_verify
 from node.station import Station
 from node.views import (FORM, _printed_qr, _replayed, agent, api_scans, app_json, application_of, form_scans,
                         form_submission, station)
@@ -64,7 +67,7 @@ async def bundle_submit(request: Request) -> Response:
                                      within=idem.claimer(FORM + user["username"], token, "form")))
         except idem.Replay as again:
             return RedirectResponse(f"/applications/{again.row['app_id']}/bundle-receipt", 303)
-        except cases.IntakeError as exc:        # a scan refused (node/scans.py)
+        except cases.IntakeError as exc:        # a scan refused (node/services/scans.py)
             logger.info("bundle %s refused at %s: %s", code, st.code, exc)
             return await _page(request, st, code, 422, data, bundles.BundleError(exc.errors), token)
         except bundles.BundleError as exc:

@@ -1,7 +1,7 @@
 """The names a JSON API error's ``details`` uses: the API's own (``applicant.id_number``,
 ``fields.birth_date``, ``scans``), never the form's (``id_number``, ``f_birth_date``, ``scan_id_card``).
 
-The intake checks (node/cases.py, sync/law/intake.py) report errors under the names of the page's
+The intake checks (node/services/cases.py, sync/law/intake.py) report errors under the names of the page's
 form; every API answer of the station passes them through :func:`api_names` once."""
 
 from __future__ import annotations

@@ -10,8 +10,11 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING, Any, Callable
 
-from node import bundles, cases, life, projections
-from node.scans import Scan
+from node.services import sittings as bundles
+from node.services import cases
+from node.services import life
+from node.services import projections
+from node.services.scans import Scan
 from sync import log
 from sync.law import facts, workdays
 from sync.law.errors import RuleError
@@ -33,7 +36,7 @@ class Intake:
              within: Callable[[sqlite3.Connection, str], None] | None = None,
              case_id: str | None = None) -> dict[str, Any]:
         """Record the agent's decision on an application; raises cases.IntakeError with field errors.
-        ``within(db, app_id)``, if given, runs last in the transaction that records it (node/idem.py
+        ``within(db, app_id)``, if given, runs last in the transaction that records it (node/services/idem.py
         remembers the submission's key there); whatever it raises undoes the whole intake.
         ``case_id``: complete the case a correction notice left waiting for the citizen (一次性告知):
         the same case, its earlier scans kept, a new receipt number, the time limit from now.
@@ -63,7 +66,7 @@ class Intake:
             if case_id is not None:     # a case of a sitting (一件事一次办) stays linked when completed
                 intake = bundles.carried(self.store, case_id, intake)
             body = {**intake.body, "scans": listed} if listed else intake.body
-            # The scans themselves were checked at intake (node/scans.py); the body is checked as before.
+            # The scans themselves were checked at intake (node/services/scans.py); the body is checked as before.
             self.record(db, facts.Fact(intake.kind, body), check=facts.Fact(intake.kind, intake.body))
             for scan in listed:
                 self.store.db["scans"].insert({**scan, "app_id": body["id"], "sealed_size": sealed.get(
@@ -73,7 +76,7 @@ class Intake:
         return self.store.application(intake.body["id"]) or {}
 
     def life(self, app: dict[str, Any]) -> dict[str, Any]:
-        """The case's time limit, correction list and collector (node/life.py), by the station's clock."""
+        """The case's time limit, correction list and collector (node/services/life.py), by the station's clock."""
         return life.life(app, self.now().date(), self.calendar())
 
     def _waiting_case(self, db: sqlite3.Connection, case_id: str, item_code: str) -> list[dict[str, Any]]:

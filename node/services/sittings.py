@@ -6,7 +6,7 @@ tick and one scan, listed on both cases). One submission makes one sitting (a ``
 case per item: each its own signed ``application.accepted`` (or, for the whole sitting,
 ``application.correction_notice``) with its own gapless receipt number and promised date, and the
 body field ``bundle`` linking it to the others (sync/law/sittings.py). All of it is one transaction
-through the ordinary intake (node/cases.py ``take``, ``Station.record``): a crash or any item's
+through the ordinary intake (node/services/cases.py ``take``, ``Station.record``): a crash or any item's
 error leaves either every case or none, and no receipt number is used by a refused sitting.
 
 A station offers a catalogue bundle only if its level may accept every item of it (a bundle is
@@ -19,8 +19,9 @@ import sqlite3
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
-from node import cases, search
-from node.scans import Scan
+from node.services import cases
+from node.services import search
+from node.services.scans import Scan
 from sync.law import facts, sittings, workdays
 from sync.law.errors import N_, RuleError
 from sync.law.intake import materials_of
@@ -38,7 +39,7 @@ WAITS_FOR_SITTING = "本事项材料齐全，待同次办理的其他事项补�
 
 class BundleError(Exception):
     """The sitting cannot be taken as it is. ``common``: errors of what the items share (applicant
-    keys, ``scans``, ``decision``, ``items``); ``per_item``: one dict per item as node/cases.py names
+    keys, ``scans``, ``decision``, ``items``); ``per_item``: one dict per item as node/services/cases.py names
     them (``f_<field>``, ``materials``, ``item`` …); ``missing``: per item, the required materials not
     received (names), for the one correction notice the agent should issue instead."""
 
@@ -105,9 +106,9 @@ def merged(items: list[dict[str, Any]]) -> dict[str, Any]:
 def take(st: Station, entries: list[tuple[str, dict[str, Any]]], decision: str, agent: str,
          attached: list[Scan] | tuple[Scan, ...] = (), *, code: str | None = None,
          within: Callable[[sqlite3.Connection, str], None] | None = None) -> list[dict[str, Any]]:
-    """Record one sitting: ``entries`` is ``[(item code, form)]`` (each form as node/cases.py reads
+    """Record one sitting: ``entries`` is ``[(item code, form)]`` (each form as node/services/cases.py reads
     it: applicant keys, ``f_<field>``, ``materials``, ``reason``). ``within(db, first case id)`` runs
-    last in the transaction (node/idem.py). Returns the cases in item order; BundleError otherwise."""
+    last in the transaction (node/services/idem.py). Returns the cases in item order; BundleError otherwise."""
     if decision not in DECISIONS:
         raise BundleError({"decision": N_("A sitting of several items is accepted, or given one correction notice "
                                           "for all its items.")})

@@ -9,8 +9,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from node import cases, reports, views
-from node.apierrors import api_names
+from node import views
+from node.services import cases
+from node.services import reports
+from node.http.errors import api_names
 from node.views import api_scans, api_user, app_json, station
 from templates import gettext_for, locale_of
 from templates.web import api_error, json_object
@@ -18,7 +20,7 @@ from templates.web import api_error, json_object
 
 def application_form(payload: dict[str, Any]) -> dict[str, Any]:
     """An application body of the API (``applicant``, ``fields``, ``materials``, ``reason``) as the
-    intake form node/cases.py reads; a part of the wrong type counts as empty (the checks then name it)."""
+    intake form node/services/cases.py reads; a part of the wrong type counts as empty (the checks then name it)."""
     applicant = payload.get("applicant") if isinstance(payload.get("applicant"), dict) else {}
     fields = payload.get("fields") if isinstance(payload.get("fields"), dict) else {}
     materials = payload.get("materials") if isinstance(payload.get("materials"), list) else []

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from node import documents
+from node.services import documents
 from node.station import Station
 from node.views import _decision_qr, application_of
 from templates import N_, render

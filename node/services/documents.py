@@ -21,8 +21,8 @@ import httpx
 from crypto import envelope
 from crypto.errors import CryptoError
 from crypto.keys import Identity
-from node import bundles
-from node import verify as doc_verify
+from node.services import sittings as bundles
+from node.services import verify as doc_verify
 from sync import docs, log
 from sync.law import decisions
 from sync.law.errors import RuleError
@@ -148,7 +148,7 @@ def listing(st: Station, app: dict[str, Any]) -> list[dict[str, Any]]:
     """The documents of a case, for the page and the API: the station's own intake document, the
     sitting's receipt (一件事一次办), the county's written decision or correction request, and each
     result document with whether it has arrived. Each printed one with the ``qr_text`` and
-    ``verify_code`` it prints (node/verify.py)."""
+    ``verify_code`` it prints (node/services/verify.py)."""
     base = f"/applications/{app['id']}"
     out = [{"kind": INTAKE_DOCUMENT.get(app["kind"], "receipt"), "name": "", "url": f"{base}/document",
             "complete": True, **doc_verify.intake_printed(st, app)}]

@@ -55,7 +55,7 @@ def held(db: Any, case_id: str) -> dict[str, Any] | None:
     return dict(zip(COLS, row)) if row else None
 
 
-# projections (node/projections.py registers them) -------------------------------------------------
+# projections (node/services/projections.py registers them) -------------------------------------------------
 
 def rated(store: Store, db: sqlite3.Connection, ev: Event) -> None:
     """Our own ``application.rated``: the case must allow it (state) and hold no rating yet (once)."""
