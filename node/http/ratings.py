@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from node.services import ratings
-from node.views import agent, api_user, application_of, form_of, station
+from node.http.common import agent, api_user, application_of, form_of, station
 from templates import gettext_for, locale_of, render
 from templates.web import api_error, json_object
 

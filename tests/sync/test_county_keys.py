@@ -127,7 +127,7 @@ def test_county_rotation_with_cases_in_flight_everything_arrives_and_verifies(pa
         assert shown[before[0]["id"]] == old.sign_id and shown[exported[0]["id"]] == new.sign_id
         # The station's API and the county's API name the county key that signed the decision.
         from central.views import case_json
-        from node.views import app_json
+        from node.http.common import app_json
         assert app_json(st2, st2.store.application(before[0]["id"]))["decision"]["county_key"] == old.sign_id
         assert app_json(st2, st2.store.application(exported[0]["id"]))["decision"]["county_key"] == new.sign_id
         api = case_json(county, county.store.case(before[0]["id"]))["decision_key"]
