@@ -211,7 +211,8 @@ def _calendar(county: Any, args: argparse.Namespace) -> int:
 
 def _node(args: argparse.Namespace) -> int:
     from crypto.errors import CryptoError
-    from node.station import Settings, Station
+    from node.settings import Settings
+    from node.station import Station
     from sync.errors import SyncError
 
     settings = Settings(data=Path(args.data), sync_interval=getattr(args, "sync_interval", None) or 15.0)
@@ -560,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.part == "verify":
         return verify_cli.run(args)
     from deploy.demo import run
-    return run(Path(args.data), host=args.host, base_port=args.base_port, sync_interval=args.sync_interval)
+    return run(Path(args.data), host=args.host, base_port=args.base_port, sync_interval=args.sync_interval,
+               catalog=DEMO_CATALOG)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
             county.store.close()
     elif (data / "node.db").exists():
         from node.services import verify as station_verify
-        from node.station import Settings, Station
+        from node.settings import Settings
+        from node.station import Station
         st = Station(Settings(data=data))
         st.store.unlock_from_env()      # node/vault.py: LASTMILE_NODE_TOKEN
         try:

@@ -22,7 +22,8 @@ from node.services import idem
 from node.http import logredact
 from node.http import ratings
 from node.http import locked
-from node.station import Settings, Station
+from node.settings import Settings
+from node.station import Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, ReadTimeout, Rule, SecurityHeaders
 from templates.verify_web import verify_routes

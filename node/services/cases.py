@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync.law import intake, transitions
-from sync.law.clock import add_working_days, is_workday  # noqa: F401 - shared rules
+from sync.law.clock import add_working_days
 from sync.law.errors import N_, RuleError
-from sync.law.intake import id_number_error, valid_id_for_demo  # noqa: F401 - shared rules
 
 DECISIONS = ("accept", "correction", "refuse")
 KIND_OF = {"accept": "application.accepted", "correction": "application.correction_notice",

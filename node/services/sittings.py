@@ -19,7 +19,7 @@ import sqlite3
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
-from node.services import cases
+from node.services import cases, receipts
 from node.services import search
 from node.services.scans import Scan
 from sync.law import facts, sittings, workdays
@@ -27,7 +27,7 @@ from sync.law.errors import N_, RuleError
 from sync.law.intake import materials_of
 
 if TYPE_CHECKING:
-    from node.station import Station
+    from node.services.desk import Desk
     from node.store import Store
 
 DECISIONS = ("accept", "correction")
@@ -57,7 +57,7 @@ class BundleError(Exception):
         return out
 
 
-def offered(st: Station) -> list[dict[str, Any]]:
+def offered(st: Desk) -> list[dict[str, Any]]:
     """The catalogue's bundles this station may take, each with ``item_list`` (the catalogue items)."""
     catalog = st.store.catalog()
     by_code = {i["code"]: i for i in catalog.get("items", [])}
@@ -69,11 +69,11 @@ def offered(st: Station) -> list[dict[str, Any]]:
             if all(st.level in by_code[c].get("levels", []) for c in b["items"])]
 
 
-def bundle(st: Station, code: str) -> dict[str, Any] | None:
+def bundle(st: Desk, code: str) -> dict[str, Any] | None:
     return next((b for b in offered(st) if b["code"] == code), None)
 
 
-def find(st: Station, q: str) -> list[dict[str, Any]]:
+def find(st: Desk, q: str) -> list[dict[str, Any]]:
     """Bundles whose name, code, description or items' names match ``q`` (the search box)."""
     q = q.strip()
     if not q:
@@ -103,7 +103,7 @@ def merged(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"fields": fields, "materials": list(materials.values())}
 
 
-def take(st: Station, entries: list[tuple[str, dict[str, Any]]], decision: str, agent: str,
+def take(st: Desk, entries: list[tuple[str, dict[str, Any]]], decision: str, agent: str,
          attached: list[Scan] | tuple[Scan, ...] = (), *, code: str | None = None,
          within: Callable[[sqlite3.Connection, str], None] | None = None) -> list[dict[str, Any]]:
     """Record one sitting: ``entries`` is ``[(item code, form)]`` (each form as node/services/cases.py reads
@@ -127,7 +127,7 @@ def take(st: Station, entries: list[tuple[str, dict[str, Any]]], decision: str, 
         raise BundleError({"scans": N_("A scan is attached to a material none of these items asks for.")})
     if code is not None and code not in {b["code"] for b in offered(st)}:
         raise BundleError({"bundle": N_("This station does not offer this bundle.")})
-    sealed = {s.sha256: st._seal_scan(s) for s in attached}          # once per file, before the transaction
+    sealed = {s.sha256: st.seal_scan(s) for s in attached}          # once per file, before the transaction
     now = st.now()
     sitting = str(uuid.uuid4())
     ids = [str(uuid.uuid4()) for _ in items]
@@ -146,7 +146,7 @@ def take(st: Station, entries: list[tuple[str, dict[str, Any]]], decision: str, 
                 form = {**form, "reason": WAITS_FOR_SITTING}
             try:
                 taken.append(cases.take(item, form, decision=decision, station=st.code, agent=agent,
-                                        catalog_version=version, now=now, receipt_no=st._receipt_no(db, now),
+                                        catalog_version=version, now=now, receipt_no=receipts.next_number(st, db, now),
                                         level=st.level, case_id=ids[n], calendar=calendar))
                 errors.append({})
             except cases.IntakeError as exc:
@@ -189,7 +189,7 @@ def carried(store: Store, case_id: str, intake: cases.Intake) -> cases.Intake:
     return intake if link is None else cases.Intake(intake.kind, intake.status, {**intake.body, "bundle": link})
 
 
-def sitting_of(st: Station, app: dict[str, Any]) -> list[dict[str, Any]]:
+def sitting_of(st: Desk, app: dict[str, Any]) -> list[dict[str, Any]]:
     """Every case of ``app``'s sitting held here, in item order (just ``app`` outside a sitting)."""
     link = sittings.link_of(app["body"])
     if link is None:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from central.county import County, CountyError, Settings
-from node.services.cases import valid_id_for_demo
+from sync.law.intake import valid_id_for_demo
 from node.services.scans import prepare
 from node.station import Station
 from tests.conftest import PASSWORD, csrf_of, log_in

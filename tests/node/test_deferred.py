@@ -25,7 +25,8 @@ from central.app import create_app as central_app
 from central.county import County
 from node.services import ratings as station_ratings
 from node.services import reports as station_reports
-from node.station import Settings as NodeSettings, Station
+from node.settings import Settings as NodeSettings
+from node.station import Station
 from sync import log
 from sync.law import facts, reports
 from node.app import create_app as node_app

@@ -16,7 +16,8 @@ from crypto import envelope
 from crypto.errors import BadSignature
 from crypto.keys import Identity
 from node.services.scans import prepare
-from node.station import Settings as NodeSettings, Station
+from node.settings import Settings as NodeSettings
+from node.station import Station
 from sync import exchange, log
 from sync.errors import BadEvent
 from tests.conftest import serve

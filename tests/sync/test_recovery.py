@@ -17,7 +17,8 @@ from starlette.routing import Route
 from central.app import create_app as central_app
 from central.county import County, Settings as CentralSettings
 from node.services import verify as doc_verify
-from node.station import Settings as NodeSettings, Station
+from node.settings import Settings as NodeSettings
+from node.station import Station
 from sync import bundle, exchange, log, recovery
 from sync.errors import StaleAnswer
 from tests.conftest import serve
