@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from node.http.errors import status_of
 from node.http.common import (FORM, agent, application_of, form_of, form_scans, form_submission, printed_qr,
                               station, today_lists)
 from node.services import cases, documents, idem, ratings, reports, search, sittings
@@ -39,7 +40,7 @@ async def today(request: Request) -> Response:
     agent(request)
     st = station(request)
     context = await run_in_threadpool(today_lists, st)
-    response = render(request, "node/today_lists.html", st=st, **context)
+    response = render(request, "node/_today.html", st=st, **context)
     html = bytes(response.body).decode()
     return JSONResponse({"stamp": hashlib.sha256(html.encode()).hexdigest()[:16], "html": html},
                         headers={"cache-control": "no-store"})
@@ -169,8 +170,7 @@ async def hand_out(request: Request) -> Response:
         await run_in_threadpool(station(request).hand_out, request.path_params["id"], user["name"], collector,
                                 form.get("identity_checked") == "1")
     except cases.IntakeError as exc:
-        status = 409 if "application" in exc.errors else 422
-        return await application_page(request, status, exc.errors, dict(form))
+        return await application_page(request, status_of(exc), exc.errors, dict(form))
     return RedirectResponse("/?m=handed_out", 303)
 
 
@@ -186,7 +186,7 @@ async def supplement(request: Request) -> Response:
                                     [str(m) for m in form.getlist("materials")], attached,
                                     str(form.get("note", "")), user["name"])
         except cases.IntakeError as exc:
-            return await application_page(request, 409 if "application" in exc.errors else 422, exc.errors,
+            return await application_page(request, status_of(exc), exc.errors,
                                           {"note": str(form.get("note", "")),
                                            "materials": [str(m) for m in form.getlist("materials")]})
     return RedirectResponse(f"/applications/{request.path_params['id']}?m=supplemented", 303)
