@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from crypto.errors import CryptoError
 from node.http import sittings as sitting_api
 from node.http.common import api_scans, api_user, app_json, replayed, station, today_lists
-from node.http.errors import api_names
+from node.http.errors import intake_refusal
 from node.services import cases, idem, ratings, reports, search, sittings
 from node.services import verify as doc_verify
 from node.station import Station
@@ -54,14 +54,12 @@ async def api_complete(request: Request) -> Response:
         done = await run_in_threadpool(st.take, app["item_code"], application_form(payload),
                                        str(payload.get("decision", "")), user["name"], attached, case_id=app["id"])
     except cases.IntakeError as exc:
-        details = api_names(exc.errors, gettext_for(locale_of(request)))
-        status = 409 if "application" in exc.errors else 422
-        return api_error(status, "conflict" if status == 409 else "invalid", " ".join(details.values()), details)
+        return intake_refusal(request, exc)
     return JSONResponse(await run_in_threadpool(app_json, st, done))
 
 
 def _today_json(st: Any) -> dict[str, Any]:
-    """The start page's "today" lists (node/views.py ``_today``) as the API's applications and reports."""
+    """The start page's "today" lists (node/http/common.py ``today_lists``) as the API's applications and reports."""
     lists = today_lists(st)
     return {"results": [app_json(st, a) for a in lists["results"]], "waiting": [app_json(st, a) for a in lists["waiting"]],
             "due": [app_json(st, a) for a, _ in lists["due"]],
@@ -117,8 +115,7 @@ async def api_create(request: Request) -> Response:
     except idem.Replay as exc:      # the same key at the same moment: the other request recorded its case
         return await run_in_threadpool(replayed, request, st, exc.row, fingerprint)
     except cases.IntakeError as exc:
-        details = api_names(exc.errors, gettext_for(locale_of(request)))
-        return api_error(422, "invalid", " ".join(details.values()), details)
+        return intake_refusal(request, exc)
     return JSONResponse(await run_in_threadpool(app_json, st, app), 201)
 
 
@@ -158,13 +155,6 @@ async def api_status(request: Request) -> Response:
     return JSONResponse({"station": st.code, "name": st.name, "level": st.level, "sync": state})
 
 
-def _intake_refusal(request: Request, exc: cases.IntakeError) -> Response:
-    """An IntakeError as the API's answer: 409 when the case's state forbids it, else 422."""
-    details = api_names(exc.errors, gettext_for(locale_of(request)))
-    status = 409 if "application" in exc.errors else 422
-    return api_error(status, "conflict" if status == 409 else "invalid", " ".join(details.values()), details)
-
-
 async def api_supplement(request: Request) -> Response:
     """``POST /api/v1/applications/{id}/supplement`` ``{"materials": [codes], "scans": [{material, name,
     data_base64}], "note"}``: what the citizen brought after the county's correction request."""
@@ -182,9 +172,7 @@ async def api_supplement(request: Request) -> Response:
         app = await run_in_threadpool(st.supplement, request.path_params["id"], materials, attached,
                                       str(payload.get("note", "")), user["name"])
     except cases.IntakeError as exc:
-        if exc.errors.get("application") == "No such application at this station.":
-            return api_error(404, "not_found", "No such application at this station.")
-        return _intake_refusal(request, exc)
+        return intake_refusal(request, exc)
     return JSONResponse(await run_in_threadpool(app_json, st, app))
 
 
@@ -202,9 +190,7 @@ async def api_handout(request: Request) -> Response:
         app = await run_in_threadpool(st.hand_out, request.path_params["id"], user["name"], collector,
                                       payload.get("identity_checked") is True)
     except cases.IntakeError as exc:
-        if exc.errors.get("application") == "No such application at this station.":
-            return api_error(404, "not_found", "No such application at this station.")
-        return _intake_refusal(request, exc)
+        return intake_refusal(request, exc)
     return JSONResponse(await run_in_threadpool(app_json, st, app))
 
 
@@ -234,10 +220,8 @@ async def api_report_create(request: Request) -> Response:
                          {k: "a string" for k, v in form.items() if not isinstance(v, str)})
     try:
         r = await run_in_threadpool(reports.file, st, form, user["name"])
-    except cases.IntakeError as exc:
-        _ = gettext_for(locale_of(request))
-        details = {k: _(v) for k, v in exc.errors.items()}
-        return api_error(422, "invalid", " ".join(details.values()), details)
+    except cases.IntakeError as exc:        # the report's own field names, not an application's
+        return intake_refusal(request, exc, lambda errors, _: {k: _(v) for k, v in errors.items()})
     return JSONResponse({**reports.as_json(r), **await run_in_threadpool(doc_verify.report_printed, st, r)}, 201)
 
 

@@ -1,4 +1,8 @@
-"""The names a JSON API error's ``details`` uses: the API's own (``applicant.id_number``,
+"""How the station's web layer answers a refused intake, in one place: ``STATUS`` maps each error
+type of node/services/cases.py to its HTTP status (``status_of``; the pages use it too), and
+``intake_refusal`` makes the JSON API's answer.
+
+The names a JSON API error's ``details`` uses: the API's own (``applicant.id_number``,
 ``fields.birth_date``, ``scans``), never the form's (``id_number``, ``f_birth_date``, ``scan_id_card``).
 
 The intake checks (node/services/cases.py, sync/law/intake.py) report errors under the names of the page's
@@ -7,6 +11,13 @@ form; every API answer of the station passes them through :func:`api_names` once
 from __future__ import annotations
 
 from typing import Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from node.services.cases import IntakeError, NoSuchCase, WrongState
+from templates import gettext_for, locale_of
+from templates.web import api_error
 
 APPLICANT = ("name", "id_number", "phone", "address")
 
@@ -34,3 +45,24 @@ def api_names(errors: dict[str, str], translate: Callable[[str], str] = str, pre
         text = translate(message)
         details[name] = f"{details[name]} {text}" if name in details else text
     return details
+
+
+#: each outcome of a refused intake, its status and the API's error code; IntakeError itself is bad input
+STATUS: dict[type[IntakeError], tuple[int, str]] = {NoSuchCase: (404, "not_found"), WrongState: (409, "conflict"),
+                                                    IntakeError: (422, "invalid")}
+
+
+def status_of(exc: IntakeError) -> int:
+    return next(status for kind, (status, _) in STATUS.items() if isinstance(exc, kind))
+
+
+def intake_refusal(request: Request, exc: IntakeError,
+                   names: Callable[[dict[str, str], Callable[[str], str]], dict[str, str]] = api_names) -> Response:
+    """An IntakeError as the JSON API's answer: 404 ``not_found`` (its message as is, no details),
+    409 ``conflict`` or 422 ``invalid`` with ``details`` (``names``: the API's names of the fields,
+    messages in the reader's language)."""
+    status, code = next(v for kind, v in STATUS.items() if isinstance(exc, kind))
+    if isinstance(exc, NoSuchCase):
+        return api_error(status, code, next(iter(exc.errors.values())))
+    details = names(exc.errors, gettext_for(locale_of(request)))
+    return api_error(status, code, " ".join(details.values()), details)

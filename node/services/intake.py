@@ -65,27 +65,27 @@ def take(st: Desk, item_code: str, form: dict[str, Any], decision: str, agent: s
     return st.store.application(intake.body["id"]) or {}
 
 def _waiting_case(st: Desk, db: sqlite3.Connection, case_id: str, item_code: str) -> list[dict[str, Any]]:
-    """The scans of a case waiting for the citizen after our correction notice; IntakeError if
-    the case is not one."""
+    """The scans of a case waiting for the citizen after our correction notice; NoSuchCase, or
+    WrongState if the case is not one."""
     row = db.execute("SELECT status, item_code, body FROM applications WHERE id = ?", (case_id,)).fetchone()
     if row is None:
-        raise cases.IntakeError({"application": cases.N_("No such application at this station.")})
+        raise cases.NoSuchCase({"application": cases.N_("No such application at this station.")})
     if row[0] != Status.CORRECTION_NOTICE or row[1] != item_code:
-        raise cases.IntakeError({"application": cases.N_(
+        raise cases.WrongState({"application": cases.N_(
             "This case is not waiting for the citizen to complete it.")})
     return list(json.loads(row[2]).get("scans", []))
 
 def hand_out(st: Desk, app_id: str, by: str, collector: dict[str, str] | None = None,
              identity_checked: bool = True) -> dict[str, Any]:
     """Record who collected a decided case's result (统一窗口出件): the applicant, or a proxy
-    (``collector``: name, ID number, relation). cases.IntakeError if the transition table
-    forbids it or the collector's details are wrong."""
+    (``collector``: name, ID number, relation). cases.NoSuchCase, cases.WrongState if the transition
+    table forbids it, cases.IntakeError if the collector's details are wrong."""
     with st.store.transaction() as db:
         row = db.execute("SELECT status FROM applications WHERE id = ?", (app_id,)).fetchone()
         if row is None:
-            raise cases.IntakeError({"application": cases.N_("No such application at this station.")})
+            raise cases.NoSuchCase({"application": cases.N_("No such application at this station.")})
         if not projections.may_hand_out(row[0]):
-            raise cases.IntakeError({"application": cases.N_(
+            raise cases.WrongState({"application": cases.N_(
                 "This result cannot be handed out (not decided yet, or already handed out).")})
         if not identity_checked:
             raise cases.IntakeError({"identity_checked": cases.N_(
@@ -105,11 +105,11 @@ def hand_out(st: Desk, app_id: str, by: str, collector: dict[str, str] | None = 
 def supplement(st: Desk, app_id: str, materials: list[str], attached: list[Scan] | tuple[Scan, ...],
                note: str, by: str) -> dict[str, Any]:
     """Record what the citizen brought after the county asked for corrections (补正): the same
-    case goes up again as a supplement and its time limit resumes. cases.IntakeError if the
-    case is not waiting for one or the supplement is empty."""
+    case goes up again as a supplement and its time limit resumes. cases.NoSuchCase; cases.WrongState if the
+    case is not waiting for one, cases.IntakeError if the supplement is wrong."""
     app = st.store.application(app_id)
     if app is None:
-        raise cases.IntakeError({"application": cases.N_("No such application at this station.")})
+        raise cases.NoSuchCase({"application": cases.N_("No such application at this station.")})
     item = facts.case_item(app["body"]) or {"materials": []}
     codes = {m["code"] for m in item["materials"]}
     if any(m not in codes for m in materials) or any(s.material not in codes for s in attached):
@@ -125,7 +125,7 @@ def supplement(st: Desk, app_id: str, materials: list[str], attached: list[Scan]
     with st.store.transaction() as db:
         row = db.execute("SELECT status FROM applications WHERE id = ?", (app_id,)).fetchone()
         if row is None or row[0] != Status.CORRECTION_REQUESTED:
-            raise cases.IntakeError({"application": cases.N_("This case is not waiting for a supplement.")})
+            raise cases.WrongState({"application": cases.N_("This case is not waiting for a supplement.")})
         try:
             ev = st.record(db, facts.Fact(facts.SUPPLEMENTED, body))
         except RuleError as exc:
