@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from crypto import canonical, envelope  # noqa: E402
 from crypto.keys import Identity, b64  # noqa: E402
-from node import cases  # noqa: E402
+from node.services import cases  # noqa: E402
 from sync import log, verify  # noqa: E402
 from sync.law.intake import check_application, valid_id_for_demo
 

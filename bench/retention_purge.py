@@ -1,4 +1,4 @@
-"""How long the station's retention purge takes (node/retention.py): ``--cases`` cases taken,
+"""How long the station's retention purge takes (node/services/retention.py): ``--cases`` cases taken,
 decided, handed out and acknowledged at a real county (in this process, scratch SQLite), then a
 purge counted to 31 days later removes all of them (VACUUM and WAL truncation included), and a
 second purge finds nothing to do (the hourly cost of the background check). Not a test.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node import retention  # noqa: E402
+from node.services import retention  # noqa: E402
 from sync import exchange  # noqa: E402
 
 CLERK = {"name": "科员", "role": "supervisor", "department": None}

@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from central.app import create_app as central_app  # noqa: E402
 from crypto import canonical, envelope  # noqa: E402
-from node.cases import valid_id_for_demo  # noqa: E402
-from node.scans import Scan  # noqa: E402
+from sync.law.intake import valid_id_for_demo  # noqa: E402
+from node.services.scans import Scan  # noqa: E402
 from node.station import Station  # noqa: E402
 from sync import client, exchange, log  # noqa: E402
 from sync.errors import SyncError  # noqa: E402

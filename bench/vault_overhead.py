@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node import search  # noqa: E402
+from node.services import search  # noqa: E402
 from node.store import Store  # noqa: E402
 from sync.law.intake import valid_id_for_demo  # noqa: E402
 

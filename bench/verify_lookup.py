@@ -1,5 +1,5 @@
 """Typed-code lookups at a station holding 10k, 100k and 1M events (issue 15, finding 4): p50 and
-p95 of ``node.verify.check`` for a typed code (the page's and the API's path, after the request
+p95 of ``node.services.verify.check`` for a typed code (the page's and the API's path, after the request
 is parsed), against the scan it replaced (every document event's code hashed in Python under the
 store's lock), and with a writer holding the store's lock for a push-sized transaction over and
 over. Not a test.
@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node import verify as station_verify  # noqa: E402
+from node.services import verify as station_verify  # noqa: E402
 from sync import log  # noqa: E402
 from sync.codes import CANDIDATES, DOCS, EVENT_KINDS, code_of  # noqa: E402
 from sync.law import transitions  # noqa: E402
@@ -48,7 +48,7 @@ PASSWORD = "village-key-2718"
 
 
 def old_by_code(st: Any, code: str) -> Any:
-    """The lookup before the index (node/verify.py before issue 15): every document event of the
+    """The lookup before the index (node/services/verify.py before issue 15): every document event of the
     station's streams read, and each one's codes hashed, under the store's lock."""
     streams = (log.up(st.code), log.down(st.code))
     marks = ",".join("?" * len(EVENT_KINDS))

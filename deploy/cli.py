@@ -211,12 +211,13 @@ def _calendar(county: Any, args: argparse.Namespace) -> int:
 
 def _node(args: argparse.Namespace) -> int:
     from crypto.errors import CryptoError
-    from node.station import Settings, Station
+    from node.settings import Settings
+    from node.station import Station
     from sync.errors import SyncError
 
     settings = Settings(data=Path(args.data), sync_interval=getattr(args, "sync_interval", None) or 15.0)
     if args.cmd == "init":
-        from node.enroll import EnrolmentFailed, enroll
+        from node.services.enrolment import EnrolmentFailed, enroll
         try:
             if args.no_fingerprint_check:
                 print("WARNING: --no-fingerprint-check: the county's keys are not checked against a fingerprint; "
@@ -232,7 +233,7 @@ def _node(args: argparse.Namespace) -> int:
     if args.cmd == "backup" or (args.cmd == "restore" and args.replica):
         return _backup(args, settings.db_path, "node")
     if args.cmd == "restore":
-        from node.restore import RestoreError, restore
+        from node.services.restore import RestoreError, restore
         try:
             moved = restore(Path(args.backup), Path(args.data), replace=args.replace)
         except (RestoreError, OSError) as exc:
@@ -343,7 +344,7 @@ def _backup(args: argparse.Namespace, db: Path, part: str) -> int:
             return 0
         backup.restore(replica, db)
         if part == "node":
-            from node.restore import mark_restored
+            from node.services.restore import mark_restored
             mark_restored(db.parent)
     except (backup.BackupError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -362,10 +363,10 @@ def _backup(args: argparse.Namespace, db: Path, part: str) -> int:
 
 
 def _purge(station: Any, args: argparse.Namespace) -> int:
-    """`lastmile node purge --data DIR [--as-of YYYY-MM-DD]` (node/retention.py), then the chain check."""
+    """`lastmile node purge --data DIR [--as-of YYYY-MM-DD]` (node/services/retention.py), then the chain check."""
     import datetime as dt
 
-    from node import retention
+    from node.services import retention
 
     now = None
     if args.as_of:
@@ -560,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.part == "verify":
         return verify_cli.run(args)
     from deploy.demo import run
-    return run(Path(args.data), host=args.host, base_port=args.base_port, sync_interval=args.sync_interval)
+    return run(Path(args.data), host=args.host, base_port=args.base_port, sync_interval=args.sync_interval,
+               catalog=DEMO_CATALOG)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 
 from crypto.keys import private_dir
-from deploy.cli import DEMO_CATALOG
 
 ADDRESSES = {"V001": ("示范县张村村委会一楼便民服务站", "0371-6512-3401"),
              "T001": ("示范县城关镇人民路18号便民服务中心", "0371-6512-3402")}
@@ -54,15 +53,15 @@ def _spawn(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "deploy.cli", *args])
 
 
-def setup(data: Path, central_url: str, central_proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+def setup(data: Path, central_url: str, central_proc: subprocess.Popen[bytes], catalog: Path) -> dict[str, Any]:
     """First run only: accounts, catalogue, stations, enrolment. Returns what demo.json records."""
     from central.county import County, Settings as CentralSettings
-    from node.enroll import enroll
-    from node.station import Settings as NodeSettings
+    from node.services.enrolment import enroll
+    from node.settings import Settings as NodeSettings
     from node.store import Store
 
     county = County(CentralSettings(data=data / "central"))
-    county.publish_catalog(json.loads(DEMO_CATALOG.read_text(encoding="utf-8")))   # clerks need its departments
+    county.publish_catalog(json.loads(catalog.read_text(encoding="utf-8")))   # clerks need its departments
     tokens = {"supervisor": county.add_user("supervisor", "督办 陈主任", PASSWORD, "supervisor", None)}
     for username, name, dept in CLERKS:
         tokens[username] = county.add_user(username, name, PASSWORD, "clerk", dept)
@@ -85,7 +84,8 @@ def setup(data: Path, central_url: str, central_proc: subprocess.Popen[bytes]) -
     return {"central": {"token": tokens["supervisor"], "clerk_tokens": tokens}, "stations": stations}
 
 
-def run(data: Path, *, host: str, base_port: int, sync_interval: float) -> int:
+def run(data: Path, *, host: str, base_port: int, sync_interval: float, catalog: Path) -> int:
+    """``catalog``: the demo catalogue (deploy/cli.py ``DEMO_CATALOG``): the CLI imports the demo, never the reverse."""
     data = data.resolve()
     ports = [base_port + i for i in range(len(STATIONS) + 1)]
     busy = [p for p in ports if not _free(host, p)]
@@ -103,7 +103,7 @@ def run(data: Path, *, host: str, base_port: int, sync_interval: float) -> int:
                            check=True)
         procs.append(_spawn("central", "serve", "--data", str(data / "central"), "--host", host, "--port", str(ports[0])))
         if first:
-            info = setup(data, central_url, procs[0])
+            info = setup(data, central_url, procs[0], catalog)
         else:
             info = json.loads(info_path.read_text(encoding="utf-8"))
             _wait(central_url, procs[0])

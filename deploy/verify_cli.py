@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
         finally:
             county.store.close()
     elif (data / "node.db").exists():
-        from node import verify as station_verify
-        from node.station import Settings, Station
+        from node.services import verify as station_verify
+        from node.settings import Settings
+        from node.station import Station
         st = Station(Settings(data=data))
         st.store.unlock_from_env()      # node/vault.py: LASTMILE_NODE_TOKEN
         try:

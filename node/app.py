@@ -14,12 +14,20 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node import apiviews, bundle_views, docviews, idem, logredact, rating_views, staff, views, vault_views
-from node.station import Settings, Station
+from node.http import common, pages, staff
+from node.http import api
+from node.http import sittings
+from node.http import printed
+from node.services import idem
+from node.http import logredact
+from node.http import ratings
+from node.http import locked
+from node.settings import Settings
+from node.station import Station
 from templates import static_dir
 from templates.limits import MiB, BodyLimit, ReadTimeout, Rule, SecurityHeaders
 from templates.verify_web import verify_routes
-from node import openapi
+from node.http import openapi
 from templates.openapi import route as openapi_route
 from templates.workcal import WorkCalendarState
 from templates.web import SecureCookies, SessionGuard, error_handler, session_routes, session_secret
@@ -27,49 +35,49 @@ from templates.web import SecureCookies, SessionGuard, error_handler, session_ro
 logger = logging.getLogger("lastmile.node")
 
 ROUTES = [
-    *session_routes("login.html", views.authenticate, lambda request: {"st": views.station(request)},
-                    accounts=views.accounts),
-    Route("/", views.home), Route("/apply/{code}", views.apply_form),
-    Route("/apply/{code}", views.apply_submit, methods=["POST"]),
-    Route("/bundle/{code}", bundle_views.bundle_form),          # 一件事一次办 (node/bundles.py)
-    Route("/bundle/{code}", bundle_views.bundle_submit, methods=["POST"]),
-    Route("/applications/{id}/bundle-receipt", bundle_views.bundle_receipt),
-    Route("/applications/{id}", views.application_page), Route("/applications/{id}/document", views.document),
-    Route("/applications/{id}/handout", views.hand_out, methods=["POST"]),
-    Route("/applications/{id}/rate", rating_views.rate_form),
-    Route("/applications/{id}/rate", rating_views.rate_submit, methods=["POST"]),
-    Route("/api/v1/applications/{id}/rating", rating_views.api_rate, methods=["POST"]),
-    Route("/applications/{id}/complete", views.complete_form),
-    Route("/applications/{id}/complete", views.apply_submit, methods=["POST"]),
-    Route("/applications/{id}/supplement", views.supplement, methods=["POST"]),
-    Route("/applications/{id}/correction-notice", views.correction_document),
-    Route("/applications/{id}/decision-document", docviews.decision_document),
-    Route("/applications/{id}/attachments/{sha}", docviews.attachment),
-    Route("/sync", views.sync_now, methods=["POST"]),
-    Route("/api/v1/catalog", views.api_catalog), Route("/api/v1/status", views.api_status),
-    Route("/api/v1/applications", views.api_create, methods=["POST"]),
-    Route("/api/v1/applications", views.api_applications, methods=["GET"]),
-    Route("/reports/new", views.report_form), Route("/reports", views.report_submit, methods=["POST"]),
-    Route("/reports/{id}", views.report_page),
-    Route("/api/v1/reports", views.api_report_create, methods=["POST"]), Route("/api/v1/reports/{id}", views.api_report),
-    Route("/search", views.search_page), Route("/guide/{code}", views.guide), Route("/today", views.today),
-    Route("/api/v1/applications/{id}", views.api_application),
-    Route("/api/v1/applications/{id}/supplement", views.api_supplement, methods=["POST"]),
-    Route("/api/v1/applications/{id}/handout", views.api_handout, methods=["POST"]),
-    Route("/api/v1/applications/{id}/complete", apiviews.api_complete, methods=["POST"]),
-    Route("/api/v1/today", apiviews.api_today),
-    Route("/api/v1/sync", views.api_sync, methods=["POST"]),
+    *session_routes("login.html", common.authenticate, lambda request: {"st": common.station(request)},
+                    accounts=common.accounts),
+    Route("/", pages.home), Route("/apply/{code}", pages.apply_form),
+    Route("/apply/{code}", pages.apply_submit, methods=["POST"]),
+    Route("/bundle/{code}", sittings.bundle_form),          # 一件事一次办 (node/services/sittings.py)
+    Route("/bundle/{code}", sittings.bundle_submit, methods=["POST"]),
+    Route("/applications/{id}/bundle-receipt", sittings.bundle_receipt),
+    Route("/applications/{id}", pages.application_page), Route("/applications/{id}/document", printed.document),
+    Route("/applications/{id}/handout", pages.hand_out, methods=["POST"]),
+    Route("/applications/{id}/rate", ratings.rate_form),
+    Route("/applications/{id}/rate", ratings.rate_submit, methods=["POST"]),
+    Route("/api/v1/applications/{id}/rating", ratings.api_rate, methods=["POST"]),
+    Route("/applications/{id}/complete", pages.complete_form),
+    Route("/applications/{id}/complete", pages.apply_submit, methods=["POST"]),
+    Route("/applications/{id}/supplement", pages.supplement, methods=["POST"]),
+    Route("/applications/{id}/correction-notice", printed.correction_document),
+    Route("/applications/{id}/decision-document", printed.decision_document),
+    Route("/applications/{id}/attachments/{sha}", printed.attachment),
+    Route("/sync", pages.sync_now, methods=["POST"]),
+    Route("/api/v1/catalog", api.api_catalog), Route("/api/v1/status", api.api_status),
+    Route("/api/v1/applications", api.api_create, methods=["POST"]),
+    Route("/api/v1/applications", api.api_applications, methods=["GET"]),
+    Route("/reports/new", pages.report_form), Route("/reports", pages.report_submit, methods=["POST"]),
+    Route("/reports/{id}", pages.report_page),
+    Route("/api/v1/reports", api.api_report_create, methods=["POST"]), Route("/api/v1/reports/{id}", api.api_report),
+    Route("/search", pages.search_page), Route("/guide/{code}", pages.guide), Route("/today", pages.today),
+    Route("/api/v1/applications/{id}", api.api_application),
+    Route("/api/v1/applications/{id}/supplement", api.api_supplement, methods=["POST"]),
+    Route("/api/v1/applications/{id}/handout", api.api_handout, methods=["POST"]),
+    Route("/api/v1/applications/{id}/complete", api.api_complete, methods=["POST"]),
+    Route("/api/v1/today", api.api_today),
+    Route("/api/v1/sync", api.api_sync, methods=["POST"]),
     Route("/staff", staff.staff_page), Route("/staff", staff.staff_add, methods=["POST"]),
     Route("/staff/{username}/{action}", staff.staff_change, methods=["POST"]),
     Route("/api/v1/staff", staff.api_staff), Route("/api/v1/staff", staff.api_staff_add, methods=["POST"]),
     Route("/api/v1/staff/{username}/{action}", staff.api_staff_change, methods=["POST"]),
-    *verify_routes(views.verify_check, lambda request: views.station(request).name),
+    *verify_routes(common.verify_check, lambda request: common.station(request).name),
     openapi_route(openapi.DOCUMENT),
     Mount("/static", StaticFiles(directory=static_dir()), name="static"),
 ]
 
 # Every route reads at most 64 KiB of body, except those that take scans (templates/limits.py): each
-# takes what intake takes (node/scans.py: up to 15 MB a file before downscaling, several files).
+# takes what intake takes (node/services/scans.py: up to 15 MB a file before downscaling, several files).
 SCANS_BODY = 64 * MiB
 BODY_LIMITS = [
     Rule("POST", "/apply/[^/]+", SCANS_BODY),
@@ -106,10 +114,10 @@ def create_app(settings: Settings, *, background_sync: bool = True) -> Starlette
                 loop.stop()
             station.store.close()
 
-    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: error_handler(("/api/",)), **vault_views.HANDLERS},
+    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: error_handler(("/api/",)), **locked.HANDLERS},
                     middleware=[Middleware(SecureCookies), Middleware(SessionMiddleware, secret_key=session_secret(settings.data / "session.key"),
                                            session_cookie=cookie_name(station.code), same_site="strict"),
-                                Middleware(SessionGuard, accounts=views.accounts),
+                                Middleware(SessionGuard, accounts=common.accounts),
                                 Middleware(SecurityHeaders), Middleware(ReadTimeout), Middleware(BodyLimit, rules=BODY_LIMITS),
                                 Middleware(WorkCalendarState, load=station.calendar)])
     app.state.station = station

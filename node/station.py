@@ -11,24 +11,23 @@ import shutil
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import httpx
 
-from crypto.keys import Identity, PublicKeys, private_dir
-from node import documents, projections, retention, vault
-from node import verify as doc_verify
-from node.healing import Healing
-from node.intake import Intake
-from node.store import Store
 from crypto import envelope
 from crypto.errors import CryptoError
-from node.scans import Scan
+from crypto.keys import Identity, PublicKeys, private_dir
+from node import vault
+from node.services import documents, healing, intake as counter, life, projections, retention
+from node.services import verify as doc_verify
+from node.services.scans import Scan
+from node.settings import Settings
+from node.store import Store
 from sync import blobs, bundle, client, docs, exchange, inbox, log
 from sync.errors import StaleAnswer, SyncError
-from sync.law import facts, intake
+from sync.law import facts, intake, workdays
 from sync.log import Event
 
 logger = logging.getLogger("lastmile.node")
@@ -38,21 +37,6 @@ CHINA = dt.timezone(dt.timedelta(hours=8))
 NEWER_FIELD_RETRY_S = 24 * 3600
 #: the county's events stored while the station was locked, to apply at the unlock (Station.apply_deferred)
 DEFERRED_SCHEMA = "CREATE TABLE IF NOT EXISTS vault_deferred (stream TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (stream, seq))"
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    data: Path
-    sync_interval: float = 15.0
-    http_timeout: float = 30.0
-
-    @property
-    def db_path(self) -> Path:
-        return self.data / "node.db"
-
-    @property
-    def key_dir(self) -> Path:
-        return self.data / "keys"
 
 
 def _names_field(message: str, name: str) -> bool:
@@ -91,9 +75,11 @@ class NotEnrolled(Exception):
     pass
 
 
-class Station(Intake, Healing):
-    """Orchestration: the store, the keys and the county; intake (node/intake.py) and self-heal
-    (node/healing.py) are mixed in; sync, key rotation and USB bundles are here."""
+class Station:
+    """The facade the web layer and the CLI hold: the store, the keys and the county, and the one
+    write path (``record``); it is the ``Desk`` (node/services/desk.py) it hands its services.
+    Sync, key rotation and USB bundles are here; the counter's work is node/services/intake.py,
+    self-heal node/services/healing.py."""
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
@@ -136,11 +122,38 @@ class Station(Intake, Healing):
         now = dt.datetime.now(CHINA)
         return now - dt.timedelta(seconds=skew) if abs(skew) > client.SKEW_LIMIT_S else now
 
+    def calendar(self) -> workdays.WorkCalendar:
+        """The working days this station counts: the county's published years, then the library."""
+        with self.store.lock:
+            return workdays.calendar_from(self.store.conn)
+
+    def life(self, app: dict[str, Any]) -> dict[str, Any]:
+        """The case's time limit, correction list and collector (node/services/life.py), by the station's clock."""
+        return life.life(app, self.now().date(), self.calendar())
+
+    def take(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """node/services/intake.py ``take``."""
+        return counter.take(self, *args, **kwargs)
+
+    def hand_out(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """node/services/intake.py ``hand_out``."""
+        return counter.hand_out(self, *args, **kwargs)
+
+    def supplement(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """node/services/intake.py ``supplement``."""
+        return counter.supplement(self, *args, **kwargs)
+
+    def heal_hooks(self) -> exchange.HealHooks:
+        return healing.hooks(self)
+
+    def mark_received(self, db: sqlite3.Connection, ack: int) -> None:
+        self.store.mark_received(db, ack)
+
     @property
     def blob_dir(self) -> Path:
         return self.settings.data / "blobs"
 
-    def _seal_scan(self, scan: Scan) -> int:
+    def seal_scan(self, scan: Scan) -> int:
         """Write the scan sealed to the county (unreadable at the station); return its sealed size.
         The file and its directory entry are fsynced before the application that lists it is
         recorded."""
@@ -301,7 +314,7 @@ class Station(Intake, Healing):
             self.purge_due()
 
     def purge_due(self) -> None:
-        """The retention purge (node/retention.py), at most once an hour (a purge that removes
+        """The retention purge (node/services/retention.py), at most once an hour (a purge that removes
         something vacuums the file), whatever the link does; a failure is logged and tried again
         next time, never raised into the sync loop."""
         if time.monotonic() < getattr(self, "_next_purge", 0.0) or self.store.vault.locked:
@@ -332,19 +345,11 @@ class Station(Intake, Healing):
     def decision_keys(self) -> dict[str, str]:
         """Application id -> the id of the county key that signed its latest decision (verified by
         that key when it came), for the pages."""
-        with self.store.lock:
-            rows = self.store.conn.execute(
-                "SELECT json_extract(body, '$.id'), key_id FROM _sync_events WHERE stream = ?"
-                " AND kind = 'case.decided' ORDER BY seq", (log.down(self.code),)).fetchall()
-        return {str(r[0]): str(r[1]) for r in rows}
+        return self.store.decision_keys(log.down(self.code))
 
     def decision_key(self, app_id: str) -> str | None:
         """The id of the county key that signed the application's latest decision, or None."""
-        with self.store.lock:
-            row = self.store.conn.execute(
-                "SELECT key_id FROM _sync_events WHERE stream = ? AND kind = 'case.decided'"
-                " AND json_extract(body, '$.id') = ? ORDER BY seq DESC LIMIT 1", (log.down(self.code), app_id)).fetchone()
-        return str(row[0]) if row else None
+        return self.store.decision_key(log.down(self.code), app_id)
 
     def county_key_history(self) -> list[dict[str, Any]]:
         """The county's key sets this station holds, oldest first (shown on the sync page)."""

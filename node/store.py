@@ -21,7 +21,6 @@ import sqlite_utils
 
 from crypto import canonical, passwords
 from crypto.keys import PublicKeys, private_dir, private_file
-from node import ratings, retention
 from templates import throttle
 from templates.readers import Readers
 from node import vault as vaults
@@ -29,6 +28,24 @@ from sync import log, schema
 from sync.blobs import SCAN_ERROR
 from sync.client import SKEW_LIMIT_S
 from sync.log import Event
+
+#: node/services/ratings.py: the citizens' ratings and the county's answers
+RATINGS_SCHEMA = """CREATE TABLE IF NOT EXISTS ratings (
+    id TEXT PRIMARY KEY, score INTEGER NOT NULL, comment TEXT NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL,
+    seq INTEGER NOT NULL, answer TEXT, answered_by TEXT, answered_department TEXT, answered_at TEXT)"""
+#: node/services/retention.py: what the purge redacted and removed
+RETENTION_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS retention_redacted (
+        stream TEXT NOT NULL, seq INTEGER NOT NULL, at TEXT NOT NULL, PRIMARY KEY (stream, seq))""",
+    """CREATE TABLE IF NOT EXISTS retention_purged (
+        id TEXT PRIMARY KEY, what TEXT NOT NULL, receipt_no TEXT, at TEXT NOT NULL)""",
+)
+
+
+def create_retention(db: sqlite3.Connection) -> None:
+    for sql in RETENTION_SCHEMA:
+        db.execute(sql)
+
 
 TABLES = {
     "users": ({"username": str, "name": str, "password": str, "token_hash": str, "created_at": str,
@@ -121,8 +138,8 @@ class Store:
                     self.db[name].add_column(column, kind)
             self.db["applications"].create_index(["status"], if_not_exists=True)
             self._upgrade_users()
-            ratings.create(self.conn)       # node/ratings.py: the citizens' ratings and the county's answers
-            retention.create(self.conn)     # node/retention.py: what the purge redacted and removed
+            self.conn.execute(RATINGS_SCHEMA)
+            create_retention(self.conn)
             throttle.create(self.conn)      # templates/throttle.py: password checks counted per name and address
             self.conn.execute(vaults.SCHEMA)
             vaults.Vault.triggers(self.conn)
@@ -138,10 +155,10 @@ class Store:
         """A database file that is not the one this database was last opened as (another inode or
         device: a copy put back, a Litestream restore, another disk) may be a stale copy whose lost
         original issued receipt numbers nobody here knows of. Mark it restored before anything can
-        issue a number, so the next one starts a new block (node/intake.py _receipt_no; issue 15,
+        issue a number, so the next one starts a new block (node/services/intake.py _receipt_no; issue 15,
         finding 6). The identity is of the file (``file_identity``), which no copy carries; a copy
         made by an older version has none to compare and is only marked at its first sync
-        (node/healing.py)."""
+        (node/services/healing.py)."""
         here = file_identity(self.path)
         row = self.conn.execute("SELECT value FROM meta WHERE name = 'db_file'").fetchone()
         if row is not None and row[0] != here:
@@ -404,6 +421,47 @@ class Store:
         sets = ", ".join(f"{k} = ?" for k in values)
         cur = db.execute(f"UPDATE applications SET {sets} WHERE id = ?", (*values.values(), app_id))
         return cur.rowcount == 1
+
+    def last_receipt(self, db: sqlite3.Connection, stream_up: str, day: str, prefix: str) -> int:
+        """The highest receipt number of ``day`` (``<prefix><5 digits>``) this station knows of: its
+        counter, its upstream log (events the county gave back after a restore included) and its rows."""
+        row = db.execute("SELECT last FROM receipt_numbers WHERE day = ?", (day,)).fetchone()
+        in_log = db.execute(
+            "SELECT max(CAST(substr(json_extract(body, '$.receipt_no'), ?) AS INTEGER)) FROM _sync_events"
+            " WHERE stream = ? AND json_extract(body, '$.receipt_no') LIKE ?",
+            (len(prefix) + 1, stream_up, prefix + "%")).fetchone()[0]
+        in_rows = db.execute("SELECT max(CAST(substr(receipt_no, ?) AS INTEGER)) FROM applications"
+                             " WHERE receipt_no LIKE ?", (len(prefix) + 1, prefix + "%")).fetchone()[0]
+        return max(row[0] if row else 0, in_log or 0, in_rows or 0)
+
+    def set_last_receipt(self, db: sqlite3.Connection, day: str, number: int) -> None:
+        db.execute("INSERT INTO receipt_numbers (day, last) VALUES (?, ?)"
+                   " ON CONFLICT (day) DO UPDATE SET last = excluded.last", (day, number))
+
+    def delete_meta(self, db: sqlite3.Connection, *names: str) -> None:
+        db.execute(f"DELETE FROM meta WHERE name IN ({', '.join('?' for _ in names)})", names)
+
+    def decision_keys(self, stream_down: str) -> dict[str, str]:
+        """Application id -> the id of the county key that signed its latest decision."""
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT json_extract(body, '$.id'), key_id FROM _sync_events WHERE stream = ?"
+                " AND kind = 'case.decided' ORDER BY seq", (stream_down,)).fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def decision_key(self, stream_down: str, app_id: str) -> str | None:
+        """The id of the county key that signed the application's latest decision, or None."""
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT key_id FROM _sync_events WHERE stream = ? AND kind = 'case.decided'"
+                " AND json_extract(body, '$.id') = ? ORDER BY seq DESC LIMIT 1", (stream_down, app_id)).fetchone()
+        return str(row[0]) if row else None
+
+    def mark_received(self, db: sqlite3.Connection, ack: int) -> None:
+        """The county's ack is its receipt: accepted applications up to it are now at the county."""
+        db.execute("UPDATE applications SET status = 'received', county_received_at = ? "
+                   "WHERE seq > 0 AND max(seq, coalesce(last_seq, 0)) <= ? AND status = 'accepted'",
+                   (log.utcnow(), ack))
 
     def update_report(self, db: sqlite3.Connection, report_id: str, **values: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)

@@ -18,8 +18,8 @@ import uvicorn
 from central.app import create_app as central_app
 from central.county import County, Settings as CentralSettings
 from node.app import create_app as node_app
-from node.enroll import enroll
-from node.station import Settings as NodeSettings
+from node.services.enrolment import enroll
+from node.settings import Settings as NodeSettings
 from node.store import Store as NodeStore
 from templates.limits import server_config
 

@@ -24,8 +24,9 @@ if __name__ == "__main__":
 
 import json  # noqa: E402
 
-from node.cases import valid_id_for_demo  # noqa: E402
-from node.station import Settings, Station  # noqa: E402
+from sync.law.intake import valid_id_for_demo  # noqa: E402
+from node.settings import Settings  # noqa: E402
+from node.station import Station
 
 
 def form_for(item: dict, n: int) -> dict:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import httpx
 
 from crypto.keys import Identity
-from node import verify as doc_verify
+from node.services import verify as doc_verify
 from node.station import Station
 from sync import client, exchange, inbox, log, verify
 from templates import qr_svg

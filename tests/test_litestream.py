@@ -21,7 +21,7 @@ import pytest
 from central.app import create_app as central_app
 from deploy import backup
 from node.app import create_app as node_app
-from node.station import Settings as NodeSettings
+from node.settings import Settings as NodeSettings
 from sync.law.intake import valid_id_for_demo
 from tests.conftest import add_station, make_county, serve
 from tests.e2e.test_walking_skeleton import full_application

@@ -1,5 +1,5 @@
 """The JSON APIs' OpenAPI documents stay true to the mounted routes, every page action has an API
-counterpart (the audit in node/openapi.py and central/http/openapi.py, docs/ARCHITECTURE.md), and API
+counterpart (the audit in node/http/openapi.py and central/http/openapi.py, docs/ARCHITECTURE.md), and API
 errors name fields in the API's own names."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import re
 
 from central import app as central_app_module
 from central.http import openapi as central_openapi
-from node import app as node_app_module, openapi as node_openapi
+from node import app as node_app_module
+from node.http import openapi as node_openapi
 from templates.openapi import documented, mounted_api
 from tests.life.test_case_life import APPLICANT, ITEM, accept, fields, jpeg, sync
 

@@ -244,8 +244,8 @@ def test_a_station_restored_from_a_backup_gets_its_rating_and_the_answer_back(pa
     backup is restored, and the station heals from the county's copy: rating and answer included."""
     from central.app import create_app as central_app
     from central.services import ratings as county_ratings
-    from node import ratings as station_ratings
-    from node.station import Settings as NodeSettings
+    from node.services import ratings as station_ratings
+    from node.settings import Settings as NodeSettings
     from tests.conftest import serve
     from tests.sync.test_recovery import CLERK, copy_db, settle
     from tests.sync.test_protocol_machine import form_for

@@ -238,7 +238,7 @@ def test_a_typed_code_is_answered_while_a_push_holds_the_store(pair):
     import threading
 
     from central.services import verify as county_verify
-    from node import verify as station_verify
+    from node.services import verify as station_verify
     from tests.sync.test_recovery import round_trip, take
 
     county, st, _ = pair

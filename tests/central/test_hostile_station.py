@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from central.county import County, Settings as CentralSettings
 from crypto.keys import Identity
-from node import cases
+from node.services import cases
 from node.station import Station
 from sync import inbox, log, schema
 from sync.law import transitions

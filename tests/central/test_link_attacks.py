@@ -15,8 +15,8 @@ from starlette.routing import Route
 
 from central.county import County, Settings as CentralSettings
 from crypto.keys import Identity
-from node.enroll import EnrolmentFailed, enroll
-from node.station import Settings as NodeSettings
+from node.services.enrolment import EnrolmentFailed, enroll
+from node.settings import Settings as NodeSettings
 from node.store import Store as NodeStore
 from tests.conftest import serve
 

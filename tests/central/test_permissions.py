@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from central.county import County, CountyError, Settings
-from node.cases import valid_id_for_demo
-from node.scans import prepare
+from sync.law.intake import valid_id_for_demo
+from node.services.scans import prepare
 from node.station import Station
 from tests.conftest import PASSWORD, csrf_of, log_in
 

@@ -259,7 +259,7 @@ def disk_copy(system, v1: Station, tmp_path) -> Station:
     with v1.store.lock:
         v1.store.conn.execute("PRAGMA wal_checkpoint(FULL)")
     shutil.copytree(v1.settings.data, tmp_path / "stolen")
-    from node.station import Settings as NodeSettings
+    from node.settings import Settings as NodeSettings
     return Station(NodeSettings(data=tmp_path / "stolen"))
 
 
@@ -324,7 +324,7 @@ def test_a_copy_of_a_stations_disk_cannot_pull_the_countys_decisions_again_witho
     v1.sync()
     assert v1.sync_state()["stall_reason"] is None and v1.sync_state()["last_error"] is None
 
-    from node.station import Settings as NodeSettings
+    from node.settings import Settings as NodeSettings
     restored = Station(NodeSettings(data=tmp_path / "backup"))
     restored.store.user_by_token(system.stations["V1"]["token"])
     restored.sync()

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from node.cases import valid_id_for_demo
+from sync.law.intake import valid_id_for_demo
 from tests.conftest import PASSWORD, System
 from tests.e2e.stoppable import stoppable_system
 from tests.e2e.test_browser import SHOTS, browser, login  # noqa: F401 - the module's browser fixture

@@ -12,7 +12,7 @@ import re
 from PIL import Image
 from playwright.sync_api import expect
 
-from node.cases import valid_id_for_demo
+from sync.law.intake import valid_id_for_demo
 from tests.conftest import PASSWORD
 from tests.e2e.test_browser import browser, login, shot  # noqa: F401 - the module's browser fixture
 from tests.e2e.test_browser_life import fits_a4

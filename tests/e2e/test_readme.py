@@ -29,7 +29,7 @@ from deploy.cli import parser
 from tests.e2e.test_browser import attach_scan, browser, fill_dibao_form, login, shot  # noqa: F401 - browser: fixture
 from tests.e2e.test_walking_skeleton import full_application
 from tests.test_demo import _free_base
-from node.cases import valid_id_for_demo
+from sync.law.intake import valid_id_for_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.conftest import PASSWORD, csrf_of, log_in
 
-from node.cases import valid_id_for_demo
+from sync.law.intake import valid_id_for_demo
 
 ID = valid_id_for_demo("41152119580312001")
 

@@ -23,7 +23,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from central.services import calendar, ratings as county_ratings, retention as county_retention
 from central.app import create_app as central_app
 from central.county import CountyError
-from node.station import Settings as NodeSettings, Station
+from node.settings import Settings as NodeSettings
+from node.station import Station
 from tests.conftest import CATALOG, add_station, make_county, serve
 from tests.node.test_deferred import CLERK, deferred, opened, prepare, projections
 

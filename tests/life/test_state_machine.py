@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from central.errors import CountyError
-from node import cases
+from node.services import cases
 from sync import inbox, log
 from sync.law import facts
 from sync.law.errors import RuleError

@@ -1,4 +1,4 @@
-"""一件事一次办: one sitting, one applicant, several items (node/bundles.py, central/services/bundles.py),
+"""一件事一次办: one sitting, one applicant, several items (node/services/sittings.py, central/services/bundles.py),
 through real servers: the station's API and pages, the county's queues, case pages and API."""
 
 from __future__ import annotations

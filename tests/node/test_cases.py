@@ -5,7 +5,8 @@ import datetime as dt
 import pytest
 from hypothesis import given, strategies as st
 
-from node import cases
+from node.services import cases
+from sync.law.intake import id_number_error, valid_id_for_demo
 
 digits17 = st.builds(
     lambda region, born, order: f"{region}{born:%Y%m%d}{order:03d}",
@@ -14,23 +15,23 @@ digits17 = st.builds(
 
 @given(digits17)
 def test_a_correct_id_number_passes(prefix):
-    assert cases.id_number_error(cases.valid_id_for_demo(prefix)) is None
+    assert id_number_error(valid_id_for_demo(prefix)) is None
 
 
 @given(digits17, st.integers(0, 16), st.integers(1, 9))
 def test_any_single_digit_typo_is_caught(prefix, pos, delta):
-    good = cases.valid_id_for_demo(prefix)
+    good = valid_id_for_demo(prefix)
     typo = good[:pos] + str((int(good[pos]) + delta) % 10) + good[pos + 1:]
-    assert cases.id_number_error(typo) is not None
+    assert id_number_error(typo) is not None
 
 
 @given(st.text(max_size=30))
 def test_id_parser_never_crashes(text):
-    assert cases.id_number_error(text) is None or isinstance(cases.id_number_error(text), str)
+    assert id_number_error(text) is None or isinstance(id_number_error(text), str)
 
 
 def test_id_number_with_impossible_birth_date():
-    assert "birth date" in cases.id_number_error(cases.valid_id_for_demo("11010519490231002"))
+    assert "birth date" in id_number_error(valid_id_for_demo("11010519490231002"))
 
 
 def test_working_days_skip_national_day_and_count_make_up_days():
@@ -47,7 +48,7 @@ NOW = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 
 
 def take(form, decision="accept", level="village"):
-    base = {"name": "张三", "id_number": cases.valid_id_for_demo("11010519800101001"), "f_n": "2", "materials": ["id"]}
+    base = {"name": "张三", "id_number": valid_id_for_demo("11010519800101001"), "f_n": "2", "materials": ["id"]}
     return cases.take(ITEM, {**base, **form}, decision=decision, station="V1", agent="a", catalog_version=1,
                       now=NOW, receipt_no="V1-20261120-00001", level=level)
 
@@ -80,7 +81,7 @@ def test_script_injection_is_stored_as_text_and_other_levels_are_refused():
 def test_the_station_never_signs_what_the_county_would_set_aside():
     # The same whole-body check the county runs (sync/law/intake.py) runs before the station signs.
     with pytest.raises(cases.IntakeError) as e:
-        cases.take(ITEM, {"name": "张三", "id_number": cases.valid_id_for_demo("11010519800101001"), "f_n": "2",
+        cases.take(ITEM, {"name": "张三", "id_number": valid_id_for_demo("11010519800101001"), "f_n": "2",
                           "materials": ["id"]}, decision="accept", station="V1", agent="  ", catalog_version=1,
                    now=NOW, receipt_no="V1-20261120-00001", level="village")
     assert list(e.value.errors) == ["application"]

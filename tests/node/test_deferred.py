@@ -23,8 +23,10 @@ import pytest
 from central.services import calendar, ratings as county_ratings, retention as county_retention, verify as county_verify
 from central.app import create_app as central_app
 from central.county import County
-from node import ratings as station_ratings, reports as station_reports
-from node.station import Settings as NodeSettings, Station
+from node.services import ratings as station_ratings
+from node.services import reports as station_reports
+from node.settings import Settings as NodeSettings
+from node.station import Station
 from sync import log
 from sync.law import facts, reports
 from node.app import create_app as node_app
@@ -32,7 +34,7 @@ from tests.conftest import CATALOG, PASSWORD, add_station, log_in, make_county, 
 from tests.sync.test_protocol_machine import form_for
 
 CLERK = {"username": "keyuan", "name": "科员", "role": "supervisor", "department": None}
-#: every kind the county sends a station (node/projections.py DOWN), each made below
+#: every kind the county sends a station (node/services/projections.py DOWN), each made below
 DOWN_KINDS = {facts.CASE_DECIDED, facts.CATALOG_PUBLISHED, facts.CALENDAR_PUBLISHED, "retention.set",
               reports.TAKEN, reports.ANSWERED, facts.RATING_ANSWERED, facts.STATIONS_DIRECTORY,
               facts.COUNTY_KEYS_ROTATED}
@@ -47,7 +49,7 @@ COPY_MARKS = {"db_file", "restored_at", "restore_marks", "restore_jumped"}
 
 
 def test_every_downstream_kind_is_covered() -> None:
-    from node import projections
+    from node.services import projections
     assert set(projections.DOWN) == DOWN_KINDS
 
 

@@ -1,5 +1,5 @@
 """Exactly one case per submission: a double click, the back button or a retried API call never
-makes a second case (node/idem.py), through real servers."""
+makes a second case (node/services/idem.py), through real servers."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import pytest
 
 from node.app import create_app as node_app
-from node.station import Settings as NodeSettings
+from node.settings import Settings as NodeSettings
 from tests.conftest import add_station, log_in, make_county, serve
 from central.app import create_app as central_app
 from tests.sync.test_protocol_machine import form_for

@@ -169,7 +169,7 @@ def test_cases_past_retention_lose_their_personal_data_everywhere_and_the_chain_
     st = Station(v1["settings"])
     st.store.user_by_token(v1["token"])
     try:
-        from node import retention
+        from node.services import retention
         chain = retention.verify_chain(st)
         assert chain["problems"] == [] and chain["redacted"] >= 5 and chain["events"] > chain["redacted"]
         assert retention.purge(st, dt.datetime.now(CHINA) + dt.timedelta(days=8))["cases"] == []   # once only
@@ -282,7 +282,7 @@ def test_a_county_restored_from_a_backup_older_than_a_purge_takes_the_stubs_and_
     come back whole."""
     from central.app import create_app as central_app
     from central.county import County
-    from node import retention
+    from node.services import retention
     from tests.conftest import serve
     from tests.sync.test_recovery import CLERK, copy_db, stream, sync_until_quiet, take
 
@@ -366,7 +366,7 @@ def test_a_restored_county_that_holds_the_application_shows_the_purged_rest_as_s
     from central.services import ratings as county_ratings
     from central.app import create_app as central_app
     from central.county import County
-    from node import retention
+    from node.services import retention
     from tests.conftest import PASSWORD, serve
     from tests.sync.test_recovery import CLERK, copy_db, sync_until_quiet, take
 
@@ -407,7 +407,7 @@ def test_a_purge_reaches_the_copies_kept_as_evidence_of_a_fork_and_waits_for_a_c
     not fit its log (``_sync_forks``, evidence) and its own events set aside while it heals
     (``_sync_displaced``, still to be sent as signed). A purge blanks the first like the log's own
     copies, and leaves a case with an event in the second alone until it has gone up."""
-    from node import retention
+    from node.services import retention
     from sync import inbox, log
     from sync.log import Event
     from tests.sync.test_recovery import CLERK, round_trip, take

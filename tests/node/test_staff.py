@@ -173,7 +173,7 @@ def test_the_last_admin_cannot_be_disabled_nor_disable_themself(station, http):
     assert r.status_code == 409 and r.json()["error"] == "own_account"
     store = Store(station["data"] / "node.db")
     try:
-        from node import staff
+        from node.services import staff
         with pytest.raises(staff.StaffError) as refused:
             staff.set_active(store, "someone-else", "deputy", False)
         assert refused.value.code == "last_admin"

@@ -19,8 +19,8 @@ from central.app import create_app as central_app
 from crypto import passwords
 from deploy import cli
 from node.app import create_app as node_app
-from node.enroll import enroll
-from node.station import Settings as NodeSettings
+from node.services.enrolment import enroll
+from node.settings import Settings as NodeSettings
 from node.store import TOKEN_ENV, Store
 from sync.law.intake import valid_id_for_demo
 from tests.conftest import PASSWORD, add_station, csrf_of, log_in, make_county, serve

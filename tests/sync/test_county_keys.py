@@ -15,8 +15,9 @@ from central.store import Store as CentralStore
 from crypto import envelope
 from crypto.errors import BadSignature
 from crypto.keys import Identity
-from node.scans import prepare
-from node.station import Settings as NodeSettings, Station
+from node.services.scans import prepare
+from node.settings import Settings as NodeSettings
+from node.station import Station
 from sync import exchange, log
 from sync.errors import BadEvent
 from tests.conftest import serve
@@ -127,7 +128,7 @@ def test_county_rotation_with_cases_in_flight_everything_arrives_and_verifies(pa
         assert shown[before[0]["id"]] == old.sign_id and shown[exported[0]["id"]] == new.sign_id
         # The station's API and the county's API name the county key that signed the decision.
         from central.http.pages import case_json
-        from node.views import app_json
+        from node.http.common import app_json
         assert app_json(st2, st2.store.application(before[0]["id"]))["decision"]["county_key"] == old.sign_id
         assert app_json(st2, st2.store.application(exported[0]["id"]))["decision"]["county_key"] == new.sign_id
         api = case_json(county, county.store.case(before[0]["id"]))["decision_key"]
@@ -236,7 +237,7 @@ def test_a_station_restored_or_replaced_after_a_county_rotation_gets_every_old_d
     (signed by the key it holds) and learns the new key in order; a new PC enrolled after the
     rotation knows only the new key, and the older events come with the keys the county vouches for."""
     import shutil
-    from node.enroll import enroll
+    from node.services.enrolment import enroll
     county, st, root = pair
     old = county.me.public
     taken = take(st, 2)

@@ -30,7 +30,8 @@ import pytest
 from central.app import create_app as central_app
 from central.county import County, Settings as CentralSettings
 from crypto.keys import Identity
-from node.station import Settings as NodeSettings, Station
+from node.settings import Settings as NodeSettings
+from node.station import Station
 from node.store import TOKEN_ENV, Store as NodeStore
 from sync import log
 from tests.conftest import add_station, make_county, serve

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from central.county import County, CountyError, Settings as CentralSettings
-from node import documents
+from node.services import documents
 from node.station import Station
 from sync import client
 from sync.law import facts

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from central.services import projections as county_projections
-from node import projections as station_projections
+from node.services import projections as station_projections
 from sync.law import facts, transitions
 from sync.law.errors import RuleError
 from sync.law.facts import Status

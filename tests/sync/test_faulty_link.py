@@ -8,7 +8,7 @@ from dataclasses import replace
 from tests.faultproxy import FaultProxy
 from tests.sync.test_link import accept, county_cases
 from tests.sync.test_scans import photo
-from node.scans import prepare
+from node.services.scans import prepare
 from tests.sync.test_protocol_machine import form_for
 
 

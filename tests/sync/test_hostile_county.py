@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crypto.keys import Identity, b64
-from node import documents
+from node.services import documents
 from sync import blobs
 from tests.conftest import serve
 from tests.sync.test_decision_documents import PDF, county_api, events_only, taken

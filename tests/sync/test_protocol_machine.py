@@ -14,9 +14,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from central.county import County, Settings as CentralSettings
 from crypto.keys import Identity
-from node import enroll
-from node.cases import valid_id_for_demo
-from node.station import Settings as NodeSettings, Station
+from node.services import enrolment as enroll
+from sync.law.intake import valid_id_for_demo
+from node.settings import Settings as NodeSettings
+from node.station import Station
 from node.store import Store as NodeStore
 from sync import enrolment, exchange, log
 

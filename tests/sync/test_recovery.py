@@ -16,8 +16,9 @@ from starlette.routing import Route
 
 from central.app import create_app as central_app
 from central.county import County, Settings as CentralSettings
-from node import verify as doc_verify
-from node.station import Settings as NodeSettings, Station
+from node.services import verify as doc_verify
+from node.settings import Settings as NodeSettings
+from node.station import Station
 from sync import bundle, exchange, log, recovery
 from sync.errors import StaleAnswer
 from tests.conftest import serve
@@ -342,7 +343,7 @@ def test_a_station_restored_from_a_backup_never_reissues_a_receipt_number(pair):
     """Numbers run 1, 2, 3 … without a gap; a station put back from a backup with `node restore`
     cannot know which numbers its lost copy issued and never synced, so it jumps to the next block
     and tells the county which numbers it skipped, signed."""
-    from node.restore import restore
+    from node.services.restore import restore
     county, st, root = pair
     take(st, 1)
     st.store.close()
@@ -424,7 +425,7 @@ def test_a_restored_station_heals_from_the_county_and_resequences_what_it_took_s
         settle(st, url)
         county.decide(later[0]["id"], "approve", "", CLERK)
         st.store.close()
-        from node.restore import restore                             # ... then the disk dies: restore
+        from node.services.restore import restore                             # ... then the disk dies: restore
         restore(root / "station-backup", st.settings.data, replace=True)
         st = Station(NodeSettings(data=st.settings.data))
         since = take(st, 2)                         # taken before the next sync, at seqs 3, 4 the county holds
@@ -492,7 +493,7 @@ def cli(*args: str) -> "subprocess.CompletedProcess[str]":
 
 
 def test_a_replacement_pc_enrols_with_new_keys_and_rebuilds_everything_from_the_county(pair):
-    from node.enroll import enroll
+    from node.services.enrolment import enroll
     county, old, root = pair
     taken = take(old, 3)
     with serve(central_app(county.settings)) as url:

@@ -21,7 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from central.app import create_app as central_app
-from node.station import Settings as NodeSettings, Station
+from node.settings import Settings as NodeSettings
+from node.station import Station
 from tests.conftest import serve
 from tests.sync.test_protocol_machine import form_for, make_pair
 

@@ -22,8 +22,9 @@ import pytest
 
 from central.app import create_app as central_app
 from central.county import County
-from node.enroll import enroll
-from node.station import Settings as NodeSettings, Station
+from node.services.enrolment import enroll
+from node.settings import Settings as NodeSettings
+from node.station import Station
 from sync.errors import SyncError
 from tests.conftest import serve
 from tests.sync.test_protocol_machine import form_for, make_pair

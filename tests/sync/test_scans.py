@@ -320,7 +320,7 @@ def test_a_scan_whose_file_is_in_place_is_counted_even_if_the_database_was_busy(
 
 
 def test_scans_are_served_only_as_jpeg_or_pdf_judged_from_their_bytes(system, station, http):
-    from node.scans import Scan
+    from node.services.scans import Scan
     from tests import conftest
     item = next(i for i in station.items() if len(i["materials"]) >= 2)
     html = b"<html><script>alert(document.cookie)</script></html>"

@@ -7,7 +7,7 @@ import json
 
 from central.services import verify as county_verify
 from central.app import create_app as central_app
-from node import verify as station_verify
+from node.services import verify as station_verify
 from tests.conftest import serve
 from tests.sync.test_recovery import pair, settle, take  # noqa: F401 - pair is a fixture
 

@@ -13,10 +13,10 @@ import json
 import sqlite3
 from typing import Any, Callable
 
-from node import ratings
-from node import reports as node_reports
-from node import verify
-from node import retention as node_retention
+from node.services import ratings
+from node.services import reports as node_reports
+from node.services import verify
+from node.services import retention as node_retention
 from node.store import Store
 from sync import recovery
 from sync.law import facts, reports, workdays
@@ -115,7 +115,7 @@ DOWN: dict[str, Projection] = {
     facts.COUNTY_KEYS_ROTATED: county_keys_rotated,
     facts.CALENDAR_PUBLISHED: calendar_published, facts.RATING_ANSWERED: ratings.answered,
     facts.STATIONS_DIRECTORY: verify.directory_published,
-    "retention.set": node_retention.retention_set,      # node/retention.py: the period purges use
+    "retention.set": node_retention.retention_set,      # node/services/retention.py: the period purges use
 }
 
 

@@ -6,7 +6,7 @@ tick and one scan, listed on both cases). One submission makes one sitting (a ``
 case per item: each its own signed ``application.accepted`` (or, for the whole sitting,
 ``application.correction_notice``) with its own gapless receipt number and promised date, and the
 body field ``bundle`` linking it to the others (sync/law/sittings.py). All of it is one transaction
-through the ordinary intake (node/cases.py ``take``, ``Station.record``): a crash or any item's
+through the ordinary intake (node/services/cases.py ``take``, ``Station.record``): a crash or any item's
 error leaves either every case or none, and no receipt number is used by a refused sitting.
 
 A station offers a catalogue bundle only if its level may accept every item of it (a bundle is
@@ -19,14 +19,15 @@ import sqlite3
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
-from node import cases, search
-from node.scans import Scan
+from node.services import cases, receipts
+from node.services import search
+from node.services.scans import Scan
 from sync.law import facts, sittings, workdays
 from sync.law.errors import N_, RuleError
 from sync.law.intake import materials_of
 
 if TYPE_CHECKING:
-    from node.station import Station
+    from node.services.desk import Desk
     from node.store import Store
 
 DECISIONS = ("accept", "correction")
@@ -38,7 +39,7 @@ WAITS_FOR_SITTING = "本事项材料齐全，待同次办理的其他事项补�
 
 class BundleError(Exception):
     """The sitting cannot be taken as it is. ``common``: errors of what the items share (applicant
-    keys, ``scans``, ``decision``, ``items``); ``per_item``: one dict per item as node/cases.py names
+    keys, ``scans``, ``decision``, ``items``); ``per_item``: one dict per item as node/services/cases.py names
     them (``f_<field>``, ``materials``, ``item`` …); ``missing``: per item, the required materials not
     received (names), for the one correction notice the agent should issue instead."""
 
@@ -56,7 +57,7 @@ class BundleError(Exception):
         return out
 
 
-def offered(st: Station) -> list[dict[str, Any]]:
+def offered(st: Desk) -> list[dict[str, Any]]:
     """The catalogue's bundles this station may take, each with ``item_list`` (the catalogue items)."""
     catalog = st.store.catalog()
     by_code = {i["code"]: i for i in catalog.get("items", [])}
@@ -68,11 +69,11 @@ def offered(st: Station) -> list[dict[str, Any]]:
             if all(st.level in by_code[c].get("levels", []) for c in b["items"])]
 
 
-def bundle(st: Station, code: str) -> dict[str, Any] | None:
+def bundle(st: Desk, code: str) -> dict[str, Any] | None:
     return next((b for b in offered(st) if b["code"] == code), None)
 
 
-def find(st: Station, q: str) -> list[dict[str, Any]]:
+def find(st: Desk, q: str) -> list[dict[str, Any]]:
     """Bundles whose name, code, description or items' names match ``q`` (the search box)."""
     q = q.strip()
     if not q:
@@ -102,12 +103,12 @@ def merged(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"fields": fields, "materials": list(materials.values())}
 
 
-def take(st: Station, entries: list[tuple[str, dict[str, Any]]], decision: str, agent: str,
+def take(st: Desk, entries: list[tuple[str, dict[str, Any]]], decision: str, agent: str,
          attached: list[Scan] | tuple[Scan, ...] = (), *, code: str | None = None,
          within: Callable[[sqlite3.Connection, str], None] | None = None) -> list[dict[str, Any]]:
-    """Record one sitting: ``entries`` is ``[(item code, form)]`` (each form as node/cases.py reads
+    """Record one sitting: ``entries`` is ``[(item code, form)]`` (each form as node/services/cases.py reads
     it: applicant keys, ``f_<field>``, ``materials``, ``reason``). ``within(db, first case id)`` runs
-    last in the transaction (node/idem.py). Returns the cases in item order; BundleError otherwise."""
+    last in the transaction (node/services/idem.py). Returns the cases in item order; BundleError otherwise."""
     if decision not in DECISIONS:
         raise BundleError({"decision": N_("A sitting of several items is accepted, or given one correction notice "
                                           "for all its items.")})
@@ -126,7 +127,7 @@ def take(st: Station, entries: list[tuple[str, dict[str, Any]]], decision: str, 
         raise BundleError({"scans": N_("A scan is attached to a material none of these items asks for.")})
     if code is not None and code not in {b["code"] for b in offered(st)}:
         raise BundleError({"bundle": N_("This station does not offer this bundle.")})
-    sealed = {s.sha256: st._seal_scan(s) for s in attached}          # once per file, before the transaction
+    sealed = {s.sha256: st.seal_scan(s) for s in attached}          # once per file, before the transaction
     now = st.now()
     sitting = str(uuid.uuid4())
     ids = [str(uuid.uuid4()) for _ in items]
@@ -145,7 +146,7 @@ def take(st: Station, entries: list[tuple[str, dict[str, Any]]], decision: str, 
                 form = {**form, "reason": WAITS_FOR_SITTING}
             try:
                 taken.append(cases.take(item, form, decision=decision, station=st.code, agent=agent,
-                                        catalog_version=version, now=now, receipt_no=st._receipt_no(db, now),
+                                        catalog_version=version, now=now, receipt_no=receipts.next_number(st, db, now),
                                         level=st.level, case_id=ids[n], calendar=calendar))
                 errors.append({})
             except cases.IntakeError as exc:
@@ -188,7 +189,7 @@ def carried(store: Store, case_id: str, intake: cases.Intake) -> cases.Intake:
     return intake if link is None else cases.Intake(intake.kind, intake.status, {**intake.body, "bundle": link})
 
 
-def sitting_of(st: Station, app: dict[str, Any]) -> list[dict[str, Any]]:
+def sitting_of(st: Desk, app: dict[str, Any]) -> list[dict[str, Any]]:
     """Every case of ``app``'s sitting held here, in item order (just ``app`` outside a sitting)."""
     link = sittings.link_of(app["body"])
     if link is None:

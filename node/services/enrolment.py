@@ -11,7 +11,7 @@ import httpx
 
 from crypto.errors import BadEncoding
 from crypto.keys import Identity, PublicKeys
-from node.station import Settings
+from node.settings import Settings
 from node.store import Store
 from sync import enrolment, exchange
 

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync.law import intake, transitions
-from sync.law.clock import add_working_days, is_workday  # noqa: F401 - shared rules
+from sync.law.clock import add_working_days
 from sync.law.errors import N_, RuleError
-from sync.law.intake import id_number_error, valid_id_for_demo  # noqa: F401 - shared rules
 
 DECISIONS = ("accept", "correction", "refuse")
 KIND_OF = {"accept": "application.accepted", "correction": "application.correction_notice",
@@ -27,11 +26,21 @@ logger = logging.getLogger("lastmile.node")
 
 
 class IntakeError(Exception):
-    """The form cannot be taken as it is; ``errors`` maps a field name to a message id."""
+    """The form cannot be taken as it is; ``errors`` maps a field name to a message id. The class
+    names the outcome (the web layer maps each to one status, node/http/errors.py): this one is bad
+    input; ``NoSuchCase`` and ``WrongState`` are about the case a request names."""
 
     def __init__(self, errors: dict[str, str]) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
         self.errors = errors
+
+
+class NoSuchCase(IntakeError):
+    """The request names a case this station does not hold."""
+
+
+class WrongState(IntakeError):
+    """The case's state forbids what is asked (not waiting for the citizen, not decided yet …)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Keep personal data out of the station's logs: a search (``/search?q=张三``,
 ``/api/v1/applications?q=<ID number>``) would otherwise put the name or ID number into uvicorn's
-access log, which journald or a log file keeps long after the case is purged (node/retention.py).
+access log, which journald or a log file keeps long after the case is purged (node/services/retention.py).
 The access log keeps the method, the path and the status; the query string is replaced by ``?…``."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Thin handlers of the rating screen (好差评) and its API; the work is in node/ratings.py."""
+"""Thin handlers of the rating screen (好差评) and its API; the work is in node/services/ratings.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from node import ratings
-from node.views import agent, api_user, application_of, form_of, station
+from node.services import ratings
+from node.http.common import agent, api_user, application_of, form_of, station
 from templates import gettext_for, locale_of, render
 from templates.web import api_error, json_object
 

@@ -21,12 +21,9 @@ from sync.law.ratings import MAX_COMMENT, check_rated_once
 from sync.log import Event
 
 if TYPE_CHECKING:
-    from node.station import Station
+    from node.services.desk import Desk
     from node.store import Store
 
-SCHEMA = """CREATE TABLE IF NOT EXISTS ratings (
-    id TEXT PRIMARY KEY, score INTEGER NOT NULL, comment TEXT NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL,
-    seq INTEGER NOT NULL, answer TEXT, answered_by TEXT, answered_department TEXT, answered_at TEXT)"""
 COLS = ("id", "score", "comment", "by", "at", "seq", "answer", "answered_by", "answered_department", "answered_at")
 
 #: the five buttons of the rating screen, 1..5
@@ -36,10 +33,6 @@ NOT_RATABLE = N_("This case cannot be rated now: a case is rated after its resul
                  "refusal or a correction notice.")
 RATABLE = (transitions.Status.HANDED_OUT, transitions.Status.REFUSED, transitions.Status.CORRECTION_NOTICE)
 ALREADY_RATED = N_("This case has already been rated; a case is rated only once.")
-
-
-def create(db: sqlite3.Connection) -> None:
-    db.execute(SCHEMA)
 
 
 class Refused(Exception):
@@ -55,7 +48,7 @@ def held(db: Any, case_id: str) -> dict[str, Any] | None:
     return dict(zip(COLS, row)) if row else None
 
 
-# projections (node/projections.py registers them) -------------------------------------------------
+# projections (node/services/projections.py registers them) -------------------------------------------------
 
 def rated(store: Store, db: sqlite3.Connection, ev: Event) -> None:
     """Our own ``application.rated``: the case must allow it (state) and hold no rating yet (once)."""
@@ -82,7 +75,7 @@ def answered(store: Store, db: sqlite3.Connection, ev: Event) -> None:
         raise LookupError(f"no rating of {b['id']} at this station")
 
 
-def project_own(st: Station, db: sqlite3.Connection, ev: Event) -> None:
+def project_own(st: Desk, db: sqlite3.Connection, ev: Event) -> None:
     """A rating of ours the county gave back (self-heal): its row, with the county's answer if held."""
     if held(db, ev.body["id"]) is not None:
         return
@@ -97,7 +90,7 @@ def project_own(st: Station, db: sqlite3.Connection, ev: Event) -> None:
 
 # the rating itself -------------------------------------------------------------------------------
 
-def rate(st: Station, case_id: str, score: Any, comment: Any, by: str) -> dict[str, Any]:
+def rate(st: Desk, case_id: str, score: Any, comment: Any, by: str) -> dict[str, Any]:
     """Record the citizen's rating of a case; Refused (422 bad input, 404, 409) otherwise."""
     if type(score) is not int or not 1 <= score <= 5:
         raise Refused(422, "bad_score", N_("Choose a score from 1 to 5."))
@@ -118,7 +111,7 @@ def rate(st: Station, case_id: str, score: Any, comment: Any, by: str) -> dict[s
     return rating_of(st, case_id) or {}
 
 
-def may_rate(st: Station, app: dict[str, Any]) -> bool:
+def may_rate(st: Desk, app: dict[str, Any]) -> bool:
     """The page offers the rating screen: the state allows it and no rating is held."""
     try:
         facts.next_state(facts.county_state(app["status"]), facts.RATED)
@@ -128,7 +121,7 @@ def may_rate(st: Station, app: dict[str, Any]) -> bool:
         return held(st.store.conn, app["id"]) is None
 
 
-def rating_of(st: Station, case_id: str) -> dict[str, Any] | None:
+def rating_of(st: Desk, case_id: str) -> dict[str, Any] | None:
     """The API form: ``score, comment, by, at, answer, answered_by, answered_at`` (None if unrated)."""
     with st.store.lock:
         r = held(st.store.conn, case_id)
@@ -141,7 +134,7 @@ def rating_of(st: Station, case_id: str) -> dict[str, Any] | None:
 
 # history -------------------------------------------------------------------------------------------
 
-def own_sign_keys(st: Station, db: Any) -> dict[str, str]:
+def own_sign_keys(st: Desk, db: Any) -> dict[str, str]:
     """The station's sign keys it can vouch for: current, retired, and announced in its own log."""
     keys = {st.me.public.sign_id: st.me.public.sign}
     for ident in load_retired(st.settings.data / "keys.retired").values():
@@ -156,7 +149,7 @@ def own_sign_keys(st: Station, db: Any) -> dict[str, str]:
     return keys
 
 
-def history_of(st: Station, app: dict[str, Any]) -> list[dict[str, Any]]:
+def history_of(st: Desk, app: dict[str, Any]) -> list[dict[str, Any]]:
     """Every fact of our two streams naming the case, oldest first, each signature checked now with
     our key history (up) and the county's (down). Untranslated (sync/law/history.py ``translated``)."""
     up, down = log.up(st.code), log.down(st.code)
@@ -184,7 +177,7 @@ def history_of(st: Station, app: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def page_json(st: Station, app: dict[str, Any], gettext: Callable[..., str], reason: Callable[[str], str]
+def page_json(st: Desk, app: dict[str, Any], gettext: Callable[..., str], reason: Callable[[str], str]
               ) -> dict[str, Any]:
     """``history`` (translated) and ``rating`` for the page and the API. Blocking: a worker thread."""
     entries = history.translated(history_of(st, app), gettext)

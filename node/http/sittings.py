@@ -1,4 +1,4 @@
-"""Thin handlers of 一件事一次办 (node/bundles.py): the one form of a bundle, its submission, the
+"""Thin handlers of 一件事一次办 (node/services/sittings.py): the one form of a bundle, its submission, the
 sitting's receipt, and ``POST /api/v1/applications`` with ``items``."""
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from node import apierrors, bundles, cases, idem
-from node import verify as doc_verify
+from node.http import errors as apierrors
+from node.services import sittings
+from node.services import cases
+from node.services import idem
+from node.services import verify as doc_verify
 from node.station import Station
-from node.views import (FORM, _printed_qr, _replayed, agent, api_scans, app_json, application_of, form_scans,
+from node.http.common import (FORM, printed_qr, replayed, agent, api_scans, app_json, application_of, form_scans,
                         form_submission, station)
 from templates import N_, csrf_token, gettext_for, locale_of, render
 from templates.web import api_error, upload_form
@@ -23,12 +26,12 @@ logger = logging.getLogger("lastmile.node")
 
 
 def _bundle_form(st: Station, code: str) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
-    found = bundles.bundle(st, code)
-    return found, bundles.merged(found["item_list"]) if found else {}, st.department_names()
+    found = sittings.bundle(st, code)
+    return found, sittings.merged(found["item_list"]) if found else {}, st.department_names()
 
 
 async def _page(request: Request, st: Station, code: str, status: int = 200, form: dict[str, Any] | None = None,
-                error: bundles.BundleError | None = None, token: str | None = None) -> Response:
+                error: sittings.BundleError | None = None, token: str | None = None) -> Response:
     found, merged, departments = await run_in_threadpool(_bundle_form, st, code)
     if found is None:
         raise HTTPException(404, N_("This station does not offer this bundle."))
@@ -53,30 +56,30 @@ async def bundle_submit(request: Request) -> Response:
             return RedirectResponse(f"/applications/{first['app_id']}/bundle-receipt", 303)
         data: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str) and k != "materials"}
         data["materials"] = form.getlist("materials")
-        found = await run_in_threadpool(bundles.bundle, st, code)
+        found = await run_in_threadpool(sittings.bundle, st, code)
         if found is None:
             raise HTTPException(404, N_("This station does not offer this bundle."))
         try:
             attached = await form_scans(form)
             apps = await run_in_threadpool(
-                lambda: bundles.take(st, [(c, data) for c in found["items"]], str(form.get("decision", "")),
+                lambda: sittings.take(st, [(c, data) for c in found["items"]], str(form.get("decision", "")),
                                      user["name"], attached, code=code,
                                      within=idem.claimer(FORM + user["username"], token, "form")))
         except idem.Replay as again:
             return RedirectResponse(f"/applications/{again.row['app_id']}/bundle-receipt", 303)
-        except cases.IntakeError as exc:        # a scan refused (node/scans.py)
+        except cases.IntakeError as exc:        # a scan refused (node/services/scans.py)
             logger.info("bundle %s refused at %s: %s", code, st.code, exc)
-            return await _page(request, st, code, 422, data, bundles.BundleError(exc.errors), token)
-        except bundles.BundleError as exc:
+            return await _page(request, st, code, 422, data, sittings.BundleError(exc.errors), token)
+        except sittings.BundleError as exc:
             logger.info("bundle %s refused at %s: %s", code, st.code, exc)
             return await _page(request, st, code, 422, data, exc, token)
     return RedirectResponse(f"/applications/{apps[0]['id']}/bundle-receipt", 303)
 
 
 def _receipt_context(st: Station, app: dict[str, Any]) -> dict[str, Any]:
-    sitting = bundles.sitting_of(st, app)
+    sitting = sittings.sitting_of(st, app)
     code = (app["body"].get("bundle") or {}).get("code")
-    named = bundles.bundle(st, code) if code else None
+    named = sittings.bundle(st, code) if code else None
     received: dict[str, dict[str, Any]] = {}
     for a in sitting:
         for m in a["body"]["materials"]:
@@ -85,7 +88,7 @@ def _receipt_context(st: Station, app: dict[str, Any]) -> dict[str, Any]:
     return {"sitting": sitting, "named": named, "received": list(received.values()),
             "departments": st.department_names(), "contact": st.contact(),
             "items": {a["item_code"]: st.item(a["item_code"]) for a in sitting},
-            **_printed_qr(doc_verify.bundle_printed(st, sitting))}
+            **printed_qr(doc_verify.bundle_printed(st, sitting))}
 
 
 async def bundle_receipt(request: Request) -> Response:
@@ -101,7 +104,7 @@ async def bundle_receipt(request: Request) -> Response:
 APPLICANT_KEYS = ("name", "id_number", "phone", "address")
 
 
-def _details(exc: bundles.BundleError, gettext: Any) -> dict[str, str]:
+def _details(exc: sittings.BundleError, gettext: Any) -> dict[str, str]:
     """The errors named as the API's own fields: ``applicant.id_number``, ``items[1].fields.birth_date`` …"""
     details = apierrors.api_names(exc.common, gettext)
     for n, errors in enumerate(exc.per_item):
@@ -124,7 +127,7 @@ async def api_create(request: Request, user: dict[str, Any], payload: dict[str, 
     scope, fingerprint = "api:" + user["username"], idem.fingerprint(payload)
     first = await run_in_threadpool(idem.find, st.store, scope, key) if key is not None else None
     if first is not None:
-        return await run_in_threadpool(_replayed, request, st, first, fingerprint)
+        return await run_in_threadpool(replayed, request, st, first, fingerprint)
     items, code = payload.get("items"), payload.get("bundle")
     shape: dict[str, str] = {}
     if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("item"), str)
@@ -143,7 +146,7 @@ async def api_create(request: Request, user: dict[str, Any], payload: dict[str, 
         return api_error(422, "invalid", "; ".join(f"{k}: {v}" for k, v in shape.items()), shape)
     assert isinstance(items, list)
     if code is not None:
-        found = await run_in_threadpool(bundles.bundle, st, code)
+        found = await run_in_threadpool(sittings.bundle, st, code)
         if found is None or sorted(found["items"]) != sorted(i["item"] for i in items):
             message = _(N_("This station does not offer this bundle, or its items differ from the bundle's."))
             return api_error(422, "invalid", message, {"bundle": message})
@@ -156,7 +159,7 @@ async def api_create(request: Request, user: dict[str, Any], payload: dict[str, 
 
     def answer(first_id: str) -> dict[str, Any]:
         first_app = st.store.application(first_id) or {"body": {}}
-        link = bundles.link_json(first_app["body"])
+        link = sittings.link_json(first_app["body"])
         apps = [st.store.application(i) for i in [first_id, *link["bundle_cases"]]]
         return {"bundle_id": link["bundle_id"], "bundle": link["bundle_code"],
                 "applications": [app_json(st, a) for a in apps if a is not None],
@@ -164,11 +167,11 @@ async def api_create(request: Request, user: dict[str, Any], payload: dict[str, 
 
     remember = None if key is None else idem.claimer(scope, key, fingerprint, answer)
     try:
-        apps = await run_in_threadpool(lambda: bundles.take(st, entries, str(payload.get("decision", "")),
+        apps = await run_in_threadpool(lambda: sittings.take(st, entries, str(payload.get("decision", "")),
                                                             user["name"], attached, code=code, within=remember))
     except idem.Replay as exc:
-        return await run_in_threadpool(_replayed, request, st, exc.row, fingerprint)
-    except bundles.BundleError as exc:
+        return await run_in_threadpool(replayed, request, st, exc.row, fingerprint)
+    except sittings.BundleError as exc:
         details = _details(exc, _)
         logger.info("bundle API request refused at %s: %s", st.code, details)
         return api_error(422, "invalid", " ".join(dict.fromkeys(details.values())), details)

@@ -28,27 +28,19 @@ from sync import chain, log
 from sync.law import facts, reports, retention
 from sync.log import Event
 
+from node.services.ratings import own_sign_keys
+from node.store import Store, create_retention
+from sync import exchange
+
 if TYPE_CHECKING:
-    from node.station import Station
-    from node.store import Store
+    from node.services.desk import Desk
 
 logger = logging.getLogger("lastmile.node")
 META = "retention_days"
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS retention_redacted (
-        stream TEXT NOT NULL, seq INTEGER NOT NULL, at TEXT NOT NULL, PRIMARY KEY (stream, seq))""",
-    """CREATE TABLE IF NOT EXISTS retention_purged (
-        id TEXT PRIMARY KEY, what TEXT NOT NULL, receipt_no TEXT, at TEXT NOT NULL)""",
-)
 #: the columns of a purged application that held personal data, and what they become
 APP_COLUMNS = {"applicant_name": "", "id_number": "", "phone": "", "collector": None, "decision_note": "",
                "correction": None}
 REPORT_COLUMNS = {"citizen_name": "", "answer": ""}
-
-
-def create(db: sqlite3.Connection) -> None:
-    for sql in SCHEMA:
-        db.execute(sql)
 
 
 def retention_set(store: Store, db: sqlite3.Connection, ev: Event) -> None:
@@ -74,7 +66,7 @@ def _when(text: Any) -> dt.datetime | None:
 
 def is_purged(store: Store, record_id: str) -> bool:
     with store.lock:
-        create(store.conn)
+        create_retention(store.conn)
         return store.conn.execute("SELECT 1 FROM retention_purged WHERE id = ?", (record_id,)).fetchone() is not None
 
 
@@ -158,7 +150,7 @@ def _forks(db: sqlite3.Connection) -> int:
     return len(rows)
 
 
-def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
+def purge(st: Desk, now: dt.datetime | None = None) -> dict[str, Any]:
     """Remove the personal data of every case and report past the retention period that the county
     holds in full; returns what was done. ``now`` (default: the real time) is the day the period is
     counted to: a test hook, and ``lastmile node purge --as-of``."""
@@ -172,7 +164,7 @@ def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
     with st.store.lock:
         st.store.conn.execute("PRAGMA secure_delete = ON")   # freed bytes are zeroed, not left in free pages
     with st.store.transaction() as db:
-        create(db)
+        create_retention(db)
         acked = log.acked(db, up)
         due = [(app_id, receipt_no) for app_id, receipt_no, handed_out_at in db.execute(
             "SELECT id, receipt_no, handed_out_at FROM applications WHERE status = ?"
@@ -239,13 +231,11 @@ def purge(st: Station, now: dt.datetime | None = None) -> dict[str, Any]:
     return done
 
 
-def verify_chain(st: Station) -> dict[str, Any]:
+def verify_chain(st: Desk) -> dict[str, Any]:
     """Both streams as stored (sync/chain.py ``walk``): none missing, links, signatures over the
     recorded hashes, and every body that is not a redacted stub of this station's purge against its
     hash. ``problems`` lists what fails, in words. Read on a read-only connection (``Store.reading``):
     the walk holds nobody up."""
-    from node.ratings import own_sign_keys
-    from sync import exchange
     out: dict[str, Any] = {"events": 0, "redacted": 0, "problems": []}
     with st.store.reading() as db:
         redacted = {(r[0], int(r[1])) for r in db.execute("SELECT stream, seq FROM retention_redacted").fetchall()}

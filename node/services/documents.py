@@ -21,15 +21,15 @@ import httpx
 from crypto import envelope
 from crypto.errors import CryptoError
 from crypto.keys import Identity
-from node import bundles
-from node import verify as doc_verify
+from node.services import sittings as bundles
+from node.services import verify as doc_verify
 from sync import docs, log
 from sync.law import decisions
 from sync.law.errors import RuleError
 from sync.law.transitions import Status
 
 if TYPE_CHECKING:
-    from node.station import Station
+    from node.services.desk import Desk
 
 logger = logging.getLogger("lastmile.node")
 
@@ -38,11 +38,11 @@ INTAKE_DOCUMENT = {"application.accepted": "receipt", "application.correction_no
                    "application.refused": "refusal"}
 
 
-def folder(st: Station) -> Path:
+def folder(st: Desk) -> Path:
     return st.settings.data / "docs"
 
 
-def decision_event(st: Station, app: dict[str, Any]) -> log.Event | None:
+def decision_event(st: Desk, app: dict[str, Any]) -> log.Event | None:
     """The county's ``case.decided`` event the application's row shows (the latest for it that was
     applied), as the county signed it; None if undecided."""
     if not app.get("decision"):
@@ -58,17 +58,17 @@ def decision_event(st: Station, app: dict[str, Any]) -> log.Event | None:
     return None
 
 
-def decision_body(st: Station, app: dict[str, Any]) -> dict[str, Any] | None:
+def decision_body(st: Desk, app: dict[str, Any]) -> dict[str, Any] | None:
     """The body of the county's decision the application's row shows (``decision_event``); None if undecided."""
     ev = decision_event(st, app)
     return dict(ev.body) if ev is not None else None
 
 
-def received(st: Station, sha: str) -> bool:
+def received(st: Desk, sha: str) -> bool:
     return decisions.SHA.fullmatch(sha) is not None and (folder(st) / f"{sha}.sealed").exists()
 
 
-def pending(st: Station) -> list[dict[str, Any]]:
+def pending(st: Desk) -> list[dict[str, Any]]:
     """Result documents of applied decisions that have not arrived yet, oldest decision first."""
     with st.store.lock:
         rows = st.store.conn.execute(
@@ -85,7 +85,7 @@ def pending(st: Station) -> list[dict[str, Any]]:
     return out
 
 
-def held_identities(st: Station) -> list[Identity]:
+def held_identities(st: Desk) -> list[Identity]:
     """The station's current identity and the retired ones (a key rotation after the county sealed)."""
     out = [st.me]
     retired = st.settings.data / "keys.retired"
@@ -98,7 +98,7 @@ def held_identities(st: Station) -> list[Identity]:
     return out
 
 
-def fetch_pending(st: Station, http: httpx.Client, url: str | None = None) -> int:
+def fetch_pending(st: Desk, http: httpx.Client, url: str | None = None) -> int:
     """Download the result documents still coming; return how many arrived. A document the county
     refuses or that does not verify keeps its error (``doc_error/<sha>`` in the sync state) and stays
     "still coming"; the next goes on. A link failure (Retryable) stops the pass."""
@@ -121,7 +121,7 @@ def fetch_pending(st: Station, http: httpx.Client, url: str | None = None) -> in
     return got
 
 
-def attachment(st: Station, app: dict[str, Any], sha: str) -> tuple[dict[str, Any], bytes] | None:
+def attachment(st: Desk, app: dict[str, Any], sha: str) -> tuple[dict[str, Any], bytes] | None:
     """A received result document of the application's decision: (its listing, its bytes). The type
     it is served as is the one the signed decision lists, checked against the bytes."""
     body = decision_body(st, app) or {}
@@ -137,18 +137,18 @@ def attachment(st: Station, app: dict[str, Any], sha: str) -> tuple[dict[str, An
     return listed, data
 
 
-def errors(st: Station) -> dict[str, str]:
+def errors(st: Desk) -> dict[str, str]:
     with st.store.lock:
         rows = st.store.conn.execute("SELECT name, value FROM _sync_status WHERE name LIKE ? AND value != ''",
                                      (docs.DOC_ERROR + "%",)).fetchall()
     return {str(r[0])[len(docs.DOC_ERROR):]: str(r[1]) for r in rows}
 
 
-def listing(st: Station, app: dict[str, Any]) -> list[dict[str, Any]]:
+def listing(st: Desk, app: dict[str, Any]) -> list[dict[str, Any]]:
     """The documents of a case, for the page and the API: the station's own intake document, the
     sitting's receipt (一件事一次办), the county's written decision or correction request, and each
     result document with whether it has arrived. Each printed one with the ``qr_text`` and
-    ``verify_code`` it prints (node/verify.py)."""
+    ``verify_code`` it prints (node/services/verify.py)."""
     base = f"/applications/{app['id']}"
     out = [{"kind": INTAKE_DOCUMENT.get(app["kind"], "receipt"), "name": "", "url": f"{base}/document",
             "complete": True, **doc_verify.intake_printed(st, app)}]
@@ -173,18 +173,18 @@ def listing(st: Station, app: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def decision_json(st: Station, app: dict[str, Any]) -> dict[str, Any] | None:
+def decision_json(st: Desk, app: dict[str, Any]) -> dict[str, Any] | None:
     """The ``decision`` object of the application API."""
     if not app.get("decision"):
         return None
     body = decision_body(st, app) or {}
     return {"decision": app["decision"], "note": app["decision_note"], "reason": body.get("reason"),
             "basis": body.get("basis"), "appeal": body.get("appeal"), "by": app["decided_by"], "at": app["decided_at"],
-            "county_key": st.decision_key(app["id"]),
+            "county_key": st.store.decision_key(log.down(st.code), app["id"]),
             "attachments": [{**a, "complete": received(st, a["sha256"])} for a in body.get("attachments") or []]}
 
 
-def waiting(st: Station) -> list[dict[str, Any]]:
+def waiting(st: Desk) -> list[dict[str, Any]]:
     """The result documents still coming, for the sync panel and ``/api/v1/status``: ``app_id``,
     ``receipt_no``, ``name``, ``sha256``, ``size`` and ``error`` (the last refusal, or "")."""
     errs = errors(st)
@@ -196,7 +196,7 @@ def waiting(st: Station) -> list[dict[str, Any]]:
     return out
 
 
-def catalog_appeal(st: Station) -> dict[str, Any] | None:
+def catalog_appeal(st: Desk) -> dict[str, Any] | None:
     """The appeal block of the station's catalogue if it is a valid one; None for an older catalogue
     without one (or a malformed one): the documents then print the generic wording and say so."""
     try:

@@ -10,19 +10,20 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from crypto import canonical
-from node.cases import IntakeError
+from node.services import receipts
+from node.services.cases import IntakeError
 from node.store import Store
 from sync.law import facts, reports
 from sync.law.errors import N_, RuleError
 from sync.log import Event
 
 if TYPE_CHECKING:
-    from node.station import Station
+    from node.services.desk import Desk
 
 FIELDS = ("tried", "where", "item_code", "contact")
 
 
-def file(st: Station, form: dict[str, Any], agent: str) -> dict[str, Any]:
+def file(st: Desk, form: dict[str, Any], agent: str) -> dict[str, Any]:
     """Record a report from the agent's form (``name``, ``phone``, ``id_number``, ``tried``, ``where``,
     ``item_code``, ``contact``); IntakeError naming the entry at fault."""
     citizen = {k: str(form.get(k, "")).strip() for k in ("name", "phone", "id_number")}
@@ -37,7 +38,7 @@ def file(st: Station, form: dict[str, Any], agent: str) -> dict[str, Any]:
         raise IntakeError(errors)
     now = st.now()
     with st.store.transaction() as db:
-        body = {"id": str(uuid.uuid4()), "receipt_no": st._receipt_no(db, now), "station": st.code, "agent": agent,
+        body = {"id": str(uuid.uuid4()), "receipt_no": receipts.next_number(st, db, now), "station": st.code, "agent": agent,
                 "at": now.isoformat(timespec="seconds"), "citizen": citizen, **values}
         try:
             st.record(db, facts.Fact(reports.FILED, body))
