@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 import pytest
 import uvicorn
+from argon2 import PasswordHasher
+from argon2.low_level import Type
 
 from central.app import create_app as central_app
 from central.county import County, Settings as CentralSettings
@@ -21,11 +23,65 @@ from node.app import create_app as node_app
 from node.enroll import enroll
 from node.station import Settings as NodeSettings
 from node.store import Store as NodeStore
+from crypto import passwords
+from node import vault
+from sync import enrolment
 from templates.limits import server_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = json.loads((ROOT / "central" / "catalog_demo.json").read_text(encoding="utf-8"))
 PASSWORD = "village-key-2718"     # passes the password rules: 10+ characters, not a common one
+
+
+# Key stretching. Two thirds of building a county and its stations went into it: the enrolment
+# scrypt (sync/enrolment.py, N=2^15), the staff password hashes (crypto/passwords.py, argon2id
+# t=3 m=64 MiB p=4) and the vault's password KEK (node/vault.py, argon2id t=2 m=19 MiB). The real
+# parameters are module-level constants of those modules, and nothing but this file changes them:
+# in every test process (each xdist worker) the session fixture below puts the cheapest parameters
+# the algorithms allow in their place, and a test marked ``real_kdf`` gets the real ones back for
+# its whole run (fixtures included): the tests of the parameters themselves, the timing tests whose
+# point is the cost of a check, and the tests where a `lastmile` subprocess (real parameters) and
+# this process must derive the same key (an enrolment code, a vault password). Production code never
+# reads anything that could make it cheap: tests/crypto/test_kdf_params.py checks that a fresh
+# process has the real parameters. A stored argon2 hash names its parameters, so a hash made with
+# either set verifies in both (a process of the other set rehashes it at the next login).
+def kdf_parameters() -> dict[str, Any]:
+    return {"hasher": passwords._HASHER, "argon": vault.ARGON,
+            "scrypt": (enrolment.SCRYPT_N, enrolment.SCRYPT_R, enrolment.SCRYPT_P)}
+
+
+REAL_KDF = kdf_parameters()
+CHEAP_KDF = {"hasher": PasswordHasher(time_cost=1, memory_cost=8, parallelism=1),
+             "argon": {**vault.ARGON, "time_cost": 1, "memory_cost": 8, "parallelism": 1},
+             "scrypt": (2, 1, 1)}
+assert CHEAP_KDF["argon"]["type"] == Type.ID
+
+
+def use_kdf(params: dict[str, Any]) -> None:
+    passwords._HASHER = params["hasher"]
+    vault.ARGON = params["argon"]
+    enrolment.SCRYPT_N, enrolment.SCRYPT_R, enrolment.SCRYPT_P = params["scrypt"]
+    passwords._dummy_hash.cache_clear()         # made once per process, with the parameters of then
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_kdf() -> Iterator[None]:
+    use_kdf(CHEAP_KDF)
+    yield
+    use_kdf(REAL_KDF)
+
+
+@pytest.fixture(autouse=True)
+def real_kdf(request: pytest.FixtureRequest, cheap_kdf: None) -> Iterator[None]:
+    """The real parameters for a test marked ``real_kdf`` (set before its other function fixtures)."""
+    if request.node.get_closest_marker("real_kdf") is None:
+        yield
+        return
+    use_kdf(REAL_KDF)
+    try:
+        yield
+    finally:
+        use_kdf(CHEAP_KDF)
 
 
 @contextlib.contextmanager

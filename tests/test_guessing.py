@@ -66,6 +66,7 @@ def test_a_burst_of_concurrent_guesses_gets_at_most_five_checks(system, http, ap
     assert checks_recorded(db, username) == codes.count(401)
 
 
+@pytest.mark.real_kdf          # the point is the cost of a real check, paid for unknown names too
 def test_unknown_user_names_take_as_long_as_known_ones(tmp_path, http):
     """Median of 20 wrong-password logins each; throttling set out of the way so every one is checked."""
     settings, _ = make_county(tmp_path / "central")
