@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import uvicorn
@@ -85,25 +85,43 @@ def real_kdf(request: pytest.FixtureRequest, cheap_kdf: None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def serve(app: Any, **options: Any) -> Iterator[str]:
-    """``app`` on a loopback port, configured as ``lastmile … serve`` runs it (templates/limits.py
-    ``server_config``: the request-head timeout); ``options`` go to it (``head_timeout=``)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(server_config(app, log_level="warning", lifespan="on", **options))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("server did not start")
-        time.sleep(0.01)
+def serving() -> Iterator[Callable[..., str]]:
+    """``start(app, **options)`` serves ``app`` on a loopback port, as ``lastmile … serve`` runs it
+    (templates/limits.py ``server_config``: the request-head timeout; ``options`` go to it, such as
+    ``head_timeout=``), and returns its URL. At the end every server started is told to stop at once,
+    then awaited: a uvicorn server takes 0.15-0.2 s to stop (its 0.1 s ticks), so three stopped one
+    after another cost half a second for each test of the ``system`` fixture."""
+    running: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
+
+    def start(app: Any, **options: Any) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(server_config(app, log_level="warning", lifespan="on", **options))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        running.append((server, thread, sock))
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield start
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+        for server, _, _ in running:
+            server.should_exit = True
+        for _, thread, sock in running:
+            thread.join(timeout=10)
+            sock.close()
+
+
+@contextlib.contextmanager
+def serve(app: Any, **options: Any) -> Iterator[str]:
+    """``app`` on a loopback port, configured as ``lastmile … serve`` runs it (``serving``)."""
+    with serving() as start:
+        yield start(app, **options)
 
 
 @dataclass
@@ -144,11 +162,12 @@ def add_station(central: CentralSettings, central_url: str, data: Path, code: st
 def system(tmp_path: Path) -> Iterator[System]:
     """A county centre and two stations (village V1, township T1), each on its own loopback port."""
     central, tokens = make_county(tmp_path / "central")
-    with serve(central_app(central)) as central_url, contextlib.ExitStack() as stack:
+    with serving() as start:
+        central_url = start(central_app(central))
         stations = {}
         for code, level in (("V1", "village"), ("T1", "township")):
             settings, token = add_station(central, central_url, tmp_path / code, code, level)
-            url = stack.enter_context(serve(node_app(settings, background_sync=False)))
+            url = start(node_app(settings, background_sync=False))
             stations[code] = {"url": url, "token": token, "settings": settings}
         yield System(tmp_path, central_url, tokens["supervisor"], tokens, stations)
 
