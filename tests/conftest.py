@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import socket
 import sqlite3
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -170,6 +172,37 @@ def system(tmp_path: Path) -> Iterator[System]:
             url = start(node_app(settings, background_sync=False))
             stations[code] = {"url": url, "token": token, "settings": settings}
         yield System(tmp_path, central_url, tokens["supervisor"], tokens, stations)
+
+
+@functools.cache
+def tls() -> ssl.SSLContext:
+    """A TLS context as httpx makes by default (verifying, certifi's CA certificates)."""
+    import certifi
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_tls() -> Iterator[None]:
+    """Every httpx client of a test process that would make its own default TLS context gets the one
+    of ``tls()``: httpx makes a new one per client and loads ~150 CA certificates into it, ~50 ms,
+    and the tests make thousands of clients (theirs, and the apps': each enrolment, each station
+    sync), all speaking plain HTTP on loopback. The same verification, made once."""
+    import httpx
+    originals = {cls: cls.__init__ for cls in (httpx.Client, httpx.AsyncClient)}
+
+    def shared(init: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(init)
+        def __init__(self: Any, **kw: Any) -> None:       # httpx clients take keyword arguments only
+            if kw.get("verify", True) is True:
+                kw["verify"] = tls()
+            init(self, **kw)
+        return __init__
+
+    for cls, init in originals.items():
+        cls.__init__ = shared(init)                # type: ignore[method-assign]
+    yield
+    for cls, init in originals.items():
+        cls.__init__ = init                        # type: ignore[method-assign]
 
 
 @pytest.fixture
