@@ -241,3 +241,45 @@ def log_in(http: Any, url: str, username: str, password: str = PASSWORD) -> tupl
     page = http(url, follow_redirects=True)
     landing = page.post("/login", data={"username": username, "password": password, "csrf": csrf_of(page)})
     return page, landing
+
+
+# The longest files first, longest first (on two cores under load, 2026-12-08; seconds per file).
+# `make test` gives each file to one worker (--dist loadfile) in the order collected here
+# (--no-loadscope-reorder: xdist would otherwise put the files with most tests first, and so these
+# long files of one or two tests last, leaving one core busy minutes after the other went idle).
+# A file not named keeps its place after these. Add a file here when it grows past the last one.
+LONGEST_FIRST = (
+    "sync/test_crash.py",                   # 125
+    "test_schemathesis.py",                 # 100
+    "e2e/test_readme.py",                   # 72
+    "test_guessing.py",                     # 72
+    "e2e/test_browser_life.py",             # 70
+    "sync/test_restore_race.py",            # 50
+    "e2e/test_agent_day.py",                # 50
+    "sync/test_hostile_county.py",          # 49
+    "node/test_staff.py",                   # 48
+    "test_demo.py",                         # 46
+    "test_litestream.py",                   # 44
+    "sync/test_scans.py",                   # 39
+    "test_sessions.py",                     # 35
+    "sync/test_recovery.py",                # 34
+    "central/test_preauth.py",              # 32
+    "crypto/test_strict_wire.py",           # 29
+    "test_rating.py",                       # 27
+    "test_packaging.py",                    # 27
+    "sync/test_protocol_machine.py",        # 27
+    "sync/test_link.py",                    # 27
+    "test_verify_attacks.py",               # 25
+    "life/test_state_machine.py",           # 23
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+
+    def place(item: pytest.Item) -> int:
+        try:
+            return rank.get(item.path.relative_to(ROOT / "tests").as_posix(), len(rank))
+        except ValueError:
+            return len(rank)
+    items.sort(key=place)                   # stable: a file's tests keep their order
