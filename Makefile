@@ -35,8 +35,9 @@ system-deps:
 
 # First the import contracts (pyproject.toml [tool.importlinter]: who may import whom), then the tests.
 # The files run on every core (pytest-xdist), one file's tests on one worker (their servers and
-# browser are module fixtures); `make test PYTEST_ARGS=-n0` runs them one after another.
-PYTEST_ARGS ?= -n auto --dist loadfile
+# browser are module fixtures), the longest files first (tests/conftest.py LONGEST_FIRST; xdist
+# would reorder them by number of tests); `make test PYTEST_ARGS=-n0` runs them one after another.
+PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
 test: $(VENV)/.installed system-deps
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -207,6 +207,7 @@ def test_malformed_enrolment_bodies_get_400(system, http):
     assert r.status_code == 400 and r.json()["error"] == "bad_request"
 
 
+@pytest.mark.real_kdf          # the vector is of the real scrypt parameters
 def test_the_enrolment_test_vector_in_the_protocol_is_what_the_code_computes():
     from pathlib import Path
     doc = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")

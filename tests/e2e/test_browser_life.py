@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 
 import httpx
-
+import pytest
 from playwright.sync_api import expect
 
+from node.http import pages
 from sync.law.intake import valid_id_for_demo
 from tests.conftest import PASSWORD
 from tests.e2e.test_browser import browser, login, shot  # noqa: F401 - the module's browser fixture
@@ -35,6 +36,14 @@ def fits_a4(page, name: str) -> None:
     assert pdf.startswith(b"%PDF") and 1 <= pages <= 2, (name, pages)
     page.emulate_media(media="screen")
     page.set_viewport_size({"width": 1280, "height": 900})
+
+
+@pytest.fixture(autouse=True)
+def quick_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a sync runs, the start page reloads itself every second instead of every 2 s
+    (node/http/pages.py SYNC_REFRESH_S; the stations here run in this process): each life below waits
+    for nine syncs to end, and on a quick machine the wait was mostly for the next reload."""
+    monkeypatch.setattr(pages, "SYNC_REFRESH_S", 1)
 
 
 def sync_now(station) -> None:

@@ -158,12 +158,12 @@ def test_a_decompression_bomb_is_refused_on_the_page_fast_and_small(catalogued, 
 
 def test_a_decompression_bomb_is_refused_by_the_api(catalogued):
     item, form = catalogued["item"], catalogued["form"]
-    before, start = peak_rss_mb(), time.monotonic()
-    r = catalogued["api"].post("/api/v1/applications", json={
-        "item": item["code"], "decision": "accept", "applicant": {k: form[k] for k in ("name", "id_number")},
-        "fields": {k[2:]: v for k, v in form.items() if k.startswith("f_")}, "materials": form["materials"],
-        "scans": [{"material": item["materials"][0]["code"], "name": "bomb.png",
-                   "data_base64": base64.b64encode(bomb_png()).decode()}]})
+    body = {"item": item["code"], "decision": "accept", "applicant": {k: form[k] for k in ("name", "id_number")},
+            "fields": {k[2:]: v for k, v in form.items() if k.startswith("f_")}, "materials": form["materials"],
+            "scans": [{"material": item["materials"][0]["code"], "name": "bomb.png",
+                       "data_base64": base64.b64encode(bomb_png()).decode()}]}
+    before, start = peak_rss_mb(), time.monotonic()         # the clock runs for the station, not for making the bomb
+    r = catalogued["api"].post("/api/v1/applications", json=body)
     took, grew = time.monotonic() - start, peak_rss_mb() - before
     assert r.status_code == 422, r.text
     body = r.json()

@@ -232,6 +232,7 @@ def test_a_rotation_cut_short_is_finished_or_dropped_when_the_county_starts(pair
     county.store = type(county.store)(settings.db_path)
 
 
+@pytest.mark.real_kdf          # `station add` runs in a subprocess, the enrolment in this one: same scrypt
 def test_a_station_restored_or_replaced_after_a_county_rotation_gets_every_old_decision(pair):
     """A station restored from a backup taken before the rotation still opens the county's answers
     (signed by the key it holds) and learns the new key in order; a new PC enrolled after the

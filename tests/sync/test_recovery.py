@@ -492,6 +492,7 @@ def cli(*args: str) -> "subprocess.CompletedProcess[str]":
     return subprocess.run([sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.real_kdf          # `station add` runs in a subprocess, the enrolment in this one: same scrypt
 def test_a_replacement_pc_enrols_with_new_keys_and_rebuilds_everything_from_the_county(pair):
     from node.services.enrolment import enroll
     county, old, root = pair
