@@ -21,12 +21,12 @@ from argon2.low_level import Type
 
 from central.app import create_app as central_app
 from central.county import County, Settings as CentralSettings
+from crypto import passwords
+from node import vault
 from node.app import create_app as node_app
 from node.services.enrolment import enroll
 from node.settings import Settings as NodeSettings
 from node.store import Store as NodeStore
-from crypto import passwords
-from node import vault
 from sync import enrolment
 from templates.limits import server_config
 
