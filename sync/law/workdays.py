@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping
 
 import chinese_calendar
 
-from sync.law.errors import N_
+from sync.law.errors import N_, RuleError
 
 COUNTY, LIBRARY, WEEKENDS = "county", "library", "weekends"
 META_PREFIX = "calendar:"
@@ -36,19 +36,14 @@ MAX_DATES = 366
 WARN_FROM_MONTH = 11
 
 
-class ScheduleError(ValueError):
-    """A schedule the county may not enter. ``message`` is an English message id, ``params`` its
-    values, ``field`` the body field at fault (``year``, ``holidays``, ``workdays``)."""
+class ScheduleError(RuleError, ValueError):
+    """A schedule the county may not enter: a ``RuleError`` (message id and parameters, formatted
+    the same way) that also names ``field``, the body field at fault (``year``, ``holidays``,
+    ``workdays``, ``file``), and is a ValueError to callers that parse input."""
 
     def __init__(self, message: str, where: str = "", **params: Any) -> None:
-        self.message, self.field, self.params = message, where, params
-        super().__init__(self.english())
-
-    def english(self) -> str:
-        try:
-            return self.message % self.params
-        except (KeyError, TypeError, ValueError):
-            return self.message
+        self.field = where
+        super().__init__(message, **params)
 
 
 def library_knows(year: int) -> bool:
