@@ -49,6 +49,9 @@ STATEMENTS = (
         code TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, doc TEXT NOT NULL,
         PRIMARY KEY (code, stream, seq, doc))""",
     """CREATE INDEX IF NOT EXISTS _sync_codes_event ON _sync_codes (stream, seq)""",
+    # Both sides: an event by its hash (a printed document's QR names it; issue 18), one indexed
+    # look-up instead of a scan of the whole log. Built once when an older database first opens.
+    """CREATE INDEX IF NOT EXISTS _sync_events_hash ON _sync_events (hash)""",
 )
 
 

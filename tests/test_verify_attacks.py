@@ -266,3 +266,19 @@ def test_a_typed_code_is_answered_while_a_push_holds_the_store(pair):
         finally:
             release.set()
             thread.join()
+
+
+def test_an_event_is_found_by_its_hash_through_an_index_not_a_scan(pair):
+    """Issue 18: printing a document's QR text looks its event up by hash (node/services/verify.py
+    ``_event``); at 50k cases a scan of the whole log took seconds. Both ends index the hash."""
+    from tests.sync.test_recovery import round_trip, take
+
+    county, st, _ = pair
+    app = take(st, 1)[0]
+    round_trip(county, st)
+    event_hash = st.store.application(app["id"])["event_hash"]
+    for conn in (st.store.conn, county.store.conn):
+        plan = " ".join(str(r[-1]) for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT stream, seq FROM _sync_events WHERE hash = ?", (event_hash,)).fetchall())
+        assert "USING INDEX _sync_events_hash" in plan and "SCAN" not in plan, plan
+        assert conn.execute("SELECT stream FROM _sync_events WHERE hash = ?", (event_hash,)).fetchone()[0] == "up/S1"
