@@ -16,7 +16,7 @@ from typing import Any, Iterator
 from templates import throttle
 from templates.readers import Readers
 from crypto.keys import private_dir, private_file
-from sync import chain, inbox, schema
+from sync import inbox, schema
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -245,11 +245,6 @@ class Store:
         """Every stream held, and every stream an earlier self-check saw (one emptied since is one to report)."""
         return [r[0] for r in db.execute("SELECT DISTINCT stream FROM _sync_events UNION"
                                          " SELECT stream FROM selfcheck_heads ORDER BY 1").fetchall()]
-
-    def stream_page(self, db: Any, stream: str, after: int, limit: int) -> list[tuple[Any, ...]]:
-        """Rows (sync/chain.py ``COLS``) of ``stream`` with seq > ``after``, in order, at most ``limit``."""
-        return list(db.execute(f"SELECT {chain.COLS} FROM _sync_events WHERE stream = ? AND seq > ? ORDER BY seq"
-                               " LIMIT ?", (stream, after, limit)).fetchall())
 
     def selfcheck_heads(self, db: Any) -> dict[str, tuple[int, str, str]]:
         """stream -> (seq, hash, at) of the last check that found it whole."""

@@ -12,8 +12,7 @@ A deleted *last* event leaves a shorter chain that is still whole. So a walk als
 an earlier walk recorded (``Checkpoint``): the stream must still reach that ``seq``, with the same
 hash there. The caller keeps them (the county in ``selfcheck_heads``).
 
-Pure over its inputs: the caller reads the rows (in pages, with a read-only connection) and owns
-the database; nothing here writes.
+``rows`` reads a stream in pages on the caller's connection (a read-only one); nothing here writes.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ PROBLEMS = {
     "rewritten": N_("This is not the event an earlier check saw at this number."),
 }
 PAGE = 2000                 # rows read per query
+COLS = "stream, seq, prev, hash, author, kind, at, body, sig, key_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,19 +68,17 @@ def describe(problem: Mapping[str, Any]) -> str:
     return f"{problem['stream']}#{problem['seq']}: " + PROBLEMS[problem["what"]] % problem.get("params", {})
 
 
-def rows(read: Callable[[int, int], list[Any]]) -> Iterable[Any]:
-    """Every row of a stream in order, ``PAGE`` at a time: ``read(after, limit)`` answers the rows
-    with seq > after (``COLS``, ordered by seq)."""
+def rows(db: Any, stream: str) -> Iterable[Any]:
+    """Every row of ``stream`` as stored (``COLS``), in seq order, ``PAGE`` at a time, on the
+    caller's connection (a reader's: one snapshot for the whole walk)."""
     after = 0
     while True:
-        page = read(after, PAGE)
+        page = db.execute(f"SELECT {COLS} FROM _sync_events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?",
+                          (stream, after, PAGE)).fetchall()
         yield from page
         if len(page) < PAGE:
             return
         after = int(page[-1][1])
-
-
-COLS = "stream, seq, prev, hash, author, kind, at, body, sig, key_id"
 
 
 def walk(stream: str, stored: Iterable[Any], keys: Mapping[str, str], *,

@@ -47,8 +47,7 @@ def run(store: Store, own_keys: Mapping[str, str], key_history: Callable[[str], 
         held = heads.get(stream)
         seen = chain.Checkpoint(*held) if held and recovered.get(stream, "") <= held[2] else None
         with store.reading() as db:
-            walked = chain.walk(stream, chain.rows(lambda after, limit: store.stream_page(db, stream, after, limit)),
-                                keys, redacted_ok=lambda seq: side == "up", seen=seen)
+            walked = chain.walk(stream, chain.rows(db, stream), keys, redacted_ok=lambda seq: side == "up", seen=seen)
         result["streams"] += 1
         result["events"] += walked.events
         result["redacted"] += walked.redacted

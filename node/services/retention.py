@@ -242,10 +242,7 @@ def verify_chain(st: Desk) -> dict[str, Any]:
         keys = {log.up(st.code): own_sign_keys(st, db),
                 log.down(st.code): exchange.county_sign_keys(db, st.enrolled_county)}
         for stream, known in keys.items():
-            def read(after: int, limit: int, stream: str = stream) -> list[Any]:
-                return db.execute(f"SELECT {chain.COLS} FROM _sync_events WHERE stream = ? AND seq > ? ORDER BY seq"
-                                  " LIMIT ?", (stream, after, limit)).fetchall()
-            walked = chain.walk(stream, chain.rows(read), known,
+            walked = chain.walk(stream, chain.rows(db, stream), known,
                                 redacted_ok=lambda seq, stream=stream: (stream, seq) in redacted)
             out["events"] += walked.events
             out["redacted"] += walked.redacted

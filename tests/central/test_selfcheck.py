@@ -15,6 +15,7 @@ import httpx
 from central.app import create_app as central_app
 from central.county import County
 from deploy import cli
+from sync import chain
 from tests.conftest import PASSWORD, csrf_of, serve
 from tests.sync.test_recovery import CLERK, pair, round_trip, take  # noqa: F401 - pair: a county and a station
 
@@ -29,6 +30,11 @@ def edit(county: County, sql: str, *params: object) -> None:
             assert conn.execute(sql, params).rowcount == 1, sql
     finally:
         conn.close()
+
+
+def stored(county: County, stream: str) -> list:
+    """The rows of ``stream`` in central.db, as the check reads them."""
+    return list(chain.rows(county.store.conn, stream))
 
 
 def whats(result: dict) -> set[tuple[str, int, str]]:
@@ -52,7 +58,7 @@ def test_a_whole_log_passes_and_a_deleted_hand_out_is_flagged_before_the_station
     first = county.self_check()
     assert first["problem_count"] == 0 and first["problems"] == []
     assert first["streams"] == 2 and first["events"] >= 5
-    up_head = county.store.stream_page(county.store.conn, f"up/{V1}", 0, 1000)[-1]
+    up_head = stored(county, f"up/{V1}")[-1]
     assert up_head[5] == "application.handed_out"
 
     edit(county, "DELETE FROM _sync_events WHERE stream = ? AND seq = ?", f"up/{V1}", up_head[1])
@@ -68,9 +74,9 @@ def test_edits_in_the_middle_of_a_log_are_each_named(pair):
     for _ in range(3):
         a_case_handed_out(county, st)
     up, down = f"up/{V1}", f"down/{V1}"
-    rows = county.store.stream_page(county.store.conn, up, 0, 1000)
+    rows = stored(county, up)
     assert len(rows) >= 6
-    decisions = [r for r in county.store.stream_page(county.store.conn, down, 0, 1000) if r[5] == "case.decided"]
+    decisions = [r for r in stored(county, down) if r[5] == "case.decided"]
     assert len(decisions) == 3
     # a middle event removed; a body rewritten (approve -> reject); one event's signature swapped for another's
     edit(county, "DELETE FROM _sync_events WHERE stream = ? AND seq = ?", up, rows[2][1])
@@ -103,7 +109,7 @@ def test_the_stations_page_the_api_and_the_cli_say_it_and_only_a_supervisor_star
         assert done.status_code == 200 and 'id="selfcheck-ok"' in done.text
         assert api.get("/api/v1/selfcheck").json()["problem_count"] == 0
 
-        last = county.store.stream_page(county.store.conn, f"down/{V1}", 0, 1000)[-1]
+        last = stored(county, f"down/{V1}")[-1]
         edit(county, "UPDATE _sync_events SET body = '{\"x\":' || body || '}' WHERE stream = ? AND seq = ?",
              f"down/{V1}", last[1])
         done = page.post("/selfcheck", data={"csrf": csrf_of_page(page)})
@@ -128,7 +134,7 @@ def test_the_check_runs_by_itself_in_the_background(pair):
     county, st, _ = pair
     a_case_handed_out(county, st)
     settings = replace(county.settings, selfcheck_first_s=0.1, selfcheck_every_s=0.3)
-    up = county.store.stream_page(county.store.conn, f"up/{V1}", 0, 1000)
+    up = stored(county, f"up/{V1}")
     with serve(central_app(settings)):
         first = wait_for(lambda r: r is not None, county)
         assert first["problem_count"] == 0
@@ -156,9 +162,9 @@ def test_a_station_purge_stub_is_allowed_upstream_but_a_stub_the_county_signed_i
     from sync.law import retention
     county, st, _ = pair
     case = a_case_handed_out(county, st)
-    up = next(r for r in county.store.stream_page(county.store.conn, f"up/{V1}", 0, 1000)
+    up = next(r for r in stored(county, f"up/{V1}")
               if r[5] == "application.accepted" and case["id"] in r[7])
-    down = next(r for r in county.store.stream_page(county.store.conn, f"down/{V1}", 0, 1000) if r[5] == "case.decided")
+    down = next(r for r in stored(county, f"down/{V1}") if r[5] == "case.decided")
     for row, stream in ((up, f"up/{V1}"), (down, f"down/{V1}")):
         stub = canonical.dumps(retention.redact(canonical.loads(row[7].encode()))).decode()
         edit(county, "UPDATE _sync_events SET body = ? WHERE stream = ? AND seq = ?", stub, stream, row[1])
@@ -170,6 +176,6 @@ def test_a_station_purge_stub_is_allowed_upstream_but_a_stub_the_county_signed_i
 def test_garbage_in_a_body_is_reported_not_a_crash(pair, tmp_path: Path):
     county, st, _ = pair
     a_case_handed_out(county, st)
-    row = county.store.stream_page(county.store.conn, f"up/{V1}", 0, 1000)[1]
+    row = stored(county, f"up/{V1}")[1]
     edit(county, "UPDATE _sync_events SET body = ? WHERE stream = ? AND seq = ?", "{not json", f"up/{V1}", row[1])
     assert whats(county.self_check()) == {(f"up/{V1}", row[1], "unreadable")}
